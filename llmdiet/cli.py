@@ -1,0 +1,47 @@
+"""The ``llmdiet`` command: ``llmdiet <subcommand> [options]``; ``llmdiet <subcommand> --help`` for each."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+# subcommand -> (module with a ``main(argv)``, one-line help)
+SUBCOMMANDS = {
+    "distill": ("llmdiet.distill", "knowledge distillation of a teacher into a student (Seq2SeqTrainer)"),
+    "eval": ("llmdiet.harness", "score a model on eval sets: BLEU, chrF, ROUGE-L, timing, size, memory"),
+    "compare": ("llmdiet.compare", "side-by-side table and plots over eval run directories"),
+    "quantize": ("llmdiet.quantize", "quantize a model (dynamic/static int8, ONNX Runtime, CTranslate2, GPU int8)"),
+}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .backends import BackendError
+    from .config import ConfigError
+    from .data import DataError
+    from .modeling import ModelLoadError
+
+    return (BackendError, ConfigError, DataError, ModelLoadError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
+        lines = ["usage: llmdiet <subcommand> [options]", "", "subcommands:"]
+        lines += [f"  {name:<10} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+        print("\n".join(lines))
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nerror: unknown subcommand '{argv[0]}'", file=sys.stderr)
+            return 2
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
+    try:
+        return module.main(argv[1:]) or 0
+    except _user_errors() as err:  # user mistakes: a clear message, no traceback
+        print(f"llmdiet {argv[0]}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Command-line configuration: dataclasses parsed by ``HfArgumentParser``, optionally from YAML.
+
+Precedence, lowest to highest: dataclass defaults < ``--preset NAME`` < ``--config FILE.yaml``
+< explicit command-line flags. Unknown YAML keys are an error that names the file and key.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import yaml
+from transformers import HfArgumentParser
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem (bad YAML, unknown key, out-of-range value)."""
+
+
+def check_range(name: str, value, low=None, high=None, *, low_open=False, high_open=False) -> None:
+    """Raise ConfigError unless ``low <= value <= high`` (bounds optional, optionally open)."""
+    if value is None:
+        return
+    if low is not None and (value <= low if low_open else value < low):
+        raise ConfigError(f"--{name} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and (value >= high if high_open else value > high):
+        raise ConfigError(f"--{name} must be {'<' if high_open else '<='} {high}, got {value}")
+
+
+def _pop_option(argv: list[str], flag: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == flag:
+            if i + 1 >= len(argv):
+                raise ConfigError(f"{flag} needs a value")
+            value = argv[i + 1]
+            del argv[i : i + 2]
+            return value
+        if arg.startswith(flag + "="):
+            del argv[i]
+            return arg.split("=", 1)[1]
+    return None
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value at the top level")
+    return data
+
+
+def parse_config(
+    dataclass_types: Sequence[type],
+    argv: Sequence[str] | None = None,
+    presets: dict[str, Callable[[], dict[str, Any]]] | None = None,
+    prog: str | None = None,
+    description: str | None = None,
+):
+    """Parse ``argv`` into one instance per dataclass type (see module docstring for precedence)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(dataclass_types, prog=prog, description=description)
+    parser.add_argument("--config", default=None, help="YAML file of option: value pairs (command-line flags win).")
+    if presets:
+        parser.add_argument("--preset", default=None, choices=sorted(presets), help="Named set of defaults.")
+    if "-h" in argv or "--help" in argv:
+        parser.parse_args(argv)  # prints help and exits
+    known = {f.name for dc in dataclass_types for f in fields(dc)}
+    defaults: dict[str, Any] = {}
+    preset = _pop_option(argv, "--preset") if presets else None
+    if preset is not None:
+        if preset not in presets:
+            raise ConfigError(f"unknown --preset '{preset}' (known: {', '.join(sorted(presets))})")
+        defaults.update(presets[preset]())
+    config_path = _pop_option(argv, "--config")
+    if config_path is not None:
+        data = load_yaml(config_path)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{config_path}: unknown option(s) {unknown}")
+        defaults.update(data)
+    parser.set_defaults(**defaults)
+    # Required fields given by a preset/YAML must not be demanded again on the command line.
+    for action in parser._actions:
+        if action.dest in defaults:
+            action.required = False
+    return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)

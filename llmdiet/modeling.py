@@ -1,0 +1,73 @@
+"""Loading models and tokenizers, with clear errors, and measuring their size."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+
+class ModelLoadError(ValueError):
+    """A user-facing problem loading a model (not found, not seq2seq, offline, ...)."""
+
+
+def load_seq2seq(name_or_path: str, dtype: torch.dtype = torch.float32, tokenizer_path: str | None = None):
+    """``(model, tokenizer)`` for a hub id or local directory; refuses non-seq2seq models clearly.
+
+    fp16 is refused for T5-family models: they overflow to NaN in float16.
+    """
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    name_or_path = str(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as err:
+        hint = " (local path does not exist)" if _looks_local(name_or_path) and not Path(name_or_path).exists() else ""
+        raise ModelLoadError(f"cannot load a model config from '{name_or_path}'{hint}: {str(err).splitlines()[0]}") from None
+    if not getattr(config, "is_encoder_decoder", False):
+        raise ModelLoadError(
+            f"'{name_or_path}' is a '{config.model_type}' model, not a sequence-to-sequence (encoder-decoder) model"
+        )
+    if dtype == torch.float16 and config.model_type in ("t5", "mt5", "umt5"):
+        raise ModelLoadError("float16 is not supported for T5 models (activations overflow to NaN); use bfloat16 or float32")
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or name_or_path)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"cannot load '{name_or_path}': {str(err).splitlines()[0]}") from None
+    return model.eval(), tokenizer
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1] or name.count("/") != 1
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if name not in table:
+        raise ValueError(f"unknown dtype '{name}' (use float32 or bfloat16)")
+    return table[name]
+
+
+def directory_bytes(path: str | Path) -> int:
+    """Total size of the files under ``path`` (0 for a hub id that is not a local directory)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    if not path.is_dir():
+        return 0
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def module_bytes(module: torch.nn.Module) -> int:
+    """Bytes held by a module's parameters and buffers, including packed quantized weights."""
+    total = sum(t.numel() * t.element_size() for t in module.parameters())
+    total += sum(t.numel() * t.element_size() for t in module.buffers())
+    for sub in module.modules():  # torch.ao dynamic-quantized Linear keeps weights in a packed param
+        packed = getattr(sub, "_packed_params", None)
+        if packed is not None and hasattr(packed, "_weight_bias"):
+            w, b = packed._weight_bias()
+            total += w.numel() * w.element_size() + (b.numel() * b.element_size() if b is not None else 0)
+    return total
