@@ -90,4 +90,5 @@ def parse_config(
     for action in parser._actions:
         if action.dest in defaults:
             action.required = False
-    return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    parsed = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    return tuple(parsed[: len(dataclass_types)])  # drop the namespace holding --config/--preset
