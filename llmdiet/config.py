@@ -62,18 +62,20 @@ def parse_config(
     presets: dict[str, Callable[[], dict[str, Any]]] | None = None,
     prog: str | None = None,
     description: str | None = None,
+    default_preset: str | None = None,
 ):
     """Parse ``argv`` into one instance per dataclass type (see module docstring for precedence)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser(dataclass_types, prog=prog, description=description)
     parser.add_argument("--config", default=None, help="YAML file of option: value pairs (command-line flags win).")
     if presets:
-        parser.add_argument("--preset", default=None, choices=sorted(presets), help="Named set of defaults.")
+        parser.add_argument("--preset", default=default_preset, choices=sorted(presets),
+                            help=f"Named set of defaults (default: {default_preset}).")
     if "-h" in argv or "--help" in argv:
         parser.parse_args(argv)  # prints help and exits
     known = {f.name for dc in dataclass_types for f in fields(dc)}
     defaults: dict[str, Any] = {}
-    preset = _pop_option(argv, "--preset") if presets else None
+    preset = (_pop_option(argv, "--preset") or default_preset) if presets else None
     if preset is not None:
         if preset not in presets:
             raise ConfigError(f"unknown --preset '{preset}' (known: {', '.join(sorted(presets))})")

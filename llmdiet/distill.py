@@ -232,10 +232,16 @@ def run(args: DistillationArguments, data: DataArguments, training: Seq2SeqTrain
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     is_demo = "demo" in argv and ("--preset" in argv or "--preset=demo" in argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "--use_cpu" not in argv:
+        import torch
+
+        if not torch.cuda.is_available():  # several CPU processes (torchrun/accelerate): DDP over gloo
+            argv += ["--use_cpu", "true"]
     args, data, training = parse_config(
         (DistillationArguments, DataArguments, Seq2SeqTrainingArguments), argv, presets=PRESETS,
         prog="recipes/distill.py",
         description="Distil a seq2seq teacher into a student: loss = alpha*T^2*KL(teacher||student) + (1-alpha)*CE.",
+        default_preset="reference",
     )
     if is_demo:
         from .demo import DEMO_BANNER

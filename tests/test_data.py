@@ -1,0 +1,103 @@
+"""Reading parallel files: every format, and every bad-input case names file, line and field."""
+
+import json
+
+import pytest
+
+from llmdiet.data import DataError, SkipReport, read_parallel_file, take_rows, tokenize_rows
+from llmdiet.demo import DEMO_EN_FR
+
+
+def write(path, text: str | bytes):
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_reads_every_format(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [("Hello.", "Bonjour."), ("The château is old.", "Le château est vieux.")]
+    jsonl = write(tmp_path / "a.jsonl", "".join(json.dumps({"en": s, "fr": t}, ensure_ascii=False) + "\n" for s, t in rows))
+    nested = write(tmp_path / "n.jsonl", "".join(json.dumps({"translation": {"en": s, "fr": t}}) + "\n" for s, t in rows))
+    tsv = write(tmp_path / "a.tsv", "en\tfr\n" + "".join(f"{s}\t{t}\n" for s, t in rows))
+    headerless = write(tmp_path / "h.tsv", "".join(f"{s}\t{t}\n" for s, t in rows))
+    csv_path = write(tmp_path / "a.csv", "id,en,fr\n" + "".join(f'{i},"{s}","{t}"\n' for i, (s, t) in enumerate(rows)))
+    parquet = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"en": [s for s, _ in rows], "fr": [t for _, t in rows]}), parquet)
+    for path in (jsonl, nested, tsv, csv_path, parquet):
+        got = read_parallel_file(path, "en", "fr")
+        assert [(r.source, r.target) for r in got] == rows, path
+    got = read_parallel_file(headerless, "source", "reference")
+    assert [(r.source, r.target) for r in got] == rows
+    assert got[1].origin == f"{headerless}:2"
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="nope.jsonl: file not found"):
+        read_parallel_file(tmp_path / "nope.jsonl", "en", "fr")
+
+
+def test_missing_column_names_line_and_columns(tmp_path):
+    path = write(tmp_path / "a.jsonl", '{"en": "Hi.", "french": "Salut."}\n')
+    with pytest.raises(DataError, match=r"a.jsonl:1: no field 'fr' \(fields present: \['en', 'french'\]\)"):
+        read_parallel_file(path, "en", "fr")
+    csv_path = write(tmp_path / "b.csv", "english,fr\nHi.,Salut.\n")
+    with pytest.raises(DataError, match=r"b.csv:1: header has no column\(s\) \['en'\]"):
+        read_parallel_file(csv_path, "en", "fr")
+
+
+def test_tsv_row_with_wrong_number_of_fields(tmp_path):
+    path = write(tmp_path / "a.tsv", "en\tfr\nHi.\tSalut.\nOne\tTwo\tThree\nOk.\tD'accord.\n")
+    with pytest.raises(DataError, match="a.tsv:3: expected 2 TSV fields, found 3"):
+        read_parallel_file(path, "en", "fr")
+    report = SkipReport()
+    rows = read_parallel_file(path, "en", "fr", skip_bad_rows=True, report=report)
+    assert [r.source for r in rows] == ["Hi.", "Ok."]
+    assert report.reasons == {"wrong_field_count": 1}
+
+
+def test_invalid_utf8_names_the_line(tmp_path):
+    path = write(tmp_path / "a.jsonl", b'{"en": "Hi.", "fr": "Salut."}\n{"en": "Bad \xff byte", "fr": "x"}\n')
+    with pytest.raises(DataError, match="a.jsonl:2: invalid UTF-8"):
+        read_parallel_file(path, "en", "fr")
+    report = SkipReport()
+    assert len(read_parallel_file(path, "en", "fr", skip_bad_rows=True, report=report)) == 1
+    assert report.reasons == {"invalid_utf8": 1}
+
+
+@pytest.mark.parametrize("source,target,field", [("", "Salut.", "en"), ("Hi.", "   ", "fr"), (None, "x", "en")])
+def test_empty_or_whitespace_fields(tmp_path, source, target, field):
+    path = write(tmp_path / "a.jsonl", '{"en": "Fine.", "fr": "Bien."}\n' + json.dumps({"en": source, "fr": target}) + "\n")
+    with pytest.raises(DataError, match=f"a.jsonl:2: field '{field}'"):
+        read_parallel_file(path, "en", "fr")
+    report = SkipReport()
+    rows = read_parallel_file(path, "en", "fr", skip_bad_rows=True, report=report)
+    assert len(rows) == 1 and report.total == 1
+
+
+def test_empty_file_and_all_rows_bad(tmp_path):
+    with pytest.raises(DataError, match="no usable rows"):
+        read_parallel_file(write(tmp_path / "e.jsonl", ""), "en", "fr")
+    path = write(tmp_path / "b.jsonl", '{"en": "", "fr": "x"}\n')
+    with pytest.raises(DataError, match=r"no usable rows \(1 skipped"):
+        read_parallel_file(path, "en", "fr", skip_bad_rows=True)
+
+
+def test_split_asking_for_more_rows_than_exist():
+    rows = read_parallel_file(DEMO_EN_FR, "en", "fr")
+    assert len(rows) == 1344
+    with pytest.raises(DataError, match=r"asked for rows \[1000, 2000\) but only 1344 usable rows exist"):
+        take_rows(rows, 1000, 1000, "demo (evaluation split)")
+    assert [r.source for r in take_rows(rows, 10, 3, "x")] == [r.source for r in rows[10:13]]
+
+
+def test_tokenize_counts_truncation(tiny_tokenizer):
+    rows = read_parallel_file(DEMO_EN_FR, "en", "fr")[:20]
+    ds, stats = tokenize_rows(rows, tiny_tokenizer, "translate English to French: ", 8, 64)
+    assert stats.sources == 20 and stats.targets == 0  # every prefixed source is longer than 8 tokens
+    assert max(len(x) for x in ds["input_ids"]) == 8
+    assert all(x[-1] == tiny_tokenizer.eos_token_id for x in ds["labels"])

@@ -1,0 +1,224 @@
+"""DistillationTrainer and the distill recipe on the tiny offline demo models."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llmdiet.config import ConfigError, parse_config
+from llmdiet.demo import DEMO_EN_FR
+from llmdiet.distill import PRESETS, DataArguments, DistillationArguments, main, run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse(argv):
+    from transformers import Seq2SeqTrainingArguments
+
+    return parse_config((DistillationArguments, DataArguments, Seq2SeqTrainingArguments), argv, presets=PRESETS,
+                        default_preset="reference")
+
+
+def small_run_argv(demo_assets, out, *extra):
+    return [
+        "--preset", "demo", "--teacher_model", str(demo_assets.teacher), "--student_model", str(demo_assets.student),
+        "--output_dir", str(out), "--train_rows", "128", "--eval_rows", "32", "--max_steps", "12",
+        "--per_device_train_batch_size", "16", "--logging_steps", "2", "--eval_strategy", "no",
+        "--save_strategy", "no", "--disable_tqdm", "true", "--learning_rate", "3e-3", *extra,
+    ]
+
+
+def state_dict_copy(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_teacher_frozen_student_trained_and_kd_logged(demo_assets, tmp_path):
+    from llmdiet.trainer import DistillationTrainer
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
+
+    from llmdiet.data import read_parallel_file, tokenize_rows
+
+    tok = AutoTokenizer.from_pretrained(demo_assets.tokenizer)
+    teacher = AutoModelForSeq2SeqLM.from_pretrained(demo_assets.teacher)
+    student = AutoModelForSeq2SeqLM.from_pretrained(demo_assets.student)
+    teacher_before, student_before = state_dict_copy(teacher), state_dict_copy(student)
+    rows = read_parallel_file(DEMO_EN_FR, "en", "fr")[:64]
+    ds, _ = tokenize_rows(rows, tok, "translate English to French: ", 64, 64)
+    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), max_steps=6, per_device_train_batch_size=16,
+                                    learning_rate=3e-3, logging_steps=1, report_to="none", save_strategy="no",
+                                    disable_tqdm=True, use_cpu=True)
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, alpha=0.5, temperature=2.0, args=args,
+                                  train_dataset=ds, data_collator=DataCollatorForSeq2Seq(tok, model=student))
+    grads_seen = {}
+
+    def capture(*_):
+        grads_seen["student"] = any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+        grads_seen["teacher"] = any(p.grad is not None for p in teacher.parameters())
+
+    trainer.add_callback(type("C", (__import__("transformers").TrainerCallback,), {"on_pre_optimizer_step": lambda self, *a, **k: capture()})())
+    trainer.train()
+    assert grads_seen == {"student": True, "teacher": False}
+    assert all(not p.requires_grad for p in teacher.parameters()) and not teacher.training
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, teacher_before[k]), f"teacher weight {k} changed"
+    changed = [k for k, v in student.state_dict().items() if not torch.equal(v, student_before[k])]
+    assert len(changed) > 0.9 * len(student_before)
+    logged = [e for e in trainer.state.log_history if "loss" in e]
+    assert len(logged) == 6 and all("ce" in e and "kd" in e for e in logged)
+    # The logged total is the alpha-weighted combination of the logged parts.
+    for e in logged:
+        assert e["loss"] == pytest.approx(0.5 * 4.0 * e["kd"] + 0.5 * e["ce"], rel=0.02)
+
+
+def test_kd_goes_down_on_demo_and_outputs_are_usable(demo_assets, tmp_path):
+    out = tmp_path / "run"
+    assert main(small_run_argv(demo_assets, out, "--max_steps", "30", "--logging_steps", "5")) == 0
+    log = json.loads((out / "training_log.json").read_text())
+    kd = [e["kd"] for e in log["log_history"] if "kd" in e]
+    assert len(kd) == 6 and kd[-1] < 0.5 * kd[0], kd
+    assert log["provenance"]["git_sha"] and log["provenance"]["libraries"]["torch"]
+    assert log["truncation"]["train"]["examples"] == 128
+    assert (out / "loss_curve.png").stat().st_size > 10_000
+    assert (out / "model.safetensors").exists()
+    assert not any("teacher" in p.name for p in out.iterdir())
+
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
+
+    student = AutoModelForSeq2SeqLM.from_pretrained(out)
+    assert student.config.d_model == 32  # the student, not the teacher
+    translate = pipeline("translation_en_to_fr", model=str(out), tokenizer=str(out), device="cpu")
+    result = translate("translate English to French: The children read a book.", max_new_tokens=12)
+    assert isinstance(result[0]["translation_text"], str)
+    assert AutoTokenizer.from_pretrained(out).pad_token_id == 0
+
+
+def test_alpha_zero_equals_plain_fine_tuning(demo_assets, tmp_path):
+    from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    from llmdiet.data import read_parallel_file, tokenize_rows
+
+    argv = small_run_argv(demo_assets, tmp_path / "kd0", "--alpha", "0", "--max_steps", "5", "--seed", "3")
+    args, data, training = parse(argv)
+    summary = run(args, data, training)
+    assert summary["resolved_models"]["teacher"] is None  # no teacher loaded for alpha 0
+    distilled = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "kd0")
+
+    tok = __import__("transformers").AutoTokenizer.from_pretrained(demo_assets.student)
+    plain = AutoModelForSeq2SeqLM.from_pretrained(demo_assets.student)
+    rows = read_parallel_file(DEMO_EN_FR, "en", "fr")[:128]
+    ds, _ = tokenize_rows(rows, tok, data.source_prefix, data.max_source_length, data.max_target_length)
+    training.output_dir = str(tmp_path / "plain")
+    Seq2SeqTrainer(model=plain, args=training, train_dataset=ds,
+                   data_collator=DataCollatorForSeq2Seq(tok, model=plain, label_pad_token_id=-100)).train()
+    for (k, a), b in zip(plain.state_dict().items(), distilled.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"weight {k} differs")
+
+
+def test_gradient_accumulation_gives_the_full_batch_update(demo_assets, tmp_path):
+    """Batch 16 in one step == two accumulated micro-batches of 8 (global token normalisation)."""
+    weights = []
+    for name, extra in (("full", ["--per_device_train_batch_size", "16"]),
+                        ("accum", ["--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "2"])):
+        args, data, training = parse(small_run_argv(demo_assets, tmp_path / name, "--max_steps", "3", *extra))
+        run(args, data, training)
+        weights.append(load_file(tmp_path / name / "model.safetensors"))
+    for k in weights[0]:
+        torch.testing.assert_close(weights[0][k], weights[1][k], rtol=1e-4, atol=1e-6, msg=f"weight {k} differs")
+
+
+def test_vocab_mismatch_is_refused(demo_assets):
+    from llmdiet.demo import build_tiny_t5
+    from llmdiet.trainer import DistillationTrainer
+    from transformers import Seq2SeqTrainingArguments
+
+    args = Seq2SeqTrainingArguments(output_dir="unused", report_to="none", use_cpu=True)
+    with pytest.raises(ValueError, match="vocab size"):
+        DistillationTrainer(model=build_tiny_t5("student", 100), teacher_model=build_tiny_t5("teacher", 200), args=args)
+
+
+def test_config_yaml_flags_and_range_checks(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("alpha: 0.25\ntemperature: 4.0\nlearning_rate: 0.0002\ntrain_rows: 500\n")
+    args, data, training = parse(["--config", str(cfg), "--temperature", "3", "--output_dir", str(tmp_path)])
+    assert (args.alpha, args.temperature, training.learning_rate, data.train_rows) == (0.25, 3.0, 2e-4, 500)
+    args, data, training = parse(["--output_dir", str(tmp_path)])  # the reference study's defaults
+    assert (args.teacher_model, args.student_model, args.alpha) == ("google/flan-t5-large", "google/flan-t5-small", 0.5)
+    assert (training.learning_rate, data.train_rows, data.eval_rows) == (1e-5, 10_000, 2_000)
+    with pytest.raises(ConfigError, match="--alpha must be <= 1.0, got 1.5"):
+        parse(["--alpha", "1.5"])
+    with pytest.raises(ConfigError, match="--temperature must be > 0.0"):
+        parse(["--temperature", "0"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("alpha: 0.5\nalhpa: 0.3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown option\(s\) \['alhpa'\]"):
+        parse(["--config", str(bad)])
+
+
+def test_cli_reports_bad_data_without_traceback(demo_assets, tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("en\tfr\nHello.\tBonjour.\nBroken row\n", encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "recipes" / "distill.py"), "--data_files", str(bad), "--teacher_model",
+         str(demo_assets.teacher), "--student_model", str(demo_assets.student), "--output_dir", str(tmp_path / "o")],
+        capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 2
+    assert "bad.tsv:3: expected 2 TSV fields, found 1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_help_documents_every_option():
+    proc = subprocess.run([sys.executable, str(REPO / "recipes" / "distill.py"), "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0
+    for flag in ("--alpha", "--temperature", "--teacher_dtype", "--data_files", "--source_prefix", "--skip_bad_rows",
+                 "--learning_rate", "--gradient_accumulation_steps", "--resume_from_checkpoint", "--config", "--preset"):
+        assert flag in proc.stdout, flag
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_under_accelerate(demo_assets, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "recipes" / "distill.py"),
+           *small_run_argv(demo_assets, out, "--max_steps", "6", "--per_device_train_batch_size", "8")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["world_size"] == 2 and log["global_step"] == 6
+    # 128 rows / (2 ranks x 8 per rank) = 8 steps per epoch: the ranks split the data.
+    assert log["log_history"][-1]["epoch"] == pytest.approx(6 / 8)
+    assert len(list(out.glob("model*.safetensors"))) == 1
+    assert proc.stdout.count("student saved to") == 1  # only rank 0 reports and writes
+    assert all("ce" in e and "kd" in e for e in log["log_history"] if "loss" in e)
+
+
+@pytest.mark.slow
+def test_kill_and_resume_continues_from_the_checkpoint(demo_assets, tmp_path):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "resume"
+    argv = small_run_argv(demo_assets, out, "--max_steps", "40", "--save_strategy", "steps", "--save_steps", "10",
+                          "--logging_steps", "5", "--save_total_limit", "5")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, str(REPO / "recipes" / "distill.py"), *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "checkpoint-20").exists():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "checkpoint-20").exists() and not (out / "training_log.json").exists()
+    resumed = subprocess.run([sys.executable, str(REPO / "recipes" / "distill.py"), *argv,
+                              "--resume_from_checkpoint", "latest"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["global_step"] == 40
+    steps = [e["step"] for e in log["log_history"] if "loss" in e]
+    assert steps == list(range(5, 41, 5)), steps  # continuous history: nothing lost, nothing repeated
