@@ -110,6 +110,8 @@ def demo_preset() -> dict:
         "per_device_train_batch_size": 32, "per_device_eval_batch_size": 64, "logging_steps": 10,
         "eval_strategy": "epoch", "save_strategy": "epoch", "save_total_limit": 2, "seed": 0, "warmup_ratio": 0.05,
         "dataloader_num_workers": 0, "disable_tqdm": False,
+        "predict_with_generate": True, "generation_max_length": 32, "metric_for_best_model": "bleu",
+        "load_best_model_at_end": True,
     }
 
 
@@ -172,6 +174,24 @@ def plot_loss_curve(log_history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def build_compute_metrics(tokenizer):
+    """BLEU/chrF/ROUGE-L of generated eval translations (used with ``--predict_with_generate``)."""
+    import numpy as np
+
+    from .metrics import corpus_scores
+
+    def compute_metrics(prediction) -> dict:
+        preds, labels = prediction.predictions, prediction.label_ids
+        preds = np.where(preds < 0, tokenizer.pad_token_id, preds)  # the Trainer pads with -100
+        labels = np.where(labels < 0, tokenizer.pad_token_id, labels)
+        hyps = [t.strip() for t in tokenizer.batch_decode(preds, skip_special_tokens=True)]
+        refs = [t.strip() for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
+        scores = corpus_scores(hyps, refs)
+        return {k: round(scores[k], 4) for k in ("bleu", "chrf", "rougeL")}
+
+    return compute_metrics
+
+
 def _resume_target(value: str | None, output_dir: str) -> str | None:
     if value in (None, "", "False", "false"):
         return None
@@ -207,6 +227,7 @@ def run(args: DistillationArguments, data: DataArguments, training: Seq2SeqTrain
     trainer = DistillationTrainer(
         model=student, teacher_model=teacher, alpha=args.alpha, temperature=args.temperature, args=training,
         train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collator, processing_class=tokenizer,
+        compute_metrics=build_compute_metrics(tokenizer) if training.predict_with_generate and eval_ds else None,
     )
     result = trainer.train(resume_from_checkpoint=_resume_target(training.resume_from_checkpoint, training.output_dir))
     trainer.save_model(training.output_dir)  # student + tokenizer only; the teacher is never saved
@@ -255,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nstudent saved to {training.output_dir} after {summary['global_step']} steps; "
                   f"loss {first['loss']:.3f} -> {last['loss']:.3f}, CE {first.get('ce', float('nan')):.3f} -> "
                   f"{last.get('ce', float('nan')):.3f}, KD {first.get('kd', float('nan')):.3f} -> {last.get('kd', float('nan')):.3f}")
+        bleu = [e["eval_bleu"] for e in summary["log_history"] if "eval_bleu" in e]
+        if bleu:
+            print(f"eval BLEU per evaluation: {', '.join(f'{b:.1f}' for b in bleu)} "
+                  f"(saved model: {'best' if training.load_best_model_at_end else 'last'})")
         print(f"training log: {Path(training.output_dir) / 'training_log.json'}; "
               f"loss curve: {Path(training.output_dir) / 'loss_curve.png'}")
         if is_demo:

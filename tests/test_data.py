@@ -101,3 +101,27 @@ def test_tokenize_counts_truncation(tiny_tokenizer):
     assert stats.sources == 20 and stats.targets == 0  # every prefixed source is longer than 8 tokens
     assert max(len(x) for x in ds["input_ids"]) == 8
     assert all(x[-1] == tiny_tokenizer.eos_token_id for x in ds["labels"])
+
+
+def test_hub_code_path_on_a_local_dataset_repo(tmp_path):
+    """The default (hub) reader, pointed at a local folder laid out like the PGV dataset repo."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from llmdiet.data import read_hub_dataset
+
+    (tmp_path / "data").mkdir()
+    en = [f"Sentence number {i}." for i in range(30)]
+    fr = [f"Phrase numéro {i}." for i in range(30)]
+    fr[7] = " "
+    pq.write_table(pa.table({"en": en, "fr": fr}), tmp_path / "data" / "train-00000-of-00001.parquet")
+    rows = read_hub_dataset(str(tmp_path), "en", "fr", start=10, stop=20)
+    assert [r.source for r in rows] == en[10:20] and rows[0].origin.endswith("[train]:row 10")
+    with pytest.raises(DataError, match=r"row 7: field 'fr' is empty"):
+        read_hub_dataset(str(tmp_path), "en", "fr", start=0, stop=10)
+    with pytest.raises(DataError, match=r"has 30 rows; rows \[0, 40\) were asked for"):
+        read_hub_dataset(str(tmp_path), "en", "fr", stop=40)
+    with pytest.raises(DataError, match=r"no column\(s\) \['de'\]"):
+        read_hub_dataset(str(tmp_path), "en", "de", stop=5)
+    with pytest.raises(DataError, match="Offline\\?"):
+        read_hub_dataset("no-such-user/no-such-dataset", "en", "fr", stop=5)
