@@ -70,6 +70,13 @@ _REGISTRY: dict[str, BackendFactory] = {}
 _BACKEND_MODULES: dict[str, str] = {
     "torch-fp32": "llmdiet.backends.torch_backend",
     "torch-bf16": "llmdiet.backends.torch_backend",
+    "dynamic-int8": "llmdiet.backends.torch_dynamic_backend",
+    "onnx-fp32": "llmdiet.backends.onnx_backend",
+    "onnx-dynamic-int8": "llmdiet.backends.onnx_backend",
+    "onnx-static-int8": "llmdiet.backends.onnx_backend",
+    "ct2-int8": "llmdiet.backends.ct2_backend",
+    "quanto-int8": "llmdiet.backends.gpu_int8_backend",
+    "torchao-int8": "llmdiet.backends.gpu_int8_backend",
 }
 
 
