@@ -54,7 +54,15 @@ class DistillationArguments:
                                      "choices": ["float32", "bfloat16"]}
     )
 
+    teacher_cache: str | None = field(
+        default=None,
+        metadata={"help": "Directory of cached teacher top-k log-probs (built there on first use, resumable). "
+                          "Training then needs no teacher forward; KD uses a top-k + tail distribution."},
+    )
+    teacher_cache_topk: int = field(default=32, metadata={"help": "k of the teacher cache (>= 1)."})
+
     def __post_init__(self):
+        check_range("teacher_cache_topk", self.teacher_cache_topk, 1)
         check_range("alpha", self.alpha, 0.0, 1.0)
         check_range("temperature", self.temperature, 0.0, low_open=True)
 
@@ -205,6 +213,21 @@ def _resume_target(value: str | None, output_dir: str) -> str | None:
     return value
 
 
+def _with_teacher_cache(args, teacher, teacher_path, train_ds, collator, training):
+    """Build (or finish) the cache on rank 0, then wrap the collator to serve it."""
+    from .teacher_cache import INDEX_COLUMN, CachedTeacherCollator, TeacherCache, build_teacher_cache
+
+    with training.main_process_first(desc="teacher cache"):
+        if training.process_index == 0:
+            build_teacher_cache(teacher.to(training.device), train_ds, collator, args.teacher_cache,
+                                k=args.teacher_cache_topk, temperature=args.temperature,
+                                batch_size=training.per_device_eval_batch_size, teacher_name=teacher_path)
+    cache = TeacherCache(args.teacher_cache)
+    cache.check_matches(train_ds["labels"], args.temperature)
+    training.remove_unused_columns = False  # keep the example index for the collator
+    return CachedTeacherCollator(collator, cache), train_ds.add_column(INDEX_COLUMN, list(range(len(train_ds))))
+
+
 def run(args: DistillationArguments, data: DataArguments, training: Seq2SeqTrainingArguments, command=None) -> dict:
     """Train and save; returns the summary written to ``training_log.json``."""
     from .trainer import DistillationTrainer
@@ -223,10 +246,14 @@ def run(args: DistillationArguments, data: DataArguments, training: Seq2SeqTrain
                                             data.max_target_length)
     elif training.eval_strategy != "no":
         training.eval_strategy = "no"
-    collator = DataCollatorForSeq2Seq(tokenizer, model=student, label_pad_token_id=-100)
+    collator = train_collator = DataCollatorForSeq2Seq(tokenizer, model=student, label_pad_token_id=-100)
+    if args.teacher_cache and teacher is not None:
+        train_collator, train_ds = _with_teacher_cache(args, teacher, teacher_path, train_ds, collator, training)
+        if eval_ds is None:
+            teacher = None  # training reads the cache; the live teacher is only kept for eval losses
     trainer = DistillationTrainer(
         model=student, teacher_model=teacher, alpha=args.alpha, temperature=args.temperature, args=training,
-        train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collator, processing_class=tokenizer,
+        train_dataset=train_ds, eval_dataset=eval_ds, data_collator=train_collator, processing_class=tokenizer,
         compute_metrics=build_compute_metrics(tokenizer) if training.predict_with_generate and eval_ds else None,
     )
     result = trainer.train(resume_from_checkpoint=_resume_target(training.resume_from_checkpoint, training.output_dir))

@@ -5,6 +5,10 @@ accelerate in evaluation mode (so never wrapped in DDP), and is not an attribute
 student: checkpoints hold the student only. Teacher and student see the same encoder inputs,
 attention mask and ``decoder_input_ids`` (the labels shifted right by the collator).
 
+With a teacher cache (``llmdiet.teacher_cache``) the batches carry the teacher's top-k
+log-probabilities instead, no teacher is loaded, and the KD term is
+:func:`~llmdiet.losses.topk_distillation_loss`.
+
 The loss is normalised by the number of valid target tokens in the whole accumulated
 (and, with ``average_tokens_across_devices``, all-process) batch that the Trainer passes as
 ``num_items_in_batch``, so gradient accumulation and DDP give the full-batch gradient.
@@ -19,7 +23,7 @@ from collections import defaultdict
 import torch
 from transformers import PreTrainedModel, Seq2SeqTrainer
 
-from .losses import IGNORE_INDEX, distillation_loss
+from .losses import IGNORE_INDEX, distillation_loss, topk_distillation_loss
 
 
 class DistillationTrainer(Seq2SeqTrainer):
@@ -32,9 +36,7 @@ class DistillationTrainer(Seq2SeqTrainer):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.alpha, self.temperature = alpha, temperature
         self.teacher = None
-        if alpha > 0:
-            if teacher_model is None:
-                raise ValueError("alpha > 0 needs a teacher_model")
+        if alpha > 0 and teacher_model is not None:
             student_vocab = self.accelerator.unwrap_model(self.model).config.vocab_size
             if teacher_model.config.vocab_size != student_vocab:
                 raise ValueError(
@@ -52,18 +54,25 @@ class DistillationTrainer(Seq2SeqTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]
-        model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        cached = {k: inputs[k] for k in ("teacher_topk_ids", "teacher_topk_logprobs") if k in inputs}
+        model_inputs = {k: v for k, v in inputs.items() if k != "labels" and k not in cached}
         if "decoder_input_ids" not in model_inputs:
             shift = self.accelerator.unwrap_model(model)._shift_right
             model_inputs["decoder_input_ids"] = shift(labels.masked_fill(labels == IGNORE_INDEX, 0))
         outputs = model(**model_inputs, use_cache=False)
-        if self.teacher is not None:
-            with torch.no_grad():
-                teacher_logits = self.teacher(**model_inputs, use_cache=False).logits
-        else:  # alpha == 0: plain fine-tuning, no teacher forward
-            teacher_logits = outputs.logits.detach()
-        parts = distillation_loss(outputs.logits, teacher_logits, labels, self.alpha, self.temperature,
-                                  num_valid_tokens=num_items_in_batch)
+        if cached and self.alpha > 0:  # teacher top-k log-probs from llmdiet.teacher_cache
+            parts = topk_distillation_loss(outputs.logits, cached["teacher_topk_ids"], cached["teacher_topk_logprobs"],
+                                           labels, self.alpha, self.temperature, num_valid_tokens=num_items_in_batch)
+        else:
+            if self.teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = self.teacher(**model_inputs, use_cache=False).logits
+            elif self.alpha > 0:
+                raise ValueError("alpha > 0 needs a teacher_model or cached teacher log-probs in the batch")
+            else:  # alpha == 0: plain fine-tuning, no teacher forward
+                teacher_logits = outputs.logits.detach()
+            parts = distillation_loss(outputs.logits, teacher_logits, labels, self.alpha, self.temperature,
+                                      num_valid_tokens=num_items_in_batch)
         loss = parts.loss
         if num_items_in_batch is not None and self.args.average_tokens_across_devices:
             # num_items_in_batch counts all processes' tokens; DDP averages gradients over processes.

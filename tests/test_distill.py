@@ -222,3 +222,51 @@ def test_kill_and_resume_continues_from_the_checkpoint(demo_assets, tmp_path):
     assert log["global_step"] == 40
     steps = [e["step"] for e in log["log_history"] if "loss" in e]
     assert steps == list(range(5, 41, 5)), steps  # continuous history: nothing lost, nothing repeated
+
+
+def test_teacher_cache_training_matches_live_teacher_with_full_support(demo_assets, tmp_path):
+    """With k = vocab size the cached top-k loss is the full KL: same training as the live teacher."""
+    from transformers import AutoConfig
+
+    vocab = AutoConfig.from_pretrained(demo_assets.teacher).vocab_size
+    runs = {}
+    for name, extra in (("live", []), ("cached", ["--teacher_cache", str(tmp_path / "cache"),
+                                                  "--teacher_cache_topk", str(vocab)])):
+        args, data, training = parse(small_run_argv(demo_assets, tmp_path / name, "--max_steps", "4", "--eval_rows", "0",
+                                                    *extra))
+        runs[name] = run(args, data, training)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["meta.json", "shard-00000.safetensors"]
+    live = [e["loss"] for e in runs["live"]["log_history"] if "loss" in e]
+    cached = [e["loss"] for e in runs["cached"]["log_history"] if "loss" in e]
+    # fp16 storage of the log-probs is the only difference
+    assert cached == pytest.approx(live, rel=2e-3)
+
+
+def test_teacher_cache_resumes_and_refuses_other_settings(demo_assets, tmp_path):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
+
+    from llmdiet.data import read_parallel_file, tokenize_rows
+    from llmdiet.teacher_cache import TeacherCache, TeacherCacheError, build_teacher_cache
+
+    tok = AutoTokenizer.from_pretrained(demo_assets.tokenizer)
+    teacher = AutoModelForSeq2SeqLM.from_pretrained(demo_assets.teacher)
+    ds, _ = tokenize_rows(read_parallel_file(DEMO_EN_FR, "en", "fr")[:40], tok, "translate English to French: ", 64, 64)
+    collate = DataCollatorForSeq2Seq(tok, model=teacher)
+    build_teacher_cache(teacher, ds, collate, tmp_path / "c", k=4, shard_size=16)
+    (tmp_path / "c" / "shard-00001.safetensors").unlink()  # as if killed while writing shard 1
+    with pytest.raises(TeacherCacheError, match="shard-00001.safetensors: missing"):
+        TeacherCache(tmp_path / "c")
+    build_teacher_cache(teacher, ds, collate, tmp_path / "c", k=4, shard_size=16)
+    cache = TeacherCache(tmp_path / "c")
+    cache.check_matches(ds["labels"], 1.0)
+    ids, logprobs = cache.batch([5], len(ds[5]["labels"]))
+    with torch.no_grad():
+        batch = collate([ds[5]])
+        logits = teacher(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    expected = torch.log_softmax(logits, -1).topk(4, -1)
+    assert torch.equal(ids[0], expected.indices[0])
+    torch.testing.assert_close(logprobs[0], expected.values[0], atol=2e-3, rtol=1e-3)
+    with pytest.raises(TeacherCacheError, match="other settings"):
+        build_teacher_cache(teacher, ds, collate, tmp_path / "c", k=8, shard_size=16)
+    with pytest.raises(TeacherCacheError, match="temperature"):
+        cache.check_matches(ds["labels"], 2.0)
