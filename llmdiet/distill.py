@@ -60,9 +60,21 @@ class DistillationArguments:
                           "Training then needs no teacher forward; KD uses a top-k + tail distribution."},
     )
     teacher_cache_topk: int = field(default=32, metadata={"help": "k of the teacher cache (>= 1)."})
+    sequence_kd: str = field(
+        default="off",
+        metadata={"help": "Sequence-level KD: train on the teacher's beam-search translations of the training "
+                          "sources instead of ('replace') or besides ('mix') the references.",
+                  "choices": ["off", "replace", "mix"]},
+    )
+    sequence_kd_file: str | None = field(
+        default=None, metadata={"help": "JSONL cache of teacher translations (default: OUTPUT_DIR/teacher_translations.jsonl); "
+                                        "an interrupted generation resumes from it."},
+    )
+    sequence_kd_beams: int = field(default=4, metadata={"help": "Beam size for the teacher's translations (>= 1)."})
 
     def __post_init__(self):
         check_range("teacher_cache_topk", self.teacher_cache_topk, 1)
+        check_range("sequence_kd_beams", self.sequence_kd_beams, 1)
         check_range("alpha", self.alpha, 0.0, 1.0)
         check_range("temperature", self.temperature, 0.0, low_open=True)
 
@@ -213,6 +225,18 @@ def _resume_target(value: str | None, output_dir: str) -> str | None:
     return value
 
 
+def _sequence_kd_rows(args, data, training, teacher_path, train_rows):
+    from .pseudo_labels import apply_pseudo_labels, generate_pseudo_labels
+
+    path = args.sequence_kd_file or str(Path(training.output_dir) / "teacher_translations.jsonl")
+    with training.main_process_first(desc="teacher translations"):  # rank 0 generates, the others read
+        targets = generate_pseudo_labels(teacher_path, train_rows, data.source_prefix, path,
+                                         num_beams=args.sequence_kd_beams, max_new_tokens=data.max_target_length,
+                                         batch_size=training.per_device_eval_batch_size, device=str(training.device),
+                                         dtype=args.teacher_dtype)
+    return apply_pseudo_labels(train_rows, targets, args.sequence_kd)
+
+
 def _with_teacher_cache(args, teacher, teacher_path, train_ds, collator, training):
     """Build (or finish) the cache on rank 0, then wrap the collator to serve it."""
     from .teacher_cache import INDEX_COLUMN, CachedTeacherCollator, TeacherCache, build_teacher_cache
@@ -238,6 +262,8 @@ def run(args: DistillationArguments, data: DataArguments, training: Seq2SeqTrain
     if args.alpha > 0:
         teacher, _ = load_seq2seq(teacher_path, dtype=parse_dtype(args.teacher_dtype))
     train_rows, eval_rows, skipped = load_splits(data)
+    if args.sequence_kd != "off":
+        train_rows = _sequence_kd_rows(args, data, training, teacher_path, train_rows)
     train_ds, train_trunc = tokenize_rows(train_rows, tokenizer, data.source_prefix, data.max_source_length,
                                           data.max_target_length)
     eval_ds, eval_trunc = (None, None)

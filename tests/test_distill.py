@@ -270,3 +270,27 @@ def test_teacher_cache_resumes_and_refuses_other_settings(demo_assets, tmp_path)
         build_teacher_cache(teacher, ds, collate, tmp_path / "c", k=8, shard_size=16)
     with pytest.raises(TeacherCacheError, match="temperature"):
         cache.check_matches(ds["labels"], 2.0)
+
+
+def test_sequence_level_kd_trains_on_teacher_translations_and_resumes(demo_assets, tmp_path):
+    from llmdiet.data import read_parallel_file
+    from llmdiet.pseudo_labels import generate_pseudo_labels
+
+    out = tmp_path / "seqkd"
+    args, data, training = parse(small_run_argv(demo_assets, out, "--sequence_kd", "replace", "--sequence_kd_beams", "2",
+                                                "--train_rows", "48", "--max_steps", "3"))
+    summary = run(args, data, training)
+    lines = [json.loads(x) for x in (out / "teacher_translations.jsonl").read_text().splitlines()]
+    assert sorted(x["index"] for x in lines) == list(range(48))
+    rows = read_parallel_file(DEMO_EN_FR, "en", "fr")[:48]
+    # The demo teacher translates its own training data nearly perfectly: most pseudo-targets equal the references.
+    same = sum(x["target"] == rows[x["index"]].target for x in lines)
+    assert same >= 30, same
+    assert summary["global_step"] == 3
+    # Resume: drop the last 10 lines and leave a torn line; only the missing rows are regenerated.
+    text = (out / "teacher_translations.jsonl").read_text().splitlines()
+    (out / "teacher_translations.jsonl").write_text("\n".join(text[:38]) + '\n{"index": 4')
+    targets = generate_pseudo_labels(str(demo_assets.teacher), rows, "translate English to French: ",
+                                     out / "teacher_translations.jsonl", num_beams=2, max_new_tokens=64)
+    assert targets == [{x["index"]: x["target"] for x in lines}[i] for i in range(48)]
+    assert len((out / "teacher_translations.jsonl").read_text().splitlines()) == 48
