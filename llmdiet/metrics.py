@@ -1,0 +1,93 @@
+"""Corpus metrics for translations: BLEU and chrF (sacrebleu), ROUGE-L F1 (rouge_score).
+
+Pure functions, no hub-fetched metric code. The numbers are exactly the reference tools':
+
+* **BLEU** — ``sacrebleu.metrics.BLEU()`` with its defaults (tokenizer ``13a``, exponential
+  smoothing, mixed case): the same number as ``sacrebleu REF -i HYP -m bleu``.
+* **chrF** — ``sacrebleu.metrics.CHRF()`` with its defaults (character 6-grams, no word n-grams,
+  beta 2): the same number as ``sacrebleu REF -i HYP -m chrf``.
+  Both signatures are returned so that every stored score says how it was computed.
+* **ROUGE-L** — ``rouge_score.rouge_scorer.RougeScorer(["rougeL"], tokenizer=UnicodeWordTokenizer())``.
+  rouge_score's default tokenizer keeps only ``[a-z0-9]`` and so cuts French words at every
+  accented letter ("château" -> "ch", "teau") and drops Korean entirely. :class:`UnicodeWordTokenizer`
+  instead applies Unicode NFC, lower-cases, and keeps every run of Unicode word characters
+  (``\\w+``: letters of any script, digits, underscore); no stemming (Porter is English-only).
+  The corpus ROUGE-L is the **mean over sentences of the per-sentence ROUGE-L F1, times 100**
+  (rouge_score scores sentence pairs only; its ``BootstrapAggregator`` estimates the same mean by
+  resampling, which we do not need).
+
+All three scores are on a 0–100 scale.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from rouge_score import rouge_scorer
+from rouge_score.tokenizers import Tokenizer
+from sacrebleu.metrics import BLEU, CHRF
+
+ROUGE_TOKENIZER_NAME = "unicode-words-v1 (NFC, lowercase, regex \\w+ over Unicode, no stemming)"
+
+_WORD = re.compile(r"\w+")
+
+
+class UnicodeWordTokenizer(Tokenizer):
+    """rouge_score tokenizer that keeps accented and non-Latin letters (see module docstring)."""
+
+    name = ROUGE_TOKENIZER_NAME
+
+    def tokenize(self, text: str) -> list[str]:
+        return _WORD.findall(unicodedata.normalize("NFC", text).lower())
+
+
+def _check_pairs(hypotheses: list[str], references: list[str]) -> None:
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+    if not hypotheses:
+        raise ValueError("cannot score an empty list of translations")
+
+
+def bleu(hypotheses: list[str], references: list[str]) -> tuple[float, str]:
+    """Corpus BLEU (0–100) and its sacrebleu signature; one reference per hypothesis."""
+    _check_pairs(hypotheses, references)
+    metric = BLEU()
+    return metric.corpus_score(hypotheses, [references]).score, str(metric.get_signature())
+
+
+def chrf(hypotheses: list[str], references: list[str]) -> tuple[float, str]:
+    """Corpus chrF (0–100) and its sacrebleu signature; one reference per hypothesis."""
+    _check_pairs(hypotheses, references)
+    metric = CHRF()
+    return metric.corpus_score(hypotheses, [references]).score, str(metric.get_signature())
+
+
+def rouge_l_per_sentence(hypotheses: list[str], references: list[str]) -> list[float]:
+    """ROUGE-L F1 (0–1) of each hypothesis against its reference, with :class:`UnicodeWordTokenizer`."""
+    _check_pairs(hypotheses, references)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=UnicodeWordTokenizer())
+    # rouge_score's argument order is (target, prediction)
+    return [scorer.score(ref, hyp)["rougeL"].fmeasure for hyp, ref in zip(hypotheses, references)]
+
+
+def rouge_l(hypotheses: list[str], references: list[str]) -> float:
+    """Corpus ROUGE-L: mean per-sentence F1 × 100."""
+    scores = rouge_l_per_sentence(hypotheses, references)
+    return 100.0 * sum(scores) / len(scores)
+
+
+def corpus_scores(hypotheses: list[str], references: list[str]) -> dict:
+    """``{"bleu", "chrf", "rougeL"}`` (0–100) plus ``bleu_signature``, ``chrf_signature``, ``rouge_tokenizer``."""
+    bleu_score, bleu_sig = bleu(hypotheses, references)
+    chrf_score, chrf_sig = chrf(hypotheses, references)
+    return {
+        "bleu": bleu_score,
+        "chrf": chrf_score,
+        "rougeL": rouge_l(hypotheses, references),
+        "bleu_signature": bleu_sig,
+        "chrf_signature": chrf_sig,
+        "rouge_tokenizer": ROUGE_TOKENIZER_NAME,
+        "rouge_aggregation": "mean of per-sentence ROUGE-L F1 x 100",
+        "num_sentences": len(hypotheses),
+    }

@@ -1,0 +1,283 @@
+"""``llmdiet eval`` end to end on the demo models: numbers, resume, reports, and every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from llmdiet import cli
+from llmdiet.backends.torch_backend import TorchSeq2SeqBackend
+from llmdiet.harness import merge_repeated_option, parse_args
+from llmdiet.metrics import rouge_l
+
+from test_metrics import sacrebleu_cli
+
+FAST = ["--max-new-tokens", "24", "--batch-size", "8", "--no_progress"]
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    rc = cli.main(["eval", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def read_samples(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def teacher_run(demo_assets, tmp_path_factory):
+    """One uninterrupted eval of the demo teacher: the first 40 rows of demo-en-fr and of demo-ko-en."""
+    out = tmp_path_factory.mktemp("eval") / "teacher"
+    rc = cli.main(["eval", "--model", str(demo_assets.teacher), "--eval-set", "demo-en-fr", "--eval-set", "demo-ko-en",
+                   "--limit", "40", "--out", str(out), *FAST])
+    assert rc == 0
+    return out
+
+
+def test_results_json_has_the_documented_blocks(teacher_run, demo_assets):
+    results = json.loads((teacher_run / "results.json").read_text())
+    assert results["schema_version"] == 1 and results["kind"] == "llmdiet-eval"
+    assert set(results["sets"]) == {"demo-en-fr", "demo-ko-en"}
+    entry = results["sets"]["demo-en-fr"]
+    assert entry["num_samples"] == 40 and entry["eval_set"]["version"] == "1"
+    assert entry["eval_set"]["prefix"] == "translate English to French: "
+    timing = entry["timing"]
+    assert timing["num_sentences"] == 40 and timing["num_batches"] == 5 and timing["batch_size"] == 8
+    assert len(timing["batch_latencies_s"]) == 5 and timing["wall_s"] > 0 and timing["resumed_from"] == 0
+    assert timing["sentences_per_s"] == pytest.approx(40 / timing["wall_s"])
+    assert timing["peak_rss_bytes"] > 0 and timing["peak_gpu_bytes"] is None and timing["sorted_by"] == "tokens"
+    size = results["size"]
+    assert size["parameters"] == sum(p.numel() for p in TorchSeq2SeqBackend(demo_assets.teacher).model.parameters())
+    assert size["disk_bytes"] == sum(f.stat().st_size for f in Path(demo_assets.teacher).rglob("*") if f.is_file())
+    assert size["memory_bytes"] == size["parameters"] * 4 and size["artifact"] is None
+    assert results["model"]["backend"] == {"backend": "torch-fp32", "device": "cpu", "dtype": "float32"}
+    prov = results["provenance"]
+    assert prov["command"].startswith("llmdiet eval --model") and "--limit 40" in prov["command"]
+    assert prov["libraries"]["sacrebleu"] and prov["hardware"]["torch_threads"] >= 1 and prov["seed"] == 0
+    assert results["demo"] is True
+    summary = (teacher_run / "summary.md").read_text()
+    assert "| demo-en-fr | 40 |" in summary and "DEMO:" in summary
+
+
+def test_scores_in_results_equal_the_reference_tools_on_the_samples(teacher_run):
+    results = json.loads((teacher_run / "results.json").read_text())
+    for name in ("demo-en-fr", "demo-ko-en"):
+        samples = sorted(read_samples(teacher_run / name / "samples.jsonl"), key=lambda s: s["index"])
+        assert [s["index"] for s in samples] == list(range(40))
+        assert all({"source", "reference", "hypothesis"} <= set(s) for s in samples)
+        hyps, refs = [s["hypothesis"] for s in samples], [s["reference"] for s in samples]
+        metrics = results["sets"][name]["metrics"]
+        cli_scores = sacrebleu_cli(hyps, refs, teacher_run)
+        assert round(metrics["bleu"], 4) == pytest.approx(cli_scores["bleu"], abs=1e-9)
+        assert round(metrics["chrf"], 4) == pytest.approx(cli_scores["chrf"], abs=1e-9)
+        assert metrics["bleu_signature"] == cli_scores["bleu_signature"]
+        assert metrics["rougeL"] == pytest.approx(rouge_l(hyps, refs))
+    # the demo teacher was trained on this corpus: in-domain it translates well, Korean it cannot
+    assert results["sets"]["demo-en-fr"]["metrics"]["bleu"] > 50 > results["sets"]["demo-ko-en"]["metrics"]["bleu"]
+
+
+def _interrupt_after(monkeypatch, calls: int):
+    original = TorchSeq2SeqBackend.translate
+    count = {"n": 0}
+
+    def flaky(self, sources, settings):
+        count["n"] += 1
+        if count["n"] > calls:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, sources, settings)
+
+    monkeypatch.setattr(TorchSeq2SeqBackend, "translate", flaky)
+
+
+def _resume_command(demo_assets, out):
+    return ["eval", "--model", str(demo_assets.teacher), "--eval-set", "demo-en-fr", "demo-ko-en", "--limit", "40",
+            "--out", str(out), *FAST]
+
+
+def test_interrupted_run_resumes_without_duplicates_and_same_metrics(demo_assets, teacher_run, tmp_path, monkeypatch):
+    out = tmp_path / "resumed"
+    _interrupt_after(monkeypatch, 3)  # warm-up + 2 timed batches of demo-en-fr, then "killed"
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(_resume_command(demo_assets, out))
+    samples_path = out / "demo-en-fr" / "samples.jsonl"
+    assert len(read_samples(samples_path)) == 16 and not (out / "results.json").exists()
+    with open(samples_path, "a", encoding="utf-8") as f:  # killed in the middle of writing a line
+        f.write('{"index": 3, "source": "The tea')
+    monkeypatch.undo()
+
+    assert cli.main(_resume_command(demo_assets, out)) == 0
+    samples = read_samples(samples_path)
+    assert sorted(s["index"] for s in samples) == list(range(40))  # complete, no duplicates
+    resumed = json.loads((out / "results.json").read_text())
+    reference = json.loads((teacher_run / "results.json").read_text())
+    for name in ("demo-en-fr", "demo-ko-en"):
+        for key in ("bleu", "chrf", "rougeL"):
+            assert resumed["sets"][name]["metrics"][key] == reference["sets"][name]["metrics"][key]
+    timing = resumed["sets"]["demo-en-fr"]["timing"]
+    assert timing["resumed_from"] == 16 and timing["generated_this_run"] == 24 and timing["num_sentences"] == 24
+    assert timing["covers_all_rows"] is False
+    assert resumed["sets"]["demo-ko-en"]["timing"]["resumed_from"] == 0
+
+
+def test_a_partly_written_batch_is_redone_whole_and_not_duplicated(demo_assets, teacher_run, tmp_path, capsys):
+    out = tmp_path / "partial"
+    assert cli.main(_resume_command(demo_assets, out)) == 0
+    samples_path = out / "demo-en-fr" / "samples.jsonl"
+    kept = samples_path.read_text(encoding="utf-8").splitlines()[:13]  # 1 batch of 8, then 5 of the next
+    samples_path.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    assert cli.main(_resume_command(demo_assets, out)) == 0
+    samples = read_samples(samples_path)
+    assert sorted(s["index"] for s in samples) == list(range(40))
+    timing = json.loads((out / "results.json").read_text())["sets"]["demo-en-fr"]["timing"]
+    assert timing["resumed_from"] == 13 and timing["generated_this_run"] == 32  # the partial batch is redone whole
+    reference = json.loads((teacher_run / "results.json").read_text())["sets"]["demo-en-fr"]["metrics"]
+    assert json.loads((out / "results.json").read_text())["sets"]["demo-en-fr"]["metrics"]["bleu"] == reference["bleu"]
+    # a finished run re-run translates nothing and keeps the earlier timing
+    assert cli.main(_resume_command(demo_assets, out)) == 0
+    again = json.loads((out / "results.json").read_text())["sets"]["demo-en-fr"]
+    assert again["timing"] == timing and len(read_samples(samples_path)) == 40
+
+
+def test_resuming_with_other_settings_is_refused(demo_assets, teacher_run, capsys):
+    argv = _resume_command(demo_assets, teacher_run)[1:]
+    rc, _, err = run_cli(capsys, *[a if a != "24" else "30" for a in argv])
+    assert rc == 2 and "different settings" in err and "max_new_tokens: was 24, now 30" in err
+    assert "use a new --out" in err and "Traceback" not in err
+    rc, _, err = run_cli(capsys, *argv[:-len(FAST)], "--limit", "20", *FAST)
+    assert rc == 2 and "demo-en-fr.limit: was 40, now 20" in err
+
+
+def test_repeated_and_multi_value_eval_set_flags():
+    assert merge_repeated_option(["--eval-set", "a", "--out", "x", "--eval_set", "b", "c", "--eval-set=d"],
+                                 ("--eval_set", "--eval-set")) == ["--out", "x", "--eval_set", "a", "b", "c", "d"]
+    args = parse_args(["--model", "m", "--out", "o", "--eval-set", "a", "--eval-set", "b", "c"])
+    assert args.eval_set == ["a", "b", "c"]
+
+
+def test_demo_preset_evaluates_the_teacher_on_the_three_offline_sets(demo_assets, tmp_path, monkeypatch, capsys):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "demo").symlink_to(demo_assets.root)  # reuse the session's demo models
+    monkeypatch.setenv("LLMDIET_CACHE", str(cache))
+    monkeypatch.chdir(tmp_path)
+    assert parse_args(["--preset", "demo"]).out == "runs/eval-demo-teacher"
+    rc, out, _ = run_cli(capsys, "--preset", "demo", "--limit", "8", *FAST)
+    assert rc == 0 and "DEMO: tiny locally-built models" in out
+    results = json.loads((tmp_path / "runs/eval-demo-teacher/results.json").read_text())
+    assert list(results["sets"]) == ["demo-en-fr", "demo-fr-en", "demo-ko-en"]
+    assert Path(results["model"]["path"]) == (cache / "demo" / "teacher").resolve()
+    for name in results["sets"]:
+        assert f"| {name} | 8 |" in out  # the summary table printed at the end
+
+
+def test_local_file_sets_and_counted_skips(demo_assets, tmp_path, capsys):
+    tsv = tmp_path / "pairs.tsv"  # headerless two-column TSV, as parallel corpora are often shipped
+    tsv.write_text("My sister buys bread.\tMa sœur achète du pain.\nThe children read.\tLes enfants lisent.\n",
+                   encoding="utf-8")
+    bad = tmp_path / "with_blank.jsonl"
+    bad.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in [
+        {"en": "The farmers buy bread today.", "fr": "Les agriculteurs achètent du pain aujourd'hui."},
+        {"en": "", "fr": "Vide."},
+        {"en": "My parents read the report today.", "fr": "Mes parents lisent le rapport aujourd'hui."},
+    ]) + "\n", encoding="utf-8")
+    rc, out, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", tsv, bad, "--source-column", "en",
+                           "--reference-column", "fr", "--out", tmp_path / "run", *FAST)
+    assert rc == 2 and "with_blank.jsonl:2: field 'en' is empty" in err
+    rc, out, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", bad, "--source-column", "en",
+                           "--reference-column", "fr", "--skip-bad-rows", "--out", tmp_path / "run2", *FAST)
+    assert rc == 0
+    entry = json.loads((tmp_path / "run2" / "results.json").read_text())["sets"]["with_blank"]
+    assert entry["num_samples"] == 2 and entry["skipped_rows"]["total"] == 1 and entry["skipped_rows"]["reasons"] == {"empty": 1}
+    rc, out, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", tsv, "--out", tmp_path / "run3", *FAST)
+    assert rc == 0
+    samples = read_samples(tmp_path / "run3" / "pairs" / "samples.jsonl")
+    assert {s["reference"] for s in samples} == {"Ma sœur achète du pain.", "Les enfants lisent."}
+
+
+@pytest.fixture
+def not_seq2seq_model(tmp_path):
+    from transformers import GPT2Config
+
+    path = tmp_path / "gpt2-tiny"
+    GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=32).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("case", ["unknown_set", "missing_columns", "empty_file", "not_seq2seq", "missing_model",
+                                  "hub_offline", "bad_limit", "unknown_backend", "no_model"])
+def test_bad_input_gives_a_clear_error_without_traceback(case, demo_assets, not_seq2seq_model, tmp_path, capsys):
+    model, eval_set, extra = str(demo_assets.teacher), "demo-en-fr", []
+    columns = tmp_path / "columns.jsonl"
+    columns.write_text(json.dumps({"en": "Hello.", "fr": "Bonjour."}) + "\n")
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("")
+    expected = {
+        "unknown_set": "unknown eval set 'demo-en-de' (known: demo-en-fr, demo-fr-en, demo-ko-en",
+        "missing_columns": "columns.jsonl:1: no field 'source'",
+        "empty_file": "empty.tsv: no usable rows (file is empty)",
+        "not_seq2seq": "is a 'gpt2' model, not a sequence-to-sequence",
+        "missing_model": "local path does not exist",
+        "hub_offline": "Offline? Use the offline sets",
+        "bad_limit": "--limit must be >= 1, got 0",
+        "unknown_backend": "unknown backend 'torch-fp16' (known:",
+        "no_model": "--model is required",
+    }[case]
+    if case == "unknown_set":
+        eval_set = "demo-en-de"
+    elif case == "missing_columns":
+        eval_set = str(columns)
+    elif case == "empty_file":
+        eval_set = str(empty)
+    elif case == "not_seq2seq":
+        model = str(not_seq2seq_model)
+    elif case == "missing_model":
+        model = str(tmp_path / "no-such-model")
+    elif case == "hub_offline":
+        eval_set = "pgv-en-fr"
+    elif case == "bad_limit":
+        extra = ["--limit", "0"]
+    elif case == "unknown_backend":
+        extra = ["--backend", "torch-fp16"]
+    argv = ["--eval-set", eval_set, "--out", tmp_path / "out", *extra, *FAST]
+    rc, _, err = run_cli(capsys, *([] if case == "no_model" else ["--model", model]), *argv)
+    assert rc == 2
+    assert expected in err and err.startswith("llmdiet eval: error:") and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # nothing written for a run that could not start
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_to_identical_metrics(demo_assets, teacher_run, tmp_path):
+    """A real SIGKILL in the middle of a run, then the same command again."""
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "llmdiet.cli", *_resume_command(demo_assets, out)]
+    argv[argv.index("8")] = "2"  # small batches: more chances to be killed mid-run
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    samples_path = out / "demo-en-fr" / "samples.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if samples_path.exists() and len(samples_path.read_bytes().splitlines()) >= 6:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(samples_path.read_bytes().splitlines())
+    assert 6 <= done_before < 40 and not (out / "results.json").exists()
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    samples = read_samples(samples_path)
+    assert sorted(s["index"] for s in samples) == list(range(40))
+    resumed = json.loads((out / "results.json").read_text())["sets"]
+    assert resumed["demo-en-fr"]["timing"]["resumed_from"] >= 6
+    # batch size 2 vs 8 in the reference run: scores must still agree on this deterministic model
+    reference = json.loads((teacher_run / "results.json").read_text())["sets"]
+    for name in resumed:
+        assert resumed[name]["metrics"]["bleu"] == pytest.approx(reference[name]["metrics"]["bleu"], abs=1e-9)
