@@ -1,0 +1,160 @@
+"""Generation throughput of one backend, in a process that loads only that backend.
+
+Worker spec (see ``bench/jobs.py``)::
+
+    {"backend": "dynamic-int8", "model_dir": DIR, "tokenizer_dir": DIR, "device": "cpu",
+     "source_tokens": 40, "new_tokens": 40, "warmup_batches": 1,
+     "runs": [{"batch_size": 1, "num_sentences": 4}, {"batch_size": 16, "num_sentences": 32}]}
+
+Every llmdiet backend is timed through :func:`llmdiet.generation.generate_all`, the code path of
+``llmdiet eval``: greedy, ``min_new_tokens = max_new_tokens = new_tokens`` (random weights never
+stop early then), sources of exactly ``source_tokens`` tokens, length-sorted batches, one warm-up
+batch excluded from timing. Runs go from the smallest batch to the largest, so the peak RSS of the
+last run is the process peak while generating.
+
+``backend = "ct2-direct"`` is the reference for "no slower than CTranslate2 used directly":
+``ctranslate2.Translator.translate_batch`` called in a plain loop on pre-tokenised input (token
+strings made before timing), same batches, same thread count, same warm-up, same RSS monitor.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from pathlib import Path
+
+from .jobs import worker_main
+
+
+def _available_cores() -> int:
+    from llmdiet.quantization.artifacts import available_cores
+
+    return available_cores()
+
+
+def artifact_bytes(model_dir: str | Path) -> int:
+    """On-disk size of an artifact: ``disk_bytes`` from ``llmdiet_artifact.json``, else the directory size."""
+    from llmdiet.backends import ARTIFACT_FILE
+    from llmdiet.modeling import directory_bytes
+
+    meta = Path(model_dir) / ARTIFACT_FILE
+    if meta.is_file():
+        data = json.loads(meta.read_text())
+        if data.get("disk_bytes"):
+            return int(data["disk_bytes"])
+    return directory_bytes(model_dir)
+
+
+def _summary(timing: dict) -> dict:
+    keep = ("batch_size", "num_sentences", "num_batches", "generated_tokens", "wall_s", "warmup_s", "sentences_per_s",
+            "tokens_per_s", "latency_p50_s", "latency_p95_s", "peak_rss_bytes", "lifetime_peak_rss_bytes",
+            "peak_gpu_bytes", "torch_threads", "device", "sorted_by", "batch_latencies_s")
+    return {k: timing.get(k) for k in keep}
+
+
+def measure_llmdiet_backend(spec: dict, sources: list[str], settings) -> dict:
+    import torch
+
+    from llmdiet.backends import load_backend
+    from llmdiet.generation import generate_all
+    from llmdiet.quantization.artifacts import rss_bytes
+
+    torch.set_num_threads(spec.get("threads") or _available_cores())
+    rss_before = rss_bytes()
+    start = time.perf_counter()
+    backend = load_backend(spec["backend"], spec["model_dir"], device=spec.get("device", "cpu"))
+    load_s = time.perf_counter() - start
+    rss_loaded = rss_bytes()
+    runs = []
+    for run in sorted(spec["runs"], key=lambda r: r["batch_size"]):
+        result = generate_all(backend, sources[: run["num_sentences"]], settings, run["batch_size"],
+                              warmup_batches=spec.get("warmup_batches", 1), progress=False)
+        runs.append(_summary(result.timing_dict()))
+        del result
+        gc.collect()
+    return {"describe": backend.describe(), "size_info": backend.size_info(), "load_s": load_s,
+            "rss_before_load_bytes": rss_before, "rss_after_load_bytes": rss_loaded, "runs": runs}
+
+
+def measure_ct2_direct(spec: dict, sources: list[str], settings) -> dict:
+    """``Translator.translate_batch`` in a plain loop on pre-tokenised batches (the CTranslate2 reference)."""
+    import ctranslate2
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from llmdiet.generation import PeakRSSMonitor, lifetime_peak_rss_bytes, plan_batches
+    from llmdiet.quantization.artifacts import rss_bytes
+
+    device = spec.get("device", "cpu")
+    dev_type = device.split(":")[0]
+    threads = spec.get("threads") or _available_cores()
+    compute_type = "int8" if dev_type == "cpu" else "int8_bfloat16"  # never float16 for T5
+    rss_before = rss_bytes()
+    start = time.perf_counter()
+    translator = ctranslate2.Translator(spec["model_dir"], device=dev_type, compute_type=compute_type,
+                                        inter_threads=1, intra_threads=threads if dev_type == "cpu" else 0)
+    load_s = time.perf_counter() - start
+    rss_loaded = rss_bytes()
+    tokenizer = AutoTokenizer.from_pretrained(str(Path(spec["model_dir"]) / "tokenizer"))
+    runs = []
+    for run in sorted(spec["runs"], key=lambda r: r["batch_size"]):
+        batch_sources = sources[: run["num_sentences"]]
+        ids = tokenizer(batch_sources)["input_ids"]
+        tokens = [tokenizer.convert_ids_to_tokens(x) for x in ids]
+        plan = plan_batches([len(x) for x in ids], run["batch_size"])
+        batches = [[tokens[i] for i in batch] for batch in plan]
+        options = dict(beam_size=settings.num_beams, max_batch_size=0, max_decoding_length=settings.max_new_tokens,
+                       min_decoding_length=settings.min_new_tokens, max_input_length=0, return_end_token=True)
+        latencies, generated = [], 0
+        with PeakRSSMonitor() as rss:
+            warm = time.perf_counter()
+            for batch in batches[: spec.get("warmup_batches", 1)]:
+                translator.translate_batch(batch, **options)
+            warmup_s = time.perf_counter() - warm
+            t_start = time.perf_counter()
+            for batch in batches:
+                t0 = time.perf_counter()
+                results = translator.translate_batch(batch, **options)
+                latencies.append(time.perf_counter() - t0)
+                generated += sum(len(r.hypotheses[0]) for r in results)
+            wall = time.perf_counter() - t_start
+        runs.append({
+            "batch_size": run["batch_size"], "num_sentences": len(batch_sources), "num_batches": len(batches),
+            "generated_tokens": generated, "wall_s": wall, "warmup_s": warmup_s,
+            "sentences_per_s": len(batch_sources) / wall, "tokens_per_s": generated / wall,
+            "latency_p50_s": float(np.percentile(latencies, 50)), "latency_p95_s": float(np.percentile(latencies, 95)),
+            "peak_rss_bytes": int(rss.peak), "lifetime_peak_rss_bytes": lifetime_peak_rss_bytes(), "peak_gpu_bytes": None,
+            "torch_threads": None, "device": device, "sorted_by": "tokens", "batch_latencies_s": latencies,
+        })
+    return {"describe": {"backend": "ct2-direct", "engine": "ctranslate2 (Translator.translate_batch, plain loop)",
+                         "device": device, "compute_type": compute_type, "intra_threads": threads, "inter_threads": 1},
+            "size_info": {"disk_bytes": artifact_bytes(spec["model_dir"])}, "load_s": load_s,
+            "rss_before_load_bytes": rss_before, "rss_after_load_bytes": rss_loaded, "runs": runs}
+
+
+def run(spec: dict) -> dict:
+    from llmdiet.backends import GenerationSettings
+
+    from .workload import fixed_length_sources, load_tokenizer
+
+    tokenizer = load_tokenizer(spec["tokenizer_dir"])
+    n = max(r["num_sentences"] for r in spec["runs"])
+    sources = fixed_length_sources(tokenizer, n, spec.get("source_tokens", 40))
+    new = spec.get("new_tokens", 40)
+    settings = GenerationSettings(max_new_tokens=new, min_new_tokens=new, num_beams=1)
+    if spec["backend"] == "ct2-direct":
+        result = measure_ct2_direct(spec, sources, settings)
+    else:
+        result = measure_llmdiet_backend(spec, sources, settings)
+    for r in result["runs"]:
+        expected = r["num_sentences"] * new
+        if r["generated_tokens"] != expected:  # the fixed-length contract every comparison relies on
+            result.setdefault("warnings", []).append(
+                f"batch {r['batch_size']}: {r['generated_tokens']} tokens generated, expected {expected}")
+    result["artifact_bytes"] = artifact_bytes(spec["model_dir"])
+    return {"backend": spec["backend"], "shape": spec.get("shape"), "model_dir": spec["model_dir"], **result}
+
+
+if __name__ == "__main__":
+    raise SystemExit(worker_main(run))

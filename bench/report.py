@@ -1,0 +1,431 @@
+"""Renders BENCHMARKS.md from benchmark results files, and checks the targets of issue #5.
+
+    python bench/report.py bench/results/2026-11-22-quick-cpu.json [more.json] [--out BENCHMARKS.md]
+
+The CPU sections come from the newest CPU results file given, the GPU section from the newest
+CUDA one (or say that GPU figures are pending). ``bench/notes.md`` (written by hand from profiles,
+for the run it names) is included as the notes section. Every number in the Markdown is read from
+the JSON; nothing is typed in here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+NOTES_FILE = Path(__file__).resolve().parent / "notes.md"
+LLMDIET_INT8 = ("dynamic-int8", "onnx-dynamic-int8", "onnx-static-int8", "ct2-int8", "torchao-int8", "quanto-int8")
+CT2_DIRECT_TOLERANCE = 0.97  # "no slower than": within 3 %, the spread of repeated timings here (see notes)
+MB = 1e6
+
+
+# ----------------------------------------------------------------------------- lookups
+
+
+def generation_row(results: dict, shape: str, backend: str) -> dict | None:
+    for row in results.get("generation") or []:
+        if row["shape"] == shape and row["backend"] == backend:
+            return row
+    return None
+
+
+def run_at(row: dict | None, batch_size: int) -> dict | None:
+    if not row or row.get("status") != "ok":
+        return None
+    for run in row["runs"]:
+        if run["batch_size"] == batch_size:
+            return run
+    return None
+
+
+def peak_rss(row: dict) -> int:
+    return max(run["peak_rss_bytes"] for run in row["runs"])
+
+
+def _target(name: str, measured: float | None, required: str, met: bool | None, measured_text: str,
+            reason: str | None = None, kind: str = "target") -> dict:
+    if met is None:
+        status = "NOT RUN"
+    elif kind == "expectation":
+        status = "IN RANGE" if met else "OUTSIDE"
+    else:
+        status = "MET" if met else "MISSED"
+    return {"name": name, "kind": kind, "measured": measured, "measured_text": measured_text, "target_text": required,
+            "status": status, "reason": reason}
+
+
+def _why_missing(row: dict | None, what: str) -> str:
+    if row is None:
+        return f"{what} was not part of this run"
+    return f"{what}: {row.get('reason', 'no result')}"
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+def evaluate_targets(results: dict) -> list[dict]:
+    """The targets of issue #5, measured in this one run (ratios on the same machine)."""
+    settings = results.get("settings", {})
+    teacher = settings.get("teacher_shape", "flan-t5-large")
+    targets: list[dict] = []
+    cpu = not str(results.get("device", "cpu")).startswith("cuda")
+
+    if cpu and results.get("generation") is not None:
+        fp32 = run_at(generation_row(results, teacher, "torch-fp32"), 16)
+        candidates = [(b, run_at(generation_row(results, teacher, b), 16)) for b in LLMDIET_INT8]
+        candidates = [(b, r) for b, r in candidates if r]
+        name = f"{teacher} on CPU, batch 16: fastest llmdiet int8 backend vs torch fp32 (tokens/s)"
+        if fp32 and candidates:
+            best, best_run = max(candidates, key=lambda c: c[1]["tokens_per_s"])
+            ratio = best_run["tokens_per_s"] / fp32["tokens_per_s"]
+            targets.append(_target(name, ratio, ">= 3.0x", ratio >= 3.0, f"{ratio:.2f}x ({best})"))
+            direct = run_at(generation_row(results, teacher, "ct2-direct"), 16)
+            name2 = f"{teacher} on CPU, batch 16: fastest llmdiet int8 backend vs CTranslate2 int8 used directly"
+            if direct:
+                r2 = best_run["tokens_per_s"] / direct["tokens_per_s"]
+                targets.append(_target(name2, r2, f">= 1.0x (no slower; {CT2_DIRECT_TOLERANCE:.2f} allowed for timing noise)",
+                                       r2 >= CT2_DIRECT_TOLERANCE, f"{r2:.3f}x ({best} / ct2-direct)"))
+            else:
+                targets.append(_target(name2, None, ">= 1.0x", None, "-",
+                                       _why_missing(generation_row(results, teacher, "ct2-direct"), "ct2-direct")))
+        else:
+            missing = generation_row(results, teacher, "torch-fp32") if not fp32 else None
+            targets.append(_target(name, None, ">= 3.0x", None, "-",
+                                   _why_missing(missing, "torch-fp32") if not fp32 else "no llmdiet int8 backend ran"))
+
+        dyn = (results.get("artifacts") or {}).get(teacher, {}).get("dynamic-int8")
+        name = f"dynamic-int8 artifact of {teacher}: size vs fp32 checkpoint"
+        if dyn and "error" not in dyn and dyn.get("size_ratio"):
+            ratio = dyn["size_ratio"]
+            targets.append(_target(name, ratio, "<= 0.30x", ratio <= 0.30,
+                                   f"{ratio:.3f}x ({dyn['disk_bytes'] / MB:,.0f} MB / {dyn['fp32_disk_bytes'] / MB:,.0f} MB)"))
+        else:
+            targets.append(_target(name, None, "<= 0.30x", None, "-", (dyn or {}).get("error", "artifact not built")))
+        row = generation_row(results, teacher, "dynamic-int8")
+        name = f"dynamic-int8 {teacher}: peak RSS while evaluating vs artifact size"
+        if row and row.get("status") == "ok":
+            ratio = peak_rss(row) / row["artifact_bytes"]
+            targets.append(_target(name, ratio, "<= 1.5x", ratio <= 1.5,
+                                   f"{ratio:.2f}x ({peak_rss(row) / MB:,.0f} MB / {row['artifact_bytes'] / MB:,.0f} MB)"))
+        else:
+            targets.append(_target(name, None, "<= 1.5x", None, "-", _why_missing(row, "dynamic-int8")))
+
+    dist = results.get("distillation")
+    if dist is not None:
+        name = "KD step from cached teacher top-k vs plain fine-tuning step"
+        name_live = "KD step with the live teacher vs plain fine-tuning step"
+        if dist.get("status") == "ok":
+            modes = dist["modes"]
+            cached, live = modes["kd-cached"]["ratio_vs_plain"], modes["kd-live"]["ratio_vs_plain"]
+            targets.append(_target(name, cached, "<= 1.3x", cached <= 1.3, f"{cached:.2f}x"))
+            targets.append(_target(name_live, live, "about 3-5x (expected)", 3.0 <= live <= 5.0, f"{live:.2f}x",
+                                   kind="expectation"))
+        else:
+            targets.append(_target(name, None, "<= 1.3x", None, "-", dist.get("reason")))
+
+    harness = results.get("harness")
+    if harness is not None:
+        name = "batched llmdiet harness vs one-sentence-at-a-time loop (student, sentences/s)"
+        if harness.get("status") == "ok":
+            speedup = harness["modes"]["batched-sorted"]["speedup_vs_loop"]
+            targets.append(_target(name, speedup, ">= 5x", speedup >= 5.0, f"{speedup:.2f}x"))
+        else:
+            targets.append(_target(name, None, ">= 5x", None, "-", harness.get("reason")))
+
+    if not cpu:
+        gpu = results.get("gpu_eval")
+        name = "GPU: 2,000 sentences with the student in bf16"
+        if gpu and gpu.get("status") == "ok":
+            wall = gpu["runs"][0]["wall_s"]
+            n = gpu["runs"][0]["num_sentences"]
+            targets.append(_target(name, wall, "< 10 s", wall < 10.0 if n >= 2000 else None, f"{wall:.2f} s ({n} sentences)"))
+        else:
+            targets.append(_target(name, None, "< 10 s", None, "-", (gpu or {}).get("reason", "not run")))
+    return targets
+
+
+# ----------------------------------------------------------------------------- Markdown helpers
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join("" if c is None else str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt(value, digits: int = 2, suffix: str = "") -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}{suffix}"
+
+
+def _load_text(load: dict | None) -> str:
+    if not load or not load.get("start"):
+        return "-"
+    end = load.get("end") or [None]
+    return f"{load['start'][0]:.2f} → {end[0]:.2f}" if end[0] is not None else f"{load['start'][0]:.2f}"
+
+
+def machine_section(results: dict) -> str:
+    prov = results["provenance"]
+    hw = prov["hardware"]
+    libs = prov["libraries"]
+    load = results.get("load_average", {})
+    rows = [
+        ["CPU", hw.get("cpu")],
+        ["cores (os.cpu_count) / torch threads", f"{hw.get('cpu_count')} / {hw.get('torch_threads')}"],
+        ["CPU flags (int8/bf16 relevant)", " ".join(results.get("cpu_flags") or []) or "-"],
+        ["RAM", f"{hw.get('memory_gb')} GiB"],
+        ["GPU", hw.get("gpu", "none")],
+        ["platform / Python", f"{hw.get('platform')} / {hw.get('python')}"],
+        ["libraries", ", ".join(f"{k} {v}" for k, v in libs.items() if v)],
+        ["date (UTC)", f"{results.get('started')} → {results.get('finished')}"],
+        ["git sha", f"`{prov.get('git_sha')}`"],
+        ["command", f"`{results.get('command')}`"],
+        ["mode / device", f"{results.get('mode')} / {results.get('device')}"],
+        ["total wall time", f"{results.get('total_wall_s', 0) / 60:.1f} min (model builds, quantization and all timings)"],
+        ["1-minute load average", f"start {fmt((load.get('start') or [None])[0])}, end {fmt((load.get('end') or [None])[0])}"],
+    ]
+    return table(["", ""], rows)
+
+
+def targets_section(results: dict) -> str:
+    rows = []
+    for t in results.get("targets") or evaluate_targets(results):
+        measured = t["measured_text"] if t["measured"] is not None else f"- ({t['reason']})"
+        rows.append([t["name"], measured, t["target_text"], f"**{t['status']}**"])
+    return table(["target", "measured", "required", "status"], rows)
+
+
+def generation_section(results: dict) -> str:
+    out = []
+    shapes: list[str] = []
+    for row in results.get("generation") or []:
+        if row["shape"] not in shapes:
+            shapes.append(row["shape"])
+    for shape in shapes:
+        rows = [r for r in results["generation"] if r["shape"] == shape]
+        role = rows[0]["role"]
+        out.append(f"### {shape} ({role})\n")
+        body = []
+        skipped = []
+        for r in rows:
+            if r.get("status") != "ok":
+                skipped.append(f"- `{r['backend']}`: not measured: {r.get('reason')}")
+                continue
+            for run in r["runs"]:
+                base = run_at(generation_row(results, shape, "torch-fp32"), run["batch_size"])
+                ratio = run["tokens_per_s"] / base["tokens_per_s"] if base else None
+                body.append([
+                    f"`{r['backend']}`", run["batch_size"], run["num_sentences"], fmt(run["sentences_per_s"]),
+                    fmt(run["tokens_per_s"], 1), fmt(run["latency_p50_s"]), fmt(run["latency_p95_s"]),
+                    fmt(run["peak_rss_bytes"] / MB, 0), _mb(r["artifact_bytes"]),
+                    fmt(ratio, 2, "x") if ratio else "-", _load_text(r.get("load_average")),
+                ])
+        body.sort(key=lambda b: (b[1], _backend_order(b[0].strip("`"))))
+        out.append(table(["backend", "batch", "sentences", "sentences/s", "tokens/s", "p50 s/batch", "p95 s/batch",
+                          "peak RSS MB", "artifact MB", "× torch-fp32", "load avg"], body))
+        if skipped:
+            out.append("\n" + "\n".join(skipped))
+        out.append("")
+    return "\n".join(out)
+
+
+def _mb(size: int) -> str:
+    return fmt(size / MB, 0 if size >= 10 * MB else 2)
+
+
+def _backend_order(name: str) -> int:
+    order = ["torch-fp32", "torch-bf16", "dynamic-int8", "onnx-fp32", "onnx-dynamic-int8", "onnx-static-int8",
+             "ct2-int8", "ct2-direct", "torchao-int8", "quanto-int8"]
+    return order.index(name) if name in order else len(order)
+
+
+def artifacts_section(results: dict) -> str:
+    rows = []
+    for shape, built in (results.get("artifacts") or {}).items():
+        for method, info in built.items():
+            if "error" in info:
+                rows.append([shape, method, "-", "-", "-", f"failed: {info['error']}"])
+                continue
+            ratio = info.get("size_ratio")
+            rows.append([shape, method, _mb(info["disk_bytes"]), fmt(ratio, 3, "x") if ratio else "1.000x",
+                         fmt(info.get("build_s"), 1) if info.get("build_s") is not None else "reused",
+                         info.get("weights") or info.get("quantization") or info.get("dtype") or "float32"])
+    return table(["shape", "artifact", "disk MB", "× fp32 size", "build s", "what"], rows)
+
+
+def distillation_section(results: dict) -> str:
+    d = results.get("distillation")
+    if not d:
+        return "Not run."
+    if d.get("status") != "ok":
+        return f"Not measured: {d.get('reason')}"
+    head = (f"Student `{d['student_shape']}`, teacher `{d['teacher_shape']}`, batch {d['batch_size']} sentences × "
+            f"{d['source_tokens']} source tokens × {d['target_tokens']} target tokens, AdamW, student in train mode; "
+            f"median of {d['steps']} steps after {d['warmup_steps']} warm-up steps; top-k = {d['topk']}, "
+            f"T = {d['temperature']}, alpha = {d['alpha']}; load average {_load_text(d.get('load_average'))}.\n")
+    labels = {"plain": "plain fine-tuning (CE)", "kd-live": "KD, live teacher forward", "kd-cached": "KD, cached teacher top-k"}
+    rows = []
+    for mode, m in d["modes"].items():
+        rows.append([labels.get(mode, mode), fmt(m["median_s"], 3), fmt(m["mean_s"], 3),
+                     f"{m['min_s']:.3f}–{m['max_s']:.3f}", fmt(m["ratio_vs_plain"], 2, "x")])
+    text = head + "\n" + table(["step", "median s", "mean s", "min–max s", "× plain"], rows)
+    build = d["modes"]["kd-cached"].get("cache_build_s")
+    if build is not None:
+        text += (f"\n\nBuilding the cache (one teacher forward over the batch, written to disk) took {build:.2f} s, "
+                 "paid once per training set, not per step.")
+    profiles = [(mode, m["profile"]) for mode, m in d["modes"].items() if m.get("profile")]
+    if profiles:
+        text += "\n\nTop operators by self CPU time in one profiled step (`torch.profiler`):\n"
+        for mode, prof in profiles:
+            ops = ", ".join(f"`{p['op']}` {p['share'] * 100:.0f}%" for p in prof[:5])
+            text += f"\n- {labels.get(mode, mode)}: {ops}"
+    return text
+
+
+def harness_section(results: dict) -> str:
+    h = results.get("harness")
+    if not h:
+        return "Not run."
+    if h.get("status") != "ok":
+        return f"Not measured: {h.get('reason')}"
+    src = h["source_tokens"]
+    head = (f"`{h['shape']}` with `{h['backend']}`, {h['modes']['one-at-a-time']['num_sentences']} sentences of "
+            f"{src['min']}–{src['max']} source tokens (mean {src['mean']:.1f}), exactly {h['new_tokens']} new tokens each; "
+            f"load average {_load_text(h.get('load_average'))}.\n")
+    labels = {"batched-sorted": "llmdiet `generate_all`, batch 16, longest first",
+              "batched-unsorted": "`generate_all`, batch 16, original order",
+              "one-at-a-time": "plain loop, one sentence per `generate`"}
+    rows = [[labels.get(k, k), fmt(m["sentences_per_s"]), fmt(m["tokens_per_s"], 1), fmt(m["wall_s"], 1),
+             fmt(m["speedup_vs_loop"], 2, "x")] for k, m in h["modes"].items()]
+    return head + "\n" + table(["how", "sentences/s", "tokens/s", "wall s", "× one-at-a-time"], rows)
+
+
+def gpu_section(gpu_results: dict | None) -> str:
+    if gpu_results is None:
+        return ("GPU figures are **pending a lent GPU machine**: no GPU was available for this run, and no numbers "
+                "are given rather than invented ones. To produce them on an H100/H200:\n\n"
+                "```\npython bench/run.py --device cuda\n```\n\n"
+                "It times torch fp32, torch bf16, torchao int8, quanto int8 and CTranslate2 int8 (int8_bfloat16) for the "
+                "student and teacher shapes at batch 1 and 16, the distillation step, the harness overhead, and the "
+                "2,000-sentence student eval in bf16 (target: under 10 s), and adds its results to this file.")
+    parts = [machine_section(gpu_results), "", "#### Targets", "", targets_section(gpu_results), "",
+             generation_section(gpu_results)]
+    gpu = gpu_results.get("gpu_eval")
+    if gpu and gpu.get("status") == "ok":
+        run = gpu["runs"][0]
+        parts += ["#### 2,000-sentence student eval", "",
+                  f"{run['num_sentences']} sentences, batch {run['batch_size']}, `{gpu['shape']}` torch-bf16: "
+                  f"{run['wall_s']:.2f} s ({run['sentences_per_s']:.1f} sentences/s), peak GPU memory "
+                  f"{(run.get('peak_gpu_bytes') or 0) / MB:,.0f} MB.", ""]
+    parts += ["#### Distillation step (GPU)", "", distillation_section(gpu_results), "",
+              "#### Harness overhead (GPU)", "", harness_section(gpu_results)]
+    return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------- the document
+
+
+def render(cpu_results: dict | None, gpu_results: dict | None, sources: dict[str, str]) -> str:
+    parts = ["# llmdiet benchmarks", "",
+             f"<!-- Generated by bench/report.py from {', '.join(sources.values())}; edit bench/notes.md or the "
+             "code, not this file. -->", "",
+             "Speed, size and memory of every way llmdiet runs and trains a flan-T5 model, measured side by side in one "
+             "run. Size and speed do not depend on weight values, so the models are **architecture-exact random-init "
+             "flan-T5 shapes** (`llmdiet.shapes`), fed with the demo tokenizer, and every sentence generates "
+             "**exactly 40 tokens** (greedy, `min_new_tokens = max_new_tokens = 40`: a random model never stops "
+             "early). Translation quality is not measured here (random weights); see `llmdiet eval` for that. "
+             "Ratios compare rows of the same run on the same machine; absolute times hold only for the machine "
+             "listed.", "",
+             "## Reproduce", "",
+             "```\n"
+             "python bench/run.py --quick          # 2-core CPU, < 15 min: teacher rows on flan-t5-large, student rows on flan-t5-small\n"
+             "python bench/run.py                  # full CPU run: small, base and large, every backend, more sentences\n"
+             "python bench/run.py --device cuda    # GPU run (H100/H200), adds the 2,000-sentence student eval\n"
+             "python bench/report.py bench/results/<file>.json   # re-render this file from raw results\n"
+             "```", "",
+             "Each measurement runs in a fresh process that loads only what it measures, so peak RSS is that of one "
+             "backend. Timings go through `llmdiet.generation.generate_all`, the code path of `llmdiet eval` "
+             "(length-sorted batches, one warm-up batch not timed); artifacts are made by `llmdiet quantize`. "
+             "See `bench/README.md` for the method in detail."]
+    if cpu_results:
+        parts += ["", "## Machine and run", "", machine_section(cpu_results), "",
+                  "## Targets", "", targets_section(cpu_results), "",
+                  "## Generation on CPU", "",
+                  f"Greedy, exactly {cpu_results['settings']['new_tokens']} new tokens per sentence, sources of exactly "
+                  f"{cpu_results['settings']['source_tokens']} tokens. *sentences/s* and *tokens/s* are over the timed "
+                  "loop; *p50/p95* are per-batch latencies (with one batch, both equal it); *peak RSS* is the resident "
+                  "memory of the measuring process (model + runtime) during generation; *× torch-fp32* compares "
+                  "tokens/s with `torch-fp32` of the same shape and batch; *load avg* is the 1-minute load average when "
+                  "the row's process started and ended (2 cores: above ~0.5 means something else ran). `ct2-direct` is "
+                  "CTranslate2's `Translator.translate_batch` in a plain loop on pre-tokenised input, outside llmdiet.",
+                  "", generation_section(cpu_results),
+                  "### Artifacts", "", artifacts_section(cpu_results), "",
+                  "## Distillation step", "", distillation_section(cpu_results), "",
+                  "## Eval-harness overhead", "", harness_section(cpu_results)]
+    parts += ["", "## GPU (H100 / H200)", "", gpu_section(gpu_results)]
+    if NOTES_FILE.is_file():
+        parts += ["", NOTES_FILE.read_text(encoding="utf-8").strip()]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def newest(paths: list[Path], gpu: bool) -> Path | None:
+    chosen = []
+    for path in paths:
+        data = json.loads(path.read_text())
+        if str(data.get("device", "cpu")).startswith("cuda") == gpu:
+            chosen.append((data.get("started", ""), path))
+    return max(chosen)[1] if chosen else None
+
+
+def write_markdown(results_file: str | Path, out: str | Path, others: list[Path] | None = None) -> Path:
+    """Render ``out`` from ``results_file`` plus the newest results of the other device kind in its folder."""
+    results_file = Path(results_file)
+    pool = [results_file] + list(others if others is not None else
+                                 [p for p in results_file.parent.glob("*.json") if p != results_file])
+    current_gpu = str(json.loads(results_file.read_text()).get("device", "cpu")).startswith("cuda")
+    cpu_path = results_file if not current_gpu else newest(pool, gpu=False)
+    gpu_path = results_file if current_gpu else newest(pool, gpu=True)
+    cpu = json.loads(cpu_path.read_text()) if cpu_path else None
+    gpu = json.loads(gpu_path.read_text()) if gpu_path else None
+    for data in (cpu, gpu):
+        if data is not None and "targets" not in data:
+            data["targets"] = evaluate_targets(data)
+    root = Path(__file__).resolve().parent.parent
+    sources = {k: _relative(p, root) for k, p in (("cpu", cpu_path), ("gpu", gpu_path)) if p}
+    out = Path(out)
+    out.write_text(render(cpu, gpu, sources), encoding="utf-8")
+    return out
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python bench/report.py", description="Render BENCHMARKS.md from results JSON.")
+    parser.add_argument("results", nargs="+", help="results files written by bench/run.py")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "BENCHMARKS.md"))
+    args = parser.parse_args(argv)
+    paths = [Path(p) for p in args.results]
+    for p in paths:
+        if not p.is_file():
+            print(f"bench/report.py: error: {p}: no such results file", file=sys.stderr)
+            return 2
+    newest_path = max(paths, key=lambda p: json.loads(p.read_text()).get("started", ""))
+    print(write_markdown(newest_path, args.out, others=[p for p in paths if p != newest_path]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""The llmdiet benchmark runner: generation per backend, distillation step, eval-harness overhead.
+
+    python bench/run.py --quick                 # this 2-core CPU machine, < 15 minutes
+    python bench/run.py                         # full CPU run: every shape and backend, more sentences
+    python bench/run.py --device cuda           # full GPU run, incl. the 2,000-sentence student eval
+
+Size and speed do not depend on weight values, so everything runs on architecture-exact
+random-init flan-T5 shapes (``llmdiet.shapes``) with the demo tokenizer and a fixed output length
+(greedy, exactly ``new_tokens`` tokens per sentence). Every measurement runs in a fresh process
+(``bench/jobs.py``) that loads only what it measures. Quantized artifacts are built with
+``llmdiet quantize`` into ``--work_dir`` (default ``$LLMDIET_CACHE/bench``, i.e.
+``~/.cache/llmdiet/bench``), rebuilt every run unless ``--reuse_artifacts``.
+
+Outputs: ``bench/results/<date>-<mode>-<device>.json`` (all raw numbers, provenance, load
+averages) and ``BENCHMARKS.md`` (rendered by ``bench/report.py`` from that file, plus the newest
+results file of the other device kind, so CPU and GPU sections live side by side).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+if __package__ in (None, ""):  # ``python bench/run.py``: make ``bench`` and ``llmdiet`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.jobs import REPO_ROOT, run_job  # noqa: E402
+from llmdiet.config import ConfigError, check_range, parse_config  # noqa: E402
+
+CPU_BACKENDS = ["torch-fp32", "torch-bf16", "dynamic-int8", "onnx-fp32", "onnx-dynamic-int8", "onnx-static-int8",
+                "ct2-int8", "ct2-direct"]
+GPU_BACKENDS = ["torch-fp32", "torch-bf16", "torchao-int8", "quanto-int8", "ct2-int8", "ct2-direct"]
+INT8_BACKENDS = ["dynamic-int8", "onnx-dynamic-int8", "onnx-static-int8", "ct2-int8", "torchao-int8", "quanto-int8"]
+# Backend -> the ``llmdiet quantize`` method that makes its artifact (None: the float random-init checkpoint).
+ARTIFACT_METHOD = {"torch-fp32": None, "torch-bf16": "torch-bf16", "ct2-direct": "ct2-int8"}
+# Quick mode on 2 CPU cores: the teacher shape skips the two slowest ONNX builds (documented in BENCHMARKS.md).
+QUICK_TEACHER_SKIP = {"onnx-fp32": "quick mode: a second and third full ONNX export of the large shape do not fit "
+                                   "the 15-minute budget (run without --quick)",
+                      "onnx-static-int8": "quick mode: ONNX export plus calibration of the large shape do not fit "
+                                          "the 15-minute budget (run without --quick)"}
+
+
+def default_work_dir() -> str:
+    return str(Path(os.environ.get("LLMDIET_CACHE", Path.home() / ".cache" / "llmdiet")) / "bench")
+
+
+@dataclass
+class BenchArguments:
+    quick: bool = field(default=False, metadata={"help": "Small run for a 2-core CPU machine (< 15 minutes): "
+                                                         "teacher rows on the large shape, student rows on small, "
+                                                         "fewer sentences and steps."})
+    device: str = field(default="cpu", metadata={"help": "cpu, cuda or cuda:N (GPU backends and the 2,000-sentence eval)."})
+    student_shape: str = field(default="flan-t5-small", metadata={"help": "Student shape (generation, distillation, harness)."})
+    teacher_shape: str = field(default="flan-t5-large", metadata={"help": "Teacher shape (generation, distillation)."})
+    extra_shapes: list[str] = field(default_factory=list, metadata={
+        "help": "More shapes for the generation table (default: flan-t5-base in full mode, none with --quick)."})
+    backends: list[str] = field(default_factory=list, metadata={
+        "help": "Backends to time (default: every backend of the device: " + ", ".join(CPU_BACKENDS) + " on CPU)."})
+    sections: list[str] = field(default_factory=lambda: ["generation", "distillation", "harness"], metadata={
+        "help": "What to run: generation, distillation, harness."})
+    new_tokens: int = field(default=40, metadata={"help": "Tokens generated per sentence (fixed: min = max)."})
+    source_tokens: int = field(default=40, metadata={"help": "Tokens per source sentence in the generation table."})
+    batch1_sentences: Optional[int] = field(default=None, metadata={
+        "help": "Sentences timed at batch 1 (default: quick 8 student / 4 teacher; full 16)."})
+    batch16_sentences: Optional[int] = field(default=None, metadata={
+        "help": "Sentences timed at batch 16 (default: quick 32 student / 16 teacher; full 64)."})
+    train_batch_size: int = field(default=8, metadata={"help": "Sentences per distillation step."})
+    train_steps: Optional[int] = field(default=None, metadata={"help": "Timed distillation steps (default: quick 5, full 10)."})
+    train_warmup_steps: int = field(default=2, metadata={"help": "Untimed distillation steps before timing."})
+    topk: int = field(default=32, metadata={"help": "k of the cached teacher top-k log-probs."})
+    harness_sentences: int = field(default=64, metadata={"help": "Sentences in the harness-overhead benchmark."})
+    harness_batch_size: int = field(default=16, metadata={"help": "Batch size of the batched harness (llmdiet eval's default)."})
+    gpu_eval_sentences: int = field(default=2000, metadata={"help": "Sentences of the GPU student eval (cuda only)."})
+    gpu_eval_batch_size: int = field(default=128, metadata={"help": "Batch size of the GPU student eval."})
+    calibration_count: int = field(default=32, metadata={"help": "Calibration sources for onnx-static-int8 / quanto-int8."})
+    work_dir: str = field(default_factory=default_work_dir, metadata={"help": "Where models and artifacts are built."})
+    reuse_artifacts: bool = field(default=False, metadata={"help": "Reuse models/artifacts already in --work_dir."})
+    results_dir: str = field(default=str(REPO_ROOT / "bench" / "results"), metadata={"help": "Where the results JSON goes."})
+    markdown: Optional[str] = field(default=str(REPO_ROOT / "BENCHMARKS.md"), metadata={
+        "help": "Markdown report to regenerate ('' to skip)."})
+    tag: Optional[str] = field(default=None, metadata={"help": "Results file name part instead of <date>-<mode>-<device>."})
+    wait_idle_minutes: float = field(default=0.0, metadata={
+        "help": "Before starting, wait up to this long for the 1-minute load average to drop below --idle_load."})
+    idle_load: float = field(default=0.5, metadata={"help": "Load average under which the machine counts as idle."})
+    job_timeout_s: float = field(default=1800.0, metadata={"help": "Time limit of one measurement process."})
+
+    def __post_init__(self):
+        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
+            raise ConfigError(f"--device must be cpu, cuda or cuda:N, got '{self.device}'")
+        unknown = set(self.sections) - {"generation", "distillation", "harness"}
+        if unknown:
+            raise ConfigError(f"--sections: unknown {sorted(unknown)} (use generation, distillation, harness)")
+        known = set(CPU_BACKENDS) | set(GPU_BACKENDS)
+        bad = [b for b in self.backends if b not in known]
+        if bad:
+            raise ConfigError(f"--backends: unknown {bad} (known: {', '.join(sorted(known))})")
+        from bench.workload import known_shapes
+
+        for shape in [self.student_shape, self.teacher_shape, *self.extra_shapes]:
+            if shape not in known_shapes():
+                raise ConfigError(f"unknown shape '{shape}' (known: {', '.join(known_shapes())})")
+        for name in ("new_tokens", "source_tokens", "train_batch_size", "topk", "harness_sentences",
+                     "harness_batch_size", "gpu_eval_sentences", "gpu_eval_batch_size", "calibration_count"):
+            check_range(name, getattr(self, name), 1)
+        for name in ("batch1_sentences", "batch16_sentences", "train_steps"):
+            check_range(name, getattr(self, name), 1)
+        check_range("train_warmup_steps", self.train_warmup_steps, 0)
+        check_range("wait_idle_minutes", self.wait_idle_minutes, 0.0)
+        check_range("job_timeout_s", self.job_timeout_s, 1.0)
+
+    @property
+    def mode(self) -> str:
+        return "quick" if self.quick else "full"
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.startswith("cuda")
+
+
+# ----------------------------------------------------------------------------- machine state
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return None
+
+
+def cpu_flags() -> list[str]:
+    """The CPU features that decide int8/bf16 speed (AVX-512, VNNI, AMX), from /proc/cpuinfo."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                return sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "f16c")) or "vnni" in f)
+    except OSError:
+        pass
+    return []
+
+
+def wait_for_idle(minutes: float, threshold: float, log) -> list[float] | None:
+    deadline = time.time() + minutes * 60
+    while True:
+        load = load_average()
+        if load is None or load[0] < threshold or time.time() >= deadline:
+            return load
+        log(f"waiting for an idle machine: 1-minute load {load[0]:.2f} >= {threshold} (until {minutes:g} min pass)")
+        time.sleep(min(60.0, max(1.0, deadline - time.time())))
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class Runner:
+    args: BenchArguments
+    started: float = field(default_factory=time.perf_counter)
+
+    def log(self, message: str) -> None:
+        print(f"[{time.perf_counter() - self.started:7.1f}s] {message}", flush=True)
+
+    @property
+    def work(self) -> Path:
+        return Path(self.args.work_dir)
+
+    def job(self, module: str, spec: dict) -> dict:
+        spec = {**spec, "tokenizer_dir": str(self.work / "tokenizer")}
+        load_start = load_average()
+        result = run_job(module, spec, self.args.job_timeout_s, log=self.log)
+        result["load_average"] = {"start": load_start, "end": load_average()}
+        return result
+
+    # -- models and artifacts
+
+    def random_model(self, shape: str) -> dict:
+        out = self.work / shape
+        if not self.args.reuse_artifacts and out.exists():
+            import shutil
+
+            shutil.rmtree(out)
+        self.log(f"building random-init {shape}")
+        return self.job("bench.artifacts", {"kind": "random", "shape": shape, "out": str(out)})
+
+    def artifact(self, shape: str, method: str, model_dir: str) -> dict:
+        self.log(f"  llmdiet quantize {shape} --method {method}")
+        device = self.args.device if method in ("ct2-int8", "quanto-int8", "torchao-int8", "torch-bf16") else "cpu"
+        return self.job("bench.artifacts", {
+            "kind": "quantize", "method": method, "model": model_dir, "out": str(self.work / f"{shape}-{method}"),
+            "device": device, "reuse": self.args.reuse_artifacts, "calibration_count": self.args.calibration_count,
+            "calibration_max_new_tokens": self.args.new_tokens,
+        })
+
+    # -- sections
+
+    def generation_plan(self) -> list[tuple[str, str, list[str], list[dict]]]:
+        """(shape, role, backends, runs) per shape."""
+        a = self.args
+        backends = a.backends or (GPU_BACKENDS if a.on_gpu else CPU_BACKENDS)
+        if a.teacher_shape == a.student_shape:  # one model plays both roles (the runner's smoke test does this)
+            shapes = [(a.student_shape, "student and teacher")]
+        else:
+            shapes = [(a.student_shape, "student"), (a.teacher_shape, "teacher")]
+        extra = a.extra_shapes if (a.extra_shapes or a.quick) else ["flan-t5-base"]
+        shapes += [(s, "extra") for s in extra if s not in (a.student_shape, a.teacher_shape)]
+        plan = []
+        for shape, role in shapes:
+            small_run = a.quick and role.startswith("student")
+            b1 = a.batch1_sentences or (16 if not a.quick else 8 if small_run else 4)
+            b16 = a.batch16_sentences or (64 if not a.quick else 32 if small_run else 16)
+            plan.append((shape, role, backends, [{"batch_size": 1, "num_sentences": b1},
+                                                 {"batch_size": 16, "num_sentences": b16}]))
+        return plan
+
+    def run_generation(self, models: dict) -> tuple[list[dict], dict]:
+        a = self.args
+        rows: list[dict] = []
+        artifacts: dict = {}
+        for shape, role, backends, runs in self.generation_plan():
+            model = models.get(shape) or self.random_model(shape)
+            models[shape] = model
+            artifacts[shape] = {"random-init fp32": model}
+            for backend in backends:
+                row = {"shape": shape, "role": role, "backend": backend, "device": a.device}
+                if "error" in model:
+                    rows.append({**row, "status": "skipped", "reason": f"random model: {model['error']}"})
+                    continue
+                if a.quick and role == "teacher" and backend in QUICK_TEACHER_SKIP and not a.backends:
+                    rows.append({**row, "status": "skipped", "reason": QUICK_TEACHER_SKIP[backend]})
+                    continue
+                method = ARTIFACT_METHOD.get(backend, backend)
+                model_dir = model["dir"]
+                if method is not None:
+                    if method not in artifacts[shape]:
+                        artifacts[shape][method] = self.artifact(shape, method, model["dir"])
+                    built = artifacts[shape][method]
+                    if "error" in built:
+                        rows.append({**row, "status": "skipped", "reason": f"llmdiet quantize --method {method}: {built['error']}"})
+                        continue
+                    model_dir = built["dir"]
+                sizes = ", ".join(f"batch {r['batch_size']} x {r['num_sentences']}" for r in runs)
+                self.log(f"  timing {shape} {backend} ({sizes})")
+                result = self.job("bench.generation", {
+                    "backend": backend, "shape": shape, "model_dir": model_dir, "device": a.device, "runs": runs,
+                    "source_tokens": a.source_tokens, "new_tokens": a.new_tokens, "warmup_batches": 1,
+                })
+                if "error" in result:
+                    rows.append({**row, "status": "skipped", "reason": result["error"],
+                                 "load_average": result.get("load_average")})
+                else:
+                    rows.append({**row, "status": "ok", **result})
+        return rows, artifacts
+
+    def run_gpu_eval(self, models: dict, artifacts: dict) -> dict:
+        a = self.args
+        shape = a.student_shape
+        method = "torch-bf16"
+        built = artifacts.get(shape, {}).get(method) or self.artifact(shape, method, models[shape]["dir"])
+        if "error" in built:
+            return {"status": "skipped", "reason": built["error"]}
+        self.log(f"GPU eval: {a.gpu_eval_sentences} sentences, {shape} torch-bf16, batch {a.gpu_eval_batch_size}")
+        result = self.job("bench.generation", {
+            "backend": "torch-bf16", "shape": shape, "model_dir": built["dir"], "device": a.device,
+            "runs": [{"batch_size": a.gpu_eval_batch_size, "num_sentences": a.gpu_eval_sentences}],
+            "source_tokens": a.source_tokens, "new_tokens": a.new_tokens, "warmup_batches": 1,
+        })
+        return {"status": "skipped", "reason": result["error"]} if "error" in result else {"status": "ok", **result}
+
+    def run_distillation(self, models: dict) -> dict:
+        a = self.args
+        for shape in (a.student_shape, a.teacher_shape):
+            models[shape] = models.get(shape) or self.random_model(shape)
+            if "error" in models[shape]:
+                return {"status": "skipped", "reason": f"random model {shape}: {models[shape]['error']}"}
+        steps = a.train_steps or (5 if a.quick else 10)
+        self.log(f"distillation step: student {a.student_shape}, teacher {a.teacher_shape}, "
+                 f"batch {a.train_batch_size}, {a.train_warmup_steps} warm-up + {steps} timed steps per mode")
+        result = self.job("bench.train_step", {
+            "student_dir": models[a.student_shape]["dir"], "teacher_dir": models[a.teacher_shape]["dir"],
+            "device": a.device, "batch_size": a.train_batch_size, "source_tokens": a.source_tokens,
+            "target_tokens": a.new_tokens, "warmup_steps": a.train_warmup_steps, "steps": steps, "topk": a.topk,
+            "temperature": 2.0, "alpha": 0.5, "profile": True,
+        })
+        out = {"student_shape": a.student_shape, "teacher_shape": a.teacher_shape}
+        return {**out, "status": "skipped", "reason": result["error"]} if "error" in result else {**out, "status": "ok", **result}
+
+    def run_harness(self, models: dict) -> dict:
+        a = self.args
+        shape = a.student_shape
+        models[shape] = models.get(shape) or self.random_model(shape)
+        if "error" in models[shape]:
+            return {"status": "skipped", "reason": f"random model {shape}: {models[shape]['error']}"}
+        backend = "torch-bf16" if a.on_gpu else "torch-fp32"
+        self.log(f"harness overhead: {shape} {backend}, {a.harness_sentences} sentences, batch {a.harness_batch_size} "
+                 "vs one at a time")
+        result = self.job("bench.harness_overhead", {
+            "backend": backend, "model_dir": models[shape]["dir"], "device": a.device, "num_sentences": a.harness_sentences,
+            "batch_size": a.harness_batch_size, "new_tokens": a.new_tokens,
+        })
+        return {"shape": shape, "status": "skipped", "reason": result["error"]} if "error" in result else \
+            {"shape": shape, "status": "ok", **result}
+
+
+def results_path(args: BenchArguments, date: str) -> Path:
+    name = args.tag or f"{date}-{args.mode}-{'cuda' if args.on_gpu else 'cpu'}"
+    return Path(args.results_dir) / f"{name}.json"
+
+
+def run(args: BenchArguments, argv: list[str]) -> dict:
+    from bench.report import evaluate_targets, write_markdown
+    from bench.workload import load_tokenizer
+    from llmdiet.provenance import provenance
+
+    runner = Runner(args)
+    load_before_wait = load_average()
+    load_start = wait_for_idle(args.wait_idle_minutes, args.idle_load, runner.log) if args.wait_idle_minutes else load_before_wait
+    runner.started = time.perf_counter()
+    started_at = _dt.datetime.now(_dt.timezone.utc)
+    runner.log(f"llmdiet benchmarks, {args.mode} mode on {args.device}; 1-minute load average {load_start[0] if load_start else '?'}")
+    Path(args.work_dir).mkdir(parents=True, exist_ok=True)
+    load_tokenizer(Path(args.work_dir) / "tokenizer")
+    command = "python bench/run.py " + " ".join(argv)
+    results: dict = {
+        "mode": args.mode, "device": args.device, "command": command.strip(), "settings": asdict(args),
+        "provenance": provenance(seed=0, command=["python", "bench/run.py", *argv]), "cpu_flags": cpu_flags(),
+        "started": started_at.isoformat(timespec="seconds"),
+    }
+    models: dict = {}
+    sections = set(args.sections)
+    if "generation" in sections:
+        results["generation"], results["artifacts"] = runner.run_generation(models)
+        if args.on_gpu:
+            results["gpu_eval"] = runner.run_gpu_eval(models, results["artifacts"])
+    if "distillation" in sections:
+        results["distillation"] = runner.run_distillation(models)
+    if "harness" in sections:
+        results["harness"] = runner.run_harness(models)
+    results["random_models"] = models
+    results["total_wall_s"] = time.perf_counter() - runner.started
+    results["load_average"] = {"before_wait": load_before_wait, "start": load_start, "end": load_average()}
+    results["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    results["targets"] = evaluate_targets(results)
+    path = results_path(args, started_at.strftime("%Y-%m-%d"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    runner.log(f"results: {path} (total {results['total_wall_s'] / 60:.1f} min)")
+    if args.markdown:
+        md = write_markdown(path, args.markdown)
+        runner.log(f"report: {md}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        (args,) = parse_config([BenchArguments], argv, prog="python bench/run.py",
+                               description="llmdiet benchmarks on random-init flan-T5 shapes (see bench/README.md).")
+    except ConfigError as err:
+        print(f"bench/run.py: error: {err}", file=sys.stderr)
+        return 2
+    results = run(args, argv)
+    for target in results["targets"]:
+        print(f"  {target['status']:<8} {target['name']}: {target['measured_text']} (target {target['target_text']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Smoke tests of the benchmark runner (bench/) on the demo's toy model sizes.
+
+They check that a run finishes, that the results JSON holds the numbers it promises and that they
+are consistent with each other (token counts, ratios, sizes), that the Markdown renders them, and
+that a missing library skips its rows with the reason. No timing thresholds: speed on a shared
+2-core machine is not a property of the code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench import report  # noqa: E402
+from bench.run import main as bench_main  # noqa: E402
+
+NEW_TOKENS = 40
+BACKENDS = ["torch-fp32", "dynamic-int8", "ct2-int8", "ct2-direct"]
+
+
+def tiny_argv(root: Path, *extra: str) -> list[str]:
+    return ["--quick", "--student_shape", "tiny-student", "--teacher_shape", "tiny-student",
+            "--batch1_sentences", "2", "--batch16_sentences", "16", "--train_steps", "2", "--train_warmup_steps", "1",
+            "--harness_sentences", "8", "--work_dir", str(root / "work"), "--results_dir", str(root / "results"),
+            "--markdown", str(root / "BENCHMARKS.md"), "--tag", "smoke", *extra]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    assert bench_main(tiny_argv(root, "--backends", *BACKENDS)) == 0
+    results = json.loads((root / "results" / "smoke.json").read_text())
+    return root, results, (root / "BENCHMARKS.md").read_text()
+
+
+def rows_by_backend(results):
+    return {row["backend"]: row for row in results["generation"]}
+
+
+def test_generation_rows_hold_consistent_numbers(smoke_run):
+    _, results, _ = smoke_run
+    rows = rows_by_backend(results)
+    assert sorted(rows) == sorted(BACKENDS)
+    for name, row in rows.items():
+        assert row["status"] == "ok", (name, row.get("reason"))
+        assert not row.get("warnings"), row.get("warnings")
+        assert [run["batch_size"] for run in row["runs"]] == [1, 16]
+        for run in row["runs"]:
+            # the fixed-length contract: every sentence generates exactly NEW_TOKENS tokens
+            assert run["generated_tokens"] == run["num_sentences"] * NEW_TOKENS
+            assert run["sentences_per_s"] == pytest.approx(run["num_sentences"] / run["wall_s"], rel=1e-6)
+            assert run["tokens_per_s"] == pytest.approx(NEW_TOKENS * run["sentences_per_s"], rel=1e-6)
+            assert run["num_batches"] == -(-run["num_sentences"] // run["batch_size"])
+            assert len(run["batch_latencies_s"]) == run["num_batches"]
+            assert 0 < run["latency_p50_s"] <= run["latency_p95_s"] <= max(run["batch_latencies_s"]) + 1e-9
+            assert sum(run["batch_latencies_s"]) <= run["wall_s"] + 1e-6
+            assert run["peak_rss_bytes"] >= row["rss_before_load_bytes"] > 0
+        assert row["load_average"]["start"] and row["load_average"]["end"]
+    fp32 = rows["torch-fp32"]["artifact_bytes"]
+    # int8 artifacts are smaller than the fp32 checkpoint; ct2-direct times the same files as ct2-int8
+    assert rows["dynamic-int8"]["artifact_bytes"] < fp32 and rows["ct2-int8"]["artifact_bytes"] < fp32
+    assert rows["ct2-direct"]["artifact_bytes"] == rows["ct2-int8"]["artifact_bytes"]
+    artifacts = results["artifacts"]["tiny-student"]
+    assert artifacts["dynamic-int8"]["size_ratio"] == pytest.approx(
+        artifacts["dynamic-int8"]["disk_bytes"] / artifacts["dynamic-int8"]["fp32_disk_bytes"], abs=1e-4)
+    assert artifacts["ct2-int8"]["command"].startswith("llmdiet quantize --model")
+
+
+def test_distillation_step_modes(smoke_run):
+    _, results, _ = smoke_run
+    d = results["distillation"]
+    assert d["status"] == "ok", d.get("reason")
+    assert (d["batch_size"], d["source_tokens"], d["target_tokens"]) == (8, 40, NEW_TOKENS)
+    assert set(d["modes"]) == {"plain", "kd-live", "kd-cached"}
+    plain = d["modes"]["plain"]["median_s"]
+    for mode in d["modes"].values():
+        assert len(mode["steps_s"]) == d["steps"] == 2
+        assert 0 < mode["min_s"] <= mode["median_s"] <= mode["max_s"]
+        assert mode["ratio_vs_plain"] == pytest.approx(mode["median_s"] / plain)
+        assert mode["profile"] and all(op["self_cpu_ms"] >= 0 for op in mode["profile"])
+    assert d["modes"]["plain"]["ratio_vs_plain"] == 1.0
+    assert d["modes"]["kd-cached"]["cache_build_s"] > 0
+
+
+def test_harness_overhead_modes(smoke_run):
+    _, results, _ = smoke_run
+    h = results["harness"]
+    assert h["status"] == "ok", h.get("reason")
+    loop = h["modes"]["one-at-a-time"]
+    assert loop["num_sentences"] == 8 and loop["generated_tokens"] == 8 * NEW_TOKENS
+    for mode in h["modes"].values():
+        assert mode["generated_tokens"] == 8 * NEW_TOKENS
+        assert mode["speedup_vs_loop"] == pytest.approx(mode["sentences_per_s"] / loop["sentences_per_s"])
+    assert h["modes"]["batched-sorted"]["sorted_by"] == "tokens"
+    assert h["modes"]["batched-unsorted"]["sorted_by"] == "none"
+    assert 10 <= h["source_tokens"]["min"] < h["source_tokens"]["max"] <= 60
+
+
+def test_results_carry_provenance_and_targets(smoke_run):
+    _, results, _ = smoke_run
+    prov = results["provenance"]
+    assert prov["hardware"]["cpu"] and prov["libraries"]["torch"] and "git_sha" in prov
+    assert results["mode"] == "quick" and results["device"] == "cpu"
+    assert len(results["load_average"]["start"]) == 3 and len(results["load_average"]["end"]) == 3
+    assert results["total_wall_s"] > 0 and results["command"].startswith("python bench/run.py --quick")
+    by_name = {t["name"]: t for t in results["targets"]}
+    assert len(by_name) == 7  # 2 speed, 2 size/memory, cached KD, live-KD expectation, harness
+    for t in results["targets"]:
+        assert t["status"] in {"MET", "MISSED", "IN RANGE", "OUTSIDE"}, t
+    speed = next(t for t in results["targets"] if "vs torch fp32" in t["name"])
+    rows = rows_by_backend(results)
+    best = max(rows[b]["runs"][1]["tokens_per_s"] for b in ("dynamic-int8", "ct2-int8"))
+    assert speed["measured"] == pytest.approx(best / rows["torch-fp32"]["runs"][1]["tokens_per_s"])
+    assert speed["status"] == ("MET" if speed["measured"] >= 3 else "MISSED")
+
+
+def test_markdown_renders_every_section(smoke_run):
+    root, results, markdown = smoke_run
+    for heading in ("## Machine and run", "## Targets", "## Generation on CPU", "### Artifacts", "## Distillation step",
+                    "## Eval-harness overhead", "## GPU (H100 / H200)"):
+        assert heading in markdown
+    for backend in BACKENDS:
+        assert f"| `{backend}` | 1 | 2 |" in markdown and f"| `{backend}` | 16 | 16 |" in markdown
+    assert "pending a lent GPU machine" in markdown
+    assert results["provenance"]["hardware"]["cpu"] in markdown
+    for target in results["targets"]:
+        assert target["name"] in markdown
+    # re-rendering from the JSON alone gives the same document
+    again = root / "again.md"
+    assert report.main([str(root / "results" / "smoke.json"), "--out", str(again)]) == 0
+    assert again.read_text() == markdown
+
+
+def test_missing_library_skips_its_rows(tmp_path, monkeypatch):
+    """With CTranslate2 hidden from the worker processes, its rows are skipped with the reason; the run finishes."""
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text("import sys\nsys.modules['ctranslate2'] = None  # simulate: not installed\n")
+    monkeypatch.setenv("PYTHONPATH", str(hide))
+    argv = tiny_argv(tmp_path, "--sections", "generation", "--backends", "ct2-int8", "ct2-direct")
+    assert bench_main(argv) == 0
+    results = json.loads((tmp_path / "results" / "smoke.json").read_text())
+    rows = rows_by_backend(results)
+    for name in ("ct2-int8", "ct2-direct"):
+        assert rows[name]["status"] == "skipped"
+        assert "ctranslate2" in rows[name]["reason"]
+    markdown = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "`ct2-int8`: not measured" in markdown and "`ct2-direct`: not measured" in markdown
+
+
+def test_bad_arguments_are_clear_errors(tmp_path, capsys):
+    assert bench_main(["--backends", "tensorrt", "--work_dir", str(tmp_path)]) == 2
+    assert "--backends: unknown ['tensorrt']" in capsys.readouterr().err
+    assert bench_main(["--student_shape", "flan-t5-xxl", "--work_dir", str(tmp_path)]) == 2
+    assert "unknown shape 'flan-t5-xxl'" in capsys.readouterr().err
+
+
+def _fake_results(fp32_tps, int8_tps, direct_tps, dyn_ratio, dyn_peak, dyn_bytes, plain, cached, live, speedup):
+    def gen(backend, tps, peak=1, size=1):
+        return {"shape": "flan-t5-large", "role": "teacher", "backend": backend, "status": "ok", "artifact_bytes": size,
+                "runs": [{"batch_size": 16, "tokens_per_s": tps, "peak_rss_bytes": peak}]}
+
+    return {
+        "device": "cpu", "settings": {"teacher_shape": "flan-t5-large"},
+        "generation": [gen("torch-fp32", fp32_tps), gen("ct2-int8", int8_tps), gen("ct2-direct", direct_tps),
+                       gen("dynamic-int8", fp32_tps, dyn_peak, dyn_bytes)],
+        "artifacts": {"flan-t5-large": {"dynamic-int8": {"size_ratio": dyn_ratio, "disk_bytes": dyn_bytes,
+                                                         "fp32_disk_bytes": dyn_bytes / dyn_ratio}}},
+        "distillation": {"status": "ok", "modes": {"plain": {"ratio_vs_plain": 1.0},
+                                                    "kd-cached": {"ratio_vs_plain": cached / plain},
+                                                    "kd-live": {"ratio_vs_plain": live / plain}}},
+        "harness": {"status": "ok", "modes": {"batched-sorted": {"speedup_vs_loop": speedup}}},
+    }
+
+
+def test_target_verdicts_follow_the_numbers():
+    good = report.evaluate_targets(_fake_results(10, 35, 34, 0.28, 1.2e9, 1e9, 1.0, 1.2, 4.0, 6.0))
+    assert [t["status"] for t in good] == ["MET", "MET", "MET", "MET", "MET", "IN RANGE", "MET"]
+    assert good[0]["measured"] == pytest.approx(3.5) and good[1]["measured"] == pytest.approx(35 / 34)
+    bad = report.evaluate_targets(_fake_results(10, 25, 30, 0.41, 2e9, 1e9, 1.0, 1.5, 6.0, 3.0))
+    assert [t["status"] for t in bad] == ["MISSED", "MISSED", "MISSED", "MISSED", "MISSED", "OUTSIDE", "MISSED"]
+    assert bad[3]["measured"] == pytest.approx(2.0)
+    # within the stated timing tolerance counts as "no slower"
+    near = report.evaluate_targets(_fake_results(10, 33, 33.5, 0.28, 1e9, 1e9, 1.0, 1.0, 4.0, 6.0))
+    assert near[1]["status"] == "MET"
+    # a backend that did not run gives NOT RUN with its reason, not a verdict
+    results = _fake_results(10, 35, 34, 0.28, 1e9, 1e9, 1.0, 1.0, 4.0, 6.0)
+    results["generation"][0] = {"shape": "flan-t5-large", "backend": "torch-fp32", "status": "skipped",
+                                "reason": "timed out after 1800 s"}
+    first = report.evaluate_targets(results)[0]
+    assert first["status"] == "NOT RUN" and "timed out" in first["reason"]
