@@ -54,10 +54,13 @@ def load_calibration_sources(spec: CalibrationSpec) -> list[str]:
         rows = rows[spec.start : spec.start + spec.count]
     elif spec.dataset:
         where = f"{spec.dataset}[{spec.dataset_split}]"
-        rows = read_hub_dataset(
-            spec.dataset, spec.source_column, target, split=spec.dataset_split,
-            start=spec.start, stop=spec.start + spec.count, skip_bad_rows=spec.skip_bad_rows, report=report,
-        )
+        try:
+            rows = read_hub_dataset(
+                spec.dataset, spec.source_column, target, split=spec.dataset_split,
+                start=spec.start, stop=spec.start + spec.count, skip_bad_rows=spec.skip_bad_rows, report=report,
+            )
+        except DataError as err:
+            raise DataError(f"calibration set: {err} (for llmdiet quantize: --calibration_file FILE)") from None
     else:
         raise DataError("no calibration data: pass --calibration_file or --calibration_dataset")
     report.log(f"calibration set {where}")

@@ -14,6 +14,11 @@ artifact), per-channel int8 weights by default:
   calibration on *real* inputs of each graph, recorded while the fp32 export translates the
   calibration sources with greedy ``generate``. decoder-with-past feeds (one per example and step)
   are reservoir-sampled down to ``max_step_samples`` so memory stays bounded for large models.
+  Only weight-bearing nodes are quantized: ``MatMul`` with a constant weight (the Linear layers)
+  and ``Gather`` on a constant table (embeddings, relative-attention bias). optimum's default
+  static op list also quantizes the activation-by-activation attention MatMuls, Where, Reshape,
+  Transpose, ...: on the demo teacher that gave 98.6% teacher-forced argmax agreement with fp32 and
+  a largest logit error of 0.44 x max|logit|, against 99.8% and 0.23 with weight-bearing nodes only.
   Static int8 for seq2seq is not officially supported upstream; the tests check it runs and stays close.
 """
 
@@ -65,6 +70,18 @@ def quantization_config(static: bool, per_channel: bool, target: str | None = No
     if factory is None:
         raise BackendError(f"the installed optimum has no AutoQuantizationConfig.{target}")
     return factory(is_static=static, per_channel=per_channel), target
+
+
+def weight_nodes(onnx_path: str | Path) -> list[str]:
+    """Names of the nodes that hold weights: MatMul with a constant B, Gather on a constant table."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    constants = {init.name for init in graph.initializer}
+    return [
+        node.name for node in graph.node
+        if (node.op_type == "MatMul" and node.input[1] in constants) or (node.op_type == "Gather" and node.input[0] in constants)
+    ]
 
 
 def export_onnx(model_path: str, out: str | Path) -> Path:
@@ -162,7 +179,8 @@ def quantize_onnx(model_path: str, out: str | Path, tokenizer, *, static: bool, 
     out = Path(out)
     qconfig, target = quantization_config(static, per_channel)
     extra: dict = {"onnx_files": list(ONNX_FILES), "instruction_set": target, "per_channel": per_channel,
-                   "quantization": "static int8 (QDQ, MinMax calibration)" if static else "dynamic int8 (IntegerOps)",
+                   "quantization": "static int8 (QDQ, MinMax calibration; weight-bearing MatMul/Gather nodes)" if static
+                   else "dynamic int8 (IntegerOps)",
                    "operators_quantized": list(qconfig.operators_to_quantize)}
     with tempfile.TemporaryDirectory(prefix="llmdiet-onnx-", dir=out.parent) as tmp:
         export_dir = export_onnx(model_path, Path(tmp) / "fp32")
@@ -178,6 +196,8 @@ def quantize_onnx(model_path: str, out: str | Path, tokenizer, *, static: bool, 
             external = (export_dir / file_name).stat().st_size > EXTERNAL_DATA_THRESHOLD
             ranges = None
             if static:
+                qconfig.nodes_to_quantize = weight_nodes(export_dir / file_name)
+                extra.setdefault("static_quantized_nodes", {})[file_name] = len(qconfig.nodes_to_quantize)
                 calibration = CalibrationConfig(
                     dataset_name="llmdiet-recorded-feeds", dataset_config_name=file_name, dataset_split="calibration",
                     dataset_num_samples=len(feeds[file_name]), method=CalibrationMethod.MinMax, moving_average=False,

@@ -1,0 +1,136 @@
+"""``llmdiet quantize``: the command line, auto-detection by ``llmdiet eval``, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from llmdiet import cli
+from llmdiet.backends import ARTIFACT_FILE, load_backend
+from llmdiet.demo import DEMO_EN_FR
+
+from quantize_helpers import EVAL_ROWS, GREEDY, demo_rows
+
+
+def run_cli(*args) -> int:
+    return cli.main(["quantize", *map(str, args)])
+
+
+def test_quantize_then_eval_auto_detects_the_backend(demo_assets, tmp_path, capsys):
+    out = tmp_path / "q-{method}"
+    assert run_cli("--model", demo_assets.teacher, "--method", "ct2-int8", "--out", out) == 0
+    written = tmp_path / "q-ct2-int8"  # '{method}' in --out is replaced
+    meta = json.loads((written / ARTIFACT_FILE).read_text())
+    assert meta["method"] == "ct2-int8" and meta["provenance"]["command"].startswith("llmdiet quantize --model")
+    printed = capsys.readouterr().out
+    assert f"llmdiet eval --model {written} --backend ct2-int8" in printed
+    backend = load_backend("auto", str(written))
+    sources, references = demo_rows(EVAL_ROWS[0], EVAL_ROWS[0] + 8)
+    hypotheses = [t.hypothesis for t in backend.translate(sources, GREEDY)]
+    assert sum(h == r for h, r in zip(hypotheses, references)) >= 6  # the demo teacher knows its domain
+
+
+def test_list_methods(capsys):
+    assert run_cli("--list_methods") == 0
+    table = capsys.readouterr().out
+    for method in ("dynamic-int8", "onnx-static-int8", "ct2-int8", "quanto-int8", "torchao-int8", "torch-bf16"):
+        assert method in table
+
+
+def test_unknown_method_lists_the_methods(demo_assets, tmp_path, capsys):
+    assert run_cli("--model", demo_assets.teacher, "--method", "int4-magic", "--out", tmp_path / "x") == 2
+    err = capsys.readouterr().err
+    assert "unknown --method 'int4-magic'" in err and "dynamic-int8" in err and "usable with the installed libraries" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_method_whose_library_is_missing(demo_assets, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)  # as if ctranslate2 were not installed
+    assert run_cli("--model", demo_assets.teacher, "--method", "ct2-int8", "--out", tmp_path / "x") == 2
+    err = capsys.readouterr().err
+    assert "method 'ct2-int8' needs ctranslate2, which is not installed" in err and "dynamic-int8" in err
+
+
+def test_calibration_with_zero_usable_rows(demo_assets, tmp_path, capsys):
+    bad = tmp_path / "cal.jsonl"
+    bad.write_text('{"en": "   ", "fr": "x"}\n{"en": "", "fr": "y"}\n', encoding="utf-8")
+    code = run_cli("--model", demo_assets.teacher, "--method", "onnx-static-int8", "--out", tmp_path / "x",
+                   "--calibration_file", bad, "--skip_bad_rows")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "zero usable rows" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_calibration_rows_out_of_range(demo_assets, tmp_path, capsys):
+    code = run_cli("--model", demo_assets.teacher, "--method", "quanto-int8", "--out", tmp_path / "x",
+                   "--calibration_file", DEMO_EN_FR, "--calibration_start", 5000)
+    assert code == 2
+    assert "zero usable rows in rows [5000, 5128)" in capsys.readouterr().err
+
+
+def test_calibration_count_must_be_positive(demo_assets, tmp_path, capsys):
+    code = run_cli("--model", demo_assets.teacher, "--method", "onnx-static-int8", "--out", tmp_path / "x",
+                   "--calibration_count", 0)
+    assert code == 2 and "--calibration_count must be >= 1" in capsys.readouterr().err
+
+
+def test_offline_hub_calibration_set_fails_clearly(demo_assets, tmp_path, capsys):
+    code = run_cli("--model", demo_assets.teacher, "--method", "onnx-static-int8", "--out", tmp_path / "x")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cannot load dataset 'Nicolas-BZRD/Parallel_Global_Voices_English_French'" in err
+    assert "--calibration_file FILE" in err and not (tmp_path / "x").exists()
+
+
+def test_refuses_to_overwrite_without_flag(demo_assets, tmp_path, capsys):
+    out = tmp_path / "q"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert run_cli("--model", demo_assets.teacher, "--method", "torch-bf16", "--out", out) == 2
+    assert "not empty (pass --overwrite" in capsys.readouterr().err and (out / "keep.txt").exists()
+    assert run_cli("--model", demo_assets.teacher, "--method", "torch-bf16", "--out", out, "--overwrite") == 0
+    assert not (out / "keep.txt").exists() and (out / ARTIFACT_FILE).exists()
+
+
+def test_cuda_without_a_gpu_and_cpu_only_methods(demo_assets, tmp_path, capsys):
+    import torch
+
+    assert run_cli("--model", demo_assets.teacher, "--method", "dynamic-int8", "--out", tmp_path / "x", "--device", "cuda") == 2
+    assert "quantizes on cpu only" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert run_cli("--model", demo_assets.teacher, "--method", "torchao-int8", "--out", tmp_path / "x", "--device", "cuda") == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_not_a_seq2seq_model(tmp_path, capsys):
+    from transformers import GPT2Config
+
+    GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(tmp_path / "gpt2")
+    assert run_cli("--model", tmp_path / "gpt2", "--method", "dynamic-int8", "--out", tmp_path / "x") == 2
+    assert "not a sequence-to-sequence" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_backend_refuses_a_mismatched_artifact(demo_assets, tmp_path):
+    from llmdiet.backends import BackendError
+
+    assert run_cli("--model", demo_assets.teacher, "--method", "torchao-int8", "--out", tmp_path / "ao") == 0
+    with pytest.raises(BackendError, match="is a 'torchao-int8' artifact"):
+        load_backend("dynamic-int8", str(tmp_path / "ao"))
+    (tmp_path / "ao" / "model_torchao.safetensors").unlink()
+    with pytest.raises(BackendError, match="weights file not found"):
+        load_backend("auto", str(tmp_path / "ao"))
+
+
+def test_demo_preset_defaults(monkeypatch, tmp_path):
+    from llmdiet.config import parse_config
+    from llmdiet.quantize import PRESETS, QuantizeArguments
+
+    (args,) = parse_config([QuantizeArguments], ["--preset", "demo", "--method", "onnx-static-int8"], presets=PRESETS)
+    assert args.model == "llmdiet-demo:teacher" and args.out == "runs/quant-demo-{method}"
+    assert args.calibration_file == str(DEMO_EN_FR) and args.calibration_count == 128 and args.calibration_start == 0
+    (args,) = parse_config([QuantizeArguments], ["--preset", "reference"], presets=PRESETS)
+    assert (args.model, args.method) == ("google/flan-t5-large", "dynamic-int8")
