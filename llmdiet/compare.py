@@ -8,7 +8,8 @@ peak process memory (highest over the sets).
 
 Writes into ``--out`` (default: the parent directory of the first run):
 ``compare.md``, ``compare.csv``, ``bleu_vs_size.png`` and ``bleu_vs_latency.png`` (BLEU of each
-set against the size, and against the mean latency per sentence = wall time / sentences).
+set against the model size, and against that set's mean latency per sentence = generation wall
+time / sentences).
 ``--format csv`` prints CSV instead of Markdown.
 """
 
@@ -50,6 +51,7 @@ class RunSummary:
     size_mb: float | None
     size_source: str
     scores: dict[str, dict[str, float]]  # set -> metric -> value
+    set_ms_per_sentence: dict[str, float | None]  # set -> wall time / sentences of that set, in ms
     sentences_per_s: float | None
     ms_per_sentence: float | None
     peak_rss_mb: float | None
@@ -71,12 +73,19 @@ def summarize(run_dir: str | Path, label: str | None = None) -> RunSummary:
         size_mb=mb,
         size_source=source,
         scores={name: {key: e["metrics"][key] for key, _ in METRICS} for name, e in results["sets"].items()},
+        set_ms_per_sentence={name: _ms_per_sentence(e.get("timing")) for name, e in results["sets"].items()},
         sentences_per_s=sentences / wall if wall > 0 else None,
         ms_per_sentence=1000 * wall / sentences if sentences else None,
         peak_rss_mb=max(peaks) / MB if peaks else None,
         partial_timing=any(not (e.get("timing") or {}).get("covers_all_rows", False) for e in results["sets"].values()),
         demo=bool(results.get("demo")),
     )
+
+
+def _ms_per_sentence(timing: dict | None) -> float | None:
+    if not timing or not timing.get("num_sentences"):
+        return None
+    return 1000 * timing["wall_s"] / timing["num_sentences"]
 
 
 def set_names(runs: list[RunSummary]) -> list[str]:
@@ -132,32 +141,38 @@ def to_csv(runs: list[RunSummary]) -> str:
 
 
 def plot(runs: list[RunSummary], out: Path) -> list[Path]:
-    """``bleu_vs_size.png`` and ``bleu_vs_latency.png``: one marker series per eval set, points labelled by run."""
+    """``bleu_vs_size.png`` and ``bleu_vs_latency.png``: one colour per run, one marker per eval set."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    markers = "os^Dvp<>h*"
+    sets = set_names(runs)
+    legend = [Line2D([], [], color=colours[i % len(colours)], marker="o", linestyle="", label=r.label)
+              for i, r in enumerate(runs)]
+    legend += [Line2D([], [], color="grey", marker=markers[i % len(markers)], linestyle="", label=s)
+               for i, s in enumerate(sets)]
     written = []
     for name, title, xlabel, x_of in (
-        ("bleu_vs_size.png", "BLEU vs model size", "model size (MB)", lambda r: r.size_mb),
-        ("bleu_vs_latency.png", "BLEU vs latency", "latency per sentence (ms, wall time / sentences)",
-         lambda r: r.ms_per_sentence),
+        ("bleu_vs_size.png", "BLEU vs model size", "model size (MB)", lambda r, s: r.size_mb),
+        ("bleu_vs_latency.png", "BLEU vs latency", "latency per sentence (ms, wall time / sentences of the set)",
+         lambda r, s: r.set_ms_per_sentence.get(s)),
     ):
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
-        for set_name, marker in zip(set_names(runs), "os^Dvp<>h*"):
-            points = [(x_of(r), r.scores[set_name]["bleu"], r.label) for r in runs
-                      if set_name in r.scores and x_of(r) is not None]
-            if not points:
-                continue
-            ax.scatter([p[0] for p in points], [p[1] for p in points], marker=marker, label=set_name)
-            for x, y, label in points:
-                ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        for i, run in enumerate(runs):
+            for j, set_name in enumerate(sets):
+                x = x_of(run, set_name)
+                if set_name in run.scores and x is not None:
+                    ax.scatter(x, run.scores[set_name]["bleu"], color=colours[i % len(colours)],
+                               marker=markers[j % len(markers)], s=40)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("BLEU (sacrebleu)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(handles=legend, fontsize=7, loc="best")
         fig.tight_layout()
         fig.savefig(out / name, dpi=120)
         plt.close(fig)

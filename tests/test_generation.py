@@ -28,7 +28,7 @@ class RecordingBackend(TranslationBackend):
         time.sleep(self.first_call_s if not self.calls else self.per_call_s)
         if self.allocate_bytes:
             block = np.ones(self.allocate_bytes, dtype=np.uint8)  # touched pages count in RSS
-            time.sleep(0.05)
+            time.sleep(0.2)
             del block
         self.calls.append(list(sources))
         return [Translation(s.upper(), len(s.split())) for s in sources]
@@ -59,11 +59,11 @@ def test_translations_come_back_in_original_order_and_batches_go_longest_first()
 
 
 def test_warmup_is_excluded_from_timing_and_rates_are_consistent():
-    backend = RecordingBackend(first_call_s=0.4, per_call_s=0.02)  # the first call pays a one-off cost
+    backend = RecordingBackend(first_call_s=1.0, per_call_s=0.02)  # the first call pays a one-off cost
     result = generate_all(backend, SOURCES, SETTINGS, batch_size=2, warmup_batches=1, progress=False)
-    assert result.warmup_s >= 0.4
-    assert result.wall_s < 0.4 and len(backend.calls) == 1 + result.num_batches
-    assert all(0.02 <= t < 0.4 for t in result.batch_latencies_s)
+    assert result.warmup_s >= 1.0
+    assert result.wall_s < 1.0 and len(backend.calls) == 1 + result.num_batches
+    assert all(0.02 <= t < 1.0 for t in result.batch_latencies_s)
     assert result.wall_s >= sum(result.batch_latencies_s)
     assert result.sentences_per_s == pytest.approx(len(SOURCES) / result.wall_s)
     assert result.tokens_per_s == pytest.approx(result.generated_tokens / result.wall_s)
@@ -102,6 +102,25 @@ def test_peak_rss_sees_memory_allocated_during_generation():
     with PeakRSSMonitor() as monitor:
         pass
     assert monitor.peak > 0
+
+
+def test_gpu_backends_get_synchronised_timing_and_peak_gpu_memory(monkeypatch):
+    """The CUDA branch, with torch.cuda stubbed (no GPU here): peak memory is read after a reset."""
+    import torch
+
+    events = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: events.append("sync"))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a: events.append("reset"))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 123_456_789)
+
+    class GpuBackend(RecordingBackend):
+        def describe(self):
+            return {"backend": "recording", "device": "cuda:0"}
+
+    result = generate_all(GpuBackend(), SOURCES, SETTINGS, batch_size=4, progress=False)
+    assert result.peak_gpu_bytes == 123_456_789 and result.device == "cuda:0"
+    assert events == ["sync", "reset", "sync", "sync"]  # after warm-up: sync + reset; then one sync per timed batch
 
 
 def test_real_model_sorts_by_tokens_and_batching_matches_one_by_one(demo_assets):
