@@ -73,8 +73,40 @@ def measure_llmdiet_backend(spec: dict, sources: list[str], settings) -> dict:
         runs.append(_summary(result.timing_dict()))
         del result
         gc.collect()
-    return {"describe": backend.describe(), "size_info": backend.size_info(), "load_s": load_s,
-            "rss_before_load_bytes": rss_before, "rss_after_load_bytes": rss_loaded, "runs": runs}
+    out = {"describe": backend.describe(), "size_info": backend.size_info(), "load_s": load_s,
+           "rss_before_load_bytes": rss_before, "rss_after_load_bytes": rss_loaded, "runs": runs}
+    if spec.get("profile_batch_size") and isinstance(getattr(backend, "model", None), torch.nn.Module):
+        size = spec["profile_batch_size"]
+        out["profile"] = profile_one_batch(backend, sources[:size], settings)
+    return out
+
+
+# aten operators that carry the Linear layers' matrix products (fp32/bf16 and torch.ao dynamic int8)
+MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::linear", "aten::matmul", "aten::bmm", "quantized::linear_dynamic",
+              "aten::_addmm_activation", "mkldnn::_linear_pointwise")
+
+
+def profile_one_batch(backend, sources: list[str], settings, top: int = 10) -> dict:
+    """One extra (untimed) batch under ``torch.profiler``: top operators by self CPU time, and the matmul share."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        backend.translate(sources, settings)
+        wall = time.perf_counter() - t0
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    total_us = sum(e.self_cpu_time_total for e in events)
+    matmul_us = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS)
+    return {
+        "batch_size": len(sources), "wall_s_profiled": wall, "op_self_cpu_s": total_us / 1e6,
+        "matmul_share_of_op_time": matmul_us / total_us if total_us else None,
+        "op_time_share_of_wall": (total_us / 1e6) / wall if wall else None,
+        "top_ops": [{"op": e.key, "self_cpu_s": round(e.self_cpu_time_total / 1e6, 3), "calls": e.count,
+                     "share": round(e.self_cpu_time_total / total_us, 3)} for e in events[:top]],
+        "note": "self CPU time summed over threads' ops as torch.profiler reports it; python/generate overhead is the "
+                "part of the wall time not covered by operators",
+    }
 
 
 def measure_ct2_direct(spec: dict, sources: list[str], settings) -> dict:

@@ -231,6 +231,15 @@ def generation_section(results: dict) -> str:
                           "peak RSS MB", "artifact MB", "× torch-fp32", "load avg"], body))
         if skipped:
             out.append("\n" + "\n".join(skipped))
+        profiled = [r for r in rows if r.get("status") == "ok" and r.get("profile")]
+        if profiled:
+            out.append("\nOne extra, untimed batch under `torch.profiler` (self CPU time per operator):\n")
+            for r in profiled:
+                prof = r["profile"]
+                ops = ", ".join(f"`{o['op']}` {o['share'] * 100:.0f}%" for o in prof["top_ops"][:5])
+                out.append(f"- `{r['backend']}`, batch {prof['batch_size']}: {prof['wall_s_profiled']:.2f} s wall, "
+                           f"operators {prof['op_time_share_of_wall'] * 100:.0f}% of it; matrix products "
+                           f"{prof['matmul_share_of_op_time'] * 100:.0f}% of operator time; top: {ops}")
         out.append("")
     return "\n".join(out)
 

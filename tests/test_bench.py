@@ -63,6 +63,11 @@ def test_generation_rows_hold_consistent_numbers(smoke_run):
             assert sum(run["batch_latencies_s"]) <= run["wall_s"] + 1e-6
             assert run["peak_rss_bytes"] >= row["rss_before_load_bytes"] > 0
         assert row["load_average"]["start"] and row["load_average"]["end"]
+    for name in ("torch-fp32", "dynamic-int8"):  # the teacher's torch rows carry one profiled batch
+        prof = rows[name]["profile"]
+        assert prof["batch_size"] == 16 and 0 < prof["matmul_share_of_op_time"] <= 1
+        assert prof["top_ops"] and sum(op["share"] for op in prof["top_ops"]) <= 1.001
+    assert "profile" not in rows["ct2-int8"]
     fp32 = rows["torch-fp32"]["artifact_bytes"]
     # int8 artifacts are smaller than the fp32 checkpoint; ct2-direct times the same files as ct2-int8
     assert rows["dynamic-int8"]["artifact_bytes"] < fp32 and rows["ct2-int8"]["artifact_bytes"] < fp32
