@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "eval": ("llmdiet.harness", "score a model on eval sets: BLEU, chrF, ROUGE-L, timing, size, memory"),
     "compare": ("llmdiet.compare", "side-by-side table and plots over eval run directories"),
     "quantize": ("llmdiet.quantize", "quantize a model (dynamic/static int8, ONNX Runtime, CTranslate2, GPU int8)"),
+    "alpha-sweep": ("llmdiet.alpha_sweep", "distil once per alpha, evaluate every student, compare"),
     "bit-sweep": ("llmdiet.bit_sweep", "2-8-bit RTN vs GPFQ sweep of teacher and student weights"),
 }
 

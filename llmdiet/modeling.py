@@ -52,13 +52,28 @@ def parse_dtype(name: str) -> torch.dtype:
 
 
 def directory_bytes(path: str | Path) -> int:
-    """Total size of the files under ``path`` (0 for a hub id that is not a local directory)."""
+    """On-disk size of a model artifact directory (0 for a hub id that is not a local directory).
+
+    Counts every file below ``path`` except what a training or eval run leaves beside the model:
+    Trainer checkpoints (``checkpoint-*``), TensorBoard ``runs/`` and eval run directories (those
+    holding ``eval_settings.json``), so a distillation output dir reports the student's size.
+    """
     path = Path(path)
     if path.is_file():
         return path.stat().st_size
     if not path.is_dir():
         return 0
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    total = 0
+    for entry in path.iterdir():
+        if entry.is_file():
+            total += entry.stat().st_size
+        elif entry.is_dir() and not _is_run_output(entry):
+            total += directory_bytes(entry)
+    return total
+
+
+def _is_run_output(directory: Path) -> bool:
+    return directory.name.startswith("checkpoint-") or directory.name == "runs" or (directory / "eval_settings.json").exists()
 
 
 def module_bytes(module: torch.nn.Module) -> int:

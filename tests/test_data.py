@@ -125,3 +125,16 @@ def test_hub_code_path_on_a_local_dataset_repo(tmp_path):
         read_hub_dataset(str(tmp_path), "en", "de", stop=5)
     with pytest.raises(DataError, match="Offline\\?"):
         read_hub_dataset("no-such-user/no-such-dataset", "en", "fr", stop=5)
+
+
+def test_artifact_size_ignores_checkpoints_and_eval_runs(tmp_path):
+    from llmdiet.modeling import directory_bytes
+
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 100)
+    (tmp_path / "tokenizer").mkdir()
+    (tmp_path / "tokenizer" / "tokenizer.json").write_bytes(b"x" * 10)
+    (tmp_path / "checkpoint-10").mkdir()
+    (tmp_path / "checkpoint-10" / "model.safetensors").write_bytes(b"x" * 1000)
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "eval_settings.json").write_bytes(b"x" * 1000)
+    assert directory_bytes(tmp_path) == 110
