@@ -84,10 +84,11 @@ def summary_markdown(results: dict, banner: str | None = None) -> str:
     lines = [f"# llmdiet eval: {model['name']}", ""]
     if banner:
         lines += [f"> {banner}", ""]
+    details = ", ".join(f"{k}={v}" for k, v in model["backend"].items() if k != "backend")
     lines += [
         f"- model: `{model['path']}`",
-        f"- backend: {model['backend'].get('backend')} ({', '.join(f'{k}={v}' for k, v in model['backend'].items() if k != 'backend')})",
-        f"- size: {fmt(mb, 1)} MB ({where}), {size.get('parameters', 0):,} parameters",
+        f"- backend: {model['backend'].get('backend')}" + (f" ({details})" if details else ""),
+        f"- size: {fmt(mb, 1)} MB ({where}), {size.get('parameters') or 0:,} parameters",
         f"- decoding: {', '.join(f'{k}={v}' for k, v in results['decoding'].items())}",
         "",
         markdown_table(SET_TABLE_HEADERS, set_table_rows(results)),
