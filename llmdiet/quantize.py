@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from .config import ConfigError, check_range, parse_config
 
@@ -33,10 +34,10 @@ class QuantizeArguments:
     )
     overwrite: bool = field(default=False, metadata={"help": "Replace a non-empty --out directory."})
     device: str = field(default="cpu", metadata={"help": "Where to quantize: cpu, or cuda for ct2/quanto/torchao/bf16."})
-    per_channel: bool | None = field(
+    per_channel: Optional[bool] = field(
         default=None,
-        metadata={"help": "Per-channel int8 weights. Default: per-tensor for dynamic-int8 (as in the study), "
-                          "per-channel for the ONNX methods."},
+        metadata={"help": "--per_channel true|false: per-channel int8 weights. Default: per-tensor for dynamic-int8 "
+                          "(as in the study), per-channel for the ONNX methods."},
     )
     calibration_file: str | None = field(
         default=None, metadata={"help": "Local parallel file (JSONL/JSON/TSV/CSV/Parquet) whose sources calibrate "
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.out:
         raise ConfigError("--out is required")
     get_method(args.method, args.device)  # unknown method / missing library / wrong device: fail before loading anything
-    from .distill import resolve_model
+    from .distill import DEMO_MODEL_PREFIX, resolve_model
 
     job = QuantizeJob(
         model=resolve_model(args.model), method=args.method, out=Path(args.out.replace("{method}", args.method)),
@@ -128,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{meta['method']}: wrote {job.out} ({meta['disk_bytes'] / 1e6:.1f} MB on disk{ratio}; "
           f"{meta['parameters']:,} parameters)")
     print(f"evaluate it with: llmdiet eval --model {job.out} --backend {meta['backend']}")
+    if args.model.startswith(DEMO_MODEL_PREFIX):
+        from .demo import DEMO_BANNER
+
+        print(DEMO_BANNER)
     return 0
 
 

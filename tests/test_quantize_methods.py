@@ -206,3 +206,17 @@ def test_dynamic_int8_keeps_embeddings_float_and_quantizes_lm_head(artifacts):
     assert model.shared.weight.dtype == torch.float32
     assert model.encoder.embed_tokens.weight is model.shared.weight  # tie restored on load
     assert not [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+
+
+def test_dynamic_int8_per_channel_round_trip(demo_assets, fp32, tmp_path):
+    from transformers import AutoModelForSeq2SeqLM
+
+    from llmdiet.quantization.torch_dynamic import quantize_dynamic_int8
+
+    meta = build_artifact(demo_assets.teacher, "dynamic-int8", tmp_path / "pc", per_channel=True)
+    assert meta["weights"] == "int8 per-channel affine"
+    loaded = load_backend("auto", str(tmp_path / "pc")).model
+    weight, _ = loaded.lm_head._packed_params._weight_bias()
+    assert weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
+    reference = quantize_dynamic_int8(AutoModelForSeq2SeqLM.from_pretrained(demo_assets.teacher), per_channel=True)
+    assert torch.equal(logits_of(reference, fp32["batch"]), logits_of(loaded, fp32["batch"]))
