@@ -17,7 +17,8 @@ SUBCOMMANDS = {
 }
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean a user mistake: reported as one line, without a traceback."""
     from .backends import BackendError
     from .config import ConfigError
     from .data import DataError
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
     try:
         return module.main(argv[1:]) or 0
-    except _user_errors() as err:  # user mistakes: a clear message, no traceback
+    except user_errors() as err:  # user mistakes: a clear message, no traceback
         print(f"llmdiet {argv[0]}: error: {err}", file=sys.stderr)
         return 2
 

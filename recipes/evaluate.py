@@ -7,13 +7,13 @@
 import logging
 import sys
 
-from llmdiet.cli import _user_errors
+from llmdiet.cli import user_errors
 from llmdiet.harness import main
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         sys.exit(main(sys.argv[1:], prog="python recipes/evaluate.py"))
-    except _user_errors() as err:  # user mistakes: a clear message, no traceback
+    except user_errors() as err:  # user mistakes: a clear message, no traceback
         print(f"evaluate.py: error: {err}", file=sys.stderr)
         sys.exit(2)
