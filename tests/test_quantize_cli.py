@@ -91,8 +91,14 @@ def test_refuses_to_overwrite_without_flag(demo_assets, tmp_path, capsys):
     (out / "keep.txt").write_text("mine")
     assert run_cli("--model", demo_assets.teacher, "--method", "torch-bf16", "--out", out) == 2
     assert "not empty (pass --overwrite" in capsys.readouterr().err and (out / "keep.txt").exists()
-    assert run_cli("--model", demo_assets.teacher, "--method", "torch-bf16", "--out", out, "--overwrite") == 0
-    assert not (out / "keep.txt").exists() and (out / ARTIFACT_FILE).exists()
+    # --overwrite only ever replaces an earlier artifact, never a directory llmdiet did not write
+    assert run_cli("--model", demo_assets.teacher, "--method", "torch-bf16", "--out", out, "--overwrite") == 2
+    assert "refusing to delete it" in capsys.readouterr().err and (out / "keep.txt").exists()
+    artifact = tmp_path / "artifact"
+    assert run_cli("--model", demo_assets.teacher, "--method", "torch-bf16", "--out", artifact) == 0
+    assert run_cli("--model", demo_assets.teacher, "--method", "dynamic-int8", "--out", artifact, "--overwrite") == 0
+    assert json.loads((artifact / ARTIFACT_FILE).read_text())["method"] == "dynamic-int8"
+    assert not (artifact / "model.safetensors").exists()  # nothing of the bf16 artifact is left
 
 
 def test_cuda_without_a_gpu_and_cpu_only_methods(demo_assets, tmp_path, capsys):

@@ -33,13 +33,19 @@ ALIASES_KEY = "llmdiet_aliases"
 
 
 def prepare_output_dir(out: str | Path, overwrite: bool) -> Path:
-    """Create ``out``; refuse to mix a new artifact into a non-empty directory unless ``overwrite``."""
+    """Create ``out``; a non-empty directory is replaced only with ``overwrite`` and only if it is an artifact.
+
+    (``--overwrite`` never deletes a directory that ``llmdiet quantize`` did not write, e.g. ``--out .``.)
+    """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BackendError(f"--out {out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise BackendError(f"--out {out}: directory is not empty (pass --overwrite to replace it)")
+        if not (out / ARTIFACT_FILE).is_file():
+            raise BackendError(f"--out {out}: not empty and not an llmdiet artifact (no {ARTIFACT_FILE}); "
+                               "refusing to delete it, choose another --out")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return out
