@@ -22,7 +22,8 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from .config import check_range, parse_config
 from .distill import DataArguments, DistillationArguments, demo_preset as distill_demo_preset
-from .distill import reference_defaults, resolve_model, run
+from .demo import resolve_model
+from .distill import reference_defaults, run
 
 
 @dataclass
@@ -57,7 +58,7 @@ def evaluate(model: str, out: Path, sweep: SweepArguments) -> str:
 
 def run_sweep(sweep: SweepArguments, dist: DistillationArguments, data: DataArguments,
               training: Seq2SeqTrainingArguments) -> list[str]:
-    from .compare import CompareArguments, main as compare_main
+    from .compare import main as compare_main
 
     root = Path(sweep.sweep_dir)
     eval_dirs, labels = [], []

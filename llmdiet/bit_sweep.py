@@ -97,19 +97,21 @@ def score(model, tokenizer, sources, references, args) -> dict:
 
 
 def run_sweep(args: BitSweepArguments, command=None) -> dict:
-    from .distill import resolve_model
+    from .demo import resolve_model
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     points_path = out / "points.jsonl"
-    done = {}
+    done, kept = {}, []
     if points_path.exists():
         for line in points_path.read_text().splitlines():
             try:
                 p = json.loads(line)
             except json.JSONDecodeError:
-                continue  # a torn last line from a killed run
+                continue  # a torn last line from a killed run: dropped below
             done[(p["model"], p["method"], p["bits"])] = p
+            kept.append(line)
+        points_path.write_text("".join(line + "\n" for line in kept))
     spec = resolve_eval_set(args.eval_set)
     rows = spec.load()[: args.limit]
     sources, references = [spec.prefix + r.source for r in rows], [r.target for r in rows]

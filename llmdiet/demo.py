@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ DEMO_DATA_DIR = Path(__file__).parent / "demo_data"
 DEMO_EN_FR = DEMO_DATA_DIR / "demo_en_fr.jsonl"
 DEMO_KO_EN = DEMO_DATA_DIR / "demo_ko_en.jsonl"
 DEMO_TRAIN_ROWS = 1000  # rows [0, 1000) train; rows [1000, 1200) are the in-domain demo eval set
+DEMO_MODEL_PREFIX = "llmdiet-demo:"  # "llmdiet-demo:teacher" / "llmdiet-demo:student" name the built models
 DEMO_BANNER = (
     "DEMO: tiny locally-built models on a small corpus written for llmdiet. "
     "These numbers show the pipeline works; they say nothing about translation quality."
@@ -132,3 +134,21 @@ def train_on_demo_corpus(model, tokenizer, steps: int, seed: int = 0, lr: float 
         losses.append(loss.item())
     model.eval()
     return losses
+
+
+def demo_cache_dir() -> Path:
+    """Where the demo models are built: ``$LLMDIET_CACHE/demo`` (default ``~/.cache/llmdiet/demo``)."""
+    return Path(os.environ.get("LLMDIET_CACHE", Path.home() / ".cache" / "llmdiet")) / "demo"
+
+
+def resolve_model(name: str) -> str:
+    """Hub ids and paths pass through; ``llmdiet-demo:teacher|student`` builds the demo models once."""
+    if not name.startswith(DEMO_MODEL_PREFIX):
+        return name
+    from .config import ConfigError
+
+    role = name[len(DEMO_MODEL_PREFIX):]
+    if role not in ("teacher", "student"):
+        raise ConfigError(f"unknown demo model '{name}' (use {DEMO_MODEL_PREFIX}teacher or {DEMO_MODEL_PREFIX}student)")
+    assets = ensure_demo_assets(demo_cache_dir())
+    return str(assets.teacher if role == "teacher" else assets.student)

@@ -23,17 +23,14 @@ from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from .config import ConfigError, check_range, parse_config
+from .demo import DEMO_MODEL_PREFIX, resolve_model
 from .data import DataError, SkipReport, read_hub_dataset, read_parallel_file, take_rows, tokenize_rows
 from .modeling import load_seq2seq, parse_dtype
 from .provenance import provenance
 
 logger = logging.getLogger(__name__)
 
-DEMO_MODEL_PREFIX = "llmdiet-demo:"  # "llmdiet-demo:teacher" / "llmdiet-demo:student" are built locally
 
-
-def demo_cache_dir() -> Path:
-    return Path(os.environ.get("LLMDIET_CACHE", Path.home() / ".cache" / "llmdiet")) / "demo"
 
 
 @dataclass
@@ -136,19 +133,6 @@ def demo_preset() -> dict:
 
 
 PRESETS = {"reference": reference_defaults, "demo": demo_preset}
-
-
-def resolve_model(name: str) -> str:
-    """Hub ids and paths pass through; ``llmdiet-demo:<role>`` builds the offline demo models once."""
-    if not name.startswith(DEMO_MODEL_PREFIX):
-        return name
-    from .demo import ensure_demo_assets
-
-    role = name[len(DEMO_MODEL_PREFIX):]
-    if role not in ("teacher", "student"):
-        raise ConfigError(f"unknown demo model '{name}' (use {DEMO_MODEL_PREFIX}teacher or {DEMO_MODEL_PREFIX}student)")
-    assets = ensure_demo_assets(demo_cache_dir())
-    return str(assets.teacher if role == "teacher" else assets.student)
 
 
 def load_splits(data: DataArguments):

@@ -36,6 +36,7 @@ from typing import Optional
 from .backends import ARTIFACT_FILE, GenerationSettings, detect_backend, load_backend
 from .config import ConfigError, check_range, parse_config
 from .data import DataError, ParallelRow, SkipReport
+from .demo import DEMO_MODEL_PREFIX, resolve_model
 from .eval_sets import EvalSet, resolve_eval_set
 from .generation import generate_all, plan_batches, source_lengths
 from .metrics import corpus_scores
@@ -49,7 +50,6 @@ logger = logging.getLogger(__name__)
 
 SETTINGS_FILE = "eval_settings.json"
 SAMPLES_FILE = "samples.jsonl"
-DEMO_MODEL_PREFIX = "llmdiet-demo:"  # same convention as ``llmdiet distill``: llmdiet-demo:teacher / :student
 DEMO_SETS = ["demo-en-fr", "demo-fr-en", "demo-ko-en"]
 
 
@@ -99,24 +99,6 @@ class EvalArguments:
 
 
 # ----------------------------------------------------------------------------- command line
-
-
-def demo_cache_dir() -> Path:
-    """Where the offline demo models are built: ``$LLMDIET_CACHE/demo`` (default ``~/.cache/llmdiet/demo``)."""
-    return Path(os.environ.get("LLMDIET_CACHE", Path.home() / ".cache" / "llmdiet")) / "demo"
-
-
-def resolve_model(name: str) -> str:
-    """Paths and hub ids pass through; ``llmdiet-demo:teacher|student`` builds the demo models once."""
-    if not name.startswith(DEMO_MODEL_PREFIX):
-        return name
-    role = name[len(DEMO_MODEL_PREFIX):]
-    if role not in ("teacher", "student"):
-        raise ConfigError(f"unknown demo model '{name}' (use {DEMO_MODEL_PREFIX}teacher or {DEMO_MODEL_PREFIX}student)")
-    from .demo import ensure_demo_assets
-
-    assets = ensure_demo_assets(demo_cache_dir())
-    return str(assets.teacher if role == "teacher" else assets.student)
 
 
 def demo_preset() -> dict:

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.out:
         raise ConfigError("--out is required")
     get_method(args.method, args.device)  # unknown method / missing library / wrong device: fail before loading anything
-    from .distill import DEMO_MODEL_PREFIX, resolve_model
+    from .demo import DEMO_MODEL_PREFIX, resolve_model
 
     job = QuantizeJob(
         model=resolve_model(args.model), method=args.method, out=Path(args.out.replace("{method}", args.method)),
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = f" = {meta['size_ratio']:.3f} x the fp32 checkpoint ({meta['fp32_disk_bytes'] / 1e6:.1f} MB)" if meta["size_ratio"] else ""
     print(f"{meta['method']}: wrote {job.out} ({meta['disk_bytes'] / 1e6:.1f} MB on disk{ratio}; "
           f"{meta['parameters']:,} parameters)")
-    print(f"evaluate it with: llmdiet eval --model {job.out} --backend {meta['backend']}")
+    print(f"evaluate it with: llmdiet eval --model {job.out} --eval-set <set or file> --out runs/eval-{job.out.name}")
     if args.model.startswith(DEMO_MODEL_PREFIX):
         from .demo import DEMO_BANNER
 

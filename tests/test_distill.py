@@ -97,7 +97,7 @@ def test_kd_goes_down_on_demo_and_outputs_are_usable(demo_assets, tmp_path):
 
 
 def test_alpha_zero_equals_plain_fine_tuning(demo_assets, tmp_path):
-    from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+    from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqTrainer
 
     from llmdiet.data import read_parallel_file, tokenize_rows
 
