@@ -46,6 +46,41 @@ def artifact_bytes(model_dir: str | Path) -> int:
     return directory_bytes(model_dir)
 
 
+def mapped_file_rss_bytes(directory: str | Path) -> int | None:
+    """Resident bytes of memory-mapped files under ``directory`` (/proc/self/smaps), or None off Linux.
+
+    Weights read through a memory map stay resident (and count in RSS) as long as any tensor still
+    views the mapping.
+    """
+    smaps = Path("/proc/self/smaps")
+    if not smaps.is_file():
+        return None
+    root = str(Path(directory).resolve())
+    total, inside = 0, False
+    for line in smaps.read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and ":" not in head[0]:  # a mapping header: "start-end perms offset dev inode path"
+            inside = len(head) >= 6 and head[5].startswith(root)
+        elif inside and line.startswith("Rss:"):
+            total += int(head[1]) * 1024
+    return total
+
+
+def heap_retained_bytes() -> int | None:
+    """RSS released by glibc's ``malloc_trim(0)``: freed heap memory the allocator was still holding, or None."""
+    import ctypes
+
+    from llmdiet.quantization.artifacts import rss_bytes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    before = rss_bytes()
+    libc.malloc_trim(0)
+    return max(0, before - rss_bytes())
+
+
 def _summary(timing: dict) -> dict:
     keep = ("batch_size", "num_sentences", "num_batches", "generated_tokens", "wall_s", "warmup_s", "sentences_per_s",
             "tokens_per_s", "latency_p50_s", "latency_p95_s", "peak_rss_bytes", "lifetime_peak_rss_bytes",
@@ -66,6 +101,7 @@ def measure_llmdiet_backend(spec: dict, sources: list[str], settings) -> dict:
     backend = load_backend(spec["backend"], spec["model_dir"], device=spec.get("device", "cpu"))
     load_s = time.perf_counter() - start
     rss_loaded = rss_bytes()
+    mapped_model_rss = mapped_file_rss_bytes(spec["model_dir"])
     runs = []
     for run in sorted(spec["runs"], key=lambda r: r["batch_size"]):
         result = generate_all(backend, sources[: run["num_sentences"]], settings, run["batch_size"],
@@ -74,10 +110,14 @@ def measure_llmdiet_backend(spec: dict, sources: list[str], settings) -> dict:
         del result
         gc.collect()
     out = {"describe": backend.describe(), "size_info": backend.size_info(), "load_s": load_s,
-           "rss_before_load_bytes": rss_before, "rss_after_load_bytes": rss_loaded, "runs": runs}
+           "rss_before_load_bytes": rss_before, "rss_after_load_bytes": rss_loaded,
+           "mapped_model_files_rss_bytes": mapped_model_rss, "runs": runs}
     if spec.get("profile_batch_size") and isinstance(getattr(backend, "model", None), torch.nn.Module):
         size = spec["profile_batch_size"]
         out["profile"] = profile_one_batch(backend, sources[:size], settings)
+    # after every measurement: how much of the RSS was freed heap that glibc had kept (diagnostic only)
+    out["rss_end_bytes"] = rss_bytes()
+    out["heap_released_by_malloc_trim_bytes"] = heap_retained_bytes()
     return out
 
 

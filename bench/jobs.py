@@ -37,12 +37,34 @@ def job_environment() -> dict:
     return env
 
 
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds all processes of the machine have spent busy since boot (/proc/stat), or None."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_job(module: str, spec: dict, timeout_s: float, log: Callable[[str], None] = print) -> dict:
-    """Run ``python -m module`` on ``spec`` in a fresh process; the result dict (``{"error": ...}`` on failure)."""
+    """Run ``python -m module`` on ``spec`` in a fresh process; the result dict (``{"error": ...}`` on failure).
+
+    ``contention`` in the result says how much CPU *other* processes used while the job ran: the
+    machine's busy CPU time (/proc/stat) minus the job's own (its rusage), as a share of the cores.
+    """
     with tempfile.TemporaryDirectory(prefix="llmdiet-bench-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
         spec_path.write_text(json.dumps(spec, indent=2))
         cmd = [sys.executable, "-m", module, "--spec", str(spec_path), "--out", str(out_path)]
+        busy0, own0 = busy_cpu_seconds(), children_cpu_seconds()
         start = time.perf_counter()
         try:
             proc = subprocess.run(cmd, cwd=REPO_ROOT, env=job_environment(), capture_output=True, text=True,
@@ -50,6 +72,7 @@ def run_job(module: str, spec: dict, timeout_s: float, log: Callable[[str], None
         except subprocess.TimeoutExpired:
             return {"error": f"timed out after {timeout_s:.0f} s", "job_wall_s": time.perf_counter() - start}
         wall = time.perf_counter() - start
+        busy1, own1 = busy_cpu_seconds(), children_cpu_seconds()
         result = json.loads(out_path.read_text()) if out_path.is_file() else None
         if result is None:
             tail = "\n".join((proc.stderr or "").strip().splitlines()[-15:])
@@ -57,6 +80,13 @@ def run_job(module: str, spec: dict, timeout_s: float, log: Callable[[str], None
         elif "error" in result:
             log(f"    {module} failed: {result['error']}")
         result["job_wall_s"] = wall
+        if busy0 is not None and busy1 is not None:
+            cores = os.cpu_count() or 1
+            own, total = own1 - own0, busy1 - busy0
+            other = max(0.0, total - own)
+            result["contention"] = {"job_cpu_s": own, "machine_busy_cpu_s": total, "other_cpu_s": other,
+                                    "other_share_of_cores": other / (wall * cores) if wall > 0 else None,
+                                    "cores": cores}
         return result
 
 

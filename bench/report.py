@@ -163,11 +163,21 @@ def fmt(value, digits: int = 2, suffix: str = "") -> str:
     return f"{value:,.{digits}f}{suffix}"
 
 
-def _load_text(load: dict | None) -> str:
-    if not load or not load.get("start"):
-        return "-"
-    end = load.get("end") or [None]
-    return f"{load['start'][0]:.2f} → {end[0]:.2f}" if end[0] is not None else f"{load['start'][0]:.2f}"
+def _others(item: dict | None) -> str:
+    """Share of the cores that other processes used while a measurement ran (``jobs.run_job``)."""
+    share = ((item or {}).get("contention") or {}).get("other_share_of_cores")
+    return "-" if share is None else f"{share * 100:.1f}%"
+
+
+def _all_jobs(results: dict) -> list[dict]:
+    jobs = [r for r in results.get("generation") or [] if r.get("status") == "ok"]
+    for key in ("distillation", "harness", "gpu_eval"):
+        if (results.get(key) or {}).get("status") == "ok":
+            jobs.append(results[key])
+    check = (results.get("distillation") or {}).get("subnormal_check")
+    if check and "error" not in check:
+        jobs.append(check)
+    return jobs
 
 
 def machine_section(results: dict) -> str:
@@ -188,9 +198,20 @@ def machine_section(results: dict) -> str:
         ["command", f"`{results.get('command')}`"],
         ["mode / device", f"{results.get('mode')} / {results.get('device')}"],
         ["total wall time", f"{results.get('total_wall_s', 0) / 60:.1f} min (model builds, quantization and all timings)"],
-        ["1-minute load average", f"start {fmt((load.get('start') or [None])[0])}, end {fmt((load.get('end') or [None])[0])}"],
+        ["1-minute load average", f"start {fmt((load.get('start') or [None])[0])}, end {fmt((load.get('end') or [None])[0])} "
+                                  "(the run's own 2 threads count in the end value)"],
+        ["CPU used by other processes", _contention_summary(results)],
     ]
     return table(["", ""], rows)
+
+
+def _contention_summary(results: dict) -> str:
+    shares = [j["contention"]["other_share_of_cores"] for j in _all_jobs(results)
+              if (j.get("contention") or {}).get("other_share_of_cores") is not None]
+    if not shares:
+        return "-"
+    return (f"at most {max(shares) * 100:.1f}% of the cores during any measurement (median {sorted(shares)[len(shares) // 2] * 100:.1f}%), "
+            "from /proc/stat minus the measuring process's own CPU time")
 
 
 def targets_section(results: dict) -> str:
@@ -224,11 +245,11 @@ def generation_section(results: dict) -> str:
                     f"`{r['backend']}`", run["batch_size"], run["num_sentences"], fmt(run["sentences_per_s"]),
                     fmt(run["tokens_per_s"], 1), fmt(run["latency_p50_s"]), fmt(run["latency_p95_s"]),
                     fmt(run["peak_rss_bytes"] / MB, 0), _mb(r["artifact_bytes"]),
-                    fmt(ratio, 2, "x") if ratio else "-", _load_text(r.get("load_average")),
+                    fmt(ratio, 2, "x") if ratio else "-", _others(r),
                 ])
         body.sort(key=lambda b: (b[1], _backend_order(b[0].strip("`"))))
         out.append(table(["backend", "batch", "sentences", "sentences/s", "tokens/s", "p50 s/batch", "p95 s/batch",
-                          "peak RSS MB", "artifact MB", "× torch-fp32", "load avg"], body))
+                          "peak RSS MB", "artifact MB", "× torch-fp32", "others' CPU"], body))
         if skipped:
             out.append("\n" + "\n".join(skipped))
         profiled = [r for r in rows if r.get("status") == "ok" and r.get("profile")]
@@ -240,8 +261,32 @@ def generation_section(results: dict) -> str:
                 out.append(f"- `{r['backend']}`, batch {prof['batch_size']}: {prof['wall_s_profiled']:.2f} s wall, "
                            f"operators {prof['op_time_share_of_wall'] * 100:.0f}% of it; matrix products "
                            f"{prof['matmul_share_of_op_time'] * 100:.0f}% of operator time; top: {ops}")
+        if "teacher" in role:
+            memory = memory_section(results, shape)
+            if memory:
+                out.append("\n" + memory)
         out.append("")
     return "\n".join(out)
+
+
+def memory_section(results: dict, shape: str) -> str:
+    """Where a backend's resident memory goes (runtime, model, memory-mapped files, heap kept by the allocator)."""
+    rows = []
+    for r in results.get("generation") or []:
+        if r["shape"] != shape or r.get("status") != "ok" or r.get("mapped_model_files_rss_bytes") is None:
+            continue
+        released = r.get("heap_released_by_malloc_trim_bytes")
+        rows.append([f"`{r['backend']}`", _mb(r["artifact_bytes"]), _mb(r["rss_before_load_bytes"]),
+                     _mb(r["rss_after_load_bytes"]), _mb(peak_rss(r)), fmt(peak_rss(r) / r["artifact_bytes"], 2, "x"),
+                     _mb(r["mapped_model_files_rss_bytes"]), _mb(released) if released is not None else "-"])
+    if not rows:
+        return ""
+    return ("Memory of each measuring process (RSS): before loading the model (Python, torch, transformers), "
+            "after loading it, and the peak while generating; *files mapped* is the resident part of memory-mapped "
+            "files of the artifact still mapped after loading; *heap kept* is what glibc's `malloc_trim(0)` gave "
+            "back to the system at the end of the process (freed memory the allocator had kept).\n\n"
+            + table(["backend", "artifact MB", "RSS before load MB", "RSS after load MB", "peak RSS MB",
+                     "peak / artifact", "files mapped MB", "heap kept MB"], rows))
 
 
 def _mb(size: int) -> str:
@@ -277,7 +322,8 @@ def distillation_section(results: dict) -> str:
     head = (f"Student `{d['student_shape']}`, teacher `{d['teacher_shape']}`, batch {d['batch_size']} sentences × "
             f"{d['source_tokens']} source tokens × {d['target_tokens']} target tokens, AdamW, student in train mode; "
             f"median of {d['steps']} steps after {d['warmup_steps']} warm-up steps; top-k = {d['topk']}, "
-            f"T = {d['temperature']}, alpha = {d['alpha']}; load average {_load_text(d.get('load_average'))}.\n")
+            f"T = {d['temperature']}, alpha = {d['alpha']}; subnormal floats flushed to zero: "
+            f"{'yes' if d.get('flush_denormal') else 'no'}; other processes used {_others(d)} of the cores.\n")
     labels = {"plain": "plain fine-tuning (CE)", "kd-live": "KD, live teacher forward", "kd-cached": "KD, cached teacher top-k"}
     rows = []
     for mode, m in d["modes"].items():
@@ -288,6 +334,15 @@ def distillation_section(results: dict) -> str:
     if build is not None:
         text += (f"\n\nBuilding the cache (one teacher forward over the batch, written to disk) took {build:.2f} s, "
                  "paid once per training set, not per step.")
+    check = d.get("subnormal_check")
+    if check and "error" not in check:
+        text += (f"\n\nSubnormal floats: {d.get('subnormal_softmax_share', 0) * 100:.0f}% of the random-init student's "
+                 f"softmax probabilities on this batch are subnormal (< 1.2e-38). The same plain step **without** "
+                 f"flush-to-zero took {check['plain_median_s']:.3f} s (median of {len(check['steps_s'])}), "
+                 f"{check['ratio_vs_flushed_plain']:.1f}x the flushed step: x86 handles subnormals in microcode. Trained "
+                 "checkpoints do not put their logits there, so the table above flushes them (see the notes).")
+    elif check:
+        text += f"\n\nThe step without flush-to-zero was not measured: {check['error']}"
     profiles = [(mode, m["profile"]) for mode, m in d["modes"].items() if m.get("profile")]
     if profiles:
         text += "\n\nTop operators by self CPU time in one profiled step (`torch.profiler`):\n"
@@ -306,7 +361,7 @@ def harness_section(results: dict) -> str:
     src = h["source_tokens"]
     head = (f"`{h['shape']}` with `{h['backend']}`, {h['modes']['one-at-a-time']['num_sentences']} sentences of "
             f"{src['min']}–{src['max']} source tokens (mean {src['mean']:.1f}), exactly {h['new_tokens']} new tokens each; "
-            f"load average {_load_text(h.get('load_average'))}.\n")
+            f"other processes used {_others(h)} of the cores.\n")
     labels = {"batched-sorted": "llmdiet `generate_all`, batch 16, longest first",
               "batched-unsorted": "`generate_all`, batch 16, original order",
               "one-at-a-time": "plain loop, one sentence per `generate`"}
@@ -370,8 +425,8 @@ def render(cpu_results: dict | None, gpu_results: dict | None, sources: dict[str
                   f"{cpu_results['settings']['source_tokens']} tokens. *sentences/s* and *tokens/s* are over the timed "
                   "loop; *p50/p95* are per-batch latencies (with one batch, both equal it); *peak RSS* is the resident "
                   "memory of the measuring process (model + runtime) during generation; *× torch-fp32* compares "
-                  "tokens/s with `torch-fp32` of the same shape and batch; *load avg* is the 1-minute load average when "
-                  "the row's process started and ended (2 cores: above ~0.5 means something else ran). `ct2-direct` is "
+                  "tokens/s with `torch-fp32` of the same shape and batch; *others' CPU* is the share of the cores that other "
+                  "processes used while the row was measured (0% = the machine was ours). `ct2-direct` is "
                   "CTranslate2's `Translator.translate_batch` in a plain loop on pre-tokenised input, outside llmdiet.",
                   "", generation_section(cpu_results),
                   "### Artifacts", "", artifacts_section(cpu_results), "",

@@ -290,14 +290,27 @@ class Runner:
         steps = a.train_steps or (5 if a.quick else 10)
         self.log(f"distillation step: student {a.student_shape}, teacher {a.teacher_shape}, "
                  f"batch {a.train_batch_size}, {a.train_warmup_steps} warm-up + {steps} timed steps per mode")
-        result = self.job("bench.train_step", {
+        spec = {
             "student_dir": models[a.student_shape]["dir"], "teacher_dir": models[a.teacher_shape]["dir"],
             "device": a.device, "batch_size": a.train_batch_size, "source_tokens": a.source_tokens,
             "target_tokens": a.new_tokens, "warmup_steps": a.train_warmup_steps, "steps": steps, "topk": a.topk,
-            "temperature": 2.0, "alpha": 0.5, "profile": True,
-        })
+            "temperature": 2.0, "alpha": 0.5, "profile": True, "flush_denormal": True,
+        }
+        result = self.job("bench.train_step", spec)
         out = {"student_shape": a.student_shape, "teacher_shape": a.teacher_shape}
-        return {**out, "status": "skipped", "reason": result["error"]} if "error" in result else {**out, "status": "ok", **result}
+        if "error" in result:
+            return {**out, "status": "skipped", "reason": result["error"]}
+        out = {**out, "status": "ok", **result}
+        if not a.on_gpu:  # evidence for the flush-to-zero choice: a few plain steps with subnormals kept
+            self.log("  plain fine-tuning steps again, subnormal floats not flushed (evidence for the notes)")
+            check = self.job("bench.train_step", {**spec, "modes": ["plain"], "flush_denormal": False, "profile": False,
+                                                  "warmup_steps": 1, "steps": 3})
+            out["subnormal_check"] = check if "error" in check else {
+                "plain_median_s": check["modes"]["plain"]["median_s"], "steps_s": check["modes"]["plain"]["steps_s"],
+                "subnormal_softmax_share": check["subnormal_softmax_share"],
+                "ratio_vs_flushed_plain": check["modes"]["plain"]["median_s"] / result["modes"]["plain"]["median_s"],
+                "contention": check.get("contention"), "load_average": check.get("load_average")}
+        return out
 
     def run_harness(self, models: dict) -> dict:
         a = self.args

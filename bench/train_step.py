@@ -4,7 +4,8 @@ Worker spec (see ``bench/jobs.py``)::
 
     {"student_dir": DIR, "teacher_dir": DIR, "tokenizer_dir": DIR, "device": "cpu", "batch_size": 8,
      "source_tokens": 40, "target_tokens": 40, "warmup_steps": 2, "steps": 5,
-     "topk": 32, "temperature": 2.0, "alpha": 0.5, "profile": true}
+     "topk": 32, "temperature": 2.0, "alpha": 0.5, "profile": true,
+     "flush_denormal": true, "modes": ["plain", "kd-live", "kd-cached"]}   # or just ["plain"]
 
 One step = forward + backward + ``AdamW.step`` + ``zero_grad``, student in train mode
 (dropout on, ``use_cache=False``), timed with ``time.perf_counter``; the figure is the median
@@ -20,6 +21,14 @@ of ``steps`` steps after ``warmup_steps`` untimed ones (AdamW state is allocated
 
 With ``profile``, one more step of each kind runs under ``torch.profiler`` and the top operators by
 self CPU time are stored: they are what BENCHMARKS.md cites when explaining a ratio.
+
+**Subnormal floats.** A random-init flan-T5 has an untied ``lm_head`` with unit-variance weights, so its
+logits have a standard deviation of about 24 and a large share of the softmax probabilities (reported as
+``subnormal_softmax_share``) are subnormal floats (< 1.2e-38). x86 CPUs handle those in microcode, which
+made the plain step about 4x slower than with trained weights. Trained checkpoints do not produce such
+logits, so the worker turns on flush-to-zero (``torch.set_flush_denormal(True)``) before any computation
+(``flush_denormal``, default true); the runner also times a few plain steps without it, as evidence.
+Generation is not affected (measured: same tokens/s with and without).
 """
 
 from __future__ import annotations
@@ -84,6 +93,8 @@ def run(spec: dict) -> dict:
 
     from .workload import load_tokenizer
 
+    flush = spec.get("flush_denormal", True)
+    torch.set_flush_denormal(flush)  # before any op, so that the intra-op threads start with it (see docstring)
     torch.manual_seed(0)
     torch.set_num_threads(spec.get("threads") or available_cores())
     device = torch.device(spec.get("device", "cpu"))
@@ -115,9 +126,18 @@ def run(spec: dict) -> dict:
     def plain_step():
         optimizer_step(student(**inputs, labels=labels, use_cache=False).loss, opt)
 
+    with torch.no_grad():
+        probs = torch.softmax(student(**inputs, decoder_input_ids=decoder_input_ids).logits.float(), dim=-1)
+        subnormal = ((probs > 0) & (probs < torch.finfo(torch.float32).tiny)).float().mean().item()
+        del probs
     results["plain"] = _stats(_timed_steps(plain_step, warmup, steps))
     if profile:
         results["plain"]["profile"] = _profile(plain_step)
+    common = {"batch_size": len(labels), "source_tokens": batch["input_ids"].shape[1], "target_tokens": labels.shape[1],
+              "warmup_steps": warmup, "steps": steps, "flush_denormal": flush, "subnormal_softmax_share": subnormal}
+    if spec.get("modes", ["plain", "kd-live", "kd-cached"]) == ["plain"]:
+        results["plain"]["ratio_vs_plain"] = 1.0
+        return {"modes": results, **common, "device": str(device), "torch_threads": torch.get_num_threads()}
 
     # 2. KD with the live teacher
     teacher = AutoModelForSeq2SeqLM.from_pretrained(spec["teacher_dir"]).to(device).eval().requires_grad_(False)
@@ -165,8 +185,7 @@ def run(spec: dict) -> dict:
     for name in results:
         results[name]["ratio_vs_plain"] = results[name]["median_s"] / plain
     return {
-        "modes": results, "batch_size": len(labels), "source_tokens": batch["input_ids"].shape[1],
-        "target_tokens": labels.shape[1], "warmup_steps": warmup, "steps": steps, "topk": k,
+        "modes": results, **common, "topk": k,
         "temperature": temperature, "alpha": alpha, "optimizer": "AdamW(lr=1e-5)",
         "device": str(device), "torch_threads": torch.get_num_threads(), "lifetime_peak_rss_bytes": lifetime_peak_rss_bytes(),
         "student_parameters": sum(p.numel() for p in student.parameters()),

@@ -63,6 +63,11 @@ def test_generation_rows_hold_consistent_numbers(smoke_run):
             assert sum(run["batch_latencies_s"]) <= run["wall_s"] + 1e-6
             assert run["peak_rss_bytes"] >= row["rss_before_load_bytes"] > 0
         assert row["load_average"]["start"] and row["load_average"]["end"]
+        contention = row["contention"]
+        assert contention["job_cpu_s"] > 0 and 0 <= contention["other_share_of_cores"] <= 1
+        if name != "ct2-direct":
+            assert row["rss_after_load_bytes"] >= row["rss_before_load_bytes"]
+            assert 0 <= row["mapped_model_files_rss_bytes"] <= row["rss_end_bytes"]
     for name in ("torch-fp32", "dynamic-int8"):  # the teacher's torch rows carry one profiled batch
         prof = rows[name]["profile"]
         assert prof["batch_size"] == 16 and 0 < prof["matmul_share_of_op_time"] <= 1
@@ -92,6 +97,10 @@ def test_distillation_step_modes(smoke_run):
         assert mode["profile"] and all(op["self_cpu_ms"] >= 0 for op in mode["profile"])
     assert d["modes"]["plain"]["ratio_vs_plain"] == 1.0
     assert d["modes"]["kd-cached"]["cache_build_s"] > 0
+    assert d["flush_denormal"] is True and 0 <= d["subnormal_softmax_share"] <= 1
+    check = d["subnormal_check"]  # the same plain step without flush-to-zero, as evidence
+    assert check["plain_median_s"] > 0 and len(check["steps_s"]) == 3
+    assert check["ratio_vs_flushed_plain"] == pytest.approx(check["plain_median_s"] / plain)
 
 
 def test_harness_overhead_modes(smoke_run):
