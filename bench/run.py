@@ -386,6 +386,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"bench/run.py: error: {err}", file=sys.stderr)
         return 2
+    if args.on_gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            print(f"bench/run.py: error: --device {args.device} asked for, but CUDA is not available on this machine "
+                  "(GPU figures need a GPU; run the CPU benchmarks with --device cpu)", file=sys.stderr)
+            return 2
     results = run(args, argv)
     for target in results["targets"]:
         print(f"  {target['status']:<8} {target['name']}: {target['measured_text']} (target {target['target_text']})")

@@ -150,6 +150,12 @@ def test_markdown_renders_every_section(smoke_run):
     again = root / "again.md"
     assert report.main([str(root / "results" / "smoke.json"), "--out", str(again)]) == 0
     assert again.read_text() == markdown
+    # a second results file of the same mode and machine shows up as the run-to-run spread
+    repeat = root / "repeat.json"
+    repeat.write_text(json.dumps({**results, "started": "2000-01-01T00:00:00+00:00"}))
+    with_repeat = report.write_markdown(root / "results" / "smoke.json", root / "with_repeat.md", others=[repeat]).read_text()
+    assert "Run-to-run spread" in with_repeat and "`repeat.json` (2000-01-01T00:00)" in with_repeat
+    assert "Run-to-run spread" not in markdown
 
 
 def test_missing_library_skips_its_rows(tmp_path, monkeypatch):
@@ -174,6 +180,16 @@ def test_bad_arguments_are_clear_errors(tmp_path, capsys):
     assert "--backends: unknown ['tensorrt']" in capsys.readouterr().err
     assert bench_main(["--student_shape", "flan-t5-xxl", "--work_dir", str(tmp_path)]) == 2
     assert "unknown shape 'flan-t5-xxl'" in capsys.readouterr().err
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the error path cannot occur")
+    assert bench_main(["--device", "cuda", "--work_dir", str(tmp_path), "--results_dir", str(tmp_path)]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.json"))  # no results file that would pass for GPU figures
 
 
 def _fake_results(fp32_tps, int8_tps, direct_tps, dyn_ratio, dyn_peak, dyn_bytes, plain, cached, live, speedup):
