@@ -1,16 +1,18 @@
 """Renders BENCHMARKS.md from benchmark results files, and checks the targets of issue #5.
 
-    python bench/report.py bench/results/2026-11-22-quick-cpu.json [more.json] [--out BENCHMARKS.md]
+    python bench/report.py bench/results/2026-11-22-quick-cpu.json [more.json ...] [--out BENCHMARKS.md]
 
-The CPU sections come from the newest CPU results file given, the GPU section from the newest
-CUDA one (or say that GPU figures are pending). ``bench/notes.md`` (written by hand from profiles,
-for the run it names) is included as the notes section. Every number in the Markdown is read from
-the JSON; nothing is typed in here.
+The first file given is the run shown; the GPU section comes from the newest CUDA results among
+the files (or says that GPU figures are pending); other files of the same mode and machine are
+shown as repeats (run-to-run spread). ``bench/notes.md`` (written by hand from profiles, for the
+run it names) is included as the notes section, with a warning if it names another run. Every
+number in the tables is read from the JSON; nothing is typed in here.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -321,7 +323,8 @@ def distillation_section(results: dict) -> str:
         return f"Not measured: {d.get('reason')}"
     head = (f"Student `{d['student_shape']}`, teacher `{d['teacher_shape']}`, batch {d['batch_size']} sentences × "
             f"{d['source_tokens']} source tokens × {d['target_tokens']} target tokens, AdamW, student in train mode; "
-            f"median of {d['steps']} steps after {d['warmup_steps']} warm-up steps; top-k = {d['topk']}, "
+            f"the three kinds of step take turns: {d['warmup_steps']} untimed rounds, then {d['steps']} timed rounds, "
+            f"median per kind; top-k = {d['topk']}, "
             f"T = {d['temperature']}, alpha = {d['alpha']}; subnormal floats flushed to zero: "
             f"{'yes' if d.get('flush_denormal') else 'no'}; other processes used {_others(d)} of the cores.\n")
     labels = {"plain": "plain fine-tuning (CE)", "kd-live": "KD, live teacher forward", "kd-cached": "KD, cached teacher top-k"}
@@ -336,7 +339,7 @@ def distillation_section(results: dict) -> str:
                  "paid once per training set, not per step.")
     check = d.get("subnormal_check")
     if check and "error" not in check:
-        text += (f"\n\nSubnormal floats: {d.get('subnormal_softmax_share', 0) * 100:.0f}% of the random-init student's "
+        text += (f"\n\nSubnormal floats: {check['subnormal_softmax_share'] * 100:.0f}% of the random-init student's "
                  f"softmax probabilities on this batch are subnormal (< 1.2e-38). The same plain step **without** "
                  f"flush-to-zero took {check['plain_median_s']:.3f} s (median of {len(check['steps_s'])}), "
                  f"{check['ratio_vs_flushed_plain']:.1f}x the flushed step: x86 handles subnormals in microcode. Trained "
@@ -455,24 +458,51 @@ def render(cpu_results: dict | None, gpu_results: dict | None, sources: dict[str
             "## Eval-harness overhead", "", harness_section(cpu_results)]
     parts += ["", "## GPU (H100 / H200)", "", gpu_section(gpu_results)]
     if NOTES_FILE.is_file():
-        parts += ["", NOTES_FILE.read_text(encoding="utf-8").strip()]
+        parts += ["", notes_text(sources.get("cpu"))]
     return "\n".join(parts).rstrip() + "\n"
 
 
+def notes_text(cpu_source: str | None) -> str:
+    """``bench/notes.md``, with a warning when it was written for another results file than the one rendered.
+
+    The notes name their run on a line ``<!-- notes-for: bench/results/FILE.json -->``.
+    """
+    text = NOTES_FILE.read_text(encoding="utf-8").strip()
+    match = re.search(r"<!--\s*notes-for:\s*(\S+)\s*-->", text)
+    written_for = match.group(1) if match else None
+    if cpu_source and written_for and Path(written_for).name != Path(cpu_source).name:
+        warning = (f"> **These notes were written for `{written_for}`; the tables above come from `{cpu_source}`.** "
+                   "Their explanations may not match these numbers: re-check them against the profiles above.")
+        lines = text.splitlines()
+        heading = 1 if lines and lines[0].startswith("#") else 0
+        text = "\n".join(lines[:heading] + ["", warning] + lines[heading:])
+    return text
+
+
 def newest(paths: list[Path], gpu: bool) -> Path | None:
+    """The newest results file of the device kind, leaving out repeat runs (``repeat_of``)."""
     chosen = []
     for path in paths:
         data = json.loads(path.read_text())
-        if str(data.get("device", "cpu")).startswith("cuda") == gpu:
+        if str(data.get("device", "cpu")).startswith("cuda") == gpu and not data.get("repeat_of"):
             chosen.append((data.get("started", ""), path))
     return max(chosen)[1] if chosen else None
 
 
 def write_markdown(results_file: str | Path, out: str | Path, others: list[Path] | None = None) -> Path:
-    """Render ``out`` from ``results_file`` plus the newest results of the other device kind in its folder."""
+    """Render ``out`` from ``results_file`` plus the newest results of the other device kind in its folder.
+
+    A repeat run (``repeat_of`` in its results) renders the run it repeats, with itself as a repeat.
+    """
     results_file = Path(results_file)
     pool = [results_file] + list(others if others is not None else
                                  [p for p in results_file.parent.glob("*.json") if p != results_file])
+    repeated = json.loads(results_file.read_text()).get("repeat_of")
+    if repeated:
+        original = next((p for p in pool if p.name == Path(repeated).name), None)
+        if original is None:
+            raise FileNotFoundError(f"{results_file} repeats {repeated}, which is not among the results files")
+        results_file = original
     current_gpu = str(json.loads(results_file.read_text()).get("device", "cpu")).startswith("cuda")
     cpu_path = results_file if not current_gpu else newest(pool, gpu=False)
     gpu_path = results_file if current_gpu else newest(pool, gpu=True)
@@ -507,7 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python bench/report.py", description="Render BENCHMARKS.md from results JSON.")
-    parser.add_argument("results", nargs="+", help="results files written by bench/run.py")
+    parser.add_argument("results", nargs="+", help="results files written by bench/run.py; the first one is the run "
+                                                   "to show, the others (same mode and machine) appear as repeats")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "BENCHMARKS.md"))
     args = parser.parse_args(argv)
     paths = [Path(p) for p in args.results]
@@ -515,8 +546,7 @@ def main(argv: list[str] | None = None) -> int:
         if not p.is_file():
             print(f"bench/report.py: error: {p}: no such results file", file=sys.stderr)
             return 2
-    newest_path = max(paths, key=lambda p: json.loads(p.read_text()).get("started", ""))
-    print(write_markdown(newest_path, args.out, others=[p for p in paths if p != newest_path]))
+    print(write_markdown(paths[0], args.out, others=paths[1:]))
     return 0
 
 

@@ -74,8 +74,9 @@ class BenchArguments:
     batch16_sentences: Optional[int] = field(default=None, metadata={
         "help": "Sentences timed at batch 16 (default: quick 32 student / 16 teacher; full 64)."})
     train_batch_size: int = field(default=8, metadata={"help": "Sentences per distillation step."})
-    train_steps: Optional[int] = field(default=None, metadata={"help": "Timed distillation steps (default: quick 5, full 10)."})
-    train_warmup_steps: int = field(default=2, metadata={"help": "Untimed distillation steps before timing."})
+    train_steps: Optional[int] = field(default=None, metadata={
+        "help": "Timed rounds of distillation steps, one step of each kind per round (default: quick 5, full 10)."})
+    train_warmup_steps: int = field(default=2, metadata={"help": "Untimed rounds of distillation steps before timing."})
     topk: int = field(default=32, metadata={"help": "k of the cached teacher top-k log-probs."})
     harness_sentences: int = field(default=64, metadata={"help": "Sentences in the harness-overhead benchmark."})
     harness_batch_size: int = field(default=16, metadata={"help": "Batch size of the batched harness (llmdiet eval's default)."})
@@ -91,6 +92,9 @@ class BenchArguments:
     markdown: Optional[str] = field(default=str(REPO_ROOT / "BENCHMARKS.md"), metadata={
         "help": "Markdown report to regenerate ('' to skip)."})
     tag: Optional[str] = field(default=None, metadata={"help": "Results file name part instead of <date>-<mode>-<device>."})
+    repeat_of: Optional[str] = field(default=None, metadata={
+        "help": "This run repeats an earlier one (its results file name in --results_dir): BENCHMARKS.md keeps showing "
+                "that run and lists this one as run-to-run spread."})
     wait_idle_minutes: float = field(default=0.0, metadata={
         "help": "Before starting, wait up to this long for the 1-minute load average to drop below --idle_load."})
     idle_load: float = field(default=0.5, metadata={"help": "Load average under which the machine counts as idle."})
@@ -119,6 +123,8 @@ class BenchArguments:
         check_range("train_warmup_steps", self.train_warmup_steps, 0)
         check_range("wait_idle_minutes", self.wait_idle_minutes, 0.0)
         check_range("job_timeout_s", self.job_timeout_s, 1.0)
+        if self.repeat_of and not (Path(self.results_dir) / Path(self.repeat_of).name).is_file():
+            raise ConfigError(f"--repeat_of {self.repeat_of}: no such results file in {self.results_dir}")
 
     @property
     def mode(self) -> str:
@@ -289,7 +295,7 @@ class Runner:
                 return {"status": "skipped", "reason": f"random model {shape}: {models[shape]['error']}"}
         steps = a.train_steps or (5 if a.quick else 10)
         self.log(f"distillation step: student {a.student_shape}, teacher {a.teacher_shape}, "
-                 f"batch {a.train_batch_size}, {a.train_warmup_steps} warm-up + {steps} timed steps per mode")
+                 f"batch {a.train_batch_size}, {a.train_warmup_steps} warm-up + {steps} timed rounds of the three kinds of step")
         spec = {
             "student_dir": models[a.student_shape]["dir"], "teacher_dir": models[a.teacher_shape]["dir"],
             "device": a.device, "batch_size": a.train_batch_size, "source_tokens": a.source_tokens,
@@ -350,6 +356,7 @@ def run(args: BenchArguments, argv: list[str]) -> dict:
     command = "python bench/run.py " + " ".join(argv)
     results: dict = {
         "mode": args.mode, "device": args.device, "command": command.strip(), "settings": asdict(args),
+        "repeat_of": args.repeat_of,
         "provenance": provenance(seed=0, command=["python", "bench/run.py", *argv]), "cpu_flags": cpu_flags(),
         "started": started_at.isoformat(timespec="seconds"),
     }

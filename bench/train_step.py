@@ -8,16 +8,18 @@ Worker spec (see ``bench/jobs.py``)::
      "flush_denormal": true, "modes": ["plain", "kd-live", "kd-cached"]}   # or just ["plain"]
 
 One step = forward + backward + ``AdamW.step`` + ``zero_grad``, student in train mode
-(dropout on, ``use_cache=False``), timed with ``time.perf_counter``; the figure is the median
-of ``steps`` steps after ``warmup_steps`` untimed ones (AdamW state is allocated in warm-up).
+(dropout on, ``use_cache=False``), timed with ``time.perf_counter``. The kinds of step take turns
+(``warmup_steps`` untimed rounds, then ``steps`` timed rounds of plain, kd-live, kd-cached), and the
+figure is each kind's median: no kind profits from running later in the process.
 
 * ``plain``: the student's own cross-entropy (``model(..., labels=labels).loss``): fine-tuning.
 * ``kd-live``: the teacher (frozen, ``eval()``, ``no_grad``) runs on the same encoder inputs and
   ``decoder_input_ids`` every step, then :func:`llmdiet.losses.distillation_loss`.
 * ``kd-cached``: the teacher's top-k log-probs were written once to a cache on disk with
-  :func:`llmdiet.teacher_cache.build_teacher_cache` (outside the timed region; the teacher is then
-  freed); each step reads its batch from :class:`llmdiet.teacher_cache.TeacherCache` (inside the
-  timed region) and uses :func:`llmdiet.losses.topk_distillation_loss`.
+  :func:`llmdiet.teacher_cache.build_teacher_cache` (outside the timed region); each step gets its
+  batch from :class:`llmdiet.teacher_cache.TeacherCache` (inside the timed region) and uses
+  :func:`llmdiet.losses.topk_distillation_loss`. The teacher stays loaded for the live steps but is
+  not called by these.
 
 With ``profile``, one more step of each kind runs under ``torch.profiler`` and the top operators by
 self CPU time are stored: they are what BENCHMARKS.md cites when explaining a ratio.
@@ -33,7 +35,6 @@ Generation is not affected (measured: same tokens/s with and without).
 
 from __future__ import annotations
 
-import gc
 import statistics
 import tempfile
 import time
@@ -54,14 +55,21 @@ def make_batch(tokenizer, batch_size: int, source_tokens: int, target_tokens: in
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
 
 
-def _timed_steps(step, warmup: int, steps: int) -> list[float]:
+def interleaved_timing(steps: dict, warmup: int, rounds: int) -> dict[str, list[float]]:
+    """Warm every step kind up, then time them in turns (``plain, kd-live, kd-cached, plain, ...``).
+
+    Taking turns puts each kind under the same conditions (allocator state, caches, anything else that
+    drifts during a process's first seconds), so the ratios do not depend on which kind ran first.
+    """
     for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t0)
     return times
 
 
@@ -112,78 +120,72 @@ def run(spec: dict) -> dict:
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     labels = batch["labels"]
     decoder_input_ids = student._shift_right(labels)
-    results: dict = {}
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-5)  # one optimizer: every kind of step ends the same way
+    modes = spec.get("modes", ["plain", "kd-live", "kd-cached"])
 
-    def optimizer_step(loss, opt):
+    with torch.no_grad():  # diagnostic: how many softmax probabilities are subnormal floats (0 when flushed)
+        probs = torch.softmax(student(**inputs, decoder_input_ids=decoder_input_ids).logits.float(), dim=-1)
+        subnormal = ((probs > 0) & (probs < torch.finfo(torch.float32).tiny)).float().mean().item()
+        del probs
+
+    def optimizer_step(loss):
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         sync()  # CUDA runs asynchronously: a step is over when the device is done
 
-    # 1. plain fine-tuning
-    opt = torch.optim.AdamW(student.parameters(), lr=1e-5)
-
     def plain_step():
-        optimizer_step(student(**inputs, labels=labels, use_cache=False).loss, opt)
+        optimizer_step(student(**inputs, labels=labels, use_cache=False).loss)
 
-    with torch.no_grad():
-        probs = torch.softmax(student(**inputs, decoder_input_ids=decoder_input_ids).logits.float(), dim=-1)
-        subnormal = ((probs > 0) & (probs < torch.finfo(torch.float32).tiny)).float().mean().item()
-        del probs
-    results["plain"] = _stats(_timed_steps(plain_step, warmup, steps))
+    steps_by_mode = {"plain": plain_step}
+    cache_build_s = None
+    if "kd-live" in modes or "kd-cached" in modes:
+        teacher = AutoModelForSeq2SeqLM.from_pretrained(spec["teacher_dir"]).to(device).eval().requires_grad_(False)
+        if teacher.config.vocab_size != student.config.vocab_size:
+            raise ValueError(f"teacher vocab {teacher.config.vocab_size} != student vocab {student.config.vocab_size}")
+
+        def live_step():
+            logits = student(**inputs, decoder_input_ids=decoder_input_ids, use_cache=False).logits
+            with torch.no_grad():
+                teacher_logits = teacher(**inputs, decoder_input_ids=decoder_input_ids, use_cache=False).logits
+            optimizer_step(distillation_loss(logits, teacher_logits, labels, alpha, temperature).loss)
+
+        # the cache on disk: built once, outside timing (what `llmdiet distill --teacher_cache` does first)
+        with tempfile.TemporaryDirectory(prefix="llmdiet-bench-cache-") as cache_dir:
+            rows = {"input_ids": batch["input_ids"].tolist(), "attention_mask": batch["attention_mask"].tolist(),
+                    "labels": labels.tolist()}  # the cache build moves its batches to the teacher's device
+            collator = DataCollatorForSeq2Seq(tokenizer, model=student, padding=True)
+            t0 = time.perf_counter()
+            build_teacher_cache(teacher, Dataset.from_dict(rows), collator, cache_dir, k=k, temperature=temperature,
+                                batch_size=len(labels))
+            cache_build_s = time.perf_counter() - t0
+            cache = TeacherCache(cache_dir)  # reads every shard into memory
+            cache.check_matches(rows["labels"], temperature)
+        indices = list(range(len(labels)))
+
+        def cached_step():
+            topk_ids, topk_logprobs = (t.to(device) for t in cache.batch(indices, labels.shape[1]))
+            logits = student(**inputs, decoder_input_ids=decoder_input_ids, use_cache=False).logits
+            optimizer_step(topk_distillation_loss(logits, topk_ids, topk_logprobs, labels, alpha, temperature).loss)
+
+        steps_by_mode.update({"kd-live": live_step, "kd-cached": cached_step})
+    steps_by_mode = {m: steps_by_mode[m] for m in modes}
+
+    times = interleaved_timing(steps_by_mode, warmup, steps)
+    results: dict = {mode: _stats(times[mode]) for mode in modes}
     if profile:
-        results["plain"]["profile"] = _profile(plain_step)
-    common = {"batch_size": len(labels), "source_tokens": batch["input_ids"].shape[1], "target_tokens": labels.shape[1],
-              "warmup_steps": warmup, "steps": steps, "flush_denormal": flush, "subnormal_softmax_share": subnormal}
-    if spec.get("modes", ["plain", "kd-live", "kd-cached"]) == ["plain"]:
-        results["plain"]["ratio_vs_plain"] = 1.0
-        return {"modes": results, **common, "device": str(device), "torch_threads": torch.get_num_threads()}
-
-    # 2. KD with the live teacher
-    teacher = AutoModelForSeq2SeqLM.from_pretrained(spec["teacher_dir"]).to(device).eval().requires_grad_(False)
-    if teacher.config.vocab_size != student.config.vocab_size:
-        raise ValueError(f"teacher vocab {teacher.config.vocab_size} != student vocab {student.config.vocab_size}")
-    opt = torch.optim.AdamW(student.parameters(), lr=1e-5)
-
-    def live_step():
-        logits = student(**inputs, decoder_input_ids=decoder_input_ids, use_cache=False).logits
-        with torch.no_grad():
-            teacher_logits = teacher(**inputs, decoder_input_ids=decoder_input_ids, use_cache=False).logits
-        optimizer_step(distillation_loss(logits, teacher_logits, labels, alpha, temperature).loss, opt)
-
-    results["kd-live"] = _stats(_timed_steps(live_step, warmup, steps))
-    if profile:
-        results["kd-live"]["profile"] = _profile(live_step)
-
-    # 3. KD from the cached teacher top-k (cache built once, outside timing; teacher freed before timing)
-    with tempfile.TemporaryDirectory(prefix="llmdiet-bench-cache-") as cache_dir:
-        rows = {"input_ids": batch["input_ids"].tolist(), "attention_mask": batch["attention_mask"].tolist(),
-                "labels": labels.tolist()}  # the cache build moves its batches to the teacher's device
-        collator = DataCollatorForSeq2Seq(tokenizer, model=student, padding=True)
-        t0 = time.perf_counter()
-        build_teacher_cache(teacher, Dataset.from_dict(rows), collator, cache_dir, k=k, temperature=temperature,
-                            batch_size=len(labels))
-        cache_build_s = time.perf_counter() - t0
-        del teacher
-        gc.collect()
-        cache = TeacherCache(cache_dir)
-        cache.check_matches(rows["labels"], temperature)
-    indices = list(range(len(labels)))
-    opt = torch.optim.AdamW(student.parameters(), lr=1e-5)
-
-    def cached_step():
-        topk_ids, topk_logprobs = (t.to(device) for t in cache.batch(indices, labels.shape[1]))
-        logits = student(**inputs, decoder_input_ids=decoder_input_ids, use_cache=False).logits
-        optimizer_step(topk_distillation_loss(logits, topk_ids, topk_logprobs, labels, alpha, temperature).loss, opt)
-
-    results["kd-cached"] = _stats(_timed_steps(cached_step, warmup, steps))
-    results["kd-cached"]["cache_build_s"] = cache_build_s
-    if profile:
-        results["kd-cached"]["profile"] = _profile(cached_step)
-
+        for mode, step in steps_by_mode.items():
+            results[mode]["profile"] = _profile(step)
+    if cache_build_s is not None and "kd-cached" in results:
+        results["kd-cached"]["cache_build_s"] = cache_build_s
     plain = results["plain"]["median_s"]
     for name in results:
         results[name]["ratio_vs_plain"] = results[name]["median_s"] / plain
+    common = {"batch_size": len(labels), "source_tokens": batch["input_ids"].shape[1], "target_tokens": labels.shape[1],
+              "warmup_steps": warmup, "steps": steps, "timing": "interleaved rounds", "flush_denormal": flush,
+              "subnormal_softmax_share": subnormal}
+    if modes == ["plain"]:
+        return {"modes": results, **common, "device": str(device), "torch_threads": torch.get_num_threads()}
     return {
         "modes": results, **common, "topk": k,
         "temperature": temperature, "alpha": alpha, "optimizer": "AdamW(lr=1e-5)",

@@ -152,10 +152,13 @@ def test_markdown_renders_every_section(smoke_run):
     assert again.read_text() == markdown
     # a second results file of the same mode and machine shows up as the run-to-run spread
     repeat = root / "repeat.json"
-    repeat.write_text(json.dumps({**results, "started": "2000-01-01T00:00:00+00:00"}))
+    repeat.write_text(json.dumps({**results, "started": "2000-01-01T00:00:00+00:00", "repeat_of": "smoke.json"}))
     with_repeat = report.write_markdown(root / "results" / "smoke.json", root / "with_repeat.md", others=[repeat]).read_text()
     assert "Run-to-run spread" in with_repeat and "`repeat.json` (2000-01-01T00:00)" in with_repeat
     assert "Run-to-run spread" not in markdown
+    # rendering from the repeat shows the run it repeats, not itself
+    from_repeat = report.write_markdown(repeat, root / "from_repeat.md", others=[root / "results" / "smoke.json"])
+    assert from_repeat.read_text() == with_repeat
 
 
 def test_missing_library_skips_its_rows(tmp_path, monkeypatch):
@@ -226,3 +229,14 @@ def test_target_verdicts_follow_the_numbers():
                                 "reason": "timed out after 1800 s"}
     first = report.evaluate_targets(results)[0]
     assert first["status"] == "NOT RUN" and "timed out" in first["reason"]
+
+
+def test_notes_written_for_another_run_carry_a_warning(tmp_path, monkeypatch):
+    notes = tmp_path / "notes.md"
+    notes.write_text("## Notes\n<!-- notes-for: bench/results/a.json -->\nThe teacher misses 3x because ...\n")
+    monkeypatch.setattr(report, "NOTES_FILE", notes)
+    same = report.notes_text("bench/results/a.json")
+    assert "written for" not in same and "misses 3x" in same
+    other = report.notes_text("bench/results/b.json")
+    assert other.startswith("## Notes\n\n> **These notes were written for `bench/results/a.json`")
+    assert "`bench/results/b.json`" in other and "misses 3x" in other
