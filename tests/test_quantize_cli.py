@@ -25,7 +25,7 @@ def test_quantize_then_eval_auto_detects_the_backend(demo_assets, tmp_path, caps
     meta = json.loads((written / ARTIFACT_FILE).read_text())
     assert meta["method"] == "ct2-int8" and meta["provenance"]["command"].startswith("llmdiet quantize --model")
     printed = capsys.readouterr().out
-    assert f"llmdiet eval --model {written} --backend ct2-int8" in printed
+    assert f"llmdiet eval --model {written} --eval-set" in printed
     backend = load_backend("auto", str(written))
     sources, references = demo_rows(EVAL_ROWS[0], EVAL_ROWS[0] + 8)
     hypotheses = [t.hypothesis for t in backend.translate(sources, GREEDY)]
