@@ -92,5 +92,10 @@ def parse_config(
     for action in parser._actions:
         if action.dest in defaults:
             action.required = False
-    parsed = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    try:
+        parsed = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    except ConfigError:
+        raise
+    except ValueError as err:  # a dataclass's own check (e.g. TrainingArguments): report it without a traceback
+        raise ConfigError(" ".join(str(err).split())) from None
     return tuple(parsed[: len(dataclass_types)])  # drop the namespace holding --config/--preset

@@ -28,7 +28,8 @@ def small_run_argv(demo_assets, out, *extra):
         "--preset", "demo", "--teacher_model", str(demo_assets.teacher), "--student_model", str(demo_assets.student),
         "--output_dir", str(out), "--train_rows", "128", "--eval_rows", "32", "--max_steps", "12",
         "--per_device_train_batch_size", "16", "--logging_steps", "2", "--eval_strategy", "no",
-        "--save_strategy", "no", "--disable_tqdm", "true", "--learning_rate", "3e-3", *extra,
+        "--save_strategy", "no", "--disable_tqdm", "true", "--learning_rate", "3e-3", "--load_best_model_at_end", "false",
+        *extra,
     ]
 
 
