@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from . import ARTIFACT_FILE, BackendError, GenerationSettings, Translation, TranslationBackend, register_backend
-from .torch_backend import count_generated_tokens
+from .torch_backend import generate_translations
 from ..modeling import directory_bytes
 from ..quantization.artifacts import available_cores, load_tokenizer, read_artifact, rss_bytes
 
@@ -55,16 +55,8 @@ class OnnxSeq2SeqBackend(TranslationBackend):
         self.load_rss_bytes = max(0, rss_bytes() - before)
         self.tokenizer = load_tokenizer(model_path)
 
-    @torch.inference_mode()
     def translate(self, sources: list[str], settings: GenerationSettings) -> list[Translation]:
-        enc = self.tokenizer(sources, return_tensors="pt", padding=True).to(self.device)
-        out = self.model.generate(
-            **enc, max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens or None,
-            num_beams=settings.num_beams, do_sample=False,
-        )
-        texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
-        counts = count_generated_tokens(out, self.tokenizer.eos_token_id)
-        return [Translation(t.strip(), c) for t, c in zip(texts, counts)]
+        return generate_translations(self.model, self.tokenizer, self.device, sources, settings)
 
     def size_info(self) -> dict:
         onnx_bytes = sum(f.stat().st_size for f in Path(self.model_path).glob("*.onnx*"))

@@ -19,6 +19,19 @@ def count_generated_tokens(sequences: torch.Tensor, eos_token_id: int) -> list[i
     return counts
 
 
+@torch.inference_mode()
+def generate_translations(model, tokenizer, device, sources: list[str], settings: GenerationSettings) -> list[Translation]:
+    """One batch through a ``generate()``-style model (transformers or optimum ONNX Runtime)."""
+    enc = tokenizer(sources, return_tensors="pt", padding=True).to(device)
+    out = model.generate(
+        **enc, max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens or None,
+        num_beams=settings.num_beams, do_sample=False,
+    )
+    texts = tokenizer.batch_decode(out, skip_special_tokens=True)
+    counts = count_generated_tokens(out, tokenizer.eos_token_id)
+    return [Translation(t.strip(), c) for t, c in zip(texts, counts)]
+
+
 class TorchSeq2SeqBackend(TranslationBackend):
     """Runs a ``transformers`` seq2seq model (or a ready ``nn.Module``) with ``generate``."""
 
@@ -34,16 +47,8 @@ class TorchSeq2SeqBackend(TranslationBackend):
         self.tokenizer = tokenizer
         self.dtype = dtype
 
-    @torch.inference_mode()
     def translate(self, sources: list[str], settings: GenerationSettings) -> list[Translation]:
-        enc = self.tokenizer(sources, return_tensors="pt", padding=True).to(self.device)
-        out = self.model.generate(
-            **enc, max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens or None,
-            num_beams=settings.num_beams, do_sample=False,
-        )
-        texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
-        counts = count_generated_tokens(out, self.tokenizer.eos_token_id)
-        return [Translation(t.strip(), c) for t, c in zip(texts, counts)]
+        return generate_translations(self.model, self.tokenizer, self.device, sources, settings)
 
     def size_info(self) -> dict:
         return {
