@@ -8,7 +8,7 @@ Worker (one fresh process per artifact, see ``bench/jobs.py``)::
 
 Quantized artifacts are made by ``llmdiet quantize`` itself (``llmdiet.quantize.main``), so the
 benchmark measures exactly what users get. Static calibration reads demo *training* rows
-(``llmdiet/demo_data/demo_en_fr.jsonl`` rows from 0), never the benchmark sources. A directory that
+(``llmdiet/demo/data/demo_en_fr.jsonl`` rows from 0), never the benchmark sources. A directory that
 already holds a finished artifact of the same method is reused when the spec says ``reuse``.
 """
 
@@ -18,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from llmdiet.backends import ARTIFACT_FILE
+from llmdiet.engines import ARTIFACT_FILE
 
 from .jobs import worker_main
 
@@ -52,7 +52,7 @@ def quantize_command(spec: dict) -> list[str]:
 
 
 def build_quantized(spec: dict) -> dict:
-    from llmdiet.quantize import main as quantize_main
+    from llmdiet.quantize.job import main as quantize_main
 
     out = Path(spec["out"])
     meta_path = out / ARTIFACT_FILE

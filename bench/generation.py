@@ -6,7 +6,7 @@ Worker spec (see ``bench/jobs.py``)::
      "source_tokens": 40, "new_tokens": 40, "warmup_batches": 1,
      "runs": [{"batch_size": 1, "num_sentences": 4}, {"batch_size": 16, "num_sentences": 32}]}
 
-Every llmdiet backend is timed through :func:`llmdiet.generation.generate_all`, the code path of
+Every llmdiet backend is timed through :func:`llmdiet.evaluation.generation.generate_all`, the code path of
 ``llmdiet eval``: greedy, ``min_new_tokens = max_new_tokens = new_tokens`` (random weights never
 stop early then), sources of exactly ``source_tokens`` tokens, length-sorted batches, one warm-up
 batch excluded from timing. Runs go from the smallest batch to the largest, so the peak RSS of the
@@ -28,14 +28,14 @@ from .jobs import worker_main
 
 
 def _available_cores() -> int:
-    from llmdiet.quantization.artifacts import available_cores
+    from llmdiet.provenance import available_cores
 
     return available_cores()
 
 
 def artifact_bytes(model_dir: str | Path) -> int:
     """On-disk size of an artifact: ``disk_bytes`` from ``llmdiet_artifact.json``, else the directory size."""
-    from llmdiet.backends import ARTIFACT_FILE
+    from llmdiet.engines import ARTIFACT_FILE
     from llmdiet.modeling import directory_bytes
 
     meta = Path(model_dir) / ARTIFACT_FILE
@@ -70,7 +70,7 @@ def heap_retained_bytes() -> int | None:
     """RSS released by glibc's ``malloc_trim(0)``: freed heap memory the allocator was still holding, or None."""
     import ctypes
 
-    from llmdiet.quantization.artifacts import rss_bytes
+    from llmdiet.provenance import rss_bytes
 
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -91,9 +91,9 @@ def _summary(timing: dict) -> dict:
 def measure_llmdiet_backend(spec: dict, sources: list[str], settings) -> dict:
     import torch
 
-    from llmdiet.backends import load_backend
-    from llmdiet.generation import generate_all
-    from llmdiet.quantization.artifacts import rss_bytes
+    from llmdiet.engines import load_backend
+    from llmdiet.evaluation.generation import generate_all
+    from llmdiet.provenance import rss_bytes
 
     torch.set_num_threads(spec.get("threads") or _available_cores())
     rss_before = rss_bytes()
@@ -155,8 +155,8 @@ def measure_ct2_direct(spec: dict, sources: list[str], settings) -> dict:
     import numpy as np
     from transformers import AutoTokenizer
 
-    from llmdiet.generation import PeakRSSMonitor, lifetime_peak_rss_bytes, plan_batches
-    from llmdiet.quantization.artifacts import rss_bytes
+    from llmdiet.evaluation.generation import PeakRSSMonitor, lifetime_peak_rss_bytes, plan_batches
+    from llmdiet.provenance import rss_bytes
 
     device = spec.get("device", "cpu")
     dev_type = device.split(":")[0]
@@ -206,7 +206,7 @@ def measure_ct2_direct(spec: dict, sources: list[str], settings) -> dict:
 
 
 def run(spec: dict) -> dict:
-    from llmdiet.backends import GenerationSettings
+    from llmdiet.engines import GenerationSettings
 
     from .workload import fixed_length_sources, load_tokenizer
 

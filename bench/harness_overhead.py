@@ -9,7 +9,7 @@ The same ``num_sentences`` prefixed sources, whose lengths spread over 10 to 60 
 order (``bench.workload.varied_length_sources``), are translated three ways by the same loaded model,
 greedy with exactly ``new_tokens`` new tokens each:
 
-* ``batched-sorted``: :func:`llmdiet.generation.generate_all` with the ``llmdiet eval`` defaults
+* ``batched-sorted``: :func:`llmdiet.evaluation.generation.generate_all` with the ``llmdiet eval`` defaults
   (batch 16, longest first, one warm-up batch not timed);
 * ``batched-unsorted``: the same with ``sort_by_length=False`` (shows what sorting adds);
 * ``one-at-a-time``: a plain loop ``tokenizer([s]) -> model.generate -> decode`` per sentence, the
@@ -46,9 +46,9 @@ def one_at_a_time(model, tokenizer, sources: list[str], new_tokens: int, device)
 def run(spec: dict) -> dict:
     import torch
 
-    from llmdiet.backends import GenerationSettings, load_backend
-    from llmdiet.generation import generate_all
-    from llmdiet.quantization.artifacts import available_cores
+    from llmdiet.engines import GenerationSettings, load_backend
+    from llmdiet.evaluation.generation import generate_all
+    from llmdiet.provenance import available_cores
 
     from .workload import load_tokenizer, token_count, varied_length_sources
 

@@ -434,7 +434,7 @@ def render(cpu_results: dict | None, gpu_results: dict | None, sources: dict[str
              "python bench/report.py bench/results/<file>.json   # re-render this file from raw results\n"
              "```", "",
              "Each measurement runs in a fresh process that loads only what it measures, so peak RSS is that of one "
-             "backend. Timings go through `llmdiet.generation.generate_all`, the code path of `llmdiet eval` "
+             "backend. Timings go through `llmdiet.evaluation.generation.generate_all`, the code path of `llmdiet eval` "
              "(length-sorted batches, one warm-up batch not timed); artifacts are made by `llmdiet quantize`. "
              "See `bench/README.md` for the method in detail."]
     if cpu_results:

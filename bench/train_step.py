@@ -14,11 +14,11 @@ figure is each kind's median: no kind profits from running later in the process.
 
 * ``plain``: the student's own cross-entropy (``model(..., labels=labels).loss``): fine-tuning.
 * ``kd-live``: the teacher (frozen, ``eval()``, ``no_grad``) runs on the same encoder inputs and
-  ``decoder_input_ids`` every step, then :func:`llmdiet.losses.distillation_loss`.
+  ``decoder_input_ids`` every step, then :func:`llmdiet.distill.losses.distillation_loss`.
 * ``kd-cached``: the teacher's top-k log-probs were written once to a cache on disk with
-  :func:`llmdiet.teacher_cache.build_teacher_cache` (outside the timed region); each step gets its
-  batch from :class:`llmdiet.teacher_cache.TeacherCache` (inside the timed region) and uses
-  :func:`llmdiet.losses.topk_distillation_loss`. The teacher stays loaded for the live steps but is
+  :func:`llmdiet.distill.teacher_cache.build_teacher_cache` (outside the timed region); each step gets its
+  batch from :class:`llmdiet.distill.teacher_cache.TeacherCache` (inside the timed region) and uses
+  :func:`llmdiet.distill.losses.topk_distillation_loss`. The teacher stays loaded for the live steps but is
   not called by these.
 
 With ``profile``, one more step of each kind runs under ``torch.profiler`` and the top operators by
@@ -94,10 +94,10 @@ def run(spec: dict) -> dict:
     from datasets import Dataset
     from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq
 
-    from llmdiet.losses import distillation_loss, topk_distillation_loss
-    from llmdiet.generation import lifetime_peak_rss_bytes
-    from llmdiet.quantization.artifacts import available_cores
-    from llmdiet.teacher_cache import TeacherCache, build_teacher_cache
+    from llmdiet.distill.losses import distillation_loss, topk_distillation_loss
+    from llmdiet.evaluation.generation import lifetime_peak_rss_bytes
+    from llmdiet.provenance import available_cores
+    from llmdiet.distill.teacher_cache import TeacherCache, build_teacher_cache
 
     from .workload import load_tokenizer
 

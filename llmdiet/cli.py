@@ -8,21 +8,21 @@ import sys
 
 # subcommand -> (module with a ``main(argv)``, one-line help)
 SUBCOMMANDS = {
-    "distill": ("llmdiet.distill", "knowledge distillation of a teacher into a student (Seq2SeqTrainer)"),
-    "eval": ("llmdiet.harness", "score a model on eval sets: BLEU, chrF, ROUGE-L, timing, size, memory"),
-    "compare": ("llmdiet.compare", "side-by-side table and plots over eval run directories"),
-    "quantize": ("llmdiet.quantize", "quantize a model (dynamic/static int8, ONNX Runtime, CTranslate2, GPU int8)"),
-    "alpha-sweep": ("llmdiet.alpha_sweep", "distil once per alpha, evaluate every student, compare"),
-    "bit-sweep": ("llmdiet.bit_sweep", "2-8-bit RTN vs GPFQ sweep of teacher and student weights"),
+    "distill": ("llmdiet.distill.job", "knowledge distillation of a teacher into a student (Seq2SeqTrainer)"),
+    "eval": ("llmdiet.evaluation.harness", "score a model on eval sets: BLEU, chrF, ROUGE-L, timing, size, memory"),
+    "compare": ("llmdiet.evaluation.compare", "side-by-side table and plots over eval run directories"),
+    "quantize": ("llmdiet.quantize.job", "quantize a model (dynamic/static int8, ONNX Runtime, CTranslate2, GPU int8)"),
+    "alpha-sweep": ("llmdiet.study.alpha_sweep", "distil once per alpha, evaluate every student, compare"),
+    "bit-sweep": ("llmdiet.study.bit_sweep", "2-8-bit RTN vs GPFQ sweep of teacher and student weights"),
 }
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean a user mistake: reported as one line, without a traceback."""
-    from .backends import BackendError
-    from .config import ConfigError
-    from .data import DataError
-    from .modeling import ModelLoadError
+    from llmdiet.artifacts import BackendError
+    from llmdiet.config import ConfigError
+    from llmdiet.data import DataError
+    from llmdiet.modeling import ModelLoadError
 
     return (BackendError, ConfigError, DataError, ModelLoadError)
 

@@ -86,3 +86,18 @@ def module_bytes(module: torch.nn.Module) -> int:
             w, b = packed._weight_bias()
             total += w.numel() * w.element_size() + (b.numel() * b.element_size() if b is not None else 0)
     return total
+
+
+def resolve_model(name: str) -> str:
+    """Hub ids and paths pass through; ``llmdiet-demo:teacher|student`` builds the demo models once (cached)."""
+    from llmdiet.demo import DEMO_MODEL_PREFIX, demo_cache_dir, ensure_demo_assets
+
+    if not name.startswith(DEMO_MODEL_PREFIX):
+        return name
+    from llmdiet.config import ConfigError
+
+    role = name[len(DEMO_MODEL_PREFIX):]
+    if role not in ("teacher", "student"):
+        raise ConfigError(f"unknown demo model '{name}' (use {DEMO_MODEL_PREFIX}teacher or {DEMO_MODEL_PREFIX}student)")
+    assets = ensure_demo_assets(demo_cache_dir())
+    return str(assets.teacher if role == "teacher" else assets.student)

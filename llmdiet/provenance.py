@@ -77,3 +77,17 @@ def provenance(seed: int | None = None, command: list[str] | None = None) -> dic
         "seed": seed,
         "command": " ".join(command if command is not None else sys.argv),
     }
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (the affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        return os.cpu_count() or 1
+
+
+def rss_bytes() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss

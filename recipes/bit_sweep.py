@@ -1,4 +1,4 @@
-"""2–8-bit sweep of teacher vs student weights, round-to-nearest vs GPFQ (see llmdiet/bit_sweep.py).
+"""2–8-bit sweep of teacher vs student weights, round-to-nearest vs GPFQ (see llmdiet/study/bit_sweep.py).
 
     python recipes/bit_sweep.py --preset demo        # after `llmdiet distill --preset demo`
     python recipes/bit_sweep.py --models google/flan-t5-large runs/distill --eval_set pgv-en-fr \

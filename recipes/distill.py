@@ -5,7 +5,7 @@
     python recipes/distill.py --preset demo                          # offline demo, tiny models
     python recipes/distill.py --config my_run.yaml --alpha 0.25      # YAML, flags win
 
-Every option: ``python recipes/distill.py --help``. The work is done by ``llmdiet.distill``.
+Every option: ``python recipes/distill.py --help``. The work is done by ``llmdiet.distill.job``.
 """
 
 import sys

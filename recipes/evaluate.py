@@ -8,7 +8,7 @@ import logging
 import sys
 
 from llmdiet.cli import user_errors
-from llmdiet.harness import main
+from llmdiet.evaluation.harness import main
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

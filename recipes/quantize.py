@@ -5,7 +5,7 @@
     python recipes/quantize.py --preset demo --method onnx-static-int8     # offline demo teacher
     python recipes/quantize.py --list_methods
 
-Every option: ``python recipes/quantize.py --help``. The work is done by ``llmdiet.quantize``.
+Every option: ``python recipes/quantize.py --help``. The work is done by ``llmdiet.quantize.job``.
 """
 
 import sys

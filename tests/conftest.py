@@ -1,7 +1,7 @@
 """Shared offline fixtures: a locally built tokenizer and tiny T5 teacher/student.
 
 Nothing here touches the network: the models are built from ``T5Config`` at toy sizes
-(see ``llmdiet.demo``) and the data is the small corpus shipped in ``llmdiet/demo_data``.
+(see ``llmdiet.demo``) and the data is the small corpus shipped in ``llmdiet/demo/data``.
 """
 
 from __future__ import annotations

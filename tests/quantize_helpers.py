@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from llmdiet.backends import GenerationSettings
+from llmdiet.engines import GenerationSettings
 from llmdiet.demo import DEMO_EN_FR
-from llmdiet.quantization import CalibrationSpec, QuantizeJob, quantize
+from llmdiet.quantize import CalibrationSpec, QuantizeJob, quantize
 
 PREFIX = "translate English to French: "
 EVAL_ROWS = (1000, 1064)  # 64 in-domain demo eval rows (never used for calibration)

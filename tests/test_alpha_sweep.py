@@ -2,8 +2,8 @@
 
 import json
 
-from llmdiet.alpha_sweep import SweepArguments, run_sweep
-from llmdiet.distill import DataArguments, DistillationArguments, demo_preset
+from llmdiet.study.alpha_sweep import SweepArguments, run_sweep
+from llmdiet.distill.job import DataArguments, DistillationArguments, demo_preset
 from transformers import Seq2SeqTrainingArguments
 
 

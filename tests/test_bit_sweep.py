@@ -2,7 +2,7 @@
 
 import json
 
-from llmdiet.bit_sweep import BitSweepArguments, run_sweep
+from llmdiet.study.bit_sweep import BitSweepArguments, run_sweep
 from llmdiet.demo import DEMO_EN_FR
 
 

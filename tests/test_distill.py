@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from llmdiet.config import ConfigError, parse_config
 from llmdiet.demo import DEMO_EN_FR
-from llmdiet.distill import PRESETS, DataArguments, DistillationArguments, main, run
+from llmdiet.distill.job import PRESETS, DataArguments, DistillationArguments, main, run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def state_dict_copy(model):
 
 
 def test_teacher_frozen_student_trained_and_kd_logged(demo_assets, tmp_path):
-    from llmdiet.trainer import DistillationTrainer
+    from llmdiet.distill.trainer import DistillationTrainer
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
 
     from llmdiet.data import read_parallel_file, tokenize_rows
@@ -133,7 +133,7 @@ def test_gradient_accumulation_gives_the_full_batch_update(demo_assets, tmp_path
 
 def test_vocab_mismatch_is_refused(demo_assets):
     from llmdiet.demo import build_tiny_t5
-    from llmdiet.trainer import DistillationTrainer
+    from llmdiet.distill.trainer import DistillationTrainer
     from transformers import Seq2SeqTrainingArguments
 
     args = Seq2SeqTrainingArguments(output_dir="unused", report_to="none", use_cpu=True)
@@ -247,7 +247,7 @@ def test_teacher_cache_resumes_and_refuses_other_settings(demo_assets, tmp_path)
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
 
     from llmdiet.data import read_parallel_file, tokenize_rows
-    from llmdiet.teacher_cache import TeacherCache, TeacherCacheError, build_teacher_cache
+    from llmdiet.distill.teacher_cache import TeacherCache, TeacherCacheError, build_teacher_cache
 
     tok = AutoTokenizer.from_pretrained(demo_assets.tokenizer)
     teacher = AutoModelForSeq2SeqLM.from_pretrained(demo_assets.teacher)
@@ -275,7 +275,7 @@ def test_teacher_cache_resumes_and_refuses_other_settings(demo_assets, tmp_path)
 
 def test_sequence_level_kd_trains_on_teacher_translations_and_resumes(demo_assets, tmp_path):
     from llmdiet.data import read_parallel_file
-    from llmdiet.pseudo_labels import generate_pseudo_labels
+    from llmdiet.distill.pseudo_labels import generate_pseudo_labels
 
     out = tmp_path / "seqkd"
     args, data, training = parse(small_run_argv(demo_assets, out, "--sequence_kd", "replace", "--sequence_kd_beams", "2",

@@ -9,7 +9,7 @@ import pytest
 from llmdiet.config import ConfigError
 from llmdiet.data import DataError, SkipReport
 from llmdiet.demo import DEMO_EN_FR, DEMO_KO_EN
-from llmdiet.eval_sets import known_eval_sets, parse_eval_set_yaml, resolve_eval_set
+from llmdiet.evaluation.eval_sets import known_eval_sets, parse_eval_set_yaml, resolve_eval_set
 
 SHIPPED = {"demo-en-fr", "demo-fr-en", "demo-ko-en", "pgv-en-fr", "pgv-fr-en", "opus100-ko-en"}
 

@@ -8,8 +8,8 @@ import numpy as np
 import psutil
 import pytest
 
-from llmdiet.backends import GenerationSettings, Translation, TranslationBackend
-from llmdiet.generation import PeakRSSMonitor, generate_all, plan_batches, source_lengths
+from llmdiet.engines import GenerationSettings, Translation, TranslationBackend
+from llmdiet.evaluation.generation import PeakRSSMonitor, generate_all, plan_batches, source_lengths
 
 SETTINGS = GenerationSettings(max_new_tokens=8)
 SOURCES = ["a b", "a much longer source sentence here", "mid size one", "x", "another fairly long one", "tiny", "z z z"]
@@ -124,7 +124,7 @@ def test_gpu_backends_get_synchronised_timing_and_peak_gpu_memory(monkeypatch):
 
 
 def test_real_model_sorts_by_tokens_and_batching_matches_one_by_one(demo_assets):
-    from llmdiet.backends import load_backend
+    from llmdiet.engines import load_backend
 
     backend = load_backend("torch-fp32", str(demo_assets.teacher))
     sources = ["translate English to French: " + s for s in

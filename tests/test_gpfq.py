@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from llmdiet.gpfq import gpfq_quantize, gpfq_quantize_path, layer_error, make_alphabet, packed_bytes, rtn_quantize
+from llmdiet.quantize.gpfq import gpfq_quantize, gpfq_quantize_path, layer_error, make_alphabet, packed_bytes, rtn_quantize
 
 
 def correlated_inputs(tokens=256, d=48, seed=0):
@@ -75,7 +75,7 @@ def _calibration(tokenizer, n=32):
 def test_model_level_gpfq_beats_rtn_and_reports_packed_size(tiny_teacher, tiny_tokenizer):
     import copy
 
-    from llmdiet.lowbit import quantize_linears
+    from llmdiet.quantize.lowbit import quantize_linears
 
     calib = _calibration(tiny_tokenizer)
     held_out = _calibration(tiny_tokenizer, 64)[2:]  # rows 32-63: not used for calibration

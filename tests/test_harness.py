@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from llmdiet import cli
-from llmdiet.backends.torch_backend import TorchSeq2SeqBackend
-from llmdiet.harness import merge_repeated_option, parse_args
-from llmdiet.metrics import rouge_l
+from llmdiet.engines.torch_engine import TorchSeq2SeqBackend
+from llmdiet.evaluation.harness import merge_repeated_option, parse_args
+from llmdiet.evaluation.metrics import rouge_l
 
 from test_metrics import sacrebleu_cli
 

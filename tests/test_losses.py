@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from llmdiet.losses import distillation_loss, topk_distillation_loss
+from llmdiet.distill.losses import distillation_loss, topk_distillation_loss
 
 
 def reference_loss(student, teacher, labels, alpha, T):
-    """Token-by-token loops with Python floats: no shared code with llmdiet.losses."""
+    """Token-by-token loops with Python floats: no shared code with llmdiet.distill.losses."""
     ce_sum = kd_sum = 0.0
     n = 0
     B, L, V = student.shape

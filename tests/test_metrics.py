@@ -11,7 +11,7 @@ import pytest
 from rouge_score import rouge_scorer
 from rouge_score.tokenizers import DefaultTokenizer
 
-from llmdiet.metrics import ROUGE_TOKENIZER_NAME, UnicodeWordTokenizer, corpus_scores, rouge_l, rouge_l_per_sentence
+from llmdiet.evaluation.metrics import ROUGE_TOKENIZER_NAME, UnicodeWordTokenizer, corpus_scores, rouge_l, rouge_l_per_sentence
 
 SACREBLEU = Path(sys.executable).parent / "sacrebleu"
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from llmdiet import cli
-from llmdiet.backends import ARTIFACT_FILE, load_backend
+from llmdiet.engines import ARTIFACT_FILE, load_backend
 from llmdiet.demo import DEMO_EN_FR
 
 from quantize_helpers import EVAL_ROWS, GREEDY, demo_rows
@@ -121,7 +121,7 @@ def test_not_a_seq2seq_model(tmp_path, capsys):
 
 
 def test_backend_refuses_a_mismatched_artifact(demo_assets, tmp_path):
-    from llmdiet.backends import BackendError
+    from llmdiet.engines import BackendError
 
     assert run_cli("--model", demo_assets.teacher, "--method", "torchao-int8", "--out", tmp_path / "ao") == 0
     with pytest.raises(BackendError, match="is a 'torchao-int8' artifact"):
@@ -133,7 +133,7 @@ def test_backend_refuses_a_mismatched_artifact(demo_assets, tmp_path):
 
 def test_demo_preset_defaults(monkeypatch, tmp_path):
     from llmdiet.config import parse_config
-    from llmdiet.quantize import PRESETS, QuantizeArguments
+    from llmdiet.quantize.job import PRESETS, QuantizeArguments
 
     (args,) = parse_config([QuantizeArguments], ["--preset", "demo", "--method", "onnx-static-int8"], presets=PRESETS)
     assert args.model == "llmdiet-demo:teacher" and args.out == "runs/quant-demo-{method}"

@@ -21,7 +21,7 @@ import shutil
 import pytest
 import torch
 
-from llmdiet.backends import ARTIFACT_FILE, GenerationSettings, detect_backend, load_backend
+from llmdiet.engines import ARTIFACT_FILE, GenerationSettings, detect_backend, load_backend
 from llmdiet.modeling import directory_bytes
 
 from quantize_helpers import CALIBRATION_COUNT, EVAL_ROWS, GREEDY, build_artifact, demo_rows, logit_errors, logits_of, teacher_forced
@@ -144,7 +144,7 @@ def test_torch_artifacts_load_bit_identical(method, artifacts, demo_assets, fp32
     """The model quantized in memory and the one loaded from disk give the same logits, bit for bit."""
     from transformers import AutoModelForSeq2SeqLM
 
-    from llmdiet.quantization import gpu_int8, torch_dynamic
+    from llmdiet.quantize import gpu_int8, torch_dynamic
 
     model = AutoModelForSeq2SeqLM.from_pretrained(demo_assets.teacher).eval()
     if method == "dynamic-int8":
@@ -211,7 +211,7 @@ def test_dynamic_int8_keeps_embeddings_float_and_quantizes_lm_head(artifacts):
 def test_dynamic_int8_per_channel_round_trip(demo_assets, fp32, tmp_path):
     from transformers import AutoModelForSeq2SeqLM
 
-    from llmdiet.quantization.torch_dynamic import quantize_dynamic_int8
+    from llmdiet.quantize.torch_dynamic import quantize_dynamic_int8
 
     meta = build_artifact(demo_assets.teacher, "dynamic-int8", tmp_path / "pc", per_channel=True)
     assert meta["weights"] == "int8 per-channel affine"

@@ -15,11 +15,11 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM
 
-from llmdiet.backends import ARTIFACT_FILE, load_backend
+from llmdiet.engines import ARTIFACT_FILE, load_backend
 from llmdiet.demo import build_demo_tokenizer
 from llmdiet.modeling import directory_bytes
-from llmdiet.quantization import QuantizeJob, quantize
-from llmdiet.quantization.torch_dynamic import quantize_dynamic_int8
+from llmdiet.quantize import QuantizeJob, quantize
+from llmdiet.quantize.torch_dynamic import quantize_dynamic_int8
 from llmdiet.shapes import FLAN_T5_PARAMS, random_flan_t5
 
 

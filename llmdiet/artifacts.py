@@ -1,0 +1,179 @@
+"""The on-disk format shared by every quantized artifact.
+
+Each ``llmdiet quantize`` output directory holds the engine's own files, the tokenizer,
+and ``llmdiet_artifact.json``::
+
+    {"method": "dynamic-int8", "backend": "dynamic-int8", "source_model": "...",
+     "parameters": 76961152, "disk_bytes": ..., "fp32_disk_bytes": ..., "size_ratio": ...,
+     "created": "...", "provenance": {...}, ...method-specific keys}
+
+``backend`` is the registered backend name that loads the directory, so
+``llmdiet eval --backend auto`` (``llmdiet.engines.detect_backend``) finds the loader.
+
+Tensors are stored with safetensors. safetensors refuses tensors that share memory
+(T5 ties ``shared``, ``encoder.embed_tokens`` and ``decoder.embed_tokens``): :func:`save_tensors`
+stores each storage once and records the aliases in the file's metadata, and
+:func:`load_tensors` restores them.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from llmdiet.modeling import directory_bytes
+from llmdiet.provenance import provenance
+
+ARTIFACT_FILE = "llmdiet_artifact.json"
+ALIASES_KEY = "llmdiet_aliases"
+
+
+class BackendError(ValueError):
+    """A user-facing problem with an artifact or the engine that runs it (bad path, unknown name, missing library)."""
+
+
+def prepare_output_dir(out: str | Path, overwrite: bool) -> Path:
+    """Create ``out``; a non-empty directory is replaced only with ``overwrite`` and only if it is an artifact.
+
+    (``--overwrite`` never deletes a directory that ``llmdiet quantize`` did not write, e.g. ``--out .``.)
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BackendError(f"--out {out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise BackendError(f"--out {out}: directory is not empty (pass --overwrite to replace it)")
+        if not (out / ARTIFACT_FILE).is_file():
+            raise BackendError(f"--out {out}: not empty and not an llmdiet artifact (no {ARTIFACT_FILE}); "
+                               "refusing to delete it, choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def fp32_disk_bytes(source_model: str | Path, config) -> int | None:
+    """Size of the source checkpoint directory when it holds float32 weights, else None (hub id, bf16 files)."""
+    stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    stored = str(stored).replace("torch.", "") if stored is not None else "float32"
+    size = directory_bytes(source_model)
+    return size if size and stored == "float32" else None
+
+
+def write_artifact(out: str | Path, *, method: str, backend: str, source_model: str, parameters: int,
+                   fp32_bytes: int | None, seed: int | None = None, command: list[str] | None = None, **extra) -> dict:
+    """Write ``llmdiet_artifact.json`` (size measured after every other file is in place) and return it."""
+    out = Path(out)
+    meta_path = out / ARTIFACT_FILE
+    if meta_path.exists():
+        meta_path.unlink()
+    disk = directory_bytes(out)
+    meta = {
+        "method": method,
+        "backend": backend,
+        "source_model": str(source_model),
+        "parameters": int(parameters),
+        "disk_bytes": disk,
+        "fp32_disk_bytes": fp32_bytes,
+        "size_ratio": round(disk / fp32_bytes, 4) if fp32_bytes else None,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+        "provenance": provenance(seed=seed, command=command),
+    }
+    meta_path.write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
+    return meta
+
+
+def read_artifact(path: str | Path, expected_backend: str | None = None) -> dict:
+    """The artifact description of ``path``; clear errors for a missing or mismatched artifact."""
+    meta_path = Path(path) / ARTIFACT_FILE
+    if not meta_path.is_file():
+        raise BackendError(f"{path}: no {ARTIFACT_FILE}; not a directory written by `llmdiet quantize`")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise BackendError(f"{meta_path}: invalid JSON ({err})") from None
+    for key in ("method", "backend"):
+        if key not in meta:
+            raise BackendError(f"{meta_path}: missing field '{key}'")
+    if expected_backend and meta["backend"] != expected_backend:
+        raise BackendError(
+            f"{path} is a '{meta['backend']}' artifact and cannot be loaded with backend '{expected_backend}' "
+            "(use --backend auto)"
+        )
+    return meta
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """safetensors ``save_file`` that stores tensors sharing one storage once and records the aliases."""
+    from safetensors.torch import save_file
+
+    unique: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    for name, tensor in tensors.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.dtype)
+        if tensor.numel() and key in seen:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        unique[name] = tensor.detach().contiguous()
+    meta = dict(metadata or {})
+    meta[ALIASES_KEY] = json.dumps(aliases)
+    save_file(unique, str(path), metadata=meta)
+
+
+def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``(tensors, metadata)`` from :func:`save_tensors`; aliased names point at the same tensor again."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise BackendError(f"{path}: weights file not found")
+    tensors = {}
+    with safe_open(str(path), framework="pt") as f:
+        metadata = dict(f.metadata() or {})
+        for name in f.keys():
+            tensors[name] = f.get_tensor(name)
+    for alias, target in json.loads(metadata.pop(ALIASES_KEY, "{}")).items():
+        tensors[alias] = tensors[target]
+    return tensors, metadata
+
+
+def save_tokenizer_and_config(model_or_config, tokenizer, out: str | Path) -> None:
+    """Save the HF config (and generation config) and the tokenizer next to the weights."""
+    config = getattr(model_or_config, "config", model_or_config)
+    config.save_pretrained(out)
+    generation_config = getattr(model_or_config, "generation_config", None)
+    if generation_config is not None:
+        generation_config.save_pretrained(out)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+
+
+def check_no_meta_tensors(model: torch.nn.Module, path: str | Path) -> None:
+    """After loading into a meta-device skeleton, every tensor must have been filled from the file."""
+    missing = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.device.type == "meta"]
+    if missing:
+        raise BackendError(f"{path}: weights file lacks {len(missing)} tensors, e.g. {missing[:3]} (corrupt or wrong artifact)")
+
+
+# ----------------------------------------------------------------------------- helpers for the backends
+
+
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as err:
+        raise BackendError(f"{path}: cannot load the tokenizer saved with the artifact: {str(err).splitlines()[0]}") from None
+
+
+def parameters_from_artifact(meta: dict, path: str | Path) -> int:
+    if "parameters" not in meta:
+        raise BackendError(f"{Path(path) / ARTIFACT_FILE}: missing field 'parameters'")
+    return int(meta["parameters"])

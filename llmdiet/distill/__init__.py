@@ -1,0 +1,11 @@
+"""Distillation: teach a student seq2seq model from a teacher.
+
+- ``losses.py``: the distillation losses as pure float32 functions (masked, T²-scaled, token-normalised).
+- ``trainer.py``: ``DistillationTrainer``, a ``Seq2SeqTrainer`` subclass with a frozen teacher.
+- ``job.py``: ``llmdiet distill`` / ``recipes/distill.py`` — the configuration dataclasses, presets and outputs.
+- ``teacher_cache.py``: the teacher's top-k log-probs computed once (KD without a teacher forward).
+- ``pseudo_labels.py``: sequence-level KD targets (the teacher's beam translations), cached.
+
+May import: the core modules, ``llmdiet.demo``, ``llmdiet.engines`` and ``llmdiet.evaluation``
+(in-training BLEU and teacher translations go through the eval harness's code). Never ``study``.
+"""

@@ -1,0 +1,330 @@
+"""The distillation job: configuration, data, models, ``DistillationTrainer``, outputs.
+
+``recipes/distill.py`` and ``llmdiet distill`` both call :func:`main`. Defaults reproduce the
+reference study: teacher ``google/flan-t5-large``, student ``google/flan-t5-small``, Parallel
+Global Voices En->Fr rows [0, 10000) for training and [10000, 12000) for evaluation, AdamW,
+learning rate 1e-5, alpha 0.5. ``--preset demo`` runs everything offline on tiny local models.
+
+Outputs in ``--output_dir``: the student (``save_pretrained``, safetensors) and its tokenizer,
+``training_log.json`` (the Trainer's log history plus run metadata), ``loss_curve.png``
+(total, CE, KD) and the Trainer's ``checkpoint-*`` folders for ``--resume_from_checkpoint``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from llmdiet.config import ConfigError, check_range, parse_config
+from llmdiet.demo import DEMO_MODEL_PREFIX
+from llmdiet.modeling import resolve_model
+from llmdiet.data import DataError, SkipReport, read_hub_dataset, read_parallel_file, take_rows, tokenize_rows
+from llmdiet.modeling import load_seq2seq, parse_dtype
+from llmdiet.provenance import provenance
+
+logger = logging.getLogger(__name__)
+
+
+
+
+@dataclass
+class DistillationArguments:
+    teacher_model: str = field(default="google/flan-t5-large", metadata={"help": "Teacher: hub id or local directory."})
+    student_model: str = field(
+        default="google/flan-t5-small", metadata={"help": "Student initialisation: hub id or local directory."}
+    )
+    tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer (default: the student's)."})
+    alpha: float = field(
+        default=0.5,
+        metadata={"help": "Weight of the teacher term in [0, 1]: loss = alpha*T^2*KL(teacher||student) + "
+                          "(1-alpha)*CE(labels). 0 is plain fine-tuning (no teacher forward)."},
+    )
+    temperature: float = field(default=2.0, metadata={"help": "Softmax temperature T of the KD term (> 0)."})
+    teacher_dtype: str = field(
+        default="float32", metadata={"help": "Teacher precision: float32 or bfloat16 (never float16 for T5).",
+                                     "choices": ["float32", "bfloat16"]}
+    )
+
+    teacher_cache: str | None = field(
+        default=None,
+        metadata={"help": "Directory of cached teacher top-k log-probs (built there on first use, resumable). "
+                          "Training then needs no teacher forward; KD uses a top-k + tail distribution."},
+    )
+    teacher_cache_topk: int = field(default=32, metadata={"help": "k of the teacher cache (>= 1)."})
+    sequence_kd: str = field(
+        default="off",
+        metadata={"help": "Sequence-level KD: train on the teacher's beam-search translations of the training "
+                          "sources instead of ('replace') or besides ('mix') the references.",
+                  "choices": ["off", "replace", "mix"]},
+    )
+    sequence_kd_file: str | None = field(
+        default=None, metadata={"help": "JSONL cache of teacher translations (default: OUTPUT_DIR/teacher_translations.jsonl); "
+                                        "an interrupted generation resumes from it."},
+    )
+    sequence_kd_beams: int = field(default=4, metadata={"help": "Beam size for the teacher's translations (>= 1)."})
+
+    def __post_init__(self):
+        check_range("teacher_cache_topk", self.teacher_cache_topk, 1)
+        check_range("sequence_kd_beams", self.sequence_kd_beams, 1)
+        check_range("alpha", self.alpha, 0.0, 1.0)
+        check_range("temperature", self.temperature, 0.0, low_open=True)
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str = field(
+        default="Nicolas-BZRD/Parallel_Global_Voices_English_French",
+        metadata={"help": "Hub dataset id (ignored when --data_files is given)."},
+    )
+    dataset_revision: str | None = field(default=None, metadata={"help": "Hub dataset revision (commit) to pin."})
+    dataset_split: str = field(default="train", metadata={"help": "Hub dataset split to slice from."})
+    data_files: str | None = field(
+        default=None, metadata={"help": "Local JSONL/JSON/TSV/CSV/Parquet file with parallel rows (replaces the hub dataset)."}
+    )
+    source_column: str = field(default="en", metadata={"help": "Column holding the source text."})
+    target_column: str = field(default="fr", metadata={"help": "Column holding the target text."})
+    train_start: int = field(default=0, metadata={"help": "First training row (rows are taken in file order)."})
+    train_rows: int = field(default=10_000, metadata={"help": "Number of training rows."})
+    eval_rows: int = field(default=2_000, metadata={"help": "Held-out rows right after the training rows (0: none)."})
+    source_prefix: str = field(default="translate English to French: ", metadata={"help": "Prompt prefix of every source."})
+    max_source_length: int = field(default=256, metadata={"help": "Sources longer than this are truncated (and counted)."})
+    max_target_length: int = field(default=256, metadata={"help": "Targets longer than this are truncated (and counted)."})
+    skip_bad_rows: bool = field(
+        default=False, metadata={"help": "Skip (and count in the log) empty/malformed rows instead of failing."}
+    )
+
+    def __post_init__(self):
+        check_range("train_start", self.train_start, 0)
+        check_range("train_rows", self.train_rows, 1)
+        check_range("eval_rows", self.eval_rows, 0)
+        check_range("max_source_length", self.max_source_length, 1)
+        check_range("max_target_length", self.max_target_length, 1)
+
+
+def reference_defaults() -> dict:
+    """The study's settings that differ from the Trainer's own defaults."""
+    return {"learning_rate": 1e-5, "optim": "adamw_torch", "output_dir": "runs/distill", "report_to": "none",
+            "per_device_train_batch_size": 8, "per_device_eval_batch_size": 8, "num_train_epochs": 3,
+            "eval_strategy": "epoch", "save_strategy": "epoch", "save_total_limit": 2, "logging_steps": 50,
+            "predict_with_generate": False}
+
+
+def demo_preset() -> dict:
+    from llmdiet.demo import DEMO_EN_FR, DEMO_TRAIN_ROWS
+
+    return {
+        **reference_defaults(),
+        "teacher_model": DEMO_MODEL_PREFIX + "teacher", "student_model": DEMO_MODEL_PREFIX + "student",
+        "data_files": str(DEMO_EN_FR), "source_column": "en", "target_column": "fr",
+        "train_rows": DEMO_TRAIN_ROWS, "eval_rows": 200, "max_source_length": 64, "max_target_length": 64,
+        "output_dir": "runs/distill-demo", "learning_rate": 3e-3, "num_train_epochs": 6,
+        "per_device_train_batch_size": 32, "per_device_eval_batch_size": 64, "logging_steps": 10,
+        "eval_strategy": "epoch", "save_strategy": "epoch", "save_total_limit": 2, "seed": 0, "warmup_ratio": 0.05,
+        "dataloader_num_workers": 0, "disable_tqdm": False,
+        "predict_with_generate": True, "generation_max_length": 32, "metric_for_best_model": "bleu",
+        "load_best_model_at_end": True,
+    }
+
+
+PRESETS = {"reference": reference_defaults, "demo": demo_preset}
+
+
+def load_splits(data: DataArguments):
+    """Training and evaluation rows, validated, with a report of skipped rows."""
+    report = SkipReport()
+    need = data.train_start + data.train_rows + data.eval_rows
+    if data.data_files:
+        rows = read_parallel_file(data.data_files, data.source_column, data.target_column,
+                                  skip_bad_rows=data.skip_bad_rows, report=report)
+        what = data.data_files
+    else:
+        rows = read_hub_dataset(data.dataset_name, data.source_column, data.target_column, split=data.dataset_split,
+                                revision=data.dataset_revision, start=0, stop=need,
+                                skip_bad_rows=data.skip_bad_rows, report=report)
+        what = f"dataset '{data.dataset_name}'"
+    report.log(what)
+    train = take_rows(rows, data.train_start, data.train_rows, f"{what} (training split)")
+    evaluation = take_rows(rows, data.train_start + data.train_rows, data.eval_rows, f"{what} (evaluation split)")
+    return train, evaluation, report
+
+
+def plot_loss_curve(log_history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label in (("loss", "total"), ("ce", "CE (labels)"), ("kd", "KD (KL, before alpha*T^2)")):
+        points = [(e["step"], e[key]) for e in log_history if key in e and "step" in e]
+        if points:
+            ax.plot(*zip(*points), label=label)
+    for key, label in (("eval_loss", "eval total"), ("eval_ce", "eval CE"), ("eval_kd", "eval KD")):
+        points = [(e["step"], e[key]) for e in log_history if key in e]
+        if points:
+            ax.plot(*zip(*points), "o--", label=label)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title("distillation losses")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def build_compute_metrics(tokenizer):
+    """BLEU/chrF/ROUGE-L of generated eval translations (used with ``--predict_with_generate``)."""
+    import numpy as np
+
+    from llmdiet.evaluation.metrics import corpus_scores
+
+    def compute_metrics(prediction) -> dict:
+        preds, labels = prediction.predictions, prediction.label_ids
+        preds = np.where(preds < 0, tokenizer.pad_token_id, preds)  # the Trainer pads with -100
+        labels = np.where(labels < 0, tokenizer.pad_token_id, labels)
+        hyps = [t.strip() for t in tokenizer.batch_decode(preds, skip_special_tokens=True)]
+        refs = [t.strip() for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
+        scores = corpus_scores(hyps, refs)
+        return {k: round(scores[k], 4) for k in ("bleu", "chrf", "rougeL")}
+
+    return compute_metrics
+
+
+def _resume_target(value: str | None, output_dir: str) -> str | None:
+    if value in (None, "", "False", "false"):
+        return None
+    if value in ("latest", "auto", "True", "true"):
+        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        if last is None:
+            raise ConfigError(f"--resume_from_checkpoint {value}: no checkpoint-* folder in {output_dir}")
+        return last
+    if not Path(value).is_dir():
+        raise ConfigError(f"--resume_from_checkpoint: checkpoint folder '{value}' not found")
+    return value
+
+
+def _sequence_kd_rows(args, data, training, teacher_path, train_rows):
+    from llmdiet.distill.pseudo_labels import apply_pseudo_labels, generate_pseudo_labels
+
+    path = args.sequence_kd_file or str(Path(training.output_dir) / "teacher_translations.jsonl")
+    with training.main_process_first(desc="teacher translations"):  # rank 0 generates, the others read
+        targets = generate_pseudo_labels(teacher_path, train_rows, data.source_prefix, path,
+                                         num_beams=args.sequence_kd_beams, max_new_tokens=data.max_target_length,
+                                         batch_size=training.per_device_eval_batch_size, device=str(training.device),
+                                         dtype=args.teacher_dtype)
+    return apply_pseudo_labels(train_rows, targets, args.sequence_kd)
+
+
+def _with_teacher_cache(args, teacher, teacher_path, train_ds, collator, training):
+    """Build (or finish) the cache on rank 0, then wrap the collator to serve it."""
+    from llmdiet.distill.teacher_cache import INDEX_COLUMN, CachedTeacherCollator, TeacherCache, build_teacher_cache
+
+    with training.main_process_first(desc="teacher cache"):
+        if training.process_index == 0:
+            build_teacher_cache(teacher.to(training.device), train_ds, collator, args.teacher_cache,
+                                k=args.teacher_cache_topk, temperature=args.temperature,
+                                batch_size=training.per_device_eval_batch_size, teacher_name=teacher_path)
+    cache = TeacherCache(args.teacher_cache)
+    cache.check_matches(train_ds["labels"], args.temperature)
+    training.remove_unused_columns = False  # keep the example index for the collator
+    return CachedTeacherCollator(collator, cache), train_ds.add_column(INDEX_COLUMN, list(range(len(train_ds))))
+
+
+def run(args: DistillationArguments, data: DataArguments, training: Seq2SeqTrainingArguments, command=None) -> dict:
+    """Train and save; returns the summary written to ``training_log.json``."""
+    from llmdiet.distill.trainer import DistillationTrainer
+
+    teacher_path, student_path = resolve_model(args.teacher_model), resolve_model(args.student_model)
+    student, tokenizer = load_seq2seq(student_path, tokenizer_path=args.tokenizer and resolve_model(args.tokenizer))
+    teacher = None
+    if args.alpha > 0:
+        teacher, _ = load_seq2seq(teacher_path, dtype=parse_dtype(args.teacher_dtype))
+    train_rows, eval_rows, skipped = load_splits(data)
+    if args.sequence_kd != "off":
+        train_rows = _sequence_kd_rows(args, data, training, teacher_path, train_rows)
+    train_ds, train_trunc = tokenize_rows(train_rows, tokenizer, data.source_prefix, data.max_source_length,
+                                          data.max_target_length)
+    eval_ds, eval_trunc = (None, None)
+    if eval_rows:
+        eval_ds, eval_trunc = tokenize_rows(eval_rows, tokenizer, data.source_prefix, data.max_source_length,
+                                            data.max_target_length)
+    elif training.eval_strategy != "no":
+        training.eval_strategy = "no"
+    collator = train_collator = DataCollatorForSeq2Seq(tokenizer, model=student, label_pad_token_id=-100)
+    if args.teacher_cache and teacher is not None:
+        train_collator, train_ds = _with_teacher_cache(args, teacher, teacher_path, train_ds, collator, training)
+        if eval_ds is None:
+            teacher = None  # training reads the cache; the live teacher is only kept for eval losses
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, alpha=args.alpha, temperature=args.temperature, args=training,
+        train_dataset=train_ds, eval_dataset=eval_ds, data_collator=train_collator, processing_class=tokenizer,
+        compute_metrics=build_compute_metrics(tokenizer) if training.predict_with_generate and eval_ds else None,
+    )
+    result = trainer.train(resume_from_checkpoint=_resume_target(training.resume_from_checkpoint, training.output_dir))
+    trainer.save_model(training.output_dir)  # student + tokenizer only; the teacher is never saved
+    summary = {
+        "train_metrics": result.metrics,
+        "global_step": trainer.state.global_step,
+        "log_history": trainer.state.log_history,
+        "distillation": asdict(args),
+        "data": asdict(data),
+        "resolved_models": {"teacher": teacher_path if teacher is not None else None, "student": student_path},
+        "truncation": {"train": train_trunc.as_dict(), "eval": eval_trunc.as_dict() if eval_trunc else None},
+        "skipped_rows": {"total": skipped.total, "by_reason": dict(skipped.reasons)},
+        "provenance": provenance(seed=training.seed, command=command),
+        "world_size": trainer.accelerator.num_processes,
+    }
+    if trainer.is_world_process_zero():
+        out = Path(training.output_dir)
+        (out / "training_log.json").write_text(json.dumps(summary, indent=2, default=str))
+        plot_loss_curve(trainer.state.log_history, out / "loss_curve.png")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    is_demo = "demo" in argv and ("--preset" in argv or "--preset=demo" in argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "--use_cpu" not in argv:
+        import torch
+
+        if not torch.cuda.is_available():  # several CPU processes (torchrun/accelerate): DDP over gloo
+            argv += ["--use_cpu", "true"]
+    args, data, training = parse_config(
+        (DistillationArguments, DataArguments, Seq2SeqTrainingArguments), argv, presets=PRESETS,
+        prog="recipes/distill.py",
+        description="Distil a seq2seq teacher into a student: loss = alpha*T^2*KL(teacher||student) + (1-alpha)*CE.",
+        default_preset="reference",
+    )
+    if is_demo:
+        from llmdiet.demo import DEMO_BANNER
+
+        print(DEMO_BANNER, flush=True)
+    summary = run(args, data, training, command=["llmdiet", "distill", *argv])
+    if training.process_index == 0:
+        final = [e for e in summary["log_history"] if "loss" in e]
+        if final:
+            first, last = final[0], final[-1]
+            print(f"\nstudent saved to {training.output_dir} after {summary['global_step']} steps; "
+                  f"loss {first['loss']:.3f} -> {last['loss']:.3f}, CE {first.get('ce', float('nan')):.3f} -> "
+                  f"{last.get('ce', float('nan')):.3f}, KD {first.get('kd', float('nan')):.3f} -> {last.get('kd', float('nan')):.3f}")
+        bleu = [e["eval_bleu"] for e in summary["log_history"] if "eval_bleu" in e]
+        if bleu:
+            print(f"eval BLEU per evaluation: {', '.join(f'{b:.1f}' for b in bleu)} "
+                  f"(saved model: {'best' if training.load_best_model_at_end else 'last'})")
+        print(f"training log: {Path(training.output_dir) / 'training_log.json'}; "
+              f"loss curve: {Path(training.output_dir) / 'loss_curve.png'}")
+        if is_demo:
+            from llmdiet.demo import DEMO_BANNER
+
+            print(DEMO_BANNER)
+    return 0
+
+
+__all__ = ["DistillationArguments", "DataArguments", "main", "run", "DataError"]

@@ -1,0 +1,108 @@
+"""``DistillationTrainer``: a ``Seq2SeqTrainer`` whose loss is ``alpha*T^2*KD + (1-alpha)*CE``.
+
+The teacher is frozen (``eval()``, ``requires_grad_(False)``, ``torch.no_grad()``), prepared by
+accelerate in evaluation mode (so never wrapped in DDP), and is not an attribute of the
+student: checkpoints hold the student only. Teacher and student see the same encoder inputs,
+attention mask and ``decoder_input_ids`` (the labels shifted right by the collator).
+
+With a teacher cache (``llmdiet.distill.teacher_cache``) the batches carry the teacher's top-k
+log-probabilities instead, no teacher is loaded, and the KD term is
+:func:`~llmdiet.distill.losses.topk_distillation_loss`.
+
+The loss is normalised by the number of valid target tokens in the whole accumulated
+(and, with ``average_tokens_across_devices``, all-process) batch that the Trainer passes as
+``num_items_in_batch``, so gradient accumulation and DDP give the full-batch gradient.
+CE and KD are logged separately next to the Trainer's ``loss`` (``ce``, ``kd``; ``eval_ce``,
+``eval_kd``), so every ``report_to`` integration sees them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from transformers import PreTrainedModel, Seq2SeqTrainer
+
+from llmdiet.distill.losses import IGNORE_INDEX, distillation_loss, topk_distillation_loss
+
+
+class DistillationTrainer(Seq2SeqTrainer):
+    def __init__(self, *args, teacher_model: PreTrainedModel | None = None, alpha: float = 0.5,
+                 temperature: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.alpha, self.temperature = alpha, temperature
+        self.teacher = None
+        if alpha > 0 and teacher_model is not None:
+            student_vocab = self.accelerator.unwrap_model(self.model).config.vocab_size
+            if teacher_model.config.vocab_size != student_vocab:
+                raise ValueError(
+                    f"teacher vocab size {teacher_model.config.vocab_size} != student vocab size {student_vocab}: "
+                    "logit distillation needs a shared vocabulary"
+                )
+            if teacher_model.dtype == torch.float16:
+                raise ValueError("the teacher must run in float32 or bfloat16: T5 overflows in float16")
+            teacher_model.eval().requires_grad_(False)
+            self.teacher = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
+        # We normalise by num_items_in_batch ourselves, so the Trainer must pass it and must not
+        # divide again by the accumulation steps.
+        self.model_accepts_loss_kwargs = True
+        self._parts = {"train": defaultdict(float), "eval": defaultdict(float)}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"]
+        cached = {k: inputs[k] for k in ("teacher_topk_ids", "teacher_topk_logprobs") if k in inputs}
+        model_inputs = {k: v for k, v in inputs.items() if k != "labels" and k not in cached}
+        if "decoder_input_ids" not in model_inputs:
+            shift = self.accelerator.unwrap_model(model)._shift_right
+            model_inputs["decoder_input_ids"] = shift(labels.masked_fill(labels == IGNORE_INDEX, 0))
+        outputs = model(**model_inputs, use_cache=False)
+        if cached and self.alpha > 0:  # teacher top-k log-probs from llmdiet.distill.teacher_cache
+            parts = topk_distillation_loss(outputs.logits, cached["teacher_topk_ids"], cached["teacher_topk_logprobs"],
+                                           labels, self.alpha, self.temperature, num_valid_tokens=num_items_in_batch)
+        else:
+            if self.teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = self.teacher(**model_inputs, use_cache=False).logits
+            elif self.alpha > 0:
+                raise ValueError("alpha > 0 needs a teacher_model or cached teacher log-probs in the batch")
+            else:  # alpha == 0: plain fine-tuning, no teacher forward
+                teacher_logits = outputs.logits.detach()
+            parts = distillation_loss(outputs.logits, teacher_logits, labels, self.alpha, self.temperature,
+                                      num_valid_tokens=num_items_in_batch)
+        loss = parts.loss
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            # num_items_in_batch counts all processes' tokens; DDP averages gradients over processes.
+            loss = loss * self.accelerator.num_processes
+
+        # Running token-weighted sums of the parts for logging (local process).
+        split = "train" if model.training else "eval"
+        tokens = parts.num_tokens.float()
+        scale = (num_items_in_batch if num_items_in_batch is not None else parts.num_tokens.clamp(min=1)).float()
+        acc = self._parts[split]
+        acc["ce"] += (parts.ce * scale).item()
+        acc["kd"] += (parts.kd * scale).item()
+        acc["tokens"] += tokens.item()
+        outputs.loss = loss
+        return (loss, outputs) if return_outputs else loss
+
+    def _pop_parts(self, split: str) -> dict[str, float]:
+        acc = self._parts[split]
+        sums = torch.tensor([acc["ce"], acc["kd"], acc["tokens"]], dtype=torch.float64, device=self.args.device)
+        if self.accelerator.num_processes > 1:
+            sums = self.accelerator.reduce(sums, reduction="sum")
+        acc.clear()
+        ce, kd, tokens = sums.tolist()
+        if tokens == 0:
+            return {}
+        return {"ce": round(ce / tokens, 6), "kd": round(kd / tokens, 6)}
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            logs.update(self._pop_parts("train"))
+        elif "eval_loss" in logs:
+            logs.update({f"eval_{k}": v for k, v in self._pop_parts("eval").items()})
+        super().log(logs, start_time)

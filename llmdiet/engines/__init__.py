@@ -1,0 +1,121 @@
+"""Engines: one interface (a "backend") for every way llmdiet runs a model.
+
+A backend turns a batch of source strings into hypotheses. The eval harness
+(``llmdiet eval``), the benchmarks and the quantizers all go through this
+interface, so every method is timed and scored by the same code.
+
+Backends register themselves by name with :func:`register_backend`; modules that
+provide them are imported lazily by :func:`load_backend` (see ``_BACKEND_MODULES``)
+so that optional engines (ONNX Runtime, CTranslate2, ...) cost nothing unless used.
+
+A quantized artifact directory carries ``llmdiet_artifact.json`` with at least
+``{"method": ..., "backend": ...}``; :func:`detect_backend` reads it so that
+``--backend auto`` picks the right loader.
+
+May import: the core modules and ``llmdiet.quantize`` (the loaders of each artifact format).
+Never ``evaluation``, ``distill`` or ``study``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from llmdiet.artifacts import ARTIFACT_FILE, BackendError  # noqa: F401  (re-exported; the artifact format lives below the engines)
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 128
+    min_new_tokens: int = 0  # set equal to max_new_tokens for fixed-length timing runs
+    num_beams: int = 1
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Translation:
+    hypothesis: str
+    generated_tokens: int  # tokens produced by the decoder, excluding padding and the start token
+
+
+class TranslationBackend(ABC):
+    """Loads one model artifact and translates batches of already-prefixed sources."""
+
+    name: str = "abstract"
+
+    @abstractmethod
+    def translate(self, sources: list[str], settings: GenerationSettings) -> list[Translation]:
+        """Translate one batch; ``sources`` already carry the task prefix."""
+
+    @abstractmethod
+    def size_info(self) -> dict:
+        """``{"parameters": int, "disk_bytes": int, "memory_bytes": int, ...}`` for the loaded artifact."""
+
+    def describe(self) -> dict:
+        """Backend name, device, dtype and anything else that identifies how the model runs."""
+        return {"backend": self.name}
+
+
+BackendFactory = Callable[..., TranslationBackend]
+_REGISTRY: dict[str, BackendFactory] = {}
+
+# backend name -> module that registers it (imported on first use)
+_BACKEND_MODULES: dict[str, str] = {
+    "torch-fp32": "llmdiet.engines.torch_engine",
+    "torch-bf16": "llmdiet.engines.torch_engine",
+    "dynamic-int8": "llmdiet.engines.torch_dynamic",
+    "onnx-fp32": "llmdiet.engines.onnx",
+    "onnx-dynamic-int8": "llmdiet.engines.onnx",
+    "onnx-static-int8": "llmdiet.engines.onnx",
+    "ct2-int8": "llmdiet.engines.ct2",
+    "quanto-int8": "llmdiet.engines.gpu_int8",
+    "torchao-int8": "llmdiet.engines.gpu_int8",
+}
+
+
+def register_backend(name: str, module: str | None = None):
+    """Class/function decorator: ``@register_backend("torch-fp32")``."""
+
+    def wrap(factory: BackendFactory) -> BackendFactory:
+        _REGISTRY[name] = factory
+        if module:
+            _BACKEND_MODULES[name] = module
+        return factory
+
+    return wrap
+
+
+def known_backends() -> list[str]:
+    return sorted(set(_BACKEND_MODULES) | set(_REGISTRY))
+
+
+def detect_backend(model_path: str | Path) -> str:
+    """The backend named in an artifact's ``llmdiet_artifact.json``, else ``torch-fp32``."""
+    meta = Path(model_path) / ARTIFACT_FILE
+    if meta.is_file():
+        try:
+            return json.loads(meta.read_text())["backend"]
+        except (json.JSONDecodeError, KeyError) as err:
+            raise BackendError(f"{meta}: not a valid llmdiet artifact description ({err})") from None
+    return "torch-fp32"
+
+
+def load_backend(name: str, model_path: str, device: str = "cpu", **options) -> TranslationBackend:
+    """Instantiate backend ``name`` ('auto' reads the artifact) for ``model_path``."""
+    if name == "auto":
+        name = detect_backend(model_path)
+    if name not in _REGISTRY:
+        module = _BACKEND_MODULES.get(name)
+        if module is None:
+            raise BackendError(f"unknown backend '{name}' (known: {', '.join(known_backends())})")
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise BackendError(f"backend '{name}' needs a library that is not installed: {err}") from None
+    return _REGISTRY[name](model_path, device=device, **options)

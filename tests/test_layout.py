@@ -1,0 +1,63 @@
+"""The package's layering: lower layers never import higher ones (module-level or inside functions)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "llmdiet"
+
+# layer of each top-level part of llmdiet; a module may import only parts of its own layer or below
+LAYERS = {
+    "config": 0, "data": 0, "modeling": 0, "provenance": 0, "shapes": 0, "artifacts": 0, "demo": 0, "console": 0,
+    "quantize": 1,
+    "engines": 2,
+    "evaluation": 3,
+    "distill": 4,
+    "study": 5,
+    "api": 6, "cli": 6, "__init__": 6, "metrics_modules": 3,
+}
+
+
+def _part(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names if alias.name.startswith("llmdiet")]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("llmdiet") and node.level == 0:
+            found.append((node.lineno, node.module))
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:
+            found.append((node.lineno, f"<relative {node.module}>"))
+    return found
+
+
+def test_every_part_has_a_layer():
+    parts = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()
+             if (p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").exists()))}
+    assert parts <= set(LAYERS), f"parts without a layer: {sorted(parts - set(LAYERS))}"
+
+
+def test_no_upward_or_relative_imports():
+    problems = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        module = ".".join(rel.parts)
+        layer = LAYERS[_part(module)]
+        for line, imported in _imports(path):
+            if imported.startswith("<relative"):
+                problems.append(f"{rel}.py:{line}: relative import {imported}")
+                continue
+            if imported == "llmdiet":
+                continue
+            target = LAYERS.get(_part(imported))
+            if target is None:
+                problems.append(f"{rel}.py:{line}: imports unknown part {imported}")
+            elif target > layer:
+                problems.append(f"{rel}.py:{line}: {module} (layer {layer}) imports {imported} (layer {target})")
+    assert not problems, "\n".join(problems)
