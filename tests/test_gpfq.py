@@ -98,3 +98,58 @@ def test_model_level_gpfq_beats_rtn_and_reports_packed_size(tiny_teacher, tiny_t
     fp32 = sum(p.numel() * 4 for p in tiny_teacher.parameters())
     assert gpfq.as_dict()["fp32_bytes"] == fp32
     assert gpfq.packed_bytes == (n_linear * 3 + 7) // 8 + 4 * gpfq.layers + (fp32 - 4 * n_linear)
+
+
+def _expected_groups(model):
+    """q/k/v share an input, wi_0/wi_1 share one, cross-attention k/v read the encoder output; all else alone."""
+    groups = []
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        last = groups[-1][-1] if groups else ""
+        joins = (name.endswith((".SelfAttention.k", ".SelfAttention.v")) or name.endswith(".wi_1")
+                 or name.endswith(".EncDecAttention.v"))
+        if joins and last.rsplit(".", 1)[0] == name.rsplit(".", 1)[0]:
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+    return groups
+
+
+def test_linear_groups_follow_shared_inputs_not_allocator_addresses(demo_assets, tiny_tokenizer):
+    from transformers import AutoModelForSeq2SeqLM
+
+    from llmdiet.quantize.lowbit import _linear_order
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(demo_assets.teacher).eval()
+    batch = tiny_tokenizer(["translate English to French: the cat sleeps", "a"], return_tensors="pt", padding=True)
+    labels = tiny_tokenizer(text_target=["le chat dort", "b"], return_tensors="pt", padding=True)["input_ids"]
+    batch = {**batch, "labels": labels, "decoder_input_ids": model._shift_right(labels)}
+    expected = _expected_groups(model)
+    for _ in range(3):  # allocator state differs between calls; the grouping must not
+        junk = [torch.empty(n * 97) for n in range(1, 50)]
+        assert _linear_order(model, batch) == expected
+        del junk
+
+
+def test_gpfq_is_deterministic(demo_assets, tiny_tokenizer):
+    import copy
+
+    from transformers import AutoModelForSeq2SeqLM
+
+    from llmdiet.quantize.lowbit import quantize_linears
+
+    base = AutoModelForSeq2SeqLM.from_pretrained(demo_assets.teacher).eval()
+    sources = ["translate English to French: the cat sleeps", "translate English to French: a dog runs home"]
+    enc = tiny_tokenizer(sources, return_tensors="pt", padding=True)
+    labels = tiny_tokenizer(text_target=["le chat dort", "un chien rentre"], return_tensors="pt", padding=True)["input_ids"]
+    labels[labels == tiny_tokenizer.pad_token_id] = -100
+    calib = [{**enc, "labels": labels, "decoder_input_ids": base._shift_right(labels)}]
+    runs = []
+    for _ in range(2):
+        model = copy.deepcopy(base)
+        quantize_linears(model, "gpfq", 3, calib)
+        runs.append({k: v.clone() for k, v in model.state_dict().items()})
+        junk = [torch.empty(n * 131) for n in range(1, 40)]  # disturb the allocator between runs
+        del junk
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])

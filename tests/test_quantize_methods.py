@@ -175,13 +175,22 @@ def test_onnx_graphs_are_int8(artifacts):
         graph = onnx.load(str(artifacts(method)[0] / name)).graph
         return {n.op_type for n in graph.node}, {i.data_type for i in graph.initializer}
 
+    # 8-bit weights of whichever signedness the instruction set's config uses (avx2: UINT8, avx512/vnni/arm64: INT8),
+    # as recorded in the artifact.
+    onnx_type = {"QInt8": onnx.TensorProto.INT8, "QUInt8": onnx.TensorProto.UINT8}
+    for method in ("onnx-dynamic-int8", "onnx-static-int8"):
+        meta = artifacts(method)[1]
+        assert meta["instruction_set"] in ("avx512_vnni", "avx512", "avx2", "arm64")
+        assert meta["weight_type"] in onnx_type
     for name in ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx"):
         ops, _ = op_types("onnx-fp32", name)
         assert not ops & {"MatMulInteger", "QuantizeLinear", "DynamicQuantizeLinear"}
         ops, types = op_types("onnx-dynamic-int8", name)
-        assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops and onnx.TensorProto.INT8 in types
+        assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+        assert onnx_type[artifacts("onnx-dynamic-int8")[1]["weight_type"]] in types
         ops, types = op_types("onnx-static-int8", name)
-        assert {"QuantizeLinear", "DequantizeLinear"} <= ops and onnx.TensorProto.INT8 in types
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+        assert onnx_type[artifacts("onnx-static-int8")[1]["weight_type"]] in types
     meta = artifacts("onnx-static-int8")[1]
     assert all(count > 0 for count in meta["calibration_feeds"].values()), meta["calibration_feeds"]
     assert set(meta["calibration_feeds"]) == {"encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx"}
@@ -220,3 +229,22 @@ def test_dynamic_int8_per_channel_round_trip(demo_assets, fp32, tmp_path):
     assert weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
     reference = quantize_dynamic_int8(AutoModelForSeq2SeqLM.from_pretrained(demo_assets.teacher), per_channel=True)
     assert torch.equal(logits_of(reference, fp32["batch"]), logits_of(loaded, fp32["batch"]))
+
+
+@pytest.mark.parametrize("isa", ["avx2", "avx512_vnni"])
+def test_onnx_dynamic_int8_for_each_instruction_set(demo_assets, fp32, tmp_path, monkeypatch, isa):
+    """An artifact built for either x86 config (UINT8 weights for avx2, INT8 for VNNI) runs on this CPU
+    and records its weight type; the result does not depend on which CPU built or runs the test."""
+    import onnx
+
+    monkeypatch.setenv("LLMDIET_ONNX_ISA", isa)
+    meta = build_artifact(demo_assets.teacher, "onnx-dynamic-int8", tmp_path / isa)
+    expected = {"avx2": ("QUInt8", onnx.TensorProto.UINT8), "avx512_vnni": ("QInt8", onnx.TensorProto.INT8)}[isa]
+    assert (meta["instruction_set"], meta["weight_type"]) == (isa, expected[0])
+    graph = onnx.load(str(tmp_path / isa / "decoder_model.onnx")).graph
+    assert expected[1] in {i.data_type for i in graph.initializer}
+    assert "MatMulInteger" in {n.op_type for n in graph.node}
+    backend = load_backend("auto", str(tmp_path / isa))
+    hyps = [t.hypothesis for t in backend.translate(fp32["sources"][:16], GREEDY)]
+    same = sum(h == r for h, r in zip(hyps, fp32["hypotheses"][:16]))
+    assert same >= 15, f"{isa}: only {same}/16 greedy outputs equal fp32"

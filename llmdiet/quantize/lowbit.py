@@ -51,9 +51,21 @@ class LowBitReport:
 
 
 def _linear_order(model: nn.Module, batch: dict) -> list[list[str]]:
-    """Linear layer names in forward order, grouped when consecutive layers read the same input."""
-    calls: list[tuple[str, int]] = []
-    hooks = [m.register_forward_pre_hook(lambda mod, args, name=name: calls.append((name, args[0].data_ptr())))
+    """Linear layer names in forward order, grouped when consecutive layers read the same input tensor.
+
+    "The same input" is object identity with the previous call's input, which is kept alive until the next
+    call: comparing ``data_ptr()`` alone is not enough, because a freed input's memory can be handed to the
+    next layer's (different) input, which would group layers by accident of the allocator (and so make the
+    GPFQ result depend on what ran before).
+    """
+    calls: list[tuple[str, bool]] = []
+    previous: list[torch.Tensor | None] = [None]
+
+    def record(mod, args, name):
+        calls.append((name, args[0] is previous[0]))
+        previous[0] = args[0]
+
+    hooks = [m.register_forward_pre_hook(lambda mod, args, name=name: record(mod, args, name))
              for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     try:
         with torch.no_grad():
@@ -61,13 +73,14 @@ def _linear_order(model: nn.Module, batch: dict) -> list[list[str]]:
     finally:
         for h in hooks:
             h.remove()
+        previous[0] = None
     groups: list[list[str]] = []
     seen = set()
-    for i, (name, ptr) in enumerate(calls):
+    for i, (name, same_input) in enumerate(calls):
         if name in seen:
             continue
         seen.add(name)
-        if groups and i > 0 and calls[i - 1][1] == ptr and calls[i - 1][0] in groups[-1]:
+        if groups and i > 0 and same_input and calls[i - 1][0] in groups[-1]:
             groups[-1].append(name)
         else:
             groups.append([name])

@@ -41,10 +41,24 @@ ONNX_FILES = (ENCODER, DECODER, DECODER_WITH_PAST)
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # protobuf caps a single .onnx file at 2 GB
 
 
+ISA_TARGETS = ("avx512_vnni", "avx512", "avx2", "arm64")
+
+
 def cpu_instruction_set() -> str:
-    """The best optimum ``AutoQuantizationConfig`` target for this CPU: avx512_vnni, avx512, avx2 or arm64."""
+    """The best optimum ``AutoQuantizationConfig`` target for this CPU: avx512_vnni, avx512, avx2 or arm64.
+
+    ``LLMDIET_ONNX_ISA`` overrides the detection (e.g. to build an AVX2 artifact on an AVX-512 machine).
+    The choice changes the weight type: optimum's avx2 config stores UINT8 weights, the others INT8;
+    the artifact records both (``instruction_set``, ``weight_type``).
+    """
+    import os
     import platform
 
+    override = os.environ.get("LLMDIET_ONNX_ISA")
+    if override:
+        if override not in ISA_TARGETS:
+            raise BackendError(f"LLMDIET_ONNX_ISA={override!r}: use one of {', '.join(ISA_TARGETS)}")
+        return override
     if platform.machine().lower() in ("arm64", "aarch64"):
         return "arm64"
     flags: set[str] = set()
@@ -181,7 +195,8 @@ def quantize_onnx(model_path: str, out: str | Path, tokenizer, *, static: bool, 
     extra: dict = {"onnx_files": list(ONNX_FILES), "instruction_set": target, "per_channel": per_channel,
                    "quantization": "static int8 (QDQ, MinMax calibration; weight-bearing MatMul/Gather nodes)" if static
                    else "dynamic int8 (IntegerOps)",
-                   "operators_quantized": list(qconfig.operators_to_quantize)}
+                   "operators_quantized": list(qconfig.operators_to_quantize),
+                   "weight_type": qconfig.weights_dtype.name, "activation_type": qconfig.activations_dtype.name}
     with tempfile.TemporaryDirectory(prefix="llmdiet-onnx-", dir=out.parent) as tmp:
         export_dir = export_onnx(model_path, Path(tmp) / "fp32")
         feeds = None
