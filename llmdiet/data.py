@@ -5,7 +5,10 @@ Two sources of rows:
     ``Nicolas-BZRD/Parallel_Global_Voices_English_French``) through ``datasets.load_dataset``;
   * local files (JSONL, JSON, TSV, CSV, Parquet) through :func:`read_parallel_file`.
 
-Every row is checked: a missing file or column, a TSV row with the wrong number of
+TSV/CSV files have a header row unless the caller declares them headerless (``header=False``,
+the CLIs' ``--no_header``); a header that lacks the requested columns is an error, never data.
+CSV is parsed by the csv module (quoted fields with commas, quotes and newlines).
+Every row is checked: a missing file or column, a TSV/CSV record with the wrong number of
 fields, invalid UTF-8 and an empty source/target raise :class:`DataError` naming
 the file, the line/row and the field. With ``skip_bad_rows=True`` bad rows are
 skipped instead and counted in a :class:`SkipReport` that callers log. Never silent.
@@ -121,31 +124,51 @@ def _read_jsonl(path, src_col, tgt_col, skip, report):
         yield obj[src_col], obj[tgt_col], origin
 
 
-def _read_delimited(path, src_col, tgt_col, skip, report, delimiter):
-    lines = _decoded_lines(path, skip, report)
-    first = next(lines, None)
-    if first is None:
-        return
+def _records(path: Path, lines: list[tuple[int, str]], delimiter: str) -> Iterator[tuple[int, int, list[str]]]:
+    """``(first line, last line, fields)`` per record, parsed by the csv module.
+
+    CSV follows RFC 4180 (quoted fields may hold delimiters, quotes and newlines); TSV has no quoting:
+    a tab always separates fields and a newline always ends the record.
+    """
+    options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if delimiter == "\t" else {"delimiter": ",", "strict": True}
+    reader = csv.reader((text + "\n" for _, text in lines), **options)
+    consumed = 0
+    while True:
+        first = lines[consumed][0] if consumed < len(lines) else None
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            at = lines[min(reader.line_num, len(lines)) - 1][0]
+            raise DataError(f"{path}:{first}: malformed CSV record (lines {first}-{at}): {err}; "
+                            "quote fields that hold commas, quotes or newlines") from None
+        consumed = reader.line_num
+        yield first, lines[consumed - 1][0], fields
+
+
+def _read_delimited(path, src_col, tgt_col, skip, report, delimiter, header=True):
     kind = "TSV" if delimiter == "\t" else "CSV"
-    parse = (lambda s: s.split("\t")) if delimiter == "\t" else (lambda s: next(csv.reader([s])))
-    header = parse(first[1])
-    if src_col in header and tgt_col in header:
-        width, src_i, tgt_i = len(header), header.index(src_col), header.index(tgt_col)
-        body: Iterable = lines
-    elif kind == "TSV" and len(header) == 2:  # headerless two-column TSV: source <TAB> reference
+    records = _records(path, list(_decoded_lines(path, skip, report)), delimiter)
+    if header:
+        first = next(records, None)
+        if first is None:
+            return
+        names = [name.strip() for name in first[2]]
+        missing = [c for c in (src_col, tgt_col) if c not in names]
+        if missing:
+            raise DataError(
+                f"{path}:1: the header row has columns {names}, not the requested {missing} "
+                f"(source column '{src_col}', target column '{tgt_col}'); set the column names to ones in the header, "
+                f"or, if this {kind} has no header row, say so with --no_header (two columns: source, reference)"
+            )
+        width, src_i, tgt_i = len(names), names.index(src_col), names.index(tgt_col)
+    else:  # declared headerless: exactly two columns, source then reference
         width, src_i, tgt_i = 2, 0, 1
-        body = [first, *lines]
-    else:
-        missing = [c for c in (src_col, tgt_col) if c not in header]
-        raise DataError(
-            f"{path}:1: header has no column(s) {missing} (header: {header}); "
-            "set the column names, or give a headerless two-column TSV (source<TAB>reference)"
-        )
-    for lineno, line in body:
-        if not line.strip():
+    for first_line, last_line, fields in records:
+        if not any(f.strip() for f in fields):
             continue
-        fields = parse(line)
-        origin = f"{path}:{lineno}"
+        origin = f"{path}:{first_line}" if first_line == last_line else f"{path}:{first_line}-{last_line}"
         if len(fields) != width:
             msg = f"{origin}: expected {width} {kind} fields, found {len(fields)}"
             if skip:
@@ -188,8 +211,14 @@ def read_parallel_file(
     *,
     skip_bad_rows: bool = False,
     report: SkipReport | None = None,
+    header: bool = True,
 ) -> list[ParallelRow]:
-    """Read a local parallel file, validating every row (see module docstring)."""
+    """Read a local parallel file, validating every row (see module docstring).
+
+    TSV and CSV files have a header row naming their columns unless ``header=False`` says the file is
+    headerless (then it must have exactly two columns: source, reference). Nothing is guessed: a header
+    row that lacks the requested columns is an error, never data.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
@@ -201,8 +230,8 @@ def read_parallel_file(
     report = report if report is not None else SkipReport()
     reader = {
         "jsonl": _read_jsonl,
-        "tsv": lambda *a: _read_delimited(*a, delimiter="\t"),
-        "csv": lambda *a: _read_delimited(*a, delimiter=","),
+        "tsv": lambda *a: _read_delimited(*a, delimiter="\t", header=header),
+        "csv": lambda *a: _read_delimited(*a, delimiter=",", header=header),
         "parquet": _read_parquet,
     }[fmt]
     fields = (source_column, target_column)

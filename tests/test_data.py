@@ -31,7 +31,7 @@ def test_reads_every_format(tmp_path):
     for path in (jsonl, nested, tsv, csv_path, parquet):
         got = read_parallel_file(path, "en", "fr")
         assert [(r.source, r.target) for r in got] == rows, path
-    got = read_parallel_file(headerless, "source", "reference")
+    got = read_parallel_file(headerless, "source", "reference", header=False)
     assert [(r.source, r.target) for r in got] == rows
     assert got[1].origin == f"{headerless}:2"
 
@@ -46,7 +46,7 @@ def test_missing_column_names_line_and_columns(tmp_path):
     with pytest.raises(DataError, match=r"a.jsonl:1: no field 'fr' \(fields present: \['en', 'french'\]\)"):
         read_parallel_file(path, "en", "fr")
     csv_path = write(tmp_path / "b.csv", "english,fr\nHi.,Salut.\n")
-    with pytest.raises(DataError, match=r"b.csv:1: header has no column\(s\) \['en'\]"):
+    with pytest.raises(DataError, match=r"b.csv:1: the header row has columns \['english', 'fr'\], not the requested \['en'\]"):
         read_parallel_file(csv_path, "en", "fr")
 
 
@@ -138,3 +138,46 @@ def test_artifact_size_ignores_checkpoints_and_eval_runs(tmp_path):
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "eval_settings.json").write_bytes(b"x" * 1000)
     assert directory_bytes(tmp_path) == 110
+
+
+def test_header_with_other_columns_is_never_read_as_data(tmp_path):
+    """Before: a two-column TSV whose header named other columns was read as headerless (header = a pair)."""
+    tsv = write(tmp_path / "a.tsv", "english\tfrench\nHello.\tBonjour.\n")
+    with pytest.raises(DataError) as err:
+        read_parallel_file(tsv, "source", "reference")
+    msg = str(err.value)
+    assert "a.tsv:1:" in msg and "['english', 'french']" in msg and "['source', 'reference']" in msg
+    assert "--no_header" in msg and "\n" not in msg
+    # declared headerless, the same file is two data rows (the "header" too, because the user said so)
+    rows = read_parallel_file(tsv, "source", "reference", header=False)
+    assert [(r.source, r.target) for r in rows] == [("english", "french"), ("Hello.", "Bonjour.")]
+    csv_file = write(tmp_path / "a.csv", "english,french\nHello.,Bonjour.\n")
+    with pytest.raises(DataError, match=r"a.csv:1: the header row has columns"):
+        read_parallel_file(csv_file, "en", "fr")
+
+
+def test_headerless_file_needs_two_columns(tmp_path):
+    tsv = write(tmp_path / "h.tsv", "a\tb\nc\td\te\n")
+    with pytest.raises(DataError, match="h.tsv:2: expected 2 TSV fields, found 3"):
+        read_parallel_file(tsv, "source", "reference", header=False)
+
+
+def test_csv_quoted_fields_with_embedded_newlines_commas_and_quotes(tmp_path):
+    """Before: rejected line by line, and with --skip_bad_rows misaligned pairs were scored silently."""
+    text = ('en,fr\n'
+            '"Hello,\nworld.","Bonjour,\nle monde."\n'
+            '"He said ""hi"".","Il a dit « salut »."\n'
+            'Plain.,Simple.\n')
+    path = write(tmp_path / "q.csv", text)
+    rows = read_parallel_file(path, "en", "fr")
+    assert [(r.source, r.target) for r in rows] == [
+        ("Hello,\nworld.", "Bonjour,\nle monde."), ('He said "hi".', "Il a dit « salut »."), ("Plain.", "Simple.")]
+    assert [r.origin for r in rows] == [f"{path}:2-4", f"{path}:5", f"{path}:6"]  # both fields span lines
+    report = SkipReport()
+    assert len(read_parallel_file(path, "en", "fr", skip_bad_rows=True, report=report)) == 3 and report.total == 0
+
+
+def test_csv_unterminated_quote_names_the_record_and_line(tmp_path):
+    path = write(tmp_path / "bad.csv", 'en,fr\nOk.,Bien.\n"Open quote,Ouvert\nNext.,Suivant.\n')
+    with pytest.raises(DataError, match=r"bad.csv:3: malformed CSV record"):
+        read_parallel_file(path, "en", "fr")

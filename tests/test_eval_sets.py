@@ -119,7 +119,9 @@ def test_local_files_jsonl_csv_and_headerless_tsv(tmp_path):
     assert [(r.source, r.target) for r in rows] == [("Yes, sir.", "Oui, monsieur.")]
     tsv = tmp_path / "corpus.tsv"
     tsv.write_text("The cat.\tLe chat.\nA dog.\tUn chien.\n", encoding="utf-8")
-    assert [r.target for r in resolve_eval_set(str(tsv)).load()] == ["Le chat.", "Un chien."]
+    assert [r.target for r in resolve_eval_set(str(tsv), header=False).load()] == ["Le chat.", "Un chien."]
+    with pytest.raises(DataError, match=r"corpus.tsv:1: the header row has columns \['The cat.', 'Le chat.'\]"):
+        resolve_eval_set(str(tsv)).load()  # never guessed: a headerless file must be declared
 
 
 def test_local_file_errors_name_the_file_line_and_field(tmp_path):

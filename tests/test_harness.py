@@ -189,14 +189,18 @@ def test_local_file_sets_and_counted_skips(demo_assets, tmp_path, capsys):
         {"en": "My parents read the report today.", "fr": "Mes parents lisent le rapport aujourd'hui."},
     ]) + "\n", encoding="utf-8")
     rc, out, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", tsv, bad, "--source-column", "en",
-                           "--reference-column", "fr", "--out", tmp_path / "run", *FAST)
+                           "--reference-column", "fr", "--no-header", "--out", tmp_path / "run", *FAST)
     assert rc == 2 and "with_blank.jsonl:2: field 'en' is empty" in err
     rc, out, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", bad, "--source-column", "en",
                            "--reference-column", "fr", "--skip-bad-rows", "--out", tmp_path / "run2", *FAST)
     assert rc == 0
     entry = json.loads((tmp_path / "run2" / "results.json").read_text())["sets"]["with_blank"]
     assert entry["num_samples"] == 2 and entry["skipped_rows"]["total"] == 1 and entry["skipped_rows"]["reasons"] == {"empty": 1}
-    rc, out, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", tsv, "--out", tmp_path / "run3", *FAST)
+    # without --no-header the first row is a header, and "My sister buys bread." is no column name: refused
+    rc, out, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", tsv, "--out", tmp_path / "run4", *FAST)
+    assert rc == 2 and "pairs.tsv:1: the header row has columns" in err and "--no_header" in err
+    assert not (tmp_path / "run4" / "results.json").exists()
+    rc, out, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", tsv, "--no-header", "--out", tmp_path / "run3", *FAST)
     assert rc == 0
     samples = read_samples(tmp_path / "run3" / "pairs" / "samples.jsonl")
     assert {s["reference"] for s in samples} == {"Ma sœur achète du pain.", "Les enfants lisent."}
@@ -285,3 +289,40 @@ def test_killed_process_resumes_to_identical_metrics(demo_assets, tmp_path):
     for name in resumed:
         for key in ("bleu", "chrf", "rougeL"):
             assert resumed[name]["metrics"][key] == reference[name]["metrics"][key]
+
+
+def test_huge_source_is_truncated_and_counted(demo_assets, tmp_path, capsys):
+    """Before: a 100,000-character source tried to allocate 172 GB (eval sources were not truncated)."""
+    path = tmp_path / "long.jsonl"
+    rows = [{"source": "The farmers buy bread today. " * 3500, "reference": "Les agriculteurs achètent du pain."},
+            {"source": "My sister reads.", "reference": "Ma sœur lit."}]
+    assert len(rows[0]["source"]) > 100_000
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    rc, out, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", path, "--max_source_length", "64",
+                           "--out", tmp_path / "run", *FAST)
+    assert rc == 0, err
+    entry = json.loads((tmp_path / "run" / "results.json").read_text())["sets"]["long"]
+    assert entry["truncated_sources"] == 1 and entry["max_source_length"] == 64 and entry["num_samples"] == 2
+
+
+def test_second_run_into_a_locked_directory_stops_at_once(demo_assets, tmp_path, capsys):
+    """Before: two runs into one --out both ran for minutes, then both failed on duplicate rows."""
+    from llmdiet.locking import directory_lock
+
+    out = tmp_path / "run"
+    with directory_lock(out, "llmdiet eval"):  # a first run holds the directory
+        rc, _, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", "demo-en-fr", "--limit", "4",
+                             "--out", out, *FAST)
+        assert rc == 2 and "is in use by a running llmdiet eval (pid" in err and len(err.strip().splitlines()) == 1
+        assert [p.name for p in out.iterdir()] == [".llmdiet.lock"]  # nothing of the first run's was touched
+    rc, _, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", "demo-en-fr", "--limit", "4", "--out", out, *FAST)
+    assert rc == 0, err  # the lock died with its holder
+
+
+def test_out_that_is_a_file_or_not_creatable(demo_assets, tmp_path, capsys):
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("keep me")
+    rc, _, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", "demo-en-fr", "--out", a_file, *FAST)
+    assert rc == 2 and "exists and is not a directory" in err and a_file.read_text() == "keep me"
+    rc, _, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", "demo-en-fr", "--out", a_file / "sub", *FAST)
+    assert rc == 2 and "cannot write there" in err

@@ -90,6 +90,9 @@ class DataArguments:
     )
     source_column: str = field(default="en", metadata={"help": "Column holding the source text."})
     target_column: str = field(default="fr", metadata={"help": "Column holding the target text."})
+    no_header: bool = field(
+        default=False, metadata={"help": "The --data_files TSV/CSV has no header row: two columns, source then target."}
+    )
     train_start: int = field(default=0, metadata={"help": "First training row (rows are taken in file order)."})
     train_rows: int = field(default=10_000, metadata={"help": "Number of training rows."})
     eval_rows: int = field(default=2_000, metadata={"help": "Held-out rows right after the training rows (0: none)."})
@@ -142,7 +145,7 @@ def load_splits(data: DataArguments):
     need = data.train_start + data.train_rows + data.eval_rows
     if data.data_files:
         rows = read_parallel_file(data.data_files, data.source_column, data.target_column,
-                                  skip_bad_rows=data.skip_bad_rows, report=report)
+                                  skip_bad_rows=data.skip_bad_rows, report=report, header=not data.no_header)
         what = data.data_files
     else:
         rows = read_hub_dataset(data.dataset_name, data.source_column, data.target_column, split=data.dataset_split,

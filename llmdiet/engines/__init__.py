@@ -33,6 +33,13 @@ class GenerationSettings:
     max_new_tokens: int = 128
     min_new_tokens: int = 0  # set equal to max_new_tokens for fixed-length timing runs
     num_beams: int = 1
+    max_source_length: int | None = 512  # sources are truncated to this many tokens (None: never; T5 was trained on 512)
+
+    def tokenizer_options(self) -> dict:
+        """Keyword arguments for the tokenizer call that encodes a batch of sources."""
+        if self.max_source_length is None:
+            return {}
+        return {"truncation": True, "max_length": self.max_source_length}
 
     def as_dict(self) -> dict:
         return asdict(self)

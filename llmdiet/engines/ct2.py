@@ -51,12 +51,13 @@ class CTranslate2Backend(TranslationBackend):
         self.load_rss_bytes = max(0, rss_bytes() - before)
         self.tokenizer = load_tokenizer(Path(self.model_path) / self.artifact.get("tokenizer_dir", TOKENIZER_DIR))
 
-    def source_tokens(self, sources: list[str]) -> list[list[str]]:
-        return [self.tokenizer.convert_ids_to_tokens(ids) for ids in self.tokenizer(sources)["input_ids"]]
+    def source_tokens(self, sources: list[str], settings: GenerationSettings | None = None) -> list[list[str]]:
+        options = settings.tokenizer_options() if settings is not None else {}
+        return [self.tokenizer.convert_ids_to_tokens(ids) for ids in self.tokenizer(sources, **options)["input_ids"]]
 
     def translate(self, sources: list[str], settings: GenerationSettings) -> list[Translation]:
         results = self.translator.translate_batch(
-            self.source_tokens(sources), beam_size=settings.num_beams, max_batch_size=0,
+            self.source_tokens(sources, settings), beam_size=settings.num_beams, max_batch_size=0,
             max_decoding_length=settings.max_new_tokens, min_decoding_length=settings.min_new_tokens,
             max_input_length=0, return_end_token=True, return_scores=False,
         )

@@ -22,7 +22,7 @@ def count_generated_tokens(sequences: torch.Tensor, eos_token_id: int) -> list[i
 @torch.inference_mode()
 def generate_translations(model, tokenizer, device, sources: list[str], settings: GenerationSettings) -> list[Translation]:
     """One batch through a ``generate()``-style model (transformers or optimum ONNX Runtime)."""
-    enc = tokenizer(sources, return_tensors="pt", padding=True).to(device)
+    enc = tokenizer(sources, return_tensors="pt", padding=True, **settings.tokenizer_options()).to(device)
     out = model.generate(
         **enc, max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens or None,
         num_beams=settings.num_beams, do_sample=False,

@@ -12,12 +12,14 @@ environment variable ``LLMDIET_EVAL_SETS``). Schema (``eval_sets/README.md`` has
       file: ../llmdiet/demo/data/demo_en_fr.jsonl     # relative to this YAML file
       # hub: owner/dataset   revision: <commit sha>   split: train   config: <name or omitted>
     columns: {source: en, reference: fr}
+    header: true                        # TSV/CSV only: false = no header row (two columns: source, reference)
     rows: [1000, 1200]                  # optional half-open slice [start, stop) of the usable rows
     notes: free text                    # optional
 
 ``--eval-set`` also takes a path: a YAML file with the schema above, or a JSONL/JSON/CSV/TSV/Parquet
-file of ``source``/``reference`` columns (names configurable), or a headerless two-column TSV
-(source<TAB>reference). Files are read by :func:`llmdiet.data.read_parallel_file`, which validates
+file of ``source``/``reference`` columns (names configurable). A TSV/CSV file's first row is its
+header unless it is declared headerless (``header: false`` in YAML, ``--no_header`` on the command
+line): then it has exactly two columns, source and reference. Nothing is guessed. Files are read by :func:`llmdiet.data.read_parallel_file`, which validates
 every row and names the file, line and field of any problem.
 """
 
@@ -36,7 +38,7 @@ from llmdiet.data import LOCAL_FORMATS, DataError, ParallelRow, SkipReport, read
 
 EVAL_SETS_ENV = "LLMDIET_EVAL_SETS"
 YAML_SUFFIXES = (".yaml", ".yml")
-_TOP_KEYS = {"name", "version", "description", "direction", "prefix", "demo", "source", "columns", "rows", "notes"}
+_TOP_KEYS = {"name", "version", "description", "direction", "prefix", "demo", "source", "columns", "header", "rows", "notes"}
 _SOURCE_KEYS = {"file", "hub", "revision", "split", "config"}
 _COLUMN_KEYS = {"source", "reference"}
 
@@ -76,6 +78,7 @@ class EvalSet:
     demo: bool = False
     notes: str = ""
     declared_in: Path | None = None  # the YAML file, or None for a bare data file
+    header: bool = True  # TSV/CSV: False declares a headerless two-column file (source, reference)
 
     def load(self, skip_bad_rows: bool = False, report: SkipReport | None = None) -> list[ParallelRow]:
         """The set's rows (validated); hub sets need the network or a warm ``datasets`` cache."""
@@ -83,7 +86,7 @@ class EvalSet:
         what = f"eval set '{self.name}'"
         if self.file is not None:
             rows = read_parallel_file(self.file, self.source_column, self.reference_column,
-                                      skip_bad_rows=skip_bad_rows, report=report)
+                                      skip_bad_rows=skip_bad_rows, report=report, header=self.header)
             count = None if self.stop is None else self.stop - self.start
             return take_rows(rows, self.start, count, f"{what} ({self.file})")
         try:
@@ -116,7 +119,7 @@ class EvalSet:
         return {
             "name": self.name, "version": self.version, "description": self.description,
             "direction": self.direction, "prefix": self.prefix, "demo": self.demo, "source": source,
-            "columns": {"source": self.source_column, "reference": self.reference_column},
+            "columns": {"source": self.source_column, "reference": self.reference_column}, "header": self.header,
             "rows": [self.start, self.stop], "declared_in": str(self.declared_in) if self.declared_in else None,
         }
 
@@ -184,6 +187,7 @@ def parse_eval_set_yaml(path: str | Path) -> EvalSet:
         name=name, version=str(version), prefix=prefix, source_column=src_col, reference_column=ref_col,
         start=start, stop=stop, direction=data.get("direction"), description=str(data.get("description", "")).strip(),
         demo=bool(data.get("demo", False)), notes=str(data.get("notes", "")).strip(), declared_in=path,
+        header=_require(data, "header", bool, where) if "header" in data else True,
     )
     if "file" in source:
         extra = sorted(set(source) - {"file"})
@@ -215,6 +219,7 @@ def resolve_eval_set(
     source_column: str = "source",
     reference_column: str = "reference",
     prefix: str = "translate English to French: ",
+    header: bool = True,
 ) -> EvalSet:
     """An :class:`EvalSet` for a set name, a YAML file or a local data file (see module docstring)."""
     known = known_eval_sets()
@@ -235,5 +240,5 @@ def resolve_eval_set(
         raise DataError(f"{path}: unknown eval set file type '{path.suffix}' (supported: {sorted(LOCAL_FORMATS)} or .yaml)")
     return EvalSet(
         name=_file_set_name(path), version="file", prefix=prefix, source_column=source_column,
-        reference_column=reference_column, file=path.resolve(), description=f"local file {path}",
+        reference_column=reference_column, file=path.resolve(), description=f"local file {path}", header=header,
     )

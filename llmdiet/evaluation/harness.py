@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,10 +69,13 @@ class EvalArguments:
     batch_size: int = field(default=16, metadata={"help": "Sentences per generate() call."})
     num_beams: int = field(default=1, metadata={"help": "Beam size (1 = greedy)."})
     max_new_tokens: int = field(default=128, metadata={"help": "Most tokens generated per sentence."})
+    max_source_length: int = field(default=512, metadata={"help": "Sources longer than this many tokens (prefix included) "
+                                                                    "are truncated; their count is stored per set in results.json."})
     min_new_tokens: int = field(default=0, metadata={"help": "Fewest tokens generated per sentence (timing runs)."})
     limit: Optional[int] = field(default=None, metadata={"help": "Evaluate only the first N rows of each set."})
     source_column: str = field(default="source", metadata={"help": "Source column of local-file eval sets."})
     reference_column: str = field(default="reference", metadata={"help": "Reference column of local-file eval sets."})
+    no_header: bool = field(default=False, metadata={"help": "Local TSV/CSV eval files have no header row: two columns, source then reference."})
     prefix: str = field(default="translate English to French: ", metadata={"help": "Task prefix for local-file eval sets (YAML sets carry their own)."})
     skip_bad_rows: bool = field(default=False, metadata={"help": "Skip (and count) bad rows instead of stopping."})
     warmup_batches: int = field(default=1, metadata={"help": "Batches run once before timing starts (excluded from timing)."})
@@ -88,6 +92,7 @@ class EvalArguments:
         check_range("batch_size", self.batch_size, 1)
         check_range("num_beams", self.num_beams, 1)
         check_range("max_new_tokens", self.max_new_tokens, 1)
+        check_range("max_source_length", self.max_source_length, 2)
         check_range("min_new_tokens", self.min_new_tokens, 0, self.max_new_tokens)
         check_range("limit", self.limit, 1)
         check_range("warmup_batches", self.warmup_batches, 0)
@@ -96,7 +101,7 @@ class EvalArguments:
             raise ConfigError(f"--device must be cpu, cuda or cuda:N, got '{self.device}'")
 
     def generation_settings(self) -> GenerationSettings:
-        return GenerationSettings(self.max_new_tokens, self.min_new_tokens, self.num_beams)
+        return GenerationSettings(self.max_new_tokens, self.min_new_tokens, self.num_beams, self.max_source_length)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -244,8 +249,12 @@ def evaluate_set(backend, spec: EvalSet, rows: list[ParallelRow], set_dir: Path,
     samples_path = set_dir / SAMPLES_FILE
     done = read_samples(samples_path, rows)
     prefixed = [spec.prefix + r.source for r in rows]
-    lengths, _ = source_lengths(backend, prefixed)
-    plan = plan_batches(lengths, args.batch_size)
+    lengths, unit = source_lengths(backend, prefixed)
+    truncated = sum(n > args.max_source_length for n in lengths) if unit == "tokens" else None
+    if truncated:
+        logger.warning("%s: %d of %d sources are longer than %d tokens and are truncated (--max_source_length)",
+                       spec.name, truncated, len(rows), args.max_source_length)
+    plan = plan_batches([min(n, args.max_source_length) for n in lengths] if unit == "tokens" else lengths, args.batch_size)
     todo = sorted(i for batch in plan if any(j not in done for j in batch) for i in batch)
     resumed_from = len(done)
     if resumed_from:
@@ -278,6 +287,7 @@ def evaluate_set(backend, spec: EvalSet, rows: list[ParallelRow], set_dir: Path,
         raise RuntimeError(f"{samples_path}: {len(samples)} samples for {len(rows)} rows after generation")
     metrics = corpus_scores([s["hypothesis"] for s in samples], [s["reference"] for s in samples])
     return {"metrics": metrics, "timing": timing, "num_samples": len(samples),
+            "truncated_sources": truncated, "max_source_length": args.max_source_length,
             "samples_file": f"{set_dir.name}/{SAMPLES_FILE}"}
 
 
@@ -293,7 +303,26 @@ def _unique_names(specs: list[EvalSet]) -> list[str]:
 
 
 def run_eval(args: EvalArguments, command: list[str] | None = None) -> dict:
-    """Evaluate ``args.model`` on every set; write and return ``results.json``'s content."""
+    """Evaluate ``args.model`` on every set; write and return ``results.json``'s content.
+
+    The run directory is locked while this runs: a second run into it stops at once (ConfigError).
+    """
+    from llmdiet.locking import LOCK_FILE, directory_lock
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a directory; choose a directory path")
+    existed = out.exists()
+    try:
+        with directory_lock(out, "llmdiet eval"):
+            return _run_eval_locked(args, command)
+    finally:
+        # a run that failed before writing anything leaves no directory behind
+        if not existed and out.is_dir() and [p.name for p in out.iterdir()] == [LOCK_FILE]:
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def _run_eval_locked(args: EvalArguments, command: list[str] | None) -> dict:
     import torch
 
     if args.threads:
@@ -304,7 +333,7 @@ def run_eval(args: EvalArguments, command: list[str] | None = None) -> dict:
 
     # 1. eval sets first: data mistakes surface before a large model is loaded
     specs = [resolve_eval_set(v, source_column=args.source_column, reference_column=args.reference_column,
-                              prefix=args.prefix) for v in args.eval_set]
+                              prefix=args.prefix, header=not args.no_header) for v in args.eval_set]
     loaded = {}
     for name, spec in zip(_unique_names(specs), specs):
         report = SkipReport()

@@ -1,0 +1,47 @@
+"""An exclusive lock on an output directory, so two runs never write into one.
+
+``with directory_lock(out, "llmdiet eval"):`` takes an advisory ``flock`` on ``out/.llmdiet.lock``. The kernel
+drops the lock when the holding process exits, so a killed run never leaves a stale lock behind; the file
+records the holder's pid and command only to make the refusal message useful.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+from llmdiet.config import ConfigError
+
+LOCK_FILE = ".llmdiet.lock"
+
+
+@contextlib.contextmanager
+def directory_lock(directory: str | Path, what: str):
+    directory = Path(directory)
+    path = directory / LOCK_FILE
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+", encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{directory}: cannot write there ({err.strerror}); choose a directory you can write to") from None
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # pragma: no cover - Windows: no advisory locks, run unguarded
+            pass
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ConfigError(f"{directory} is in use by a running {what} ({holder}); wait for it to finish, "
+                              "or choose another output directory") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}: {' '.join(sys.argv[:6])}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
