@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -36,23 +37,61 @@ class BackendError(ValueError):
     """A user-facing problem with an artifact or the engine that runs it (bad path, unknown name, missing library)."""
 
 
-def prepare_output_dir(out: str | Path, overwrite: bool) -> Path:
-    """Create ``out``; a non-empty directory is replaced only with ``overwrite`` and only if it is an artifact.
-
-    (``--overwrite`` never deletes a directory that ``llmdiet quantize`` did not write, e.g. ``--out .``.)
-    """
+def check_output_dir(out: str | Path, overwrite: bool) -> Path:
+    """Refuse an ``out`` that cannot be (re)placed, before any work: a file, or a non-empty directory that is
+    not an llmdiet artifact, or an artifact without ``overwrite``. (``--overwrite`` never deletes a directory that
+    ``llmdiet quantize`` did not write, e.g. ``--out .``.)"""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BackendError(f"--out {out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise BackendError(f"--out {out}: directory is not empty (pass --overwrite to replace it)")
         if not (out / ARTIFACT_FILE).is_file():
             raise BackendError(f"--out {out}: not empty and not an llmdiet artifact (no {ARTIFACT_FILE}); "
-                               "refusing to delete it, choose another --out")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+                               "refusing to replace it, choose another --out")
+        if not overwrite:
+            raise BackendError(f"--out {out}: already holds an artifact (pass --overwrite to replace it)")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BackendError(f"--out {out}: cannot create its parent directory ({err.strerror})") from None
+    if not os.access(out.parent, os.W_OK):
+        raise BackendError(f"--out {out}: {out.parent} is not writable; choose another --out")
     return out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def start_partial_dir(out: Path) -> Path:
+    """A fresh ``.NAME.partial-PID`` beside ``out``; leftovers of killed runs (dead pids) are removed first."""
+    for stale in out.parent.glob(f".{out.name}.partial-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    return partial
+
+
+def publish_partial_dir(partial: Path, out: Path) -> None:
+    """Move the complete ``partial`` into place as ``out`` (replacing an earlier artifact or an empty directory)."""
+    old = None
+    if out.is_dir() and any(out.iterdir()):
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+    elif out.is_dir():
+        out.rmdir()
+    partial.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def fp32_disk_bytes(source_model: str | Path, config) -> int | None:
@@ -133,11 +172,17 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     path = Path(path)
     if not path.is_file():
         raise BackendError(f"{path}: weights file not found")
+    from safetensors import SafetensorError
+
     tensors = {}
-    with safe_open(str(path), framework="pt") as f:
-        metadata = dict(f.metadata() or {})
-        for name in f.keys():
-            tensors[name] = f.get_tensor(name)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            for name in f.keys():
+                tensors[name] = f.get_tensor(name)
+    except SafetensorError as err:
+        raise BackendError(f"{path}: not a readable safetensors file (truncated or corrupted? {err}); "
+                           "re-create the artifact with llmdiet quantize --overwrite") from None
     for alias, target in json.loads(metadata.pop(ALIASES_KEY, "{}")).items():
         tensors[alias] = tensors[target]
     return tensors, metadata

@@ -31,12 +31,31 @@ def load_seq2seq(name_or_path: str, dtype: torch.dtype = torch.float32, tokenize
         )
     if dtype == torch.float16 and config.model_type in ("t5", "mt5", "umt5"):
         raise ModelLoadError("float16 is not supported for T5 models (activations overflow to NaN); use bfloat16 or float32")
+    from safetensors import SafetensorError
+
     try:
         model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or name_or_path)
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(f"cannot load '{name_or_path}': {str(err).splitlines()[0]}") from None
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ModelLoadError(f"cannot load the weights of '{name_or_path}' (missing, truncated or corrupted file?): {first}") from None
+    tokenizer = load_tokenizer_for(name_or_path, tokenizer_path)
     return model.eval(), tokenizer
+
+
+def load_tokenizer_for(name_or_path: str, tokenizer_path: str | None = None):
+    """The tokenizer of ``tokenizer_path`` or else of the model itself; one clear line when there is none."""
+    from transformers import AutoTokenizer
+
+    source = str(tokenizer_path or name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError, TypeError) as err:
+        if tokenizer_path:
+            raise ModelLoadError(f"--tokenizer {tokenizer_path}: cannot load a tokenizer there: {str(err).splitlines()[0]}") from None
+        raise ModelLoadError(
+            f"'{name_or_path}' has no usable tokenizer files (tokenizer.json / spiece.model); pass --tokenizer with the "
+            "directory or hub id of the model's tokenizer (e.g. the model it was trained from)"
+        ) from None
 
 
 def _looks_local(name: str) -> bool:

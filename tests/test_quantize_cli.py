@@ -90,10 +90,10 @@ def test_refuses_to_overwrite_without_flag(demo_assets, tmp_path, capsys):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     assert run_cli("--model", demo_assets.teacher, "--method", "torch-bf16", "--out", out) == 2
-    assert "not empty (pass --overwrite" in capsys.readouterr().err and (out / "keep.txt").exists()
+    assert "not an llmdiet artifact" in capsys.readouterr().err and (out / "keep.txt").exists()
     # --overwrite only ever replaces an earlier artifact, never a directory llmdiet did not write
     assert run_cli("--model", demo_assets.teacher, "--method", "torch-bf16", "--out", out, "--overwrite") == 2
-    assert "refusing to delete it" in capsys.readouterr().err and (out / "keep.txt").exists()
+    assert "refusing to replace it" in capsys.readouterr().err and (out / "keep.txt").exists()
     artifact = tmp_path / "artifact"
     assert run_cli("--model", demo_assets.teacher, "--method", "torch-bf16", "--out", artifact) == 0
     assert run_cli("--model", demo_assets.teacher, "--method", "dynamic-int8", "--out", artifact, "--overwrite") == 0
@@ -140,3 +140,86 @@ def test_demo_preset_defaults(monkeypatch, tmp_path):
     assert args.calibration_file == str(DEMO_EN_FR) and args.calibration_count == 128 and args.calibration_start == 0
     (args,) = parse_config([QuantizeArguments], ["--preset", "reference"], presets=PRESETS)
     assert (args.model, args.method) == ("google/flan-t5-large", "dynamic-int8")
+
+
+def test_failed_or_killed_quantize_leaves_nothing_that_blocks_a_rerun(demo_assets, tmp_path, capsys, monkeypatch):
+    """Before: a killed run left a half-written --out (no artifact file) plus an llmdiet-onnx-* temp dir beside it;
+    re-running said "pass --overwrite", and --overwrite said "refusing to delete it"."""
+    import llmdiet.quantize as quantize_pkg
+
+    out = tmp_path / "art"
+    # a run killed earlier (pid 999999999 is not alive) left its partial directory
+    stale = tmp_path / ".art.partial-999999999"
+    (stale / "llmdiet-onnx-x").mkdir(parents=True)
+    (stale / "encoder_model.onnx").write_bytes(b"half")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated failure in the middle of the export")
+
+    monkeypatch.setattr(quantize_pkg, "_run_method", boom)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        run_cli("--model", demo_assets.teacher, "--method", "onnx-dynamic-int8", "--out", out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither --out, nor the partial dirs, nor temp dirs
+    monkeypatch.undo()
+    assert run_cli("--model", demo_assets.teacher, "--method", "onnx-dynamic-int8", "--out", out) == 0
+    assert (out / ARTIFACT_FILE).is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+    assert not list(out.glob("llmdiet-onnx-*"))
+    # an existing artifact: refused without --overwrite, replaced with it
+    assert run_cli("--model", demo_assets.teacher, "--method", "dynamic-int8", "--out", out) == 2
+    assert "already holds an artifact (pass --overwrite" in capsys.readouterr().err
+    assert run_cli("--model", demo_assets.teacher, "--method", "dynamic-int8", "--out", out, "--overwrite") == 0
+    assert json.loads((out / ARTIFACT_FILE).read_text())["method"] == "dynamic-int8"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+
+
+def test_model_without_tokenizer_names_the_tokenizer_option(demo_assets, tmp_path, capsys):
+    """Before: "Either model_file or model_proto must be specified" (a traceback); there was no --tokenizer."""
+    import shutil
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors", "generation_config.json"):
+        if (demo_assets.teacher / name).exists():
+            shutil.copy(demo_assets.teacher / name, bare / name)
+    assert run_cli("--model", bare, "--method", "dynamic-int8", "--out", tmp_path / "q") == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no usable tokenizer files" in err and "--tokenizer" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "q").exists()
+    assert run_cli("--model", bare, "--tokenizer", demo_assets.tokenizer, "--method", "dynamic-int8",
+                   "--out", tmp_path / "q") == 0
+    rc = cli.main(["eval", "--model", str(bare), "--eval-set", "demo-en-fr", "--limit", "4", "--max-new-tokens", "8",
+                   "--out", str(tmp_path / "ev"), "--no_progress"])
+    assert rc == 2 and "--tokenizer" in capsys.readouterr().err
+    rc = cli.main(["eval", "--model", str(bare), "--tokenizer", str(demo_assets.tokenizer), "--eval-set", "demo-en-fr",
+                   "--limit", "4", "--max-new-tokens", "8", "--out", str(tmp_path / "ev"), "--no_progress"])
+    assert rc == 0
+
+
+def test_truncated_weights_file_is_one_line(demo_assets, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(demo_assets.teacher, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert run_cli("--model", broken, "--method", "dynamic-int8", "--out", tmp_path / "q") == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot load the weights of" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("method,engine_file", [("ct2-int8", "model.bin"), ("dynamic-int8", "model_int8.safetensors"),
+                                                ("onnx-fp32", "decoder_model.onnx")])
+def test_artifact_with_missing_or_truncated_engine_file_is_one_line(demo_assets, tmp_path, capsys, method, engine_file):
+    out = tmp_path / method
+    assert run_cli("--model", demo_assets.teacher, "--method", method, "--out", out) == 0
+    path = next(out.glob(engine_file.replace("model_int8", "*")), out / engine_file)
+    for damage in ("truncate", "delete"):
+        if damage == "truncate":
+            path.write_bytes(path.read_bytes()[:100])
+        else:
+            path.unlink()
+        capsys.readouterr()
+        rc = cli.main(["eval", "--model", str(out), "--eval-set", "demo-en-fr", "--limit", "2", "--max-new-tokens", "4",
+                       "--out", str(tmp_path / f"ev-{damage}"), "--no_progress"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and str(out) in err, (damage, err)

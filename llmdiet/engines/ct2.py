@@ -43,11 +43,18 @@ class CTranslate2Backend(TranslationBackend):
             raise BackendError(f"compute type '{self.compute_type}' is not supported on {dev.type} here (supported: {sorted(supported)})")
         self.device = dev
         self.threads = threads or available_cores()
+        if not (Path(self.model_path) / "model.bin").is_file():
+            raise BackendError(f"{Path(self.model_path) / 'model.bin'}: missing; the CTranslate2 artifact is incomplete, "
+                               "re-create it with llmdiet quantize --method ct2-int8 --overwrite")
         before = rss_bytes()
-        self.translator = ctranslate2.Translator(
-            self.model_path, device=dev.type, device_index=dev.index or 0, compute_type=self.compute_type,
-            inter_threads=1, intra_threads=self.threads if dev.type == "cpu" else 0,
-        )
+        try:
+            self.translator = ctranslate2.Translator(
+                self.model_path, device=dev.type, device_index=dev.index or 0, compute_type=self.compute_type,
+                inter_threads=1, intra_threads=self.threads if dev.type == "cpu" else 0,
+            )
+        except RuntimeError as err:
+            raise BackendError(f"{self.model_path}: CTranslate2 cannot load the model ({str(err).splitlines()[0]}); "
+                               "re-create it with llmdiet quantize --method ct2-int8 --overwrite") from None
         self.load_rss_bytes = max(0, rss_bytes() - before)
         self.tokenizer = load_tokenizer(Path(self.model_path) / self.artifact.get("tokenizer_dir", TOKENIZER_DIR))
 

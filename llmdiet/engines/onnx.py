@@ -21,6 +21,13 @@ from llmdiet.provenance import available_cores, rss_bytes
 ONNX_BACKENDS = ("onnx-fp32", "onnx-dynamic-int8", "onnx-static-int8")
 
 
+def _ort_load_errors() -> tuple[type[BaseException], ...]:
+    """ONNX Runtime's own exception types for unreadable or invalid graph files (truncated, corrupted)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return tuple(getattr(state, n) for n in ("InvalidProtobuf", "InvalidGraph", "Fail", "NoSuchFile") if hasattr(state, n))
+
+
 class OnnxSeq2SeqBackend(TranslationBackend):
     def __init__(self, model_path, name: str, device: str = "cpu", threads: int | None = None, **_):
         import onnxruntime as ort
@@ -46,12 +53,15 @@ class OnnxSeq2SeqBackend(TranslationBackend):
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        missing = [f for f in self.artifact.get("onnx_files", []) if not (Path(model_path) / f).is_file()]
+        if missing:
+            raise BackendError(f"{model_path}: the ONNX artifact lacks {missing}; re-create it with llmdiet quantize --overwrite")
         before = rss_bytes()
         try:
             self.model = ORTModelForSeq2SeqLM.from_pretrained(
                 self.model_path, use_cache=True, use_merged=False, provider=provider, session_options=options,
             )
-        except (OSError, ValueError, FileNotFoundError) as err:
+        except (OSError, ValueError, FileNotFoundError, RuntimeError, *_ort_load_errors()) as err:
             raise BackendError(f"{model_path}: cannot load ONNX graphs: {str(err).splitlines()[0]}") from None
         self.load_rss_bytes = max(0, rss_bytes() - before)
         self.tokenizer = load_tokenizer(model_path)

@@ -35,14 +35,15 @@ def generate_translations(model, tokenizer, device, sources: list[str], settings
 class TorchSeq2SeqBackend(TranslationBackend):
     """Runs a ``transformers`` seq2seq model (or a ready ``nn.Module``) with ``generate``."""
 
-    def __init__(self, model_path, device: str = "cpu", dtype: torch.dtype = torch.float32, model=None, tokenizer=None, name=None):
+    def __init__(self, model_path, device: str = "cpu", dtype: torch.dtype = torch.float32, model=None, tokenizer=None,
+                 name=None, tokenizer_path: str | None = None):
         self.name = name or {torch.float32: "torch-fp32", torch.bfloat16: "torch-bf16"}.get(dtype, "torch")
         self.model_path = str(model_path)
         self.device = torch.device(device)
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendError(f"device '{device}' asked for, but CUDA is not available on this machine")
         if model is None:
-            model, tokenizer = load_seq2seq(model_path, dtype=dtype)
+            model, tokenizer = load_seq2seq(model_path, dtype=dtype, tokenizer_path=tokenizer_path)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.dtype = dtype

@@ -64,6 +64,8 @@ class EvalArguments:
         default_factory=list, metadata={"help": "Eval set name (see eval_sets/) or local file; repeat the flag or "
                                                 "give several values."})
     out: Optional[str] = field(default=None, metadata={"help": "Run directory to write (re-run to resume)."})
+    tokenizer: Optional[str] = field(default=None, metadata={"help": "Tokenizer directory or hub id, when --model's directory "
+                                                                      "has no tokenizer files (plain model directories; artifacts carry their own)."})
     backend: str = field(default="auto", metadata={"help": "Backend name; 'auto' reads the artifact's llmdiet_artifact.json, else torch-fp32."})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda or cuda:N."})
     batch_size: int = field(default=16, metadata={"help": "Sentences per generate() call."})
@@ -345,13 +347,14 @@ def _run_eval_locked(args: EvalArguments, command: list[str] | None) -> dict:
     backend_name = detect_backend(model_path) if args.backend == "auto" else args.backend
     local = Path(model_path).exists()
     run_settings = {"model": str(Path(model_path).resolve()) if local else model_path,
-                    "model_fingerprint": model_fingerprint(model_path), "backend": backend_name,
+                    "model_fingerprint": model_fingerprint(model_path), "tokenizer": args.tokenizer, "backend": backend_name,
                     "device": args.device, "batch_size": args.batch_size, **args.generation_settings().as_dict()}
     settings = check_run_dir(out, run_settings, {n: set_settings(s, args, len(r)) for n, (s, r, _) in loaded.items()})
     previous = _previous_results(out)
 
     # 3. the model (the directory is only written once it loads), then each set
-    backend = load_backend(backend_name, model_path, device=args.device)
+    options = {"tokenizer_path": args.tokenizer} if args.tokenizer else {}
+    backend = load_backend(backend_name, model_path, device=args.device, **options)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / SETTINGS_FILE, settings)
     sets = {}

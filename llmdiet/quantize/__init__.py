@@ -120,33 +120,40 @@ class QuantizeJob:
     seed: int = 0
     overwrite: bool = False
     command: list[str] | None = None  # recorded in the artifact's provenance
+    tokenizer: str | None = None  # tokenizer directory or hub id when the model directory has none
 
 
 def quantize(job: QuantizeJob) -> dict:
     """Run ``job``: load, quantize, save to ``job.out``, write ``llmdiet_artifact.json``; returns the artifact dict."""
     from llmdiet.modeling import load_seq2seq
-    from llmdiet.artifacts import fp32_disk_bytes, prepare_output_dir, write_artifact
+    from llmdiet.artifacts import check_output_dir, fp32_disk_bytes, publish_partial_dir, start_partial_dir, write_artifact
 
     method = get_method(job.method, job.device)
     torch.manual_seed(job.seed)
     sources = load_calibration_sources(job.calibration) if method.calibrated else None
-    model, tokenizer = load_seq2seq(job.model, dtype=torch.float32)
+    out = check_output_dir(job.out, job.overwrite)  # before anything is loaded
+    model, tokenizer = load_seq2seq(job.model, dtype=torch.float32, tokenizer_path=job.tokenizer)
     parameters = sum(p.numel() for p in model.parameters())
     fp32_bytes = fp32_disk_bytes(job.model, model.config)
     model_type = model.config.model_type
     if method.name.startswith("onnx-") or method.name == "ct2-int8":
         model = None  # these exporters load the checkpoint again by path; free the float copy first
-    out = prepare_output_dir(job.out, job.overwrite)
+    # Everything is written into a hidden directory beside --out and renamed into place when complete:
+    # a failed run leaves nothing behind, a killed one only a stale ``.NAME.partial-PID`` that the next run removes.
+    partial = start_partial_dir(out)
     try:
-        extra = _run_method(method, job, model, tokenizer, sources, out, model_type)
+        extra = _run_method(method, job, model, tokenizer, sources, partial, model_type)
+        if method.calibrated:
+            extra["calibration"] = {**job.calibration.describe(), "rows_used": len(sources),
+                                    "batch_size": job.calibration_batch_size,
+                                    "max_new_tokens": job.calibration_max_new_tokens}
+        meta = write_artifact(partial, method=method.name, backend=method.backend, source_model=job.model,
+                              parameters=parameters, fp32_bytes=fp32_bytes, seed=job.seed, command=job.command,
+                              model_type=model_type, **extra)
+        publish_partial_dir(partial, out)
     except BaseException:
-        shutil.rmtree(out, ignore_errors=True)  # never leave a half-written artifact behind
+        shutil.rmtree(partial, ignore_errors=True)
         raise
-    if method.calibrated:
-        extra["calibration"] = {**job.calibration.describe(), "rows_used": len(sources),
-                                "batch_size": job.calibration_batch_size, "max_new_tokens": job.calibration_max_new_tokens}
-    meta = write_artifact(out, method=method.name, backend=method.backend, source_model=job.model, parameters=parameters,
-                          fp32_bytes=fp32_bytes, seed=job.seed, command=job.command, model_type=model_type, **extra)
     logger.info("%s: %s -> %s (%.1f MB on disk%s)", method.name, job.model, out, meta["disk_bytes"] / 1e6,
                 f", {meta['size_ratio']:.3f} x fp32" if meta["size_ratio"] else "")
     return meta

@@ -29,6 +29,9 @@ class QuantizeArguments:
         default=None, metadata={"help": "Float model to quantize: hub id, local directory, or llmdiet-demo:teacher."}
     )
     method: str | None = field(default=None, metadata={"help": "Quantization method (see --list_methods)."})
+    tokenizer: str | None = field(
+        default=None, metadata={"help": "Tokenizer directory or hub id, when --model's directory has no tokenizer files."}
+    )
     out: str | None = field(
         default=None, metadata={"help": "Output directory; '{method}' in it is replaced by the method name."}
     )
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             skip_bad_rows=args.skip_bad_rows,
         ),
         calibration_batch_size=args.calibration_batch_size, calibration_max_new_tokens=args.calibration_max_new_tokens,
-        command=["llmdiet", "quantize", *argv],
+        command=["llmdiet", "quantize", *argv], tokenizer=args.tokenizer,
     )
     meta = quantize(job)
     ratio = f" = {meta['size_ratio']:.3f} x the fp32 checkpoint ({meta['fp32_disk_bytes'] / 1e6:.1f} MB)" if meta["size_ratio"] else ""

@@ -197,7 +197,7 @@ def quantize_onnx(model_path: str, out: str | Path, tokenizer, *, static: bool, 
                    else "dynamic int8 (IntegerOps)",
                    "operators_quantized": list(qconfig.operators_to_quantize),
                    "weight_type": qconfig.weights_dtype.name, "activation_type": qconfig.activations_dtype.name}
-    with tempfile.TemporaryDirectory(prefix="llmdiet-onnx-", dir=out.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix="llmdiet-onnx-", dir=out) as tmp:
         export_dir = export_onnx(model_path, Path(tmp) / "fp32")
         feeds = None
         if static:
