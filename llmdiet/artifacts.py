@@ -24,8 +24,6 @@ import os
 import shutil
 from pathlib import Path
 
-import torch
-
 from llmdiet.modeling import directory_bytes
 from llmdiet.provenance import provenance
 
@@ -146,11 +144,11 @@ def read_artifact(path: str | Path, expected_backend: str | None = None) -> dict
     return meta
 
 
-def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+def save_tensors(tensors: dict[str, "torch.Tensor"], path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """safetensors ``save_file`` that stores tensors sharing one storage once and records the aliases."""
     from safetensors.torch import save_file
 
-    unique: dict[str, torch.Tensor] = {}
+    unique: dict[str, "torch.Tensor"] = {}
     aliases: dict[str, str] = {}
     seen: dict[tuple, str] = {}
     for name, tensor in tensors.items():
@@ -165,7 +163,7 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: d
     save_file(unique, str(path), metadata=meta)
 
 
-def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def load_tensors(path: str | Path) -> tuple[dict[str, "torch.Tensor"], dict[str, str]]:
     """``(tensors, metadata)`` from :func:`save_tensors`; aliased names point at the same tensor again."""
     from safetensors import safe_open
 
@@ -199,7 +197,7 @@ def save_tokenizer_and_config(model_or_config, tokenizer, out: str | Path) -> No
         tokenizer.save_pretrained(out)
 
 
-def check_no_meta_tensors(model: torch.nn.Module, path: str | Path) -> None:
+def check_no_meta_tensors(model: "torch.nn.Module", path: str | Path) -> None:
     """After loading into a meta-device skeleton, every tensor must have been filled from the file."""
     missing = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.device.type == "meta"]
     if missing:

@@ -27,6 +27,27 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (BackendError, ConfigError, DataError, ModelLoadError)
 
 
+def configure_logging(verbose: bool = False) -> None:
+    """llmdiet's own progress at INFO; other libraries only at WARNING, and their Python warnings hidden.
+
+    ``--verbose`` (or ``LLMDIET_LOG_LEVEL=INFO``/``DEBUG``) shows every library's INFO lines and warnings again
+    (e.g. ONNX Runtime's quantizer logs ~75 INFO lines per model; torch/transformers tracer warnings).
+    """
+    import os
+    import warnings
+
+    level_name = os.environ.get("LLMDIET_LOG_LEVEL", "INFO" if verbose else "").upper()
+    level = getattr(logging, level_name, None) if level_name else None
+    logging.basicConfig(level=level or logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        force=True)
+    logging.getLogger("llmdiet").setLevel(level or logging.INFO)
+    if level is None or level > logging.INFO:
+        warnings.filterwarnings("ignore", module=r"^(?!llmdiet)")
+        for name in ("torchao", "torch.utils._pytree", "transformers", "optimum", "onnxruntime"):
+            logging.getLogger(name).setLevel(logging.ERROR if name.startswith("torch") else logging.WARNING)
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
@@ -37,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nerror: unknown subcommand '{argv[0]}'", file=sys.stderr)
             return 2
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    verbose = "--verbose" in argv
+    argv = [a for a in argv if a != "--verbose"]
+    configure_logging(verbose)
     module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
     try:
         return module.main(argv[1:]) or 0

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import yaml
-from transformers import HfArgumentParser
 
 
 class ConfigError(ValueError):
@@ -65,8 +64,14 @@ def parse_config(
     default_preset: str | None = None,
 ):
     """Parse ``argv`` into one instance per dataclass type (see module docstring for precedence)."""
+    from transformers import HfArgumentParser
+
+    class _Parser(HfArgumentParser):
+        def error(self, message):  # one line instead of the whole usage
+            raise ConfigError(f"{message} (see {self.prog} --help)")
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(dataclass_types, prog=prog, description=description)
+    parser = _Parser(dataclass_types, prog=prog, description=description)
     parser.add_argument("--config", default=None, help="YAML file of option: value pairs (command-line flags win).")
     if presets:
         parser.add_argument("--preset", default=default_preset, choices=sorted(presets),
@@ -99,3 +104,77 @@ def parse_config(
     except ValueError as err:  # a dataclass's own check (e.g. TrainingArguments): report it without a traceback
         raise ConfigError(" ".join(str(err).split())) from None
     return tuple(parsed[: len(dataclass_types)])  # drop the namespace holding --config/--preset
+
+
+# ----------------------------------------------------------------------------- fast checks before heavy imports
+
+
+def _field_parser(dataclass_types: Sequence[type], prog: str | None):
+    """An argparse parser for llmdiet's own (light) dataclasses, without transformers (which imports torch)."""
+    import argparse
+    import typing
+
+    class _Light(argparse.ArgumentParser):
+        def error(self, message):
+            raise ConfigError(f"{message} (see {self.prog} --help)")
+
+    def to_bool(text: str) -> bool:
+        if text.lower() in ("true", "1", "yes", "y"):
+            return True
+        if text.lower() in ("false", "0", "no", "n"):
+            return False
+        raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+
+    parser = _Light(prog=prog, add_help=False, allow_abbrev=False)
+    for dc in dataclass_types:
+        hints = typing.get_type_hints(dc)
+        for f in fields(dc):
+            kind = hints[f.name]
+            args = typing.get_args(kind)
+            if typing.get_origin(kind) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+                kind = next(a for a in args if a is not type(None))
+            names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+            options: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+            if "choices" in f.metadata:
+                options["choices"] = f.metadata["choices"]
+            if kind is bool:
+                parser.add_argument(*names, type=to_bool, nargs="?", const=True, **options)
+                if f.default is True:
+                    parser.add_argument(f"--no_{f.name}", dest=f.name, action="store_false", default=argparse.SUPPRESS)
+            elif typing.get_origin(kind) is list:
+                parser.add_argument(*names, type=typing.get_args(kind)[0], nargs="+", **options)
+            else:
+                parser.add_argument(*names, type=kind if kind in (int, float, str) else str, **options)
+    return parser
+
+
+def precheck(
+    dataclass_types: Sequence[type],
+    argv: Sequence[str],
+    presets: dict[str, Callable[[], dict[str, Any]]] | None = None,
+    prog: str | None = None,
+    default_preset: str | None = None,
+) -> dict[str, Any]:
+    """Validate the flags of llmdiet's own dataclasses in well under a second, before torch/transformers load.
+
+    Builds each dataclass from (defaults < preset < YAML < flags) so its range checks run; flags that belong
+    to other dataclasses (e.g. the Trainer's) are left for the full parse. Returns the merged values.
+    """
+    argv = list(argv)
+    if "-h" in argv or "--help" in argv:
+        return {}
+    values: dict[str, Any] = {}
+    preset = (_pop_option(argv, "--preset") or default_preset) if presets else None
+    if preset is not None:
+        if preset not in presets:
+            raise ConfigError(f"unknown --preset '{preset}' (known: {', '.join(sorted(presets))})")
+        values.update(presets[preset]())
+    config_path = _pop_option(argv, "--config")
+    if config_path is not None:
+        values.update(load_yaml(config_path))
+    parsed, _others = _field_parser(dataclass_types, prog).parse_known_args(argv)
+    values.update(vars(parsed))
+    for dc in dataclass_types:
+        names = {f.name for f in fields(dc)}
+        dc(**{k: v for k, v in values.items() if k in names})
+    return values

@@ -5,19 +5,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
 
 class ModelLoadError(ValueError):
     """A user-facing problem loading a model (not found, not seq2seq, offline, ...)."""
 
 
-def load_seq2seq(name_or_path: str, dtype: torch.dtype = torch.float32, tokenizer_path: str | None = None):
+def load_seq2seq(name_or_path: str, dtype: "torch.dtype | None" = None, tokenizer_path: str | None = None):
     """``(model, tokenizer)`` for a hub id or local directory; refuses non-seq2seq models clearly.
 
     fp16 is refused for T5-family models: they overflow to NaN in float16.
     """
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+    import torch
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+
+    dtype = torch.float32 if dtype is None else dtype
 
     name_or_path = str(name_or_path)
     try:
@@ -62,7 +63,9 @@ def _looks_local(name: str) -> bool:
     return name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1] or name.count("/") != 1
 
 
-def parse_dtype(name: str) -> torch.dtype:
+def parse_dtype(name: str) -> "torch.dtype":
+    import torch
+
     table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
              "float16": torch.float16, "fp16": torch.float16}
     if name not in table:
@@ -95,7 +98,7 @@ def _is_run_output(directory: Path) -> bool:
     return directory.name.startswith("checkpoint-") or directory.name == "runs" or (directory / "eval_settings.json").exists()
 
 
-def module_bytes(module: torch.nn.Module) -> int:
+def module_bytes(module: "torch.nn.Module") -> int:
     """Bytes held by a module's parameters and buffers, including packed quantized weights."""
     total = sum(t.numel() * t.element_size() for t in module.parameters())
     total += sum(t.numel() * t.element_size() for t in module.buffers())

@@ -27,3 +27,10 @@ def test_sweep_scores_resumes_and_plots(demo_assets, tmp_path):
     new_lines = (tmp_path / "sweep" / "points.jsonl").read_text().splitlines()
     assert len(new_lines) == 3  # the two kept points + the recomputed one; the torn line is gone
     assert [json.loads(x)["method"] for x in new_lines[:2]] == [json.loads(x)["method"] for x in lines[:2]]
+
+
+def test_methods_list_matches_the_quantizer():
+    from llmdiet.quantize.lowbit import METHODS
+    from llmdiet.study import bit_sweep
+
+    assert bit_sweep.METHODS == METHODS

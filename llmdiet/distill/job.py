@@ -19,15 +19,16 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from typing import TYPE_CHECKING, Optional
 
-from llmdiet.config import ConfigError, check_range, parse_config
-from llmdiet.demo import DEMO_MODEL_PREFIX
-from llmdiet.modeling import resolve_model
+from llmdiet.config import ConfigError, check_range, parse_config, precheck
 from llmdiet.data import DataError, SkipReport, read_hub_dataset, read_parallel_file, take_rows, tokenize_rows
-from llmdiet.modeling import load_seq2seq, parse_dtype
+from llmdiet.demo import DEMO_MODEL_PREFIX
+from llmdiet.modeling import load_seq2seq, parse_dtype, resolve_model
 from llmdiet.provenance import provenance
+
+if TYPE_CHECKING:  # transformers (and torch) load only once the arguments are known to be valid
+    from transformers import Seq2SeqTrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +202,8 @@ def build_compute_metrics(tokenizer):
 
 
 def _resume_target(value: str | None, output_dir: str) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
     if value in (None, "", "False", "false"):
         return None
     if value in ("latest", "auto", "True", "true"):
@@ -240,8 +243,10 @@ def _with_teacher_cache(args, teacher, teacher_path, train_ds, collator, trainin
     return CachedTeacherCollator(collator, cache), train_ds.add_column(INDEX_COLUMN, list(range(len(train_ds))))
 
 
-def run(args: DistillationArguments, data: DataArguments, training: Seq2SeqTrainingArguments, command=None) -> dict:
+def run(args: DistillationArguments, data: DataArguments, training: "Seq2SeqTrainingArguments", command=None) -> dict:
     """Train and save; returns the summary written to ``training_log.json``."""
+    from transformers import DataCollatorForSeq2Seq
+
     from llmdiet.distill.trainer import DistillationTrainer
 
     teacher_path, student_path = resolve_model(args.teacher_model), resolve_model(args.student_model)
@@ -291,9 +296,64 @@ def run(args: DistillationArguments, data: DataArguments, training: Seq2SeqTrain
     return summary
 
 
+@dataclass
+class TrainerFlagChecks:
+    """The Trainer flags whose mistakes are caught before transformers loads (the full parse checks the rest)."""
+
+    output_dir: Optional[str] = field(default=None, metadata={"help": "Where the student and checkpoints go."})
+    per_device_train_batch_size: Optional[int] = field(default=None, metadata={"help": "Training batch per device."})
+    per_device_eval_batch_size: Optional[int] = field(default=None, metadata={"help": "Eval batch per device."})
+    gradient_accumulation_steps: Optional[int] = field(default=None, metadata={"help": "Steps accumulated per update."})
+    num_train_epochs: Optional[float] = field(default=None, metadata={"help": "Training epochs."})
+    learning_rate: Optional[float] = field(default=None, metadata={"help": "Peak learning rate."})
+    fp16: Optional[bool] = field(default=None, metadata={"help": "Refused: T5 overflows in float16."})
+    overwrite_output_dir: Optional[bool] = field(default=None, metadata={"help": "Start over in an output_dir with checkpoints."})
+    resume_from_checkpoint: Optional[str] = field(default=None, metadata={"help": "latest, or a checkpoint folder."})
+
+    def __post_init__(self):
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            check_range(name, getattr(self, name), 1)
+        check_range("num_train_epochs", self.num_train_epochs, 0.0, low_open=True)
+        check_range("learning_rate", self.learning_rate, 0.0)
+        if self.fp16:
+            raise ConfigError("--fp16 is refused: T5 activations overflow to NaN in float16; use --bf16 true (GPU/CPU "
+                              "with bf16) or the default float32")
+        if self.output_dir:
+            out = Path(self.output_dir)
+            if out.exists() and not out.is_dir():
+                raise ConfigError(f"--output_dir {out}: exists and is not a directory; choose a directory path")
+            parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+            if not parent.is_dir() or not os.access(parent, os.W_OK):
+                raise ConfigError(f"--output_dir {out}: {parent} is not a writable directory; choose another --output_dir")
+
+
+def check_output_dir(output_dir: str, resume: str | None, overwrite: bool) -> None:
+    """Refuse to train into a directory that holds checkpoints unless told to resume or to overwrite.
+
+    (Before, such a re-run silently restarted at step 0 and rotated the old checkpoints away.)
+    """
+    out = Path(output_dir)
+    if resume not in (None, "", "False", "false") or overwrite or not out.is_dir():
+        return
+    checkpoints = sorted(p.name for p in out.glob("checkpoint-*") if p.is_dir())
+    if checkpoints:
+        raise ConfigError(f"--output_dir {out} already holds {', '.join(checkpoints[-3:])}: pass "
+                          "--resume_from_checkpoint latest to continue that run, or --overwrite_output_dir true to "
+                          "start over (its checkpoints will be replaced)")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     is_demo = "demo" in argv and ("--preset" in argv or "--preset=demo" in argv)
+    prog = "recipes/distill.py"
+    # our own flags and the common Trainer mistakes are checked before torch/transformers load (~0.3 s)
+    early = precheck((DistillationArguments, DataArguments, TrainerFlagChecks), argv, presets=PRESETS, prog=prog,
+                     default_preset="reference")
+    if early:
+        check_output_dir(early.get("output_dir") or "runs/distill", early.get("resume_from_checkpoint"),
+                         bool(early.get("overwrite_output_dir")))
+    from transformers import Seq2SeqTrainingArguments
+
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "--use_cpu" not in argv:
         import torch
 
@@ -301,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             argv += ["--use_cpu", "true"]
     args, data, training = parse_config(
         (DistillationArguments, DataArguments, Seq2SeqTrainingArguments), argv, presets=PRESETS,
-        prog="recipes/distill.py",
+        prog=prog,
         description="Distil a seq2seq teacher into a student: loss = alpha*T^2*KL(teacher||student) + (1-alpha)*CE.",
         default_preset="reference",
     )

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Optional
 
 from llmdiet.engines import ARTIFACT_FILE, GenerationSettings, detect_backend, load_backend
-from llmdiet.config import ConfigError, check_range, parse_config
+from llmdiet.config import ConfigError, check_range, parse_config, precheck
 from llmdiet.data import DataError, ParallelRow, SkipReport
 from llmdiet.demo import DEMO_MODEL_PREFIX
 from llmdiet.modeling import resolve_model
@@ -138,6 +138,7 @@ def merge_repeated_option(argv: list[str], flags: tuple[str, ...]) -> list[str]:
 
 def parse_args(argv: list[str], prog: str = "llmdiet eval") -> EvalArguments:
     argv = merge_repeated_option(list(argv), ("--eval_set", "--eval-set"))
+    precheck([EvalArguments], argv, presets=PRESETS, prog=prog)  # bad flags answer before torch loads
     (args,) = parse_config([EvalArguments], argv, presets=PRESETS, prog=prog,
                            description="Score a model on eval sets: BLEU, chrF, ROUGE-L, timing, size, memory.")
     return args

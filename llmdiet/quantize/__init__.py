@@ -27,8 +27,6 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from llmdiet.artifacts import BackendError
 from llmdiet.config import ConfigError
 from llmdiet.quantize.calibration import CalibrationSpec, load_calibration_sources
@@ -72,13 +70,28 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 def missing_libraries(method: Method) -> list[str]:
     missing = []
     for lib in method.libraries:
-        try:
-            found = importlib.util.find_spec(lib) is not None
-        except (ImportError, ValueError):  # parent package missing, or a module stubbed out as None
-            found = False
-        if not found:
+        if not _module_exists(lib):
             missing.append(lib)
     return missing
+
+
+def _module_exists(dotted: str) -> bool:
+    """Whether ``dotted`` can be imported, found without importing it or its parents (which can take seconds)."""
+    import importlib.machinery
+    import sys
+
+    head, *rest = dotted.split(".")
+    if head in sys.modules and sys.modules[head] is None:  # stubbed out (as tests do) = not installed
+        return False
+    try:
+        spec = importlib.util.find_spec(head)
+    except (ImportError, ValueError):
+        return False
+    for part in rest:
+        if spec is None or not spec.submodule_search_locations:
+            return False
+        spec = importlib.machinery.PathFinder.find_spec(part, list(spec.submodule_search_locations))
+    return spec is not None
 
 
 def available_methods() -> list[str]:
@@ -99,10 +112,12 @@ def get_method(name: str, device: str = "cpu") -> Method:
             f"method '{name}' needs {', '.join(missing)}, which is not installed "
             f"(usable here: {', '.join(available_methods()) or 'none'})"
         )
-    dev = torch.device(device)
-    if dev.type not in method.devices:
+    kind = device.split(":", 1)[0]
+    if kind not in method.devices:
         raise BackendError(f"method '{name}' quantizes on {'/'.join(method.devices)} only; got --device {device}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
+    import torch  # only now: checking the arguments above needs no torch
+
+    if kind == "cuda" and not torch.cuda.is_available():
         raise BackendError(f"--device {device} asked for, but CUDA is not available on this machine")
     return method
 
@@ -125,6 +140,8 @@ class QuantizeJob:
 
 def quantize(job: QuantizeJob) -> dict:
     """Run ``job``: load, quantize, save to ``job.out``, write ``llmdiet_artifact.json``; returns the artifact dict."""
+    import torch
+
     from llmdiet.modeling import load_seq2seq
     from llmdiet.artifacts import check_output_dir, fp32_disk_bytes, publish_partial_dir, start_partial_dir, write_artifact
 
@@ -160,6 +177,8 @@ def quantize(job: QuantizeJob) -> dict:
 
 
 def _run_method(method: Method, job: QuantizeJob, model, tokenizer, sources, out: Path, model_type: str) -> dict:
+    import torch
+
     from llmdiet.artifacts import save_tokenizer_and_config
 
     name = method.name

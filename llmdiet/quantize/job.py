@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from llmdiet.config import ConfigError, check_range, parse_config
+from llmdiet.config import ConfigError, check_range, parse_config, precheck
 
 STUDY_DATASET = "Nicolas-BZRD/Parallel_Global_Voices_English_French"
 
@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     from llmdiet.quantize import CalibrationSpec, QuantizeJob, get_method, quantize
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    early = precheck([QuantizeArguments], argv, presets=PRESETS, prog="llmdiet quantize")
+    if early.get("method") and not early.get("list_methods"):
+        get_method(early["method"], early.get("device", "cpu"))  # unknown or unusable method: before torch loads
     (args,) = parse_config([QuantizeArguments], argv, presets=PRESETS, prog="llmdiet quantize",
                            description="Quantize a seq2seq translation model (see docs/quantization.md).")
     if args.list_methods:

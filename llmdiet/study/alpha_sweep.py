@@ -17,13 +17,16 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import Seq2SeqTrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from typing import TYPE_CHECKING
 
-from llmdiet.config import check_range, parse_config
-from llmdiet.distill.job import DataArguments, DistillationArguments, demo_preset as distill_demo_preset
-from llmdiet.modeling import resolve_model
+from llmdiet.config import ConfigError, check_range, parse_config, precheck
+from llmdiet.distill.job import DataArguments, DistillationArguments, TrainerFlagChecks, check_output_dir
+from llmdiet.distill.job import demo_preset as distill_demo_preset
 from llmdiet.distill.job import reference_defaults, run
+from llmdiet.modeling import resolve_model
+
+if TYPE_CHECKING:
+    from transformers import Seq2SeqTrainingArguments
 
 
 @dataclass
@@ -56,10 +59,26 @@ def evaluate(model: str, out: Path, sweep: SweepArguments) -> str:
     return str(out)
 
 
+def validate(sweep: SweepArguments, dist: DistillationArguments) -> None:
+    """Everything that can be checked before the first student trains: eval sets (declared and readable) and
+    local model paths. (Before, an unknown eval set surfaced only after the first training.)"""
+    from llmdiet.evaluation.eval_sets import resolve_eval_set
+
+    for name in sweep.eval_sets:
+        resolve_eval_set(name).load()
+    for flag, model in (("--teacher_model", dist.teacher_model), ("--student_model", dist.student_model)):
+        looks_local = model.startswith((".", "/", "~", "runs/")) or model.count("/") != 1
+        if looks_local and not model.startswith("llmdiet-demo:") and not Path(model).expanduser().exists():
+            raise ConfigError(f"{flag} {model}: no such directory (a local path, a hub id owner/name, or llmdiet-demo:*)")
+
+
 def run_sweep(sweep: SweepArguments, dist: DistillationArguments, data: DataArguments,
-              training: Seq2SeqTrainingArguments) -> list[str]:
+              training: "Seq2SeqTrainingArguments") -> list[str]:
+    from transformers.trainer_utils import get_last_checkpoint
+
     from llmdiet.evaluation.compare import main as compare_main
 
+    validate(sweep, dist)
     root = Path(sweep.sweep_dir)
     eval_dirs, labels = [], []
     for alpha in sweep.alphas:
@@ -84,9 +103,14 @@ def run_sweep(sweep: SweepArguments, dist: DistillationArguments, data: DataArgu
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    presets = {"reference": reference_defaults, "demo": demo_preset}
+    precheck((SweepArguments, DistillationArguments, DataArguments, TrainerFlagChecks), argv, presets=presets,
+             prog="recipes/alpha_sweep.py", default_preset="reference")
+    from transformers import Seq2SeqTrainingArguments
+
     sweep, dist, data, training = parse_config(
         (SweepArguments, DistillationArguments, DataArguments, Seq2SeqTrainingArguments), argv,
-        presets={"reference": reference_defaults, "demo": demo_preset}, default_preset="reference",
+        presets=presets, default_preset="reference",
         prog="recipes/alpha_sweep.py", description="Distil once per alpha, evaluate every student, compare.",
     )
     run_sweep(sweep, dist, data, training)

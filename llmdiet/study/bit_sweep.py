@@ -20,18 +20,14 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from llmdiet.engines import GenerationSettings
-from llmdiet.engines.torch_engine import TorchSeq2SeqBackend
-from llmdiet.config import ConfigError, check_range, parse_config
+from llmdiet.config import ConfigError, check_range, parse_config, precheck
 from llmdiet.data import read_parallel_file, tokenize_rows
+from llmdiet.engines import GenerationSettings
 from llmdiet.evaluation.eval_sets import resolve_eval_set
-from llmdiet.evaluation.generation import generate_all
-from llmdiet.quantize.lowbit import METHODS, quantize_linears
-from llmdiet.evaluation.metrics import corpus_scores
 from llmdiet.modeling import load_seq2seq
 from llmdiet.provenance import provenance
+
+METHODS = ("rtn", "gpfq")  # llmdiet.quantize.lowbit.METHODS (kept here so that checking flags needs no torch)
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +85,10 @@ def calibration_batches(args: BitSweepArguments, tokenizer, model) -> list[dict]
 
 
 def score(model, tokenizer, sources, references, args) -> dict:
+    from llmdiet.engines.torch_engine import TorchSeq2SeqBackend
+    from llmdiet.evaluation.generation import generate_all
+    from llmdiet.evaluation.metrics import corpus_scores
+
     backend = TorchSeq2SeqBackend("in-memory", model=model, tokenizer=tokenizer, name="torch-fp32-fakequant")
     result = generate_all(backend, sources, GenerationSettings(max_new_tokens=args.max_new_tokens), args.batch_size,
                           warmup_batches=0, progress=False)
@@ -98,6 +98,7 @@ def score(model, tokenizer, sources, references, args) -> dict:
 
 def run_sweep(args: BitSweepArguments, command=None) -> dict:
     from llmdiet.modeling import resolve_model
+    from llmdiet.quantize.lowbit import quantize_linears
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -192,8 +193,11 @@ def plot(points: list[dict], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    precheck([BitSweepArguments], argv, presets={"demo": demo_preset}, prog="recipes/bit_sweep.py")
     (args,) = parse_config([BitSweepArguments], argv, presets={"demo": demo_preset}, prog="recipes/bit_sweep.py",
                            description="2-8-bit RTN vs GPFQ sweep of teacher and student weights.")
+    import torch
+
     torch.manual_seed(args.seed)
     summary = run_sweep(args, command=["recipes/bit_sweep.py", *argv])
     print(markdown(summary["points"]))
