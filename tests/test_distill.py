@@ -267,7 +267,7 @@ def test_teacher_cache_resumes_and_refuses_other_settings(demo_assets, tmp_path)
     expected = torch.log_softmax(logits, -1).topk(4, -1)
     assert torch.equal(ids[0], expected.indices[0])
     torch.testing.assert_close(logprobs[0], expected.values[0], atol=2e-3, rtol=1e-3)
-    with pytest.raises(TeacherCacheError, match="other settings"):
+    with pytest.raises(TeacherCacheError, match=r"built with other inputs \(changed: k \(4 -> 8\)\)"):
         build_teacher_cache(teacher, ds, collate, tmp_path / "c", k=8, shard_size=16)
     with pytest.raises(TeacherCacheError, match="temperature"):
         cache.check_matches(ds["labels"], 2.0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,7 +134,8 @@ def train_on_demo_corpus(model, tokenizer, steps: int, seed: int = 0, lr: float 
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
     losses = []
-    for _ in range(steps):
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
         idx = torch.randint(len(ds), (batch_size,), generator=g).tolist()
         batch = collate([ds[i] for i in idx])
         loss = model(**batch).loss
@@ -141,6 +143,8 @@ def train_on_demo_corpus(model, tokenizer, steps: int, seed: int = 0, lr: float 
         opt.step()
         opt.zero_grad()
         losses.append(loss.item())
+        if step % 100 == 0 or step == steps:
+            logger.info("demo teacher: step %d/%d, loss %.3f, %.0f s", step, steps, losses[-1], time.perf_counter() - start)
     model.eval()
     return losses
 

@@ -70,10 +70,17 @@ class DistillationArguments:
                                         "an interrupted generation resumes from it."},
     )
     sequence_kd_beams: int = field(default=4, metadata={"help": "Beam size for the teacher's translations (>= 1)."})
+    rebuild_caches: bool = field(
+        default=False, metadata={"help": "Delete and rebuild the teacher cache / teacher translations when they were "
+                                         "built with other inputs (otherwise such a mismatch stops the run)."})
+    eval_max_new_tokens: int = field(
+        default=128, metadata={"help": "Tokens generated per eval sentence for the in-training BLEU/chrF/ROUGE-L "
+                                       "(--predict_with_generate); 128 as in llmdiet eval, so both give one BLEU."})
 
     def __post_init__(self):
         check_range("teacher_cache_topk", self.teacher_cache_topk, 1)
         check_range("sequence_kd_beams", self.sequence_kd_beams, 1)
+        check_range("eval_max_new_tokens", self.eval_max_new_tokens, 1)
         check_range("alpha", self.alpha, 0.0, 1.0)
         check_range("temperature", self.temperature, 0.0, low_open=True)
 
@@ -132,7 +139,7 @@ def demo_preset() -> dict:
         "per_device_train_batch_size": 32, "per_device_eval_batch_size": 64, "logging_steps": 10,
         "eval_strategy": "epoch", "save_strategy": "epoch", "save_total_limit": 2, "seed": 0, "warmup_ratio": 0.05,
         "dataloader_num_workers": 0, "disable_tqdm": False,
-        "predict_with_generate": True, "generation_max_length": 32, "metric_for_best_model": "bleu",
+        "predict_with_generate": True, "metric_for_best_model": "bleu",
         "load_best_model_at_end": True,
     }
 
@@ -166,39 +173,64 @@ def plot_loss_curve(log_history: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label in (("loss", "total"), ("ce", "CE (labels)"), ("kd", "KD (KL, before alpha*T^2)")):
+    for key, label in (("loss", "train total = alpha*T^2*KD + (1-alpha)*CE"), ("ce", "train CE (labels)"),
+                       ("kd", "train KD = KL(teacher||student), before alpha*T^2")):
         points = [(e["step"], e[key]) for e in log_history if key in e and "step" in e]
         if points:
             ax.plot(*zip(*points), label=label)
-    for key, label in (("eval_loss", "eval total"), ("eval_ce", "eval CE"), ("eval_kd", "eval KD")):
+    for key, label in (("eval_loss", "eval total (same objective)"), ("eval_ce", "eval CE"), ("eval_kd", "eval KD")):
         points = [(e["step"], e[key]) for e in log_history if key in e]
         if points:
             ax.plot(*zip(*points), "o--", label=label)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
-    ax.set_title("distillation losses")
+    ax.set_title("distillation losses per optimizer step (train: running mean; eval: held-out rows)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def build_compute_metrics(tokenizer):
-    """BLEU/chrF/ROUGE-L of generated eval translations (used with ``--predict_with_generate``)."""
+def build_compute_metrics(tokenizer, references: list[str]):
+    """BLEU/chrF/ROUGE-L of the generated eval translations against the RAW reference strings.
+
+    (Not the references decoded back from the tokenised labels: truncation and the tokenizer's normalisation
+    change them.) With the same generation settings as ``llmdiet eval``, the in-training BLEU of a model equals
+    the harness's BLEU on the same rows. The Trainer keeps the eval set's order, so prediction i is row i.
+    """
     import numpy as np
 
     from llmdiet.evaluation.metrics import corpus_scores
 
     def compute_metrics(prediction) -> dict:
-        preds, labels = prediction.predictions, prediction.label_ids
-        preds = np.where(preds < 0, tokenizer.pad_token_id, preds)  # the Trainer pads with -100
-        labels = np.where(labels < 0, tokenizer.pad_token_id, labels)
+        preds = np.where(prediction.predictions < 0, tokenizer.pad_token_id, prediction.predictions)
         hyps = [t.strip() for t in tokenizer.batch_decode(preds, skip_special_tokens=True)]
-        refs = [t.strip() for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
-        scores = corpus_scores(hyps, refs)
+        if len(hyps) != len(references):
+            raise RuntimeError(f"{len(hyps)} eval predictions for {len(references)} references")
+        scores = corpus_scores(hyps, references)
         return {k: round(scores[k], 4) for k in ("bleu", "chrf", "rougeL")}
 
     return compute_metrics
+
+
+GENERATION_METRICS = ("bleu", "chrf", "rougeL", "eval_bleu", "eval_chrf", "eval_rougeL")
+
+
+def check_training_arguments(training) -> None:
+    """Trainer settings that would give wrong numbers or crash, refused or adjusted with one clear line."""
+    if training.fp16:
+        raise ConfigError("--fp16 is refused: T5 activations overflow to NaN in float16; use --bf16 true or float32")
+    if training.n_gpu > 1:
+        raise ConfigError(
+            f"one process sees {training.n_gpu} GPUs (nn.DataParallel), which llmdiet does not support: its token "
+            "counts are per process; launch one process per GPU: accelerate launch --multi_gpu --num_processes N ...")
+    if training.generation_max_length is not None:
+        raise ConfigError("--generation_max_length is not used by llmdiet distill: set --eval_max_new_tokens "
+                          "(the in-training BLEU uses the same generation settings as llmdiet eval)")
+    if not training.predict_with_generate and training.metric_for_best_model in GENERATION_METRICS:
+        logger.warning("--predict_with_generate false: no BLEU during training, so the best checkpoint is chosen by "
+                       "eval loss (the distillation objective) instead of %s", training.metric_for_best_model)
+        training.metric_for_best_model, training.greater_is_better = "loss", False
 
 
 def _resume_target(value: str | None, output_dir: str) -> str | None:
@@ -224,7 +256,8 @@ def _sequence_kd_rows(args, data, training, teacher_path, train_rows):
         targets = generate_pseudo_labels(teacher_path, train_rows, data.source_prefix, path,
                                          num_beams=args.sequence_kd_beams, max_new_tokens=data.max_target_length,
                                          batch_size=training.per_device_eval_batch_size, device=str(training.device),
-                                         dtype=args.teacher_dtype)
+                                         dtype=args.teacher_dtype,
+                                         rebuild=args.rebuild_caches and training.process_index == 0)
     return apply_pseudo_labels(train_rows, targets, args.sequence_kd)
 
 
@@ -234,9 +267,13 @@ def _with_teacher_cache(args, teacher, teacher_path, train_ds, collator, trainin
 
     with training.main_process_first(desc="teacher cache"):
         if training.process_index == 0:
+            from llmdiet.fingerprint import model_identity
+
             build_teacher_cache(teacher.to(training.device), train_ds, collator, args.teacher_cache,
                                 k=args.teacher_cache_topk, temperature=args.temperature,
-                                batch_size=training.per_device_eval_batch_size, teacher_name=teacher_path)
+                                batch_size=training.per_device_eval_batch_size, teacher_name=teacher_path,
+                                teacher_identity=model_identity(teacher_path), teacher_dtype=args.teacher_dtype,
+                                rebuild=args.rebuild_caches)
     cache = TeacherCache(args.teacher_cache)
     cache.check_matches(train_ds["labels"], args.temperature)
     training.remove_unused_columns = False  # keep the example index for the collator
@@ -249,6 +286,7 @@ def run(args: DistillationArguments, data: DataArguments, training: "Seq2SeqTrai
 
     from llmdiet.distill.trainer import DistillationTrainer
 
+    check_training_arguments(training)
     teacher_path, student_path = resolve_model(args.teacher_model), resolve_model(args.student_model)
     student, tokenizer = load_seq2seq(student_path, tokenizer_path=args.tokenizer and resolve_model(args.tokenizer))
     teacher = None
@@ -273,7 +311,9 @@ def run(args: DistillationArguments, data: DataArguments, training: "Seq2SeqTrai
     trainer = DistillationTrainer(
         model=student, teacher_model=teacher, alpha=args.alpha, temperature=args.temperature, args=training,
         train_dataset=train_ds, eval_dataset=eval_ds, data_collator=train_collator, processing_class=tokenizer,
-        compute_metrics=build_compute_metrics(tokenizer) if training.predict_with_generate and eval_ds else None,
+        compute_metrics=build_compute_metrics(tokenizer, [r.target for r in eval_rows])
+        if training.predict_with_generate and eval_ds else None,
+        eval_generation={"max_new_tokens": args.eval_max_new_tokens, "num_beams": training.generation_num_beams or 1},
     )
     result = trainer.train(resume_from_checkpoint=_resume_target(training.resume_from_checkpoint, training.output_dir))
     trainer.save_model(training.output_dir)  # student + tokenizer only; the teacher is never saved
@@ -283,7 +323,9 @@ def run(args: DistillationArguments, data: DataArguments, training: "Seq2SeqTrai
         "log_history": trainer.state.log_history,
         "distillation": asdict(args),
         "data": asdict(data),
-        "resolved_models": {"teacher": teacher_path if teacher is not None else None, "student": student_path},
+        # the teacher that produced any of the training signal: logits (alpha > 0), its cache or its translations
+        "resolved_models": {"teacher": teacher_path if (args.alpha > 0 or args.sequence_kd != "off") else None,
+                            "student": student_path},
         "truncation": {"train": train_trunc.as_dict(), "eval": eval_trunc.as_dict() if eval_trunc else None},
         "skipped_rows": {"total": skipped.total, "by_reason": dict(skipped.reasons)},
         "provenance": provenance(seed=training.seed, command=command),

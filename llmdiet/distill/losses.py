@@ -57,12 +57,14 @@ def distillation_loss(
     alpha: float = 0.5,
     temperature: float = 1.0,
     num_valid_tokens: int | torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> DistillationLoss:
     """``alpha * T^2 * KD + (1 - alpha) * CE``.
 
     KD is the forward KL(teacher || student) of the temperature-softened distributions, summed
     over the vocabulary and averaged over the target tokens where ``labels != -100``; CE is the
-    token cross-entropy (at temperature 1) on the same tokens. ``alpha`` is the teacher's weight.
+    token cross-entropy (at temperature 1) on the same tokens, label-smoothed when ``label_smoothing`` > 0
+    (``--label_smoothing_factor``; the KD term is never smoothed). ``alpha`` is the teacher's weight.
     """
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(
@@ -76,7 +78,7 @@ def distillation_loss(
     mask, count = _valid_positions(labels)
     denom = _denominator(count, num_valid_tokens)
     s_valid = student_logits[mask]  # (N, V): select first, then softmax (memory)
-    ce = F.cross_entropy(s_valid.float(), labels[mask], reduction="sum") / denom
+    ce = F.cross_entropy(s_valid.float(), labels[mask], reduction="sum", label_smoothing=label_smoothing) / denom
     if alpha > 0:
         kd = kl_divergence_sum(s_valid, teacher_logits[mask].detach(), temperature) / denom
     else:
@@ -93,6 +95,7 @@ def topk_distillation_loss(
     alpha: float = 0.5,
     temperature: float = 1.0,
     num_valid_tokens: int | torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> DistillationLoss:
     """KD from cached teacher top-k log-probabilities, with a tail bucket for the remaining mass.
 
@@ -104,7 +107,7 @@ def topk_distillation_loss(
     mask, count = _valid_positions(labels)
     denom = _denominator(count, num_valid_tokens)
     s_valid = student_logits[mask].float()
-    ce = F.cross_entropy(s_valid, labels[mask], reduction="sum") / denom
+    ce = F.cross_entropy(s_valid, labels[mask], reduction="sum", label_smoothing=label_smoothing) / denom
     log_s = F.log_softmax(s_valid / temperature, dim=-1)
     s_top = log_s.gather(-1, teacher_topk_ids[mask].long())  # (N, k)
     t_top = teacher_topk_logprobs[mask].float()

@@ -24,13 +24,16 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from llmdiet.config import ConfigError
+from llmdiet.fingerprint import check_parts
+
 logger = logging.getLogger(__name__)
 
 INDEX_COLUMN = "example_index"
 
 
-class TeacherCacheError(ValueError):
-    """The cache does not match the run (other data, k, temperature) or is incomplete."""
+class TeacherCacheError(ConfigError):
+    """The cache does not match the run (other teacher, data, tokenizer, k, temperature) or is incomplete."""
 
 
 def labels_fingerprint(labels: list[list[int]]) -> str:
@@ -43,19 +46,33 @@ def labels_fingerprint(labels: list[list[int]]) -> str:
 
 @torch.no_grad()
 def build_teacher_cache(teacher, dataset, collator, out_dir: str | Path, k: int = 32, temperature: float = 1.0,
-                        batch_size: int = 16, shard_size: int = 512, teacher_name: str = "") -> Path:
-    """Write (or finish writing) the top-k cache of ``teacher`` over a tokenised ``dataset``."""
+                        batch_size: int = 16, shard_size: int = 512, teacher_name: str = "",
+                        teacher_identity: dict | None = None, teacher_dtype: str = "float32",
+                        rebuild: bool = False) -> Path:
+    """Write (or finish writing) the top-k cache of ``teacher`` over a tokenised ``dataset``.
+
+    The cache is keyed by everything that changes its content: the teacher's identity (content hashes of its
+    config, weights and tokenizer, not its path), its dtype, k, T, and the tokenised inputs and labels (which
+    cover the data rows, the prefix, the truncation lengths and the tokenizer). A mismatch stops with the
+    changed parts named; ``rebuild`` (``--rebuild_caches``) deletes the old cache first.
+    """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"teacher": teacher_name, "k": k, "temperature": temperature, "num_examples": len(dataset),
-            "shard_size": shard_size, "labels_fingerprint": labels_fingerprint(dataset["labels"])}
     meta_path = out / "meta.json"
+    if rebuild and out.is_dir():
+        for old in [meta_path, *out.glob("shard-*.safetensors"), *out.glob("shard-*.tmp")]:
+            old.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"teacher": teacher_name, "teacher_identity": teacher_identity or {"name": teacher_name},
+            "teacher_dtype": teacher_dtype, "k": k, "temperature": temperature, "num_examples": len(dataset),
+            "shard_size": shard_size, "labels_fingerprint": labels_fingerprint(dataset["labels"]),
+            "inputs_fingerprint": labels_fingerprint(dataset["input_ids"])}
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
-        if old != meta:
-            raise TeacherCacheError(f"{out}: holds a cache for other settings ({old}); use another directory")
+        check_parts({k_: v for k_, v in old.items() if k_ != "teacher"}, {k_: v for k_, v in meta.items() if k_ != "teacher"},
+                    out, "pass --rebuild_caches true to rebuild it, or use another --teacher_cache directory",
+                    error=TeacherCacheError)
     else:
         meta_path.write_text(json.dumps(meta, indent=2))
     teacher.eval()

@@ -13,7 +13,10 @@ The loss is normalised by the number of valid target tokens in the whole accumul
 (and, with ``average_tokens_across_devices``, all-process) batch that the Trainer passes as
 ``num_items_in_batch``, so gradient accumulation and DDP give the full-batch gradient.
 CE and KD are logged separately next to the Trainer's ``loss`` (``ce``, ``kd``; ``eval_ce``,
-``eval_kd``), so every ``report_to`` integration sees them.
+``eval_kd``), so every ``report_to`` integration sees them. ``eval_loss`` is the same objective on the eval
+rows also when generating (``predict_with_generate``), and the in-training generation uses the harness's
+settings (``eval_generation``: 128 new tokens, greedy) so that in-training BLEU equals ``llmdiet eval``'s.
+``--label_smoothing_factor`` smooths the CE term (and only it).
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from llmdiet.distill.losses import IGNORE_INDEX, distillation_loss, topk_distill
 
 class DistillationTrainer(Seq2SeqTrainer):
     def __init__(self, *args, teacher_model: PreTrainedModel | None = None, alpha: float = 0.5,
-                 temperature: float = 1.0, **kwargs):
+                 temperature: float = 1.0, eval_generation: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        # generate() settings of the in-training eval (max_new_tokens, num_beams): the harness's, by default
+        self.eval_generation = dict(eval_generation or {"max_new_tokens": 128, "num_beams": 1})
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         if temperature <= 0:
@@ -62,7 +67,8 @@ class DistillationTrainer(Seq2SeqTrainer):
         outputs = model(**model_inputs, use_cache=False)
         if cached and self.alpha > 0:  # teacher top-k log-probs from llmdiet.distill.teacher_cache
             parts = topk_distillation_loss(outputs.logits, cached["teacher_topk_ids"], cached["teacher_topk_logprobs"],
-                                           labels, self.alpha, self.temperature, num_valid_tokens=num_items_in_batch)
+                                           labels, self.alpha, self.temperature, num_valid_tokens=num_items_in_batch,
+                                           label_smoothing=self.args.label_smoothing_factor)
         else:
             if self.teacher is not None:
                 with torch.no_grad():
@@ -72,7 +78,8 @@ class DistillationTrainer(Seq2SeqTrainer):
             else:  # alpha == 0: plain fine-tuning, no teacher forward
                 teacher_logits = outputs.logits.detach()
             parts = distillation_loss(outputs.logits, teacher_logits, labels, self.alpha, self.temperature,
-                                      num_valid_tokens=num_items_in_batch)
+                                      num_valid_tokens=num_items_in_batch,
+                                      label_smoothing=self.args.label_smoothing_factor)
         loss = parts.loss
         if num_items_in_batch is not None and self.args.average_tokens_across_devices:
             # num_items_in_batch counts all processes' tokens; DDP averages gradients over processes.
@@ -88,6 +95,21 @@ class DistillationTrainer(Seq2SeqTrainer):
         acc["tokens"] += tokens.item()
         outputs.loss = loss
         return (loss, outputs) if return_outputs else loss
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", **gen_kwargs):
+        for key, value in self.eval_generation.items():  # explicit gen_kwargs win
+            gen_kwargs.setdefault(key, value)
+        return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **gen_kwargs)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+        """With ``predict_with_generate`` the parent computes the student's plain CE as the eval loss; here the eval
+        loss is the training objective (distillation loss, teacher forward included), logged with its parts."""
+        loss, generated, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys,
+                                                          **gen_kwargs)
+        if self.args.predict_with_generate and not prediction_loss_only and "labels" in inputs:
+            with torch.no_grad():
+                loss = self.compute_loss(model, self._prepare_inputs(inputs)).detach()
+        return loss, generated, labels
 
     def _pop_parts(self, split: str) -> dict[str, float]:
         acc = self._parts[split]

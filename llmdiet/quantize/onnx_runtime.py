@@ -28,6 +28,7 @@ import logging
 import random
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from llmdiet.artifacts import BackendError
@@ -197,16 +198,21 @@ def quantize_onnx(model_path: str, out: str | Path, tokenizer, *, static: bool, 
                    else "dynamic int8 (IntegerOps)",
                    "operators_quantized": list(qconfig.operators_to_quantize),
                    "weight_type": qconfig.weights_dtype.name, "activation_type": qconfig.activations_dtype.name}
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="llmdiet-onnx-", dir=out) as tmp:
+        logger.info("exporting %s to ONNX ...", model_path)
         export_dir = export_onnx(model_path, Path(tmp) / "fp32")
+        logger.info("exported in %.0f s", time.perf_counter() - start)
         feeds = None
         if static:
             if not calibration_sources:
                 raise BackendError("onnx-static-int8 needs calibration sources (zero usable rows given)")
+            logger.info("calibrating on %d sources (recording encoder/decoder inputs) ...", len(calibration_sources))
             feeds = record_calibration_feeds(export_dir, tokenizer, calibration_sources, calibration_batch_size,
                                              calibration_max_new_tokens, max_step_samples, seed)
             extra["calibration_feeds"] = {name: len(v) for name, v in feeds.items()}
         for file_name in ONNX_FILES:
+            logger.info("quantizing %s (%.0f s so far)", file_name, time.perf_counter() - start)
             quantizer = ORTQuantizer.from_pretrained(export_dir, file_name=file_name)
             external = (export_dir / file_name).stat().st_size > EXTERNAL_DATA_THRESHOLD
             ranges = None
