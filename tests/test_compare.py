@@ -32,7 +32,7 @@ def test_markdown_table_and_png_plots(two_runs, tmp_path, capsys):
     out = capsys.readouterr().out
     header, rule, *rows = out.splitlines()[:4]
     assert header.startswith("| run | model | backend | size MB | demo-en-fr BLEU | demo-en-fr chrF | demo-en-fr ROUGE-L |")
-    assert header.endswith("| sent/s | peak RSS MB |")
+    assert header.endswith("| demo-en-fr sent/s | demo-ko-en sent/s | peak RSS MB |")  # per set, never pooled
     for row, run in zip(rows, (teacher, student)):
         r = results(run)
         cells = [c.strip() for c in row.strip("|").split("|")]
@@ -40,8 +40,9 @@ def test_markdown_table_and_png_plots(two_runs, tmp_path, capsys):
         assert cells[3] == f"{r['size']['disk_bytes'] / 1e6:.1f}"
         assert cells[4:7] == [f"{r['sets']['demo-en-fr']['metrics'][k]:.2f}" for k in ("bleu", "chrf", "rougeL")]
         assert cells[7] == f"{r['sets']['demo-ko-en']['metrics']['bleu']:.2f}"
-        wall = sum(e["timing"]["wall_s"] for e in r["sets"].values())
-        assert cells[10] == f"{32 / wall:.2f}"
+        for k, name in ((10, "demo-en-fr"), (11, "demo-ko-en")):
+            timing = r["sets"][name]["timing"]
+            assert cells[k] == f"{timing['num_sentences'] / timing['wall_s']:.2f}"
     assert "DEMO:" in out
     for name in ("compare.md", "compare.csv", "bleu_vs_size.png", "bleu_vs_latency.png"):
         assert (tmp_path / name).stat().st_size > 0
@@ -97,3 +98,19 @@ def test_bad_input(two_runs, tmp_path, capsys):
     assert "--labels has 2 names for 1 runs" in capsys.readouterr().err
     assert cli.main(["compare"]) == 2
     assert "give at least one eval run directory" in capsys.readouterr().err
+
+
+def test_twelve_runs_get_distinct_styles_and_replacing_is_announced(two_runs, tmp_path, capsys):
+    """Before: with 11 runs the colours repeated, points carried no label, and an earlier compare.* was
+    overwritten without a word."""
+    from llmdiet.evaluation.compare import run_style
+
+    styles = [run_style(i) for i in range(12)]
+    assert len(set(styles)) == 12 and len({c for c, _ in styles}) == 12
+    teacher, student = two_runs
+    assert cli.main(["compare", str(teacher), str(student), "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert cli.main(["compare", str(teacher), "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "replacing the earlier comparison" in err and "eval-student" in err
+    assert json.loads((tmp_path / "compare.json").read_text())["runs"] == [str(teacher.resolve())]

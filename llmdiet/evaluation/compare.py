@@ -3,13 +3,14 @@
 Reads each run directory's ``results.json`` and prints one row per run: label (the directory
 name), model, backend, size in MB (10^6 bytes, the artifact on disk; the in-memory size, marked
 ``*``, where there is no local artifact), BLEU / chrF / ROUGE-L for every eval set that any run
-has, sentences per second over all sets (total sentences / total generation wall time) and the
-peak process memory (highest over the sets).
+has, sentences per second for every set (that set's sentences / its generation wall time: sets differ in
+length, so they are never pooled) and the peak process memory (highest over the sets).
 
 Writes into ``--out`` (default: the parent directory of the first run):
-``compare.md``, ``compare.csv``, ``bleu_vs_size.png`` and ``bleu_vs_latency.png`` (BLEU of each
-set against the model size, and against that set's mean latency per sentence = generation wall
-time / sentences).
+``compare.md``, ``compare.csv``, ``bleu_vs_size.png`` and ``bleu_vs_latency.png`` (one panel per set:
+BLEU against the model size, and against that set's mean latency per sentence = generation wall
+time / sentences; a distinct colour and marker per run and the run's number on every point) and
+``compare.json`` (which runs were compared). Replacing an earlier comparison of other runs is announced.
 ``--format csv`` prints CSV instead of Markdown.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,7 @@ from llmdiet.config import ConfigError, parse_config
 from llmdiet.evaluation.reports import MB, fmt, load_results, markdown_table, size_mb
 
 METRICS = (("bleu", "BLEU"), ("chrf", "chrF"), ("rougeL", "ROUGE-L"))
-OUTPUT_FILES = ("compare.md", "compare.csv", "bleu_vs_size.png", "bleu_vs_latency.png")
+OUTPUT_FILES = ("compare.md", "compare.csv", "bleu_vs_size.png", "bleu_vs_latency.png", "compare.json")
 
 
 @dataclass
@@ -100,12 +102,13 @@ def table(runs: list[RunSummary]) -> tuple[list[str], list[list]]:
     sets = set_names(runs)
     headers = ["run", "model", "backend", "size MB"]
     headers += [f"{s} {label}" for s in sets for _, label in METRICS]
-    headers += ["sent/s", "peak RSS MB"]
+    headers += [f"{s} sent/s" for s in sets] + ["peak RSS MB"]
     rows = []
     for r in runs:
         row = [r.label, r.model, r.backend, r.size_mb]
         row += [r.scores.get(s, {}).get(key) for s in sets for key, _ in METRICS]
-        row += [r.sentences_per_s, r.peak_rss_mb]
+        row += [1000 / r.set_ms_per_sentence[s] if r.set_ms_per_sentence.get(s) else None for s in sets]
+        row += [r.peak_rss_mb]
         rows.append(row)
     return headers, rows
 
@@ -113,16 +116,19 @@ def table(runs: list[RunSummary]) -> tuple[list[str], list[list]]:
 def to_markdown(runs: list[RunSummary]) -> str:
     headers, rows = table(runs)
     shown = []
+    n_sets = len(set_names(runs))
     for r, row in zip(runs, rows):
         row = list(row)
         row[3] = fmt(r.size_mb, 1) + ("*" if r.size_source == "memory" else "")
-        row[-2] = fmt(r.sentences_per_s) + ("†" if r.partial_timing else "")
+        for k in range(len(row) - 1 - n_sets, len(row) - 1):  # per-set sentences/s
+            row[k] = fmt(row[k]) + ("†" if r.partial_timing else "")
         shown.append(row)
     notes = []
     if any(r.size_source == "memory" for r in runs):
         notes.append("\\* in-memory size (no local artifact on disk).")
     if any(r.partial_timing for r in runs):
         notes.append("† timing covers only the part translated after a resume (or was not recorded).")
+    notes.append("sent/s: sentences / generation wall time, per eval set (sets differ in length, so never pooled).")
     if any(r.demo for r in runs):
         from llmdiet.demo import DEMO_BANNER
 
@@ -140,40 +146,49 @@ def to_csv(runs: list[RunSummary]) -> str:
     return buf.getvalue()
 
 
+def run_style(i: int) -> tuple:
+    """A distinct colour and marker per run (20 colours x 15 markers, no repeat below 20 runs)."""
+    import matplotlib.pyplot as plt
+
+    markers = "osD^vPXh<>p*H8d"
+    return plt.get_cmap("tab20")(i % 20), markers[i % len(markers)]
+
+
 def plot(runs: list[RunSummary], out: Path) -> list[Path]:
-    """``bleu_vs_size.png`` and ``bleu_vs_latency.png``: one colour per run, one marker per eval set."""
+    """``bleu_vs_size.png`` and ``bleu_vs_latency.png``: one panel per eval set; each run has its own colour and
+    marker, and every point carries the run's number (the legend maps numbers to runs)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    markers = "os^Dvp<>h*"
     sets = set_names(runs)
-    legend = [Line2D([], [], color=colours[i % len(colours)], marker="o", linestyle="", label=r.label)
-              for i, r in enumerate(runs)]
-    legend += [Line2D([], [], color="grey", marker=markers[i % len(markers)], linestyle="", label=s)
-               for i, s in enumerate(sets)]
+    styles = [run_style(i) for i in range(len(runs))]
+    legend = [Line2D([], [], color=c, marker=m, linestyle="", label=f"{i + 1}: {r.label}")
+              for i, (r, (c, m)) in enumerate(zip(runs, styles))]
+    demo = " (DEMO models and data)" if any(r.demo for r in runs) else ""
     written = []
     for name, title, xlabel, x_of in (
-        ("bleu_vs_size.png", "BLEU vs model size", "model size (MB)", lambda r, s: r.size_mb),
-        ("bleu_vs_latency.png", "BLEU vs latency", "latency per sentence (ms, wall time / sentences of the set)",
+        ("bleu_vs_size.png", "BLEU vs model size", "model size (MB on disk; * in memory)", lambda r, s: r.size_mb),
+        ("bleu_vs_latency.png", "BLEU vs latency", "latency per sentence (ms = generation wall time / sentences)",
          lambda r, s: r.set_ms_per_sentence.get(s)),
     ):
-        fig, ax = plt.subplots(figsize=(6.4, 4.4))
-        for i, run in enumerate(runs):
-            for j, set_name in enumerate(sets):
+        fig, axes = plt.subplots(1, len(sets), figsize=(5.2 * len(sets) + 2.6, 4.6), squeeze=False)
+        for ax, set_name in zip(axes[0], sets):
+            for i, run in enumerate(runs):
                 x = x_of(run, set_name)
                 if set_name in run.scores and x is not None:
-                    ax.scatter(x, run.scores[set_name]["bleu"], color=colours[i % len(colours)],
-                               marker=markers[j % len(markers)], s=40)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("BLEU (sacrebleu)")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(handles=legend, fontsize=7, loc="best")
-        fig.tight_layout()
+                    y = run.scores[set_name]["bleu"]
+                    ax.scatter(x, y, color=styles[i][0], marker=styles[i][1], s=46, edgecolors="black", linewidths=0.4)
+                    ax.annotate(str(i + 1), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("BLEU (sacrebleu)")
+            ax.set_title(f"{set_name}", fontsize=10)
+            ax.grid(alpha=0.3)
+        fig.legend(handles=legend, fontsize=7, loc="center right", title="runs")
+        fig.suptitle(f"{title}, per eval set{demo}", fontsize=11)
+        fig.tight_layout(rect=(0, 0, 1 - 2.4 / (5.2 * len(sets) + 2.6), 1))
         fig.savefig(out / name, dpi=120)
         plt.close(fig)
         written.append(out / name)
@@ -212,6 +227,18 @@ def main(argv: list[str] | None = None) -> int:
     runs = [summarize(d, label) for d, label in zip(args.runs, args.labels or [None] * len(args.runs))]
     out = Path(args.out) if args.out else Path(args.runs[0]).resolve().parent
     out.mkdir(parents=True, exist_ok=True)
+    manifest = out / "compare.json"
+    inputs = [str(Path(d).resolve()) for d in args.runs]
+    if manifest.exists():
+        earlier = json.loads(manifest.read_text()).get("runs", [])
+        if earlier != inputs:
+            print(f"note: replacing the earlier comparison in {out} (of {len(earlier)} runs: "
+                  f"{', '.join(Path(e).name for e in earlier[:6])}{' ...' if len(earlier) > 6 else ''}); "
+                  "use --out DIR to keep both", file=sys.stderr)
+    elif any((out / f).exists() for f in OUTPUT_FILES):
+        print(f"note: replacing compare.* files in {out} written by an earlier llmdiet version; use --out DIR to keep them",
+              file=sys.stderr)
+    manifest.write_text(json.dumps({"runs": inputs, "labels": [r.label for r in runs]}, indent=2))
     markdown, table_csv = to_markdown(runs), to_csv(runs)
     (out / "compare.md").write_text(markdown, encoding="utf-8")
     (out / "compare.csv").write_text(table_csv, encoding="utf-8")

@@ -2,9 +2,11 @@
 
 For each alpha the student is trained with ``llmdiet.distill.run`` into ``SWEEP_DIR/alpha-<a>``
 and scored by the eval harness into ``SWEEP_DIR/eval-alpha-<a>``; ``llmdiet compare`` then writes
-the table and plots into ``SWEEP_DIR``. Resumable at every level: finished trainings (their
-``training_log.json`` exists) are skipped, an interrupted one continues from its last checkpoint,
-and the harness resumes its own samples.
+the table and plots into ``SWEEP_DIR`` plus ``bleu_vs_alpha.png``. Resumable at every level: a finished
+training is skipped only if its recorded settings (``sweep_settings.json``: every distillation, data and
+training setting and the content hashes of teacher and student) equal the new ones (else the run stops and
+names what changed), an interrupted one continues from its last checkpoint, and the harness resumes its own
+samples. The teacher's translations and top-k logits are computed once, in ``SWEEP_DIR/shared/``.
 
     python recipes/alpha_sweep.py --alphas 0 0.25 0.5 0.75 1 --eval_sets pgv-en-fr pgv-fr-en
     python recipes/alpha_sweep.py --preset demo
@@ -13,6 +15,7 @@ and the harness resumes its own samples.
 from __future__ import annotations
 
 import copy
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,23 +75,68 @@ def validate(sweep: SweepArguments, dist: DistillationArguments) -> None:
             raise ConfigError(f"{flag} {model}: no such directory (a local path, a hub id owner/name, or llmdiet-demo:*)")
 
 
+SETTINGS_FILE = "sweep_settings.json"
+TRAINING_KEYS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+                 "gradient_accumulation_steps", "seed", "optim", "weight_decay", "warmup_ratio", "warmup_steps",
+                 "lr_scheduler_type", "max_grad_norm", "label_smoothing_factor", "bf16")
+
+
+def student_settings(alpha: float, dist: DistillationArguments, data: DataArguments, training) -> dict:
+    """Everything that decides a student: the fingerprint a finished alpha is checked against on a re-run."""
+    from dataclasses import asdict
+
+    from llmdiet.fingerprint import model_identity
+
+    dist_dict = {k: v for k, v in asdict(dist).items() if k not in ("teacher_cache", "sequence_kd_file", "rebuild_caches")}
+    return {"alpha": alpha, "distillation": dist_dict, "data": asdict(data),
+            "training": {k: getattr(training, k, None) for k in TRAINING_KEYS},
+            "teacher": model_identity(resolve_model(dist.teacher_model)),
+            "student_init": model_identity(resolve_model(dist.student_model))}
+
+
+def _finished(run_dir: Path, settings: dict) -> bool:
+    """A finished student with the same settings is skipped; one made with other settings is refused."""
+    from llmdiet.fingerprint import check_parts
+
+    if not (run_dir / "training_log.json").exists():
+        return False
+    stored = run_dir / SETTINGS_FILE
+    if not stored.exists():
+        raise ConfigError(f"{run_dir}: a finished student without {SETTINGS_FILE}, so its settings are unknown; "
+                          "delete it or use another --sweep_dir")
+    check_parts(json.loads(stored.read_text()), settings, run_dir,
+                "use another --sweep_dir, or delete this student to retrain it with the new settings")
+    return True
+
+
 def run_sweep(sweep: SweepArguments, dist: DistillationArguments, data: DataArguments,
               training: "Seq2SeqTrainingArguments") -> list[str]:
+    """Train, evaluate and compare every alpha. The teacher's work is shared: one teacher-logit cache and one file
+    of teacher translations in ``SWEEP_DIR/shared/`` serve every alpha (each is keyed by its own inputs)."""
     from transformers.trainer_utils import get_last_checkpoint
 
     from llmdiet.evaluation.compare import main as compare_main
 
     validate(sweep, dist)
     root = Path(sweep.sweep_dir)
+    shared = root / "shared"
+    dist = copy.deepcopy(dist)
+    if dist.teacher_cache:
+        dist.teacher_cache = dist.teacher_cache if Path(dist.teacher_cache).is_absolute() else str(shared / dist.teacher_cache)
+    if dist.sequence_kd != "off" and not dist.sequence_kd_file:
+        dist.sequence_kd_file = str(shared / "teacher_translations.jsonl")
     eval_dirs, labels = [], []
     for alpha in sweep.alphas:
         run_dir = root / f"alpha-{alpha:g}"
-        if not (run_dir / "training_log.json").exists():
+        settings = student_settings(alpha, dist, data, training)
+        if not _finished(run_dir, settings):
             args, targs = copy.deepcopy(dist), copy.deepcopy(training)
             args.alpha, targs.output_dir = alpha, str(run_dir)
             if run_dir.is_dir() and get_last_checkpoint(str(run_dir)):
                 targs.resume_from_checkpoint = "latest"
             run(args, data, targs, command=["alpha-sweep", f"alpha={alpha}"])
+            if training.process_index == 0:
+                (run_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=2, default=str))
         if training.process_index == 0:
             eval_dirs.append(evaluate(str(run_dir), root / f"eval-alpha-{alpha:g}", sweep))
             labels.append(f"student alpha={alpha:g}")
@@ -98,7 +146,43 @@ def run_sweep(sweep: SweepArguments, dist: DistillationArguments, data: DataArgu
         eval_dirs.append(evaluate(resolve_model(dist.teacher_model), root / "eval-teacher", sweep))
         labels.append("teacher")
     compare_main([*eval_dirs, "--out", str(root), "--labels", *labels])
+    plot_metric_by_alpha(root, sweep)
     return eval_dirs
+
+
+def plot_metric_by_alpha(root: Path, sweep: SweepArguments) -> Path:
+    """``bleu_vs_alpha.png``: each eval set's BLEU (and chrF) against alpha, the teacher as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = {alpha: json.loads((root / f"eval-alpha-{alpha:g}" / "results.json").read_text()) for alpha in sweep.alphas}
+    teacher_file = root / "eval-teacher" / "results.json"
+    teacher = json.loads(teacher_file.read_text()) if teacher_file.exists() else None
+    sets = list(next(iter(results.values()))["sets"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric, name in ((axes[0], "bleu", "BLEU"), (axes[1], "chrf", "chrF")):
+        for i, set_name in enumerate(sets):
+            color = plt.get_cmap("tab10")(i)
+            xs = sorted(results)
+            ax.plot(xs, [results[a]["sets"][set_name]["metrics"][metric] for a in xs], "o-", color=color,
+                    label=f"{set_name} (students)")
+            if teacher and set_name in teacher["sets"]:
+                ax.axhline(teacher["sets"][set_name]["metrics"][metric], color=color, linestyle="--", linewidth=1,
+                           label=f"{set_name} (teacher)")
+        ax.set_xlabel("alpha (weight of the teacher term; 0 = fine-tuning on references only)")
+        ax.set_ylabel(name)
+        ax.set_title(f"{name} of the distilled student by alpha")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("alpha sweep: " + ", ".join(sets) + (" — DEMO models and data" if any(
+        r.get("demo") for r in results.values()) else ""), fontsize=10)
+    fig.tight_layout()
+    out = root / "bleu_vs_alpha.png"
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

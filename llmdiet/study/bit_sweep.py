@@ -182,9 +182,12 @@ def plot(points: list[dict], out: Path) -> None:
             elif base:
                 ax.plot([base[0]["packed_bytes"] / 1e6], [base[0]["bleu"]], "k*", label=f"{model} fp32")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("BLEU")
+        ax.set_ylabel("BLEU (sacrebleu)")
         if x_key == "packed_bytes":
             ax.set_xscale("log")
+        what = "bits per Linear weight (dotted: fp32)" if x_key == "bits" else "packed size (b-bit codes + scales)"
+        ax.set_title(f"BLEU vs {what}: RTN (dashed) vs GPFQ (solid), per model", fontsize=10)
+        ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out / fname, dpi=120)
