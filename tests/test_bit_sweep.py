@@ -34,3 +34,21 @@ def test_methods_list_matches_the_quantizer():
     from llmdiet.study import bit_sweep
 
     assert bit_sweep.METHODS == METHODS
+
+
+def test_points_of_other_settings_are_not_reused(demo_assets, tmp_path):
+    """Before: points were keyed by (model name, method, bits) only: another model at the same path, eval rows
+    or GPFQ scale silently reused old points."""
+    import pytest
+
+    from llmdiet.config import ConfigError
+
+    args = BitSweepArguments(models=[str(demo_assets.teacher)], bits=[4], methods=["rtn"], eval_set="demo-en-fr",
+                             limit=8, max_new_tokens=16, out=str(tmp_path / "sweep"))
+    run_sweep(args)
+    args.limit = 12
+    with pytest.raises(ConfigError, match=r"changed: limit \(8 -> 12\)"):
+        run_sweep(args)
+    args.limit, args.scale = 8, 1.3
+    with pytest.raises(ConfigError, match="scale"):
+        run_sweep(args)

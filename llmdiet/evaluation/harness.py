@@ -165,15 +165,13 @@ def main(argv: list[str] | None = None, prog: str = "llmdiet eval") -> int:
 
 
 def model_fingerprint(path: str) -> str | None:
-    """Names, sizes and modification times of a local model's files (None for a hub id)."""
-    root = Path(path)
-    if not root.is_dir():
+    """Content hash of a local model's config, weight and tokenizer files (None for a hub id): a model retrained
+    at the same path is another model."""
+    if not Path(path).is_dir():
         return None
-    digest = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        stat = f.stat()
-        digest.update(f"{f.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return "files-sha256:" + digest.hexdigest()[:16]
+    from llmdiet.fingerprint import digest, model_identity
+
+    return "content-sha256:" + digest(model_identity(path))
 
 
 def set_settings(spec: EvalSet, args: EvalArguments, num_rows: int) -> dict:

@@ -96,6 +96,41 @@ def score(model, tokenizer, sources, references, args) -> dict:
     return {k: scores[k] for k in ("bleu", "chrf", "rougeL", "bleu_signature")}
 
 
+def sweep_settings(args: BitSweepArguments, spec) -> dict:
+    """Everything that changes a point besides (model name, method, bits): the fingerprint of ``points.jsonl``."""
+    from llmdiet.fingerprint import file_sha256, model_identity
+    from llmdiet.modeling import resolve_model
+
+    calibration = None
+    if args.calibration_file:
+        calibration = {"file": file_sha256(args.calibration_file), "columns": [args.calibration_source_column,
+                       args.calibration_target_column], "rows": args.calibration_rows, "prefix": args.calibration_prefix}
+    models = {}
+    for name in args.models:
+        path = resolve_model(name)
+        models[name] = model_identity(path) if Path(path).exists() else {"missing": name}
+    return {"models": models, "eval_set": {"fingerprint": spec.fingerprint(), "prefix": spec.prefix,
+                                           "rows": [spec.start, spec.stop]},
+            "limit": args.limit, "calibration": calibration, "batch_size": args.batch_size,
+            "max_new_tokens": args.max_new_tokens, "scale": args.scale}
+
+
+def check_sweep_settings(out: Path, args: BitSweepArguments, spec) -> None:
+    """Points of an earlier run are reused only if they were made with the same settings (by content)."""
+    from llmdiet.fingerprint import check_parts
+
+    path, current = out / "sweep_settings.json", sweep_settings(args, spec)
+    if path.exists():
+        stored = json.loads(path.read_text())
+        # a model added to --models is fine; a model whose content changed is not
+        stored_models = {k: v for k, v in stored.get("models", {}).items() if k in current["models"]}
+        check_parts({**stored, "models": stored_models},
+                    {**current, "models": {k: v for k, v in current["models"].items() if k in stored_models}},
+                    out, "use another --out (or delete points.jsonl) to sweep with the new settings")
+        current["models"] = {**stored.get("models", {}), **current["models"]}
+    path.write_text(json.dumps(current, indent=2))
+
+
 def run_sweep(args: BitSweepArguments, command=None) -> dict:
     from llmdiet.modeling import resolve_model
     from llmdiet.quantize.lowbit import quantize_linears
@@ -115,6 +150,7 @@ def run_sweep(args: BitSweepArguments, command=None) -> dict:
         points_path.write_text("".join(line + "\n" for line in kept))
     spec = resolve_eval_set(args.eval_set)
     rows = spec.load()[: args.limit]
+    check_sweep_settings(out, args, spec)
     sources, references = [spec.prefix + r.source for r in rows], [r.target for r in rows]
     for model_name in args.models:
         path = resolve_model(model_name)
