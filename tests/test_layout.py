@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "llmdiet"
 
 # layer of each top-level part of llmdiet; a module may import only parts of its own layer or below
 LAYERS = {
-    "config": 0, "data": 0, "modeling": 0, "provenance": 0, "shapes": 0, "artifacts": 0, "demo": 0, "console": 0, "locking": 0, "fingerprint": 0,
+    "config": 0, "data": 0, "modeling": 0, "provenance": 0, "shapes": 0, "artifacts": 0, "demo": 0, "console": 0, "locking": 0, "fingerprint": 0, "model_card": 0,
     "quantize": 1,
     "engines": 2,
     "evaluation": 3,

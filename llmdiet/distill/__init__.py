@@ -8,4 +8,20 @@
 
 May import: the core modules, ``llmdiet.demo``, ``llmdiet.engines`` and ``llmdiet.evaluation``
 (in-training BLEU and teacher translations go through the eval harness's code). Never ``study``.
+
+The package is also the public function ``llmdiet.distill(**options)`` (see :func:`llmdiet.distill.job.distill`):
+calling the module runs the job, so ``import llmdiet.distill.losses`` and ``llmdiet.distill(...)`` both work.
 """
+
+import sys as _sys
+import types as _types
+
+
+class _CallableModule(_types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        from llmdiet.distill.job import distill
+
+        return distill(*args, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _CallableModule

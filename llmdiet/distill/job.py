@@ -330,12 +330,46 @@ def run(args: DistillationArguments, data: DataArguments, training: "Seq2SeqTrai
         "skipped_rows": {"total": skipped.total, "by_reason": dict(skipped.reasons)},
         "provenance": provenance(seed=training.seed, command=command),
         "world_size": trainer.accelerator.num_processes,
+        "parameters": sum(p.numel() for p in trainer.accelerator.unwrap_model(trainer.model).parameters()),
     }
     if trainer.is_world_process_zero():
         out = Path(training.output_dir)
         (out / "training_log.json").write_text(json.dumps(summary, indent=2, default=str))
         plot_loss_curve(trainer.state.log_history, out / "loss_curve.png")
+        write_student_card(out, args, data, summary, eval_rows=len(eval_rows))
     return summary
+
+
+def write_student_card(out: Path, args: "DistillationArguments", data: "DataArguments", summary: dict,
+                       eval_rows: int) -> Path:
+    """The student's model card (README.md): method, command, in-training eval scores, size, provenance."""
+    from llmdiet.model_card import write_model_card
+    from llmdiet.modeling import directory_bytes
+
+    history = summary["log_history"]
+    last = next((e for e in reversed(history) if "eval_bleu" in e), None)
+    results = [{"set": f"held-out rows {data.train_start + data.train_rows}..{data.train_start + data.train_rows + eval_rows - 1}"
+                       f" of {Path(data.data_files).name if data.data_files else data.dataset_name}",
+                "bleu": last["eval_bleu"], "chrf": last["eval_chrf"], "rougeL": last.get("eval_rougeL"),
+                "source": f"in-training eval at step {last['step']}"}] if last else None
+    method = (f"alpha = {args.alpha} (loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE), "
+              f"T = {args.temperature}" if args.alpha > 0 else "fine-tuned on the references (alpha = 0, no teacher)")
+    if args.sequence_kd != "off":
+        method += f"; sequence-level KD ({args.sequence_kd}, teacher beams {args.sequence_kd_beams})"
+    demo = args.teacher_model.startswith(DEMO_MODEL_PREFIX) or args.student_model.startswith(DEMO_MODEL_PREFIX)
+    return write_model_card(
+        out, title=f"{out.name}: a student distilled by llmdiet", kind="distillation",
+        base_model=args.student_model, datasets=None if data.data_files else [data.dataset_name],
+        how=(f"Student `{args.student_model}` distilled from teacher `{args.teacher_model}` with llmdiet: {method}; "
+             f"{data.train_rows} training rows from "
+             f"{data.data_files or data.dataset_name}, prefix `{data.source_prefix}`."),
+        command=summary["provenance"]["command"] if isinstance(summary["provenance"]["command"], str)
+        else " ".join(summary["provenance"]["command"]),
+        size={"parameters": f"{summary['parameters']:,}", "disk (MB)": f"{directory_bytes(out) / 1e6:.1f}"},
+        provenance=summary["provenance"], results=results, demo=demo,
+        loading="```python\nfrom transformers import pipeline\n"
+                f"translate = pipeline(\"translation_en_to_fr\", model=\"{out}\")\n```",
+    )
 
 
 @dataclass
@@ -432,4 +466,37 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["DistillationArguments", "DataArguments", "main", "run", "DataError"]
+def options_to_argv(options: dict) -> list[str]:
+    """``{"alpha": 0.5, "eval_sets": ["a", "b"], "bf16": True}`` -> ``["--alpha", "0.5", "--eval_sets", "a", "b", ...]``."""
+    argv: list[str] = []
+    for key, value in options.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            argv += [f"--{key}", "true" if value else "false"]
+        elif isinstance(value, (list, tuple)):
+            argv += [f"--{key}", *map(str, value)]
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+def distill(*, preset: str | None = None, config: str | None = None, **options) -> dict:
+    """``llmdiet distill`` from Python: ``options`` are its flags (DistillationArguments, DataArguments and every
+    Seq2SeqTrainingArguments field), checked the same way; returns the summary written to training_log.json.
+
+    ``llmdiet.distill(preset="demo", output_dir="runs/s", alpha=0.25)``
+    """
+    from transformers import Seq2SeqTrainingArguments
+
+    argv = (["--preset", preset] if preset else []) + (["--config", config] if config else []) + options_to_argv(options)
+    early = precheck((DistillationArguments, DataArguments, TrainerFlagChecks), argv, presets=PRESETS,
+                     prog="llmdiet.distill", default_preset="reference")
+    check_output_dir(early.get("output_dir") or "runs/distill", early.get("resume_from_checkpoint"),
+                     bool(early.get("overwrite_output_dir")))
+    args, data, training = parse_config((DistillationArguments, DataArguments, Seq2SeqTrainingArguments), argv,
+                                        presets=PRESETS, prog="llmdiet.distill", default_preset="reference")
+    return run(args, data, training, command=["llmdiet.distill", *argv])
+
+
+__all__ = ["DistillationArguments", "DataArguments", "main", "run", "distill", "DataError"]

@@ -96,6 +96,15 @@ class DistillationTrainer(Seq2SeqTrainer):
         outputs.loss = loss
         return (loss, outputs) if return_outputs else loss
 
+    def create_model_card(self, *args, **kwargs):
+        """``push_to_hub`` writes the Trainer's generic card into README.md; llmdiet's card (written by the job after
+        training, with the method and provenance) is kept instead."""
+        import os
+
+        if os.path.exists(os.path.join(self.args.output_dir, "README.md")):
+            return None
+        return super().create_model_card(*args, **kwargs)
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", **gen_kwargs):
         for key, value in self.eval_generation.items():  # explicit gen_kwargs win
             gen_kwargs.setdefault(key, value)

@@ -91,3 +91,47 @@ def corpus_scores(hypotheses: list[str], references: list[str]) -> dict:
         "rouge_aggregation": "mean of per-sentence ROUGE-L F1 x 100",
         "num_sentences": len(hypotheses),
     }
+
+
+# ----------------------------------------------------------------------------- evaluate modules
+
+METRIC_MODULES = {"bleu": "llmdiet_bleu", "chrf": "llmdiet_chrf", "rougeL": "llmdiet_rouge_l"}
+
+
+def metric_module_path(name: str) -> str:
+    """Path of llmdiet's ``evaluate`` metric module ``name`` (bleu, chrf, rougeL), for ``evaluate.load(path)``:
+    the modules ship inside the package and load without a network."""
+    from pathlib import Path
+
+    if name not in METRIC_MODULES:
+        raise ValueError(f"unknown metric '{name}' (use one of {sorted(METRIC_MODULES)})")
+    return str(Path(__file__).parent / "metric_modules" / METRIC_MODULES[name])
+
+
+def metric_for_evaluate(key: str, hypotheses: list[str], references: list[str]) -> dict:
+    """What the ``evaluate`` modules return: the score and how it was computed."""
+    if key == "bleu":
+        score, signature = bleu(hypotheses, references)
+        return {"bleu": score, "signature": signature}
+    if key == "chrf":
+        score, signature = chrf(hypotheses, references)
+        return {"chrf": score, "signature": signature}
+    return {"rougeL": rouge_l(hypotheses, references), "tokenizer": ROUGE_TOKENIZER_NAME}
+
+
+def seq2seq_compute_metrics(tokenizer, metric_names=("bleu", "chrf", "rougeL")):
+    """A ``compute_metrics`` for a user's own ``Seq2SeqTrainer(predict_with_generate=True)`` built on the
+    ``evaluate`` modules above (references decoded from the labels: pass raw strings where you have them)."""
+    import evaluate
+    import numpy as np
+
+    modules = {name: evaluate.load(metric_module_path(name)) for name in metric_names}
+
+    def compute_metrics(prediction) -> dict:
+        preds = np.where(prediction.predictions < 0, tokenizer.pad_token_id, prediction.predictions)
+        labels = np.where(prediction.label_ids < 0, tokenizer.pad_token_id, prediction.label_ids)
+        hyps = [t.strip() for t in tokenizer.batch_decode(preds, skip_special_tokens=True)]
+        refs = [t.strip() for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
+        return {name: module.compute(predictions=hyps, references=refs)[name] for name, module in modules.items()}
+
+    return compute_metrics

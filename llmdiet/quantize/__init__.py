@@ -167,6 +167,7 @@ def quantize(job: QuantizeJob) -> dict:
         meta = write_artifact(partial, method=method.name, backend=method.backend, source_model=job.model,
                               parameters=parameters, fp32_bytes=fp32_bytes, seed=job.seed, command=job.command,
                               model_type=model_type, **extra)
+        write_artifact_card(partial, meta)
         publish_partial_dir(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -174,6 +175,43 @@ def quantize(job: QuantizeJob) -> dict:
     logger.info("%s: %s -> %s (%.1f MB on disk%s)", method.name, job.model, out, meta["disk_bytes"] / 1e6,
                 f", {meta['size_ratio']:.3f} x fp32" if meta["size_ratio"] else "")
     return meta
+
+
+NATIVE_LOADING = {
+    "onnx": "```python\nfrom optimum.onnxruntime import ORTModelForSeq2SeqLM\nfrom transformers import AutoTokenizer\n"
+            "model = ORTModelForSeq2SeqLM.from_pretrained(\"{out}\")\ntokenizer = AutoTokenizer.from_pretrained(\"{out}\")\n```",
+    "ct2-int8": "```python\nimport ctranslate2\nfrom transformers import AutoTokenizer\n"
+                "translator = ctranslate2.Translator(\"{out}\")\ntokenizer = AutoTokenizer.from_pretrained(\"{out}/tokenizer\")\n```",
+    "torch-bf16": "```python\nfrom transformers import pipeline\ntranslate = pipeline(\"translation_en_to_fr\", model=\"{out}\")\n```",
+}
+LLMDIET_LOADING = ("```python\nimport llmdiet\ntranslator = llmdiet.load(\"{out}\")\n"
+                   "translator.translate([\"translate English to French: Hello.\"])\n```\n"
+                   "(This format is llmdiet's: transformers cannot load it by itself.)")
+
+
+def write_artifact_card(directory: Path, meta: dict) -> Path:
+    """The artifact's model card: method, command, size vs fp32, how to load it, provenance."""
+    from llmdiet.demo import DEMO_MODEL_PREFIX, demo_cache_dir
+    from llmdiet.model_card import write_model_card
+
+    method = meta["method"]
+    key = "onnx" if method.startswith("onnx-") else method
+    loading = (NATIVE_LOADING.get(key) or LLMDIET_LOADING).replace("{out}", "<this directory>")
+    if key in NATIVE_LOADING:
+        loading += "\n\nor, with llmdiet's harness settings:\n\n" + LLMDIET_LOADING.split("\n(This")[0].replace("{out}", "<this directory>")
+    source = meta["source_model"]
+    demo = str(source).startswith(str(demo_cache_dir())) or str(source).startswith(DEMO_MODEL_PREFIX)
+    size = {"parameters": f"{meta['parameters']:,}", "disk (MB)": f"{meta['disk_bytes'] / 1e6:.1f}",
+            "fp32 checkpoint (MB)": f"{meta['fp32_disk_bytes'] / 1e6:.1f}" if meta.get("fp32_disk_bytes") else None,
+            "size vs fp32": f"{meta['size_ratio']:.3f}x" if meta.get("size_ratio") else None}
+    return write_model_card(
+        directory, title=f"{Path(source).name or source}, {method} (llmdiet)", kind="quantization",
+        base_model=source, tags=[method], demo=demo,
+        how=f"`{source}` quantized by llmdiet with `{method}`: {METHODS[method].summary}.",
+        command=meta["provenance"]["command"] if isinstance(meta["provenance"]["command"], str)
+        else " ".join(meta["provenance"]["command"]),
+        size=size, provenance=meta["provenance"], loading=loading,
+    )
 
 
 def _run_method(method: Method, job: QuantizeJob, model, tokenizer, sources, out: Path, model_type: str) -> dict:
@@ -229,3 +267,28 @@ def _run_method(method: Method, job: QuantizeJob, model, tokenizer, sources, out
         return {"device": job.device, "dtype": "bfloat16"}
     raise BackendError(f"method '{name}' has no implementation")  # pragma: no cover - METHODS and this table agree
 
+
+
+def quantize_model(model: str, method: str, out: str | Path, *, calibration_file: str | None = None,
+                   calibration_source_column: str = "en", calibration_prefix: str = "translate English to French: ",
+                   calibration_count: int = 128, device: str = "cpu", per_channel: bool | None = None,
+                   overwrite: bool = False, tokenizer: str | None = None, seed: int = 0) -> dict:
+    """``llmdiet quantize`` from Python; returns the artifact record (``llmdiet_artifact.json``)."""
+    from llmdiet.modeling import resolve_model
+    from llmdiet.quantize.job import STUDY_DATASET
+
+    get_method(method, device)
+    calibration = CalibrationSpec(file=calibration_file, dataset=None if calibration_file else STUDY_DATASET,
+                                  source_column=calibration_source_column, prefix=calibration_prefix,
+                                  count=calibration_count)
+    return quantize(QuantizeJob(resolve_model(str(model)), method, Path(out), device=device, per_channel=per_channel,
+                                calibration=calibration, seed=seed, overwrite=overwrite, tokenizer=tokenizer,
+                                command=["llmdiet.quantize", str(model), method, str(out)]))
+
+
+class _CallableModule(__import__("types").ModuleType):
+    def __call__(self, *args, **kwargs):
+        return quantize_model(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule

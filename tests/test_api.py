@@ -1,0 +1,175 @@
+"""The public Python API, artifacts loaded by their own libraries, model cards, and the `evaluate` modules."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import llmdiet
+from llmdiet.demo import DEMO_EN_FR
+
+from quantize_helpers import EVAL_ROWS, build_artifact, demo_rows
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCES, REFERENCES = demo_rows(EVAL_ROWS[0], EVAL_ROWS[0] + 8)
+
+
+def test_all_lists_exactly_the_api():
+    assert sorted(llmdiet.__all__) == ["Translator", "distill", "evaluate", "load", "quantize"]
+    for name in llmdiet.__all__:
+        assert callable(getattr(llmdiet, name))
+    import importlib
+
+    losses = importlib.import_module("llmdiet.distill.losses")  # the callable packages still import as packages
+    assert callable(llmdiet.distill) and llmdiet.distill.losses is losses
+    assert callable(llmdiet.quantize) and importlib.import_module("llmdiet.quantize.gpfq")
+
+
+def test_import_llmdiet_does_not_import_torch():
+    code = "import sys, llmdiet; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+@pytest.fixture(scope="module")
+def artifacts(demo_assets, tmp_path_factory):
+    root = tmp_path_factory.mktemp("api-artifacts")
+    return {m: (root / m, build_artifact(demo_assets.teacher, m, root / m))
+            for m in ("dynamic-int8", "onnx-dynamic-int8", "ct2-int8", "torch-bf16", "quanto-int8", "torchao-int8")}
+
+
+def test_load_translates_every_artifact_kind(demo_assets, artifacts):
+    reference = llmdiet.load(str(demo_assets.teacher)).translate(SOURCES, max_new_tokens=48)
+    assert sum(h == r for h, r in zip(reference, REFERENCES)) >= 6  # the demo teacher knows its domain
+    for method, (path, _) in artifacts.items():
+        translator = llmdiet.load(str(path))
+        assert translator.name == method
+        hyps = translator.translate(SOURCES, batch_size=3, max_new_tokens=48)
+        assert len(hyps) == len(SOURCES)
+        assert sum(h == r for h, r in zip(hyps, reference)) >= 7, method  # same model, int8/bf16 noise only
+    with pytest.raises(TypeError, match="list of strings"):
+        translator.translate("one sentence")
+
+
+def test_onnx_artifact_loads_with_optimum(artifacts):
+    from optimum.onnxruntime import ORTModelForSeq2SeqLM
+    from transformers import AutoTokenizer
+
+    path = artifacts["onnx-dynamic-int8"][0]
+    model = ORTModelForSeq2SeqLM.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    out = model.generate(**tok(SOURCES, return_tensors="pt", padding=True), max_new_tokens=48)
+    native = [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
+    assert native == llmdiet.load(str(path)).translate(SOURCES, max_new_tokens=48, batch_size=len(SOURCES))
+
+
+def test_ctranslate2_artifact_loads_with_ctranslate2(artifacts):
+    import ctranslate2
+    from transformers import AutoTokenizer
+
+    path = artifacts["ct2-int8"][0]
+    translator = ctranslate2.Translator(str(path))
+    tok = AutoTokenizer.from_pretrained(path / "tokenizer")
+    tokens = [tok.convert_ids_to_tokens(tok(s)["input_ids"]) for s in SOURCES]
+    results = translator.translate_batch(tokens, max_decoding_length=48)
+    native = [tok.decode(tok.convert_tokens_to_ids(r.hypotheses[0]), skip_special_tokens=True).strip() for r in results]
+    assert native == llmdiet.load(str(path)).translate(SOURCES, max_new_tokens=48)
+
+
+def test_bf16_artifact_loads_with_transformers_pipeline(artifacts):
+    from transformers import pipeline
+
+    translate = pipeline("translation_en_to_fr", model=str(artifacts["torch-bf16"][0]))
+    assert isinstance(translate(SOURCES[0], max_new_tokens=16)[0]["translation_text"], str)
+
+
+def test_every_artifact_has_a_model_card(artifacts):
+    for method, (path, meta) in artifacts.items():
+        card = (path / "README.md").read_text()
+        front = card.split("---")[1]
+        assert "pipeline_tag: translation" in front and "license: apache-2.0" in front and f"- {method}" in front
+        assert meta["provenance"]["git_sha"] in card or meta["provenance"]["git_sha"] is None
+        assert f"{meta['disk_bytes'] / 1e6:.1f}" in card
+        if method == "dynamic-int8":
+            assert "llmdiet.load" in card and "transformers cannot load it" in card
+        if method.startswith("onnx"):
+            assert "ORTModelForSeq2SeqLM.from_pretrained" in card
+
+
+def test_distilled_student_card_and_push_to_hub_keeps_it(demo_assets, tmp_path):
+    from test_distill import parse, small_run_argv
+
+    from llmdiet.distill.job import run
+
+    out = tmp_path / "student"
+    summary = run(*parse(small_run_argv(demo_assets, out, "--max_steps", "4", "--eval_strategy", "steps",
+                                        "--eval_steps", "4", "--predict_with_generate", "true",
+                                        "--eval_rows", "16")))
+    card = (out / "README.md").read_text()
+    bleu = [e["eval_bleu"] for e in summary["log_history"] if "eval_bleu" in e][-1]
+    assert f"{bleu:.2f}" in card and "alpha = 0.5" in card and "pipeline_tag: translation" in card
+    assert "DEMO" not in card  # local paths, not the demo's llmdiet-demo: names
+    # what --push_to_hub runs before uploading: llmdiet's card is kept, not replaced by the Trainer's
+    from transformers import AutoModelForSeq2SeqLM, Seq2SeqTrainingArguments
+
+    from llmdiet.distill.trainer import DistillationTrainer
+
+    trainer = DistillationTrainer(model=AutoModelForSeq2SeqLM.from_pretrained(out), alpha=0.0,
+                                  args=Seq2SeqTrainingArguments(output_dir=str(out), report_to="none", use_cpu=True))
+    trainer.create_model_card(model_name="x")
+    assert (out / "README.md").read_text() == card
+
+
+def test_readme_python_example_runs_as_written(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "runs" / "api-student-int8" / "llmdiet_artifact.json").exists()
+    results = json.loads((tmp_path / "runs" / "api-eval" / "results.json").read_text())
+    assert "demo-en-fr" in results["sets"]
+
+
+# ----------------------------------------------------------------------------- evaluate modules
+
+
+def test_evaluate_modules_load_offline_and_equal_the_harness(tmp_path):
+    import evaluate
+
+    from llmdiet.evaluation.metrics import corpus_scores, metric_module_path
+
+    hyps = ["Le château est vieux.", "Les enfants lisent un livre.", "Il pleut aujourd'hui sur la ville."]
+    refs = ["Le château est très vieux.", "Les enfants lisent un livre.", "Il pleut sur la ville aujourd'hui."]
+    expected = corpus_scores(hyps, refs)
+    for name in ("bleu", "chrf", "rougeL"):
+        module = evaluate.load(metric_module_path(name))
+        assert module.compute(predictions=hyps, references=refs)[name] == expected[name]
+        assert module.compute(predictions=hyps, references=[[r] for r in refs])[name] == expected[name]
+
+
+def test_evaluate_modules_as_compute_metrics_in_a_users_trainer(demo_assets, tmp_path):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainer
+    from transformers import Seq2SeqTrainingArguments
+
+    from llmdiet.data import read_parallel_file, tokenize_rows
+    from llmdiet.evaluation.metrics import corpus_scores, seq2seq_compute_metrics
+
+    tok = AutoTokenizer.from_pretrained(demo_assets.tokenizer)
+    model = AutoModelForSeq2SeqLM.from_pretrained(demo_assets.teacher)
+    rows = read_parallel_file(DEMO_EN_FR, "en", "fr")[1000:1016]
+    ds, _ = tokenize_rows(rows, tok, "translate English to French: ", 64, 64)
+    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), predict_with_generate=True, report_to="none",
+                                    use_cpu=True, per_device_eval_batch_size=16, generation_max_length=48)
+    trainer = Seq2SeqTrainer(model=model, args=args, eval_dataset=ds, data_collator=DataCollatorForSeq2Seq(tok, model=model),
+                             compute_metrics=seq2seq_compute_metrics(tok))
+    metrics = trainer.evaluate()
+    hyps = llmdiet.load(str(demo_assets.teacher)).translate(["translate English to French: " + r.source for r in rows],
+                                                           max_new_tokens=47)
+    # a user's Trainer only has the tokenised labels: the references are decoded from them, as the helper does
+    refs = [t.strip() for t in tok.batch_decode(ds["labels"], skip_special_tokens=True)]
+    assert metrics["eval_bleu"] == pytest.approx(corpus_scores(hyps, refs)["bleu"], abs=1e-6)
