@@ -213,3 +213,17 @@ def test_accumulated_sgd_step_equals_the_full_batch_step_and_sees_a_half_scaled_
     halved = train("half", "--per_device_train_batch_size", "16")
     worst = max((halved[k] - full[k]).abs().max().item() for k in full)
     assert worst > 1e-4, "a half-scaled loss went unnoticed"
+
+
+def test_one_process_with_several_gpus_is_refused():
+    """nn.DataParallel (one process, several GPUs) crashed: num_items_in_batch had one entry per GPU."""
+    from types import SimpleNamespace
+
+    from llmdiet.distill.job import check_training_arguments
+
+    args = SimpleNamespace(fp16=False, n_gpu=2, generation_max_length=None, predict_with_generate=False,
+                           metric_for_best_model=None)
+    with pytest.raises(ConfigError, match="accelerate launch --multi_gpu"):
+        check_training_arguments(args)
+    with pytest.raises(ConfigError, match="--fp16 is refused"):
+        check_training_arguments(SimpleNamespace(**{**vars(args), "n_gpu": 1, "fp16": True}))

@@ -53,6 +53,18 @@ class DistillationArguments:
                                      "choices": ["float32", "bfloat16"]}
     )
 
+    method: str = field(
+        default="kd", metadata={"help": "kd: alpha*T^2*divergence + (1-alpha)*CE; dkd: decoupled KD, CE + T^2*(dkd_alpha*TCKD "
+                                        "+ dkd_beta*NCKD) (alpha unused).", "choices": ["kd", "dkd"]})
+    divergence: str = field(
+        default="forward_kl", metadata={"help": "kd's token divergence: forward_kl (classic), reverse_kl, jsd (with "
+                                                "--jsd_beta; 0 = forward, 1 = reverse KL), skew_kl, skew_reverse_kl "
+                                                "(with --skew_alpha).",
+                                        "choices": ["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl"]})
+    jsd_beta: float = field(default=0.5, metadata={"help": "Interpolation beta of --divergence jsd, in [0, 1]."})
+    skew_alpha: float = field(default=0.1, metadata={"help": "Skew a of skew_kl / skew_reverse_kl, in [0, 1)."})
+    dkd_alpha: float = field(default=1.0, metadata={"help": "DKD weight of TCKD (target vs rest), >= 0."})
+    dkd_beta: float = field(default=8.0, metadata={"help": "DKD weight of NCKD (non-target distribution), >= 0."})
     teacher_cache: str | None = field(
         default=None,
         metadata={"help": "Directory of cached teacher top-k log-probs (built there on first use, resumable). "
@@ -83,6 +95,18 @@ class DistillationArguments:
         check_range("eval_max_new_tokens", self.eval_max_new_tokens, 1)
         check_range("alpha", self.alpha, 0.0, 1.0)
         check_range("temperature", self.temperature, 0.0, low_open=True)
+        check_range("jsd_beta", self.jsd_beta, 0.0, 1.0)
+        check_range("skew_alpha", self.skew_alpha, 0.0, 1.0, high_open=True)
+        check_range("dkd_alpha", self.dkd_alpha, 0.0)
+        check_range("dkd_beta", self.dkd_beta, 0.0)
+        if self.teacher_cache and (self.method != "kd" or self.divergence != "forward_kl"):
+            raise ConfigError("--teacher_cache supports --method kd with --divergence forward_kl only so far "
+                              "(the top-k + tail cache is not implemented for the other losses); drop --teacher_cache")
+
+    def loss_options(self) -> dict:
+        if self.method == "dkd":
+            return {"dkd_alpha": self.dkd_alpha, "dkd_beta": self.dkd_beta}
+        return {"divergence": self.divergence, "jsd_beta": self.jsd_beta, "skew_alpha": self.skew_alpha}
 
 
 @dataclass
@@ -290,7 +314,7 @@ def run(args: DistillationArguments, data: DataArguments, training: "Seq2SeqTrai
     teacher_path, student_path = resolve_model(args.teacher_model), resolve_model(args.student_model)
     student, tokenizer = load_seq2seq(student_path, tokenizer_path=args.tokenizer and resolve_model(args.tokenizer))
     teacher = None
-    if args.alpha > 0:
+    if args.alpha > 0 or args.method == "dkd":
         teacher, _ = load_seq2seq(teacher_path, dtype=parse_dtype(args.teacher_dtype))
     train_rows, eval_rows, skipped = load_splits(data)
     if args.sequence_kd != "off":
@@ -314,6 +338,7 @@ def run(args: DistillationArguments, data: DataArguments, training: "Seq2SeqTrai
         compute_metrics=build_compute_metrics(tokenizer, [r.target for r in eval_rows])
         if training.predict_with_generate and eval_ds else None,
         eval_generation={"max_new_tokens": args.eval_max_new_tokens, "num_beams": training.generation_num_beams or 1},
+        method=args.method, loss_options=args.loss_options(),
     )
     result = trainer.train(resume_from_checkpoint=_resume_target(training.resume_from_checkpoint, training.output_dir))
     trainer.save_model(training.output_dir)  # student + tokenizer only; the teacher is never saved
@@ -324,7 +349,8 @@ def run(args: DistillationArguments, data: DataArguments, training: "Seq2SeqTrai
         "distillation": asdict(args),
         "data": asdict(data),
         # the teacher that produced any of the training signal: logits (alpha > 0), its cache or its translations
-        "resolved_models": {"teacher": teacher_path if (args.alpha > 0 or args.sequence_kd != "off") else None,
+        "resolved_models": {"teacher": teacher_path if (args.alpha > 0 or args.method == "dkd"
+                                                         or args.sequence_kd != "off") else None,
                             "student": student_path},
         "truncation": {"train": train_trunc.as_dict(), "eval": eval_trunc.as_dict() if eval_trunc else None},
         "skipped_rows": {"total": skipped.total, "by_reason": dict(skipped.reasons)},

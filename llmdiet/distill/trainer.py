@@ -26,13 +26,18 @@ from collections import defaultdict
 import torch
 from transformers import PreTrainedModel, Seq2SeqTrainer
 
-from llmdiet.distill.losses import IGNORE_INDEX, distillation_loss, topk_distillation_loss
+from llmdiet.distill.losses import IGNORE_INDEX, distillation_loss, dkd_loss, topk_distillation_loss
 
 
 class DistillationTrainer(Seq2SeqTrainer):
     def __init__(self, *args, teacher_model: PreTrainedModel | None = None, alpha: float = 0.5,
-                 temperature: float = 1.0, eval_generation: dict | None = None, **kwargs):
+                 temperature: float = 1.0, eval_generation: dict | None = None, method: str = "kd",
+                 loss_options: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        if method not in ("kd", "dkd"):
+            raise ValueError(f"unknown method '{method}' (use kd or dkd)")
+        # kd: divergence, jsd_beta, skew_alpha; dkd: dkd_alpha, dkd_beta
+        self.method, self.loss_options = method, dict(loss_options or {})
         # generate() settings of the in-training eval (max_new_tokens, num_beams): the harness's, by default
         self.eval_generation = dict(eval_generation or {"max_new_tokens": 128, "num_beams": 1})
         if not 0.0 <= alpha <= 1.0:
@@ -41,7 +46,7 @@ class DistillationTrainer(Seq2SeqTrainer):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.alpha, self.temperature = alpha, temperature
         self.teacher = None
-        if alpha > 0 and teacher_model is not None:
+        if (alpha > 0 or method == "dkd") and teacher_model is not None:
             student_vocab = self.accelerator.unwrap_model(self.model).config.vocab_size
             if teacher_model.config.vocab_size != student_vocab:
                 raise ValueError(
@@ -73,13 +78,18 @@ class DistillationTrainer(Seq2SeqTrainer):
             if self.teacher is not None:
                 with torch.no_grad():
                     teacher_logits = self.teacher(**model_inputs, use_cache=False).logits
-            elif self.alpha > 0:
-                raise ValueError("alpha > 0 needs a teacher_model or cached teacher log-probs in the batch")
+            elif self.alpha > 0 or self.method == "dkd":
+                raise ValueError("this loss needs a teacher_model or cached teacher log-probs in the batch")
             else:  # alpha == 0: plain fine-tuning, no teacher forward
                 teacher_logits = outputs.logits.detach()
-            parts = distillation_loss(outputs.logits, teacher_logits, labels, self.alpha, self.temperature,
-                                      num_valid_tokens=num_items_in_batch,
-                                      label_smoothing=self.args.label_smoothing_factor)
+            if self.method == "dkd":
+                parts = dkd_loss(outputs.logits, teacher_logits, labels, self.temperature,
+                                 num_valid_tokens=num_items_in_batch, label_smoothing=self.args.label_smoothing_factor,
+                                 **self.loss_options)
+            else:
+                parts = distillation_loss(outputs.logits, teacher_logits, labels, self.alpha, self.temperature,
+                                          num_valid_tokens=num_items_in_batch,
+                                          label_smoothing=self.args.label_smoothing_factor, **self.loss_options)
         loss = parts.loss
         if num_items_in_batch is not None and self.args.average_tokens_across_devices:
             # num_items_in_batch counts all processes' tokens; DDP averages gradients over processes.
@@ -92,6 +102,8 @@ class DistillationTrainer(Seq2SeqTrainer):
         acc = self._parts[split]
         acc["ce"] += (parts.ce * scale).item()
         acc["kd"] += (parts.kd * scale).item()
+        for name, value in (parts.parts or {}).items():
+            acc[name] += (value * scale).item()
         acc["tokens"] += tokens.item()
         outputs.loss = loss
         return (loss, outputs) if return_outputs else loss
@@ -122,14 +134,15 @@ class DistillationTrainer(Seq2SeqTrainer):
 
     def _pop_parts(self, split: str) -> dict[str, float]:
         acc = self._parts[split]
-        sums = torch.tensor([acc["ce"], acc["kd"], acc["tokens"]], dtype=torch.float64, device=self.args.device)
+        names = ["ce", "kd", *sorted(k for k in acc if k not in ("ce", "kd", "tokens"))]
+        sums = torch.tensor([acc[n] for n in names] + [acc["tokens"]], dtype=torch.float64, device=self.args.device)
         if self.accelerator.num_processes > 1:
             sums = self.accelerator.reduce(sums, reduction="sum")
         acc.clear()
-        ce, kd, tokens = sums.tolist()
+        *values, tokens = sums.tolist()
         if tokens == 0:
             return {}
-        return {"ce": round(ce / tokens, 6), "kd": round(kd / tokens, 6)}
+        return {n: round(v / tokens, 6) for n, v in zip(names, values)}
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
