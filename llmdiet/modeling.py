@@ -78,7 +78,8 @@ def directory_bytes(path: str | Path) -> int:
 
     Counts every file below ``path`` except what a training or eval run leaves beside the model:
     Trainer checkpoints (``checkpoint-*``), TensorBoard ``runs/`` and eval run directories (those
-    holding ``eval_settings.json``), so a distillation output dir reports the student's size.
+    holding ``eval_settings.json``), so a distillation output dir reports the student's size; and the
+    model card (``README.md``), which documents the model and is written after its size is measured.
     """
     path = Path(path)
     if path.is_file():
@@ -87,7 +88,7 @@ def directory_bytes(path: str | Path) -> int:
         return 0
     total = 0
     for entry in path.iterdir():
-        if entry.is_file():
+        if entry.is_file() and entry.name != "README.md":
             total += entry.stat().st_size
         elif entry.is_dir() and not _is_run_output(entry):
             total += directory_bytes(entry)
