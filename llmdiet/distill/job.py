@@ -55,7 +55,9 @@ class DistillationArguments:
 
     method: str = field(
         default="kd", metadata={"help": "kd: alpha*T^2*divergence + (1-alpha)*CE; dkd: decoupled KD, CE + T^2*(dkd_alpha*TCKD "
-                                        "+ dkd_beta*NCKD) (alpha unused).", "choices": ["kd", "dkd"]})
+                                        "+ dkd_beta*NCKD) (alpha unused); gkd: on-policy GKD (student samples with "
+                                        "probability --lmbda, scored by the teacher with --divergence; else kd).",
+                                "choices": ["kd", "dkd", "gkd"]})
     divergence: str = field(
         default="forward_kl", metadata={"help": "kd's token divergence: forward_kl (classic), reverse_kl, jsd (with "
                                                 "--jsd_beta; 0 = forward, 1 = reverse KL), skew_kl, skew_reverse_kl "
@@ -65,6 +67,12 @@ class DistillationArguments:
     skew_alpha: float = field(default=0.1, metadata={"help": "Skew a of skew_kl / skew_reverse_kl, in [0, 1)."})
     dkd_alpha: float = field(default=1.0, metadata={"help": "DKD weight of TCKD (target vs rest), >= 0."})
     dkd_beta: float = field(default=8.0, metadata={"help": "DKD weight of NCKD (non-target distribution), >= 0."})
+    lmbda: float = field(default=0.5, metadata={"help": "gkd: probability that a training batch is on-policy (student "
+                                                        "samples), in [0, 1]; 0 = kd."})
+    gkd_temperature: float = field(default=1.0, metadata={"help": "gkd: sampling temperature of the student (> 0)."})
+    gkd_max_new_tokens: int = field(default=64, metadata={"help": "gkd: most tokens sampled per target (>= 1)."})
+    gkd_seq_kd: bool = field(default=False, metadata={"help": "gkd: off-policy batches use the teacher's samples "
+                                                              "instead of the references."})
     teacher_cache: str | None = field(
         default=None,
         metadata={"help": "Directory of cached teacher top-k log-probs (built there on first use, resumable). "
@@ -99,6 +107,12 @@ class DistillationArguments:
         check_range("skew_alpha", self.skew_alpha, 0.0, 1.0, high_open=True)
         check_range("dkd_alpha", self.dkd_alpha, 0.0)
         check_range("dkd_beta", self.dkd_beta, 0.0)
+        check_range("lmbda", self.lmbda, 0.0, 1.0)
+        check_range("gkd_temperature", self.gkd_temperature, 0.0, low_open=True)
+        check_range("gkd_max_new_tokens", self.gkd_max_new_tokens, 1)
+        if self.teacher_cache and self.method == "gkd":
+            raise ConfigError("--teacher_cache cannot serve --method gkd: on-policy targets are sampled anew every "
+                              "step, so no teacher output can be cached; drop --teacher_cache")
         if self.teacher_cache and (self.method != "kd" or self.divergence != "forward_kl"):
             raise ConfigError("--teacher_cache supports --method kd with --divergence forward_kl only so far "
                               "(the top-k + tail cache is not implemented for the other losses); drop --teacher_cache")
@@ -106,7 +120,11 @@ class DistillationArguments:
     def loss_options(self) -> dict:
         if self.method == "dkd":
             return {"dkd_alpha": self.dkd_alpha, "dkd_beta": self.dkd_beta}
-        return {"divergence": self.divergence, "jsd_beta": self.jsd_beta, "skew_alpha": self.skew_alpha}
+        options = {"divergence": self.divergence, "jsd_beta": self.jsd_beta, "skew_alpha": self.skew_alpha}
+        if self.method == "gkd":
+            options["gkd"] = {"lmbda": self.lmbda, "temperature": self.gkd_temperature,
+                              "max_new_tokens": self.gkd_max_new_tokens, "seq_kd": self.gkd_seq_kd}
+        return options
 
 
 @dataclass
@@ -314,7 +332,7 @@ def run(args: DistillationArguments, data: DataArguments, training: "Seq2SeqTrai
     teacher_path, student_path = resolve_model(args.teacher_model), resolve_model(args.student_model)
     student, tokenizer = load_seq2seq(student_path, tokenizer_path=args.tokenizer and resolve_model(args.tokenizer))
     teacher = None
-    if args.alpha > 0 or args.method == "dkd":
+    if args.alpha > 0 or args.method in ("dkd", "gkd"):
         teacher, _ = load_seq2seq(teacher_path, dtype=parse_dtype(args.teacher_dtype))
     train_rows, eval_rows, skipped = load_splits(data)
     if args.sequence_kd != "off":
@@ -349,7 +367,7 @@ def run(args: DistillationArguments, data: DataArguments, training: "Seq2SeqTrai
         "distillation": asdict(args),
         "data": asdict(data),
         # the teacher that produced any of the training signal: logits (alpha > 0), its cache or its translations
-        "resolved_models": {"teacher": teacher_path if (args.alpha > 0 or args.method == "dkd"
+        "resolved_models": {"teacher": teacher_path if (args.alpha > 0 or args.method in ("dkd", "gkd")
                                                          or args.sequence_kd != "off") else None,
                             "student": student_path},
         "truncation": {"train": train_trunc.as_dict(), "eval": eval_trunc.as_dict() if eval_trunc else None},
@@ -357,6 +375,7 @@ def run(args: DistillationArguments, data: DataArguments, training: "Seq2SeqTrai
         "provenance": provenance(seed=training.seed, command=command),
         "world_size": trainer.accelerator.num_processes,
         "parameters": sum(p.numel() for p in trainer.accelerator.unwrap_model(trainer.model).parameters()),
+        "on_policy_batches": getattr(trainer, "on_policy_batches", None),  # gkd: batches trained on student samples
     }
     if trainer.is_world_process_zero():
         out = Path(training.output_dir)

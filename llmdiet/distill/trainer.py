@@ -34,10 +34,16 @@ class DistillationTrainer(Seq2SeqTrainer):
                  temperature: float = 1.0, eval_generation: dict | None = None, method: str = "kd",
                  loss_options: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        if method not in ("kd", "dkd"):
-            raise ValueError(f"unknown method '{method}' (use kd or dkd)")
-        # kd: divergence, jsd_beta, skew_alpha; dkd: dkd_alpha, dkd_beta
+        if method not in ("kd", "dkd", "gkd"):
+            raise ValueError(f"unknown method '{method}' (use kd, dkd or gkd)")
+        # kd/gkd: divergence, jsd_beta, skew_alpha; dkd: dkd_alpha, dkd_beta; gkd also takes its ``gkd`` options
         self.method, self.loss_options = method, dict(loss_options or {})
+        self.gkd = self.loss_options.pop("gkd", None)
+        if method == "gkd":
+            import random
+
+            self._gkd_rng = random.Random(self.args.seed * 1000 + self.args.process_index)  # per rank
+            self.on_policy_batches = 0
         # generate() settings of the in-training eval (max_new_tokens, num_beams): the harness's, by default
         self.eval_generation = dict(eval_generation or {"max_new_tokens": 128, "num_beams": 1})
         if not 0.0 <= alpha <= 1.0:
@@ -46,7 +52,7 @@ class DistillationTrainer(Seq2SeqTrainer):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.alpha, self.temperature = alpha, temperature
         self.teacher = None
-        if (alpha > 0 or method == "dkd") and teacher_model is not None:
+        if (alpha > 0 or method in ("dkd", "gkd")) and teacher_model is not None:
             student_vocab = self.accelerator.unwrap_model(self.model).config.vocab_size
             if teacher_model.config.vocab_size != student_vocab:
                 raise ValueError(
@@ -62,7 +68,26 @@ class DistillationTrainer(Seq2SeqTrainer):
         self.model_accepts_loss_kwargs = True
         self._parts = {"train": defaultdict(float), "eval": defaultdict(float)}
 
+    def _gkd_targets(self, model, inputs) -> dict | None:
+        """GKD: with probability lmbda the student's samples (or, with seq_kd, the teacher's) replace the targets."""
+        from llmdiet.distill.gkd import sample_targets
+
+        on_policy = self._gkd_rng.random() < self.gkd["lmbda"]
+        if not on_policy and not self.gkd["seq_kd"]:
+            return None
+        generator = self.accelerator.unwrap_model(model if on_policy else self.teacher)
+        tok = self.processing_class
+        labels = sample_targets(generator, inputs["input_ids"], inputs["attention_mask"], self.gkd["temperature"],
+                                self.gkd["max_new_tokens"], tok.eos_token_id, tok.pad_token_id)
+        self.on_policy_batches += int(on_policy)
+        shift = self.accelerator.unwrap_model(model)._shift_right
+        return {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"], "labels": labels,
+                "decoder_input_ids": shift(labels.masked_fill(labels == IGNORE_INDEX, tok.pad_token_id))}
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        sampled = self._gkd_targets(model, inputs) if self.method == "gkd" and model.training else None
+        if sampled is not None:  # token counts of the sampled targets are local: the Trainer's count is for the references
+            inputs, num_items_in_batch = sampled, None
         labels = inputs["labels"]
         cached = {k: inputs[k] for k in ("teacher_topk_ids", "teacher_topk_logprobs") if k in inputs}
         model_inputs = {k: v for k, v in inputs.items() if k != "labels" and k not in cached}
@@ -78,7 +103,7 @@ class DistillationTrainer(Seq2SeqTrainer):
             if self.teacher is not None:
                 with torch.no_grad():
                     teacher_logits = self.teacher(**model_inputs, use_cache=False).logits
-            elif self.alpha > 0 or self.method == "dkd":
+            elif self.alpha > 0 or self.method in ("dkd", "gkd"):
                 raise ValueError("this loss needs a teacher_model or cached teacher log-probs in the batch")
             else:  # alpha == 0: plain fine-tuning, no teacher forward
                 teacher_logits = outputs.logits.detach()
@@ -86,8 +111,9 @@ class DistillationTrainer(Seq2SeqTrainer):
                 parts = dkd_loss(outputs.logits, teacher_logits, labels, self.temperature,
                                  num_valid_tokens=num_items_in_batch, label_smoothing=self.args.label_smoothing_factor,
                                  **self.loss_options)
-            else:
-                parts = distillation_loss(outputs.logits, teacher_logits, labels, self.alpha, self.temperature,
+            else:  # kd, and gkd (sampled targets: the divergence only, no CE; reference batches: kd)
+                parts = distillation_loss(outputs.logits, teacher_logits, labels,
+                                          1.0 if sampled is not None else self.alpha, self.temperature,
                                           num_valid_tokens=num_items_in_batch,
                                           label_smoothing=self.args.label_smoothing_factor, **self.loss_options)
         loss = parts.loss
