@@ -67,6 +67,16 @@ class DistillationArguments:
     skew_alpha: float = field(default=0.1, metadata={"help": "Skew a of skew_kl / skew_reverse_kl, in [0, 1)."})
     dkd_alpha: float = field(default=1.0, metadata={"help": "DKD weight of TCKD (target vs rest), >= 0."})
     dkd_beta: float = field(default=8.0, metadata={"help": "DKD weight of NCKD (non-target distribution), >= 0."})
+    student_init: str = field(
+        default="pretrained", metadata={"help": "pretrained: load --student_model; copy_layers: shrink the teacher "
+                                                "(evenly spaced blocks, first and last kept; teacher width).",
+                                        "choices": ["pretrained", "copy_layers"]})
+    student_encoder_layers: Optional[int] = field(default=None, metadata={"help": "copy_layers: encoder blocks (>= 1)."})
+    student_decoder_layers: Optional[int] = field(default=None, metadata={"help": "copy_layers: decoder blocks (>= 1)."})
+    student_fake_quant: Optional[int] = field(
+        default=None, metadata={"help": "Quantization-aware distillation: train the student through b-bit fake-quantized "
+                                        "Linear weights (RTN per channel, straight-through estimator; LM head float); "
+                                        "the saved student's weights lie on the grid. BITS in [2, 8]."})
     lmbda: float = field(default=0.5, metadata={"help": "gkd: probability that a training batch is on-policy (student "
                                                         "samples), in [0, 1]; 0 = kd."})
     gkd_temperature: float = field(default=1.0, metadata={"help": "gkd: sampling temperature of the student (> 0)."})
@@ -108,6 +118,11 @@ class DistillationArguments:
         check_range("dkd_alpha", self.dkd_alpha, 0.0)
         check_range("dkd_beta", self.dkd_beta, 0.0)
         check_range("lmbda", self.lmbda, 0.0, 1.0)
+        check_range("student_fake_quant", self.student_fake_quant, 2, 8)
+        check_range("student_encoder_layers", self.student_encoder_layers, 1)
+        check_range("student_decoder_layers", self.student_decoder_layers, 1)
+        if self.student_init == "copy_layers" and (self.student_encoder_layers is None or self.student_decoder_layers is None):
+            raise ConfigError("--student_init copy_layers needs --student_encoder_layers N and --student_decoder_layers M")
         check_range("gkd_temperature", self.gkd_temperature, 0.0, low_open=True)
         check_range("gkd_max_new_tokens", self.gkd_max_new_tokens, 1)
         if self.teacher_cache and self.method == "gkd":
@@ -330,10 +345,23 @@ def run(args: DistillationArguments, data: DataArguments, training: "Seq2SeqTrai
 
     check_training_arguments(training)
     teacher_path, student_path = resolve_model(args.teacher_model), resolve_model(args.student_model)
-    student, tokenizer = load_seq2seq(student_path, tokenizer_path=args.tokenizer and resolve_model(args.tokenizer))
     teacher = None
     if args.alpha > 0 or args.method in ("dkd", "gkd"):
         teacher, _ = load_seq2seq(teacher_path, dtype=parse_dtype(args.teacher_dtype))
+    copied_layers = None
+    if args.student_init == "copy_layers":
+        from llmdiet.distill.student_init import copy_layers_student
+
+        source, tokenizer = load_seq2seq(teacher_path, tokenizer_path=args.tokenizer and resolve_model(args.tokenizer))
+        student, copied_layers = copy_layers_student(source, args.student_encoder_layers, args.student_decoder_layers)
+        student_path = f"copy_layers({teacher_path}, encoder {copied_layers['encoder']}, decoder {copied_layers['decoder']})"
+        del source
+    else:
+        student, tokenizer = load_seq2seq(student_path, tokenizer_path=args.tokenizer and resolve_model(args.tokenizer))
+    if args.student_fake_quant:
+        from llmdiet.distill.fake_quant import apply_fake_quant
+
+        apply_fake_quant(student, args.student_fake_quant)
     train_rows, eval_rows, skipped = load_splits(data)
     if args.sequence_kd != "off":
         train_rows = _sequence_kd_rows(args, data, training, teacher_path, train_rows)
@@ -359,6 +387,11 @@ def run(args: DistillationArguments, data: DataArguments, training: "Seq2SeqTrai
         method=args.method, loss_options=args.loss_options(),
     )
     result = trainer.train(resume_from_checkpoint=_resume_target(training.resume_from_checkpoint, training.output_dir))
+    fake_quant = None
+    if args.student_fake_quant:
+        from llmdiet.distill.fake_quant import finalize
+
+        fake_quant = finalize(trainer.accelerator.unwrap_model(trainer.model))  # weights := their b-bit values
     trainer.save_model(training.output_dir)  # student + tokenizer only; the teacher is never saved
     summary = {
         "train_metrics": result.metrics,
@@ -376,6 +409,8 @@ def run(args: DistillationArguments, data: DataArguments, training: "Seq2SeqTrai
         "world_size": trainer.accelerator.num_processes,
         "parameters": sum(p.numel() for p in trainer.accelerator.unwrap_model(trainer.model).parameters()),
         "on_policy_batches": getattr(trainer, "on_policy_batches", None),  # gkd: batches trained on student samples
+        "copied_layers": copied_layers,  # copy_layers: teacher block of each student block
+        "fake_quant": fake_quant,  # student_fake_quant: bits and packed size of the saved (on-grid) student
     }
     if trainer.is_world_process_zero():
         out = Path(training.output_dir)
@@ -404,8 +439,8 @@ def write_student_card(out: Path, args: "DistillationArguments", data: "DataArgu
     demo = args.teacher_model.startswith(DEMO_MODEL_PREFIX) or args.student_model.startswith(DEMO_MODEL_PREFIX)
     return write_model_card(
         out, title=f"{out.name}: a student distilled by llmdiet", kind="distillation",
-        base_model=args.student_model, datasets=None if data.data_files else [data.dataset_name],
-        how=(f"Student `{args.student_model}` distilled from teacher `{args.teacher_model}` with llmdiet: {method}; "
+        base_model=args.teacher_model if args.student_init == "copy_layers" else args.student_model, datasets=None if data.data_files else [data.dataset_name],
+        how=(f"Student `{summary['resolved_models']['student']}` distilled from teacher `{args.teacher_model}` with llmdiet: {method}; "
              f"{data.train_rows} training rows from "
              f"{data.data_files or data.dataset_name}, prefix `{data.source_prefix}`."),
         command=summary["provenance"]["command"] if isinstance(summary["provenance"]["command"], str)
