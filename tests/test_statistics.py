@@ -42,7 +42,7 @@ def test_confidence_interval_equals_sacrebleu_cli(systems):
         # e.g. "BLEU|nrefs:1|bs:200|seed:7|... = 80.43 (μ = 80.36 ± 2.85) ..."
         score, mean, ci = re.search(r"= ([0-9.]+) \(μ = ([0-9.]+) ± ([0-9.]+)\)", out).groups()
         assert ours["score"] == pytest.approx(float(score), abs=0.01)
-        assert ours["mean"] == pytest.approx(float(mean), abs=0.01)
+        assert ours["mean"] == pytest.approx(float(mean), abs=0.051)  # printed to 0.1 for chrF
         assert ours["ci95"] == pytest.approx(float(ci), abs=0.051)  # the CLI prints the half-width to 0.1
         assert ours["low"] < ours["score"] < ours["high"] and ours["n_bootstrap"] == 200 and ours["seed"] == 7
 
