@@ -87,3 +87,14 @@ def test_bad_inputs_are_refused():
         corpus_scores(["a", "b"], ["a"])
     with pytest.raises(ValueError, match="empty"):
         corpus_scores([], [])
+
+
+def test_degenerate_outputs_are_counted_and_flagged():
+    from llmdiet.evaluation.metrics import degenerate_outputs
+
+    good = ["Le chat dort.", "Les enfants lisent un livre.", "Il pleut.", "Ma sœur achète du pain."] * 5
+    result = degenerate_outputs(good)
+    assert (result["empty"], result["repetitive"], result["warning"]) == (0, 0, False)
+    broken = good[:15] + ["", "  ", "le le le le le", "de de de la de", "un deux trois quatre"]
+    result = degenerate_outputs(broken)
+    assert (result["empty"], result["repetitive"]) == (2, 2) and result["share"] == 4 / 20 and result["warning"]

@@ -41,7 +41,7 @@ from llmdiet.demo import DEMO_MODEL_PREFIX
 from llmdiet.modeling import resolve_model
 from llmdiet.evaluation.eval_sets import EvalSet, resolve_eval_set
 from llmdiet.evaluation.generation import generate_all, plan_batches, source_lengths
-from llmdiet.evaluation.metrics import corpus_scores
+from llmdiet.evaluation.metrics import corpus_scores, degenerate_outputs
 from llmdiet.provenance import provenance
 from llmdiet.evaluation.reports import (
     RESULTS_FILE, SCHEMA_VERSION, SET_TABLE_HEADERS, SUMMARY_FILE, markdown_table, set_table_rows, size_mb,
@@ -287,7 +287,11 @@ def evaluate_set(backend, spec: EvalSet, rows: list[ParallelRow], set_dir: Path,
     if len(samples) != len(rows):
         raise RuntimeError(f"{samples_path}: {len(samples)} samples for {len(rows)} rows after generation")
     metrics = corpus_scores([s["hypothesis"] for s in samples], [s["reference"] for s in samples])
-    return {"metrics": metrics, "timing": timing, "num_samples": len(samples),
+    degenerate = degenerate_outputs([s["hypothesis"] for s in samples])
+    if degenerate["warning"]:
+        logger.warning("%s: %.0f%% of the hypotheses are empty or repetitive: the model may be broken "
+                       "(a quantization that overflows?)", spec.name, 100 * degenerate["share"])
+    return {"metrics": metrics, "timing": timing, "num_samples": len(samples), "degenerate": degenerate,
             "truncated_sources": truncated, "max_source_length": args.max_source_length,
             "samples_file": f"{set_dir.name}/{SAMPLES_FILE}"}
 

@@ -135,3 +135,26 @@ def seq2seq_compute_metrics(tokenizer, metric_names=("bleu", "chrf", "rougeL")):
         return {name: module.compute(predictions=hyps, references=refs)[name] for name, module in modules.items()}
 
     return compute_metrics
+
+
+# ----------------------------------------------------------------------------- degenerate output
+
+DEGENERATE_WARN_SHARE = 0.10
+
+
+def degenerate_outputs(hypotheses: list[str], min_tokens: int = 4, max_token_share: float = 0.5) -> dict:
+    """Counts of degenerate hypotheses, the usual sign of a broken quantized model (e.g. overflowing int8
+    activations): empty ones, and repetitive ones (at least ``min_tokens`` words, one word more than
+    ``max_token_share`` of them). ``warning`` is set above ``DEGENERATE_WARN_SHARE`` of the set."""
+    from collections import Counter
+
+    empty = sum(not h.strip() for h in hypotheses)
+    repetitive = 0
+    for h in hypotheses:
+        words = h.split()
+        if len(words) >= min_tokens and Counter(words).most_common(1)[0][1] > max_token_share * len(words):
+            repetitive += 1
+    share = (empty + repetitive) / len(hypotheses) if hypotheses else 0.0
+    return {"empty": empty, "repetitive": repetitive, "share": share, "warning": share > DEGENERATE_WARN_SHARE,
+            "rule": f"empty, or >= {min_tokens} words with one word over {max_token_share:.0%} of them; "
+                    f"warning above {DEGENERATE_WARN_SHARE:.0%} of the set"}

@@ -100,6 +100,12 @@ def summary_markdown(results: dict, banner: str | None = None) -> str:
         if t.get("resumed_from"):
             note = f" Resumed: {t['resumed_from']} samples came from an earlier run; timing covers the {t['generated_this_run']} translated in this run."
         about = (entry["eval_set"].get("description") or str(entry["eval_set"]["source"])).rstrip(".")
+        degenerate = entry.get("degenerate") or {}
+        if degenerate.get("warning"):
+            note += (f" **WARNING: {100 * degenerate['share']:.0f}% of the hypotheses are degenerate** "
+                     f"({degenerate['empty']} empty, {degenerate['repetitive']} repetitive): the model may be broken.")
+        if entry.get("truncated_sources"):
+            note += f" {entry['truncated_sources']} sources were truncated to {entry['max_source_length']} tokens."
         lines.append(f"- **{name}**: {about}.{note}")
     first = next(iter(results["sets"].values()))["metrics"]
     lines += [
