@@ -55,6 +55,25 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def _preset_and_config(argv: list[str], presets, default_preset: str | None, known: set[str] | None) -> dict[str, Any]:
+    """Pop ``--preset`` and ``--config`` from ``argv``; their values merged (preset < YAML). With ``known``,
+    YAML keys outside it are an error naming the file (``None``: the caller checks only some of the fields)."""
+    values: dict[str, Any] = {}
+    preset = (_pop_option(argv, "--preset") or default_preset) if presets else None
+    if preset is not None:
+        if preset not in presets:
+            raise ConfigError(f"unknown --preset '{preset}' (known: {', '.join(sorted(presets))})")
+        values.update(presets[preset]())
+    config_path = _pop_option(argv, "--config")
+    if config_path is not None:
+        data = load_yaml(config_path)
+        unknown = sorted(set(data) - known) if known is not None else []
+        if unknown:
+            raise ConfigError(f"{config_path}: unknown option(s) {unknown}")
+        values.update(data)
+    return values
+
+
 def parse_config(
     dataclass_types: Sequence[type],
     argv: Sequence[str] | None = None,
@@ -79,19 +98,7 @@ def parse_config(
     if "-h" in argv or "--help" in argv:
         parser.parse_args(argv)  # prints help and exits
     known = {f.name for dc in dataclass_types for f in fields(dc)}
-    defaults: dict[str, Any] = {}
-    preset = (_pop_option(argv, "--preset") or default_preset) if presets else None
-    if preset is not None:
-        if preset not in presets:
-            raise ConfigError(f"unknown --preset '{preset}' (known: {', '.join(sorted(presets))})")
-        defaults.update(presets[preset]())
-    config_path = _pop_option(argv, "--config")
-    if config_path is not None:
-        data = load_yaml(config_path)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"{config_path}: unknown option(s) {unknown}")
-        defaults.update(data)
+    defaults = _preset_and_config(argv, presets, default_preset, known)
     parser.set_defaults(**defaults)
     # Required fields given by a preset/YAML must not be demanded again on the command line.
     for action in parser._actions:
@@ -163,15 +170,7 @@ def precheck(
     argv = list(argv)
     if "-h" in argv or "--help" in argv:
         return {}
-    values: dict[str, Any] = {}
-    preset = (_pop_option(argv, "--preset") or default_preset) if presets else None
-    if preset is not None:
-        if preset not in presets:
-            raise ConfigError(f"unknown --preset '{preset}' (known: {', '.join(sorted(presets))})")
-        values.update(presets[preset]())
-    config_path = _pop_option(argv, "--config")
-    if config_path is not None:
-        values.update(load_yaml(config_path))
+    values = _preset_and_config(argv, presets, default_preset, known=None)
     parsed, _others = _field_parser(dataclass_types, prog).parse_known_args(argv)
     values.update(vars(parsed))
     for dc in dataclass_types:

@@ -108,6 +108,30 @@ def metric_module_path(name: str) -> str:
     return str(Path(__file__).parent / "metric_modules" / METRIC_MODULES[name])
 
 
+def evaluate_metric_class(key: str, class_name: str, description: str):
+    """The ``evaluate.Metric`` subclass of one of llmdiet's metrics (each module file under ``metric_modules``
+    is one line calling this: ``evaluate.load`` needs a script per metric, the code lives here)."""
+    import datasets
+    import evaluate
+
+    inputs = (f"Args:\n    predictions: list of hypothesis strings.\n    references: list of reference strings, or of "
+              f"one-element lists.\nReturns:\n    {{'{key}': score on a 0-100 scale, plus how it was computed}}")
+
+    def _info(self):
+        string = datasets.Value("string")
+        return evaluate.MetricInfo(
+            description=description, citation="", inputs_description=inputs,
+            features=[datasets.Features({"predictions": string, "references": string}),
+                      datasets.Features({"predictions": string, "references": datasets.Sequence(string)})],
+        )
+
+    def _compute(self, predictions, references):
+        refs = [r[0] if isinstance(r, (list, tuple)) else r for r in references]
+        return metric_for_evaluate(key, list(predictions), refs)
+
+    return type(class_name, (evaluate.Metric,), {"_info": _info, "_compute": _compute, "__doc__": description})
+
+
 def metric_for_evaluate(key: str, hypotheses: list[str], references: list[str]) -> dict:
     """What the ``evaluate`` modules return: the score and how it was computed."""
     if key == "bleu":
