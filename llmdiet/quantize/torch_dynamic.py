@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from llmdiet.artifacts import BackendError
-from llmdiet.artifacts import check_no_meta_tensors, load_tensors, save_tensors
+from llmdiet.artifacts import check_no_meta_tensors, load_tensors, save_tensors, trim_heap
 
 WEIGHTS_FILE = "model_int8.safetensors"
 FORMAT = "llmdiet-dynamic-int8/1"
@@ -126,7 +126,7 @@ def load_dynamic_int8(path: str | Path) -> nn.Module:
         raise BackendError(f"{path / WEIGHTS_FILE}: tensors the model does not have: {result.unexpected_keys[:5]}")
     linear_cls = _dynamic_linear_class()
     for name, entry in layout.items():
-        codes, scale, zero_point, bias = packed[name]
+        codes, scale, zero_point, bias = packed.pop(name)  # freed as soon as packed: the peak holds one layer's codes
         qlinear = linear_cls(entry["in_features"], entry["out_features"], bias_=entry["bias"], dtype=torch.qint8)
         qlinear.set_weight_bias(_rebuild_qweight(codes, scale, zero_point, entry), bias)
         parent_name, _, child = name.rpartition(".")
@@ -134,4 +134,6 @@ def load_dynamic_int8(path: str | Path) -> nn.Module:
     check_no_meta_tensors(model, path)
     if (path / "generation_config.json").is_file():
         model.generation_config = GenerationConfig.from_pretrained(path)
+    del tensors, packed
+    trim_heap()  # the int8 codes were re-packed into fbgemm/onednn weights: release their transient copies
     return model.eval()
