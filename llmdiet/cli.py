@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "quantize": ("llmdiet.quantize.job", "quantize a model (dynamic/static int8, ONNX Runtime, CTranslate2, GPU int8)"),
     "alpha-sweep": ("llmdiet.study.alpha_sweep", "distil once per alpha, evaluate every student, compare"),
     "bit-sweep": ("llmdiet.study.bit_sweep", "2-8-bit RTN vs GPFQ sweep of teacher and student weights"),
+    "study": ("llmdiet.study.command", "the whole study from one YAML: jobs, statistics, figures, STUDY.md verdict"),
 }
 
 

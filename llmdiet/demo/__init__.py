@@ -2,8 +2,11 @@
 
 Nothing here touches the network. The tokenizer is a small BPE model trained on the
 shipped demo corpus (written for llmdiet, see ``demo/data/make_demo_data.py``); the models
-are T5s with the flan-T5 recipe (gated-gelu, untied embeddings) at toy sizes. The teacher
-is briefly trained on the demo corpus so that it has something to teach.
+are T5s with the flan-T5 recipe (gated-gelu, untied embeddings) at toy sizes. Like flan-T5, both
+are "pretrained" on several directions before the study starts: English→French, French→English
+and Korean→English (training rows [0, 1000) of each demo corpus). The teacher is larger and trained
+longer; the student is smaller and trained briefly, so it starts weaker. The study then distils on
+English→French only, and the Fr→En and Ko→En sets show what the student keeps or forgets out of domain.
 
 Demo numbers show that the pipeline works. They say nothing about translation quality.
 """
@@ -31,14 +34,21 @@ DEMO_BANNER = (
 )
 
 DEMO_PREFIXES = ["translate English to French: ", "translate French to English: ", "translate Korean to English: "]
+# (file, source column, target column, prefix): the directions both demo models are pretrained on
+PRETRAINING_DIRECTIONS = [(DEMO_EN_FR, "en", "fr", DEMO_PREFIXES[0]), (DEMO_EN_FR, "fr", "en", DEMO_PREFIXES[1]),
+                          (DEMO_KO_EN, "ko", "en", DEMO_PREFIXES[2])]
+# pretraining steps (batch 32, mixed directions): the teacher learns all three; the student, smaller and
+# trained briefly, is a weaker starting point that distillation can improve
+PRETRAINING_STEPS = {"teacher": 900, "student": 250}
+DEMO_RECIPE_VERSION = 2  # bump when the demo models' recipe changes (the cache directory is keyed by it)
 
 TINY_SHAPES = {
     "teacher": dict(d_model=64, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=16),
-    "student": dict(d_model=32, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=16),
+    "student": dict(d_model=48, d_ff=96, num_layers=1, num_decoder_layers=1, num_heads=3, d_kv=16),
 }
 
 
-def build_demo_tokenizer(vocab_size: int = 600) -> "PreTrainedTokenizerFast":
+def build_demo_tokenizer(vocab_size: int = 800) -> "PreTrainedTokenizerFast":
     """A byte-level-free BPE tokenizer (SentencePiece-style ``▁`` word marks) trained on the demo corpora.
 
     Special ids follow T5: pad=0, eos=1, unk=2; every encoded sequence ends with ``</s>``.
@@ -90,45 +100,57 @@ def build_tiny_t5(role: str, vocab_size: int, seed: int = 0) -> "T5ForConditiona
 class DemoAssets:
     root: Path
     teacher: Path
-    student: Path  # the untrained student initialisation
+    student: Path  # the student before distillation (pretrained, weaker than the teacher)
     tokenizer: Path
 
 
-def ensure_demo_assets(root: str | Path, teacher_steps: int = 400, seed: int = 0) -> DemoAssets:
-    """Build (once) the demo tokenizer, a trained tiny teacher and a fresh tiny student under ``root``.
+def ensure_demo_assets(root: str | Path, steps: dict | None = None, seed: int = 0) -> DemoAssets:
+    """Build (once) the demo tokenizer, the pretrained tiny teacher and the pretrained tiny student under ``root``.
 
-    Re-running is cheap: finished pieces are detected by their ``config.json`` and reused.
+    Re-running is cheap: finished pieces are detected by their ``config.json`` and reused (a model is saved
+    only once its training finished). The first build takes about a minute on 2 CPU cores, with progress logged.
     """
     from transformers import PreTrainedTokenizerFast
 
+    steps = {**PRETRAINING_STEPS, **(steps or {})}
     root = Path(root)
     assets = DemoAssets(root, root / "teacher", root / "student_init", root / "tokenizer")
     if not (assets.tokenizer / "tokenizer.json").exists():
         build_demo_tokenizer().save_pretrained(assets.tokenizer)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(assets.tokenizer)
-    if not (assets.student / "config.json").exists():
-        student = build_tiny_t5("student", len(tokenizer), seed=seed + 1)
-        student.save_pretrained(assets.student)
-        tokenizer.save_pretrained(assets.student)
-    if not (assets.teacher / "config.json").exists():
-        logger.info("training the demo teacher for %d steps (once; cached in %s)", teacher_steps, assets.teacher)
-        teacher = build_tiny_t5("teacher", len(tokenizer), seed=seed)
-        train_on_demo_corpus(teacher, tokenizer, steps=teacher_steps, seed=seed)
-        teacher.save_pretrained(assets.teacher)
-        tokenizer.save_pretrained(assets.teacher)
+    for role, path, role_seed in (("teacher", assets.teacher, seed), ("student", assets.student, seed + 1)):
+        if (path / "config.json").exists():
+            continue
+        logger.info("building the demo %s: %d pretraining steps on En->Fr, Fr->En, Ko->En (once; cached in %s)",
+                    role, steps[role], path)
+        model = build_tiny_t5(role, len(tokenizer), seed=role_seed)
+        train_on_demo_corpus(model, tokenizer, steps=steps[role], seed=role_seed, name=role)
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
     return assets
 
 
-def train_on_demo_corpus(model, tokenizer, steps: int, seed: int = 0, lr: float = 3e-3, batch_size: int = 32) -> list[float]:
-    """A minimal supervised warm-up of ``model`` on the demo training rows (used for the demo teacher only)."""
+def pretraining_rows() -> list[tuple[str, str]]:
+    """(prefixed source, target) rows of every pretraining direction: training rows [0, 1000) of each corpus."""
+    from llmdiet.data import read_parallel_file
+
+    rows = []
+    for path, src, tgt, prefix in PRETRAINING_DIRECTIONS:
+        rows += [(prefix + r.source, r.target) for r in read_parallel_file(path, src, tgt)[:DEMO_TRAIN_ROWS]]
+    return rows
+
+
+def train_on_demo_corpus(model, tokenizer, steps: int, seed: int = 0, lr: float = 3e-3, batch_size: int = 32,
+                         name: str = "model") -> list[float]:
+    """A minimal supervised "pretraining" of ``model`` on the mixed demo directions (the demo models only)."""
     import torch
-
-    from llmdiet.data import read_parallel_file, tokenize_rows
-
-    rows = read_parallel_file(DEMO_EN_FR, "en", "fr")[:DEMO_TRAIN_ROWS]
-    ds, _ = tokenize_rows(rows, tokenizer, "translate English to French: ", 64, 64)
+    from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq
 
+    rows = pretraining_rows()
+    enc = tokenizer([s for s, _ in rows], max_length=64, truncation=True)
+    labels = tokenizer(text_target=[t for _, t in rows], max_length=64, truncation=True)["input_ids"]
+    ds = Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels})
     collate = DataCollatorForSeq2Seq(tokenizer, model=model, padding=True)
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
@@ -144,11 +166,13 @@ def train_on_demo_corpus(model, tokenizer, steps: int, seed: int = 0, lr: float 
         opt.zero_grad()
         losses.append(loss.item())
         if step % 100 == 0 or step == steps:
-            logger.info("demo teacher: step %d/%d, loss %.3f, %.0f s", step, steps, losses[-1], time.perf_counter() - start)
+            logger.info("demo %s: step %d/%d, loss %.3f, %.0f s", name, step, steps, losses[-1], time.perf_counter() - start)
     model.eval()
     return losses
 
 
 def demo_cache_dir() -> Path:
-    """Where the demo models are built: ``$LLMDIET_CACHE/demo`` (default ``~/.cache/llmdiet/demo``)."""
-    return Path(os.environ.get("LLMDIET_CACHE", Path.home() / ".cache" / "llmdiet")) / "demo"
+    """Where the demo models are built: ``$LLMDIET_CACHE/demo-v<recipe>`` (default ``~/.cache/llmdiet/...``).
+
+    The directory is keyed by the recipe version, so a changed recipe never reuses models built by an older one."""
+    return Path(os.environ.get("LLMDIET_CACHE", Path.home() / ".cache" / "llmdiet")) / f"demo-v{DEMO_RECIPE_VERSION}"

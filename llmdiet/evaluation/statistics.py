@@ -42,8 +42,8 @@ def confidence_interval(hypotheses: list[str], references: list[str], metric: st
     scorer = _metric(metric)
     with _seed(seed):
         score = scorer.corpus_score(list(hypotheses), [list(references)], n_bootstrap=n_bootstrap)
-    return {"score": score.score, "mean": score._mean, "ci95": score._ci, "low": score._mean - score._ci,
-            "high": score._mean + score._ci, "method": "sacrebleu bootstrap resampling (95%)",
+    mean, ci = float(score._mean), float(score._ci)  # numpy scalars from sacreBLEU
+    return {"score": float(score.score), "mean": mean, "ci95": ci, "low": mean - ci, "high": mean + ci, "method": "sacrebleu bootstrap resampling (95%)",
             "n_bootstrap": n_bootstrap, "seed": seed, "signature": str(scorer.get_signature())}
 
 

@@ -52,16 +52,22 @@ ADVERBIALS = [
     (" today", " aujourd'hui"),
 ]
 
-# Korean -> English (out-of-domain for a model trained on English -> French).
-KO_SUBJECTS = [("선생님은", "The teacher", "sg"), ("제 여동생은", "My sister", "sg"),
-               ("아이들은", "The children", "pl"), ("학생들은", "The students", "pl")]
-KO_VERBS = [
-    ("읽습니다", "reads", "read", [("책을", "a book"), ("신문을", "the newspaper")]),
-    ("씁니다", "writes", "write", [("편지를", "a letter"), ("기사를", "an article")]),
-    ("삽니다", "buys", "buy", [("빵을", "bread"), ("꽃을", "flowers")]),
-    ("봅니다", "watches", "watch", [("영화를", "a film"), ("바다를", "the sea")]),
-]
-KO_ADVERBIALS = [("", ""), ("매일 아침 ", " every morning"), ("저녁에 ", " in the evening"), ("오늘 ", " today")]
+# Korean -> English: the same sentences as the English side of the En->Fr corpus (subject, adverbial,
+# object, verb: Korean is subject-object-verb). Rows [0, 1000) teach the demo models Korean->English;
+# rows [1000, 1200) are the held-out demo-ko-en set.
+KO_SUBJECTS = {"The teacher": "선생님은", "My sister": "제 여동생은", "Our neighbour": "우리 이웃은",
+               "The journalist": "기자는", "The children": "아이들은", "The students": "학생들은",
+               "My parents": "제 부모님은", "The farmers": "농부들은"}
+KO_VERBS = {"reads": "읽습니다", "writes": "씁니다", "buys": "삽니다", "prepares": "준비합니다", "sees": "봅니다",
+            "loves": "좋아합니다"}
+KO_OBJECTS = {"a book": "책을", "the newspaper": "신문을", "a long letter": "긴 편지를", "the report": "보고서를",
+              "a letter": "편지를", "an article": "기사를", "a short story": "짧은 이야기를", "bread": "빵을",
+              "fresh vegetables": "신선한 채소를", "a new car": "새 차를", "flowers": "꽃을", "dinner": "저녁 식사를",
+              "a cake": "케이크를", "coffee": "커피를", "the lesson": "수업을", "the sea": "바다를",
+              "the mountains": "산을", "a film": "영화를", "the castle": "성을", "music": "음악을",
+              "the city": "도시를", "the cinema": "영화관을", "summer": "여름을"}
+KO_ADVERBIALS = {"": "", " every morning": "매일 아침 ", " in the evening": "저녁에 ", " on Sundays": "일요일마다 ",
+                 " at the market": "시장에서 ", " in Paris": "파리에서 ", " today": "오늘 "}
 
 
 def en_fr_pairs() -> list[dict]:
@@ -78,13 +84,12 @@ def en_fr_pairs() -> list[dict]:
 
 def ko_en_pairs() -> list[dict]:
     pairs = []
-    for (s_ko, s_en, num), (v_ko, v_sg, v_pl, objects), (a_ko, a_en) in itertools.product(
-        KO_SUBJECTS, KO_VERBS, KO_ADVERBIALS
-    ):
-        for o_ko, o_en in objects:
+    for (s_en, _, num), (v_sg, v_pl, _, _, objects), (a_en, _) in itertools.product(SUBJECTS, VERBS, ADVERBIALS):
+        for o_en, _ in objects:
             verb_en = v_sg if num == "sg" else v_pl
-            pairs.append({"ko": f"{s_ko} {a_ko}{o_ko} {v_ko}.", "en": f"{s_en} {verb_en} {o_en}{a_en}."})
-    random.Random(0).shuffle(pairs)
+            korean = f"{KO_SUBJECTS[s_en]} {KO_ADVERBIALS[a_en]}{KO_OBJECTS[o_en]} {KO_VERBS[v_sg]}."
+            pairs.append({"ko": korean, "en": f"{s_en} {verb_en} {o_en}{a_en}."})
+    random.Random(1).shuffle(pairs)
     return pairs
 
 

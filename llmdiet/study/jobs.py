@@ -1,0 +1,431 @@
+"""The study as named jobs with dependencies, fingerprints and resumable runs.
+
+Every model of the study has a label (``teacher``, ``student-vanilla``, ``alpha-0.5``, a method name, or
+``<base>+<quantization method>``) and is produced and scored by jobs:
+
+=================  ====================================================  ==============================
+job                what it does                                          writes
+=================  ====================================================  ==============================
+train/<student>    ``llmdiet distill`` with the study's flags             students/<student>/
+quantize/<model>   ``llmdiet quantize`` of a float model                  quantized/<model>/
+eval/<model>       ``llmdiet eval`` on every set, batch-1 latency, CIs    eval/<model>/
+bits/<model>       the 2-8-bit RTN/GPFQ sweep of one float model          bits/<model>/
+=================  ====================================================  ==============================
+
+A job's fingerprint is a hash of everything that decides its output (its settings, the content of its
+input models and data) and of its dependencies' fingerprints. ``jobs/<job>.json`` records the fingerprint a
+job ran with and whether it finished: a re-run skips finished jobs with the same fingerprint, resumes an
+interrupted one (training from its last checkpoint, evaluation from its last batch), and moves the output of
+a job whose fingerprint changed to ``stale/`` before redoing it (nothing is deleted, nothing stale is reused).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmdiet.config import ConfigError
+from llmdiet.study.config import StudyConfig
+
+logger = logging.getLogger(__name__)
+
+VANILLA = "student-vanilla"
+TEACHER = "teacher"
+# Seq2SeqTrainingArguments that do not change the trained student (everything else is in the fingerprint)
+NEUTRAL_TRAINING_KEYS = {
+    "output_dir", "logging_dir", "run_name", "disable_tqdm", "report_to", "dataloader_num_workers", "push_to_hub",
+    "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo", "hub_always_push", "hub_revision",
+    "logging_steps", "logging_strategy", "logging_first_step", "logging_nan_inf_filter", "save_total_limit",
+    "resume_from_checkpoint", "overwrite_output_dir", "dataloader_pin_memory", "dataloader_persistent_workers",
+    "dataloader_prefetch_factor", "log_level", "log_level_replica", "log_on_each_node", "save_safetensors",
+    "save_on_each_node", "save_only_model", "local_rank", "ddp_backend", "print_steps", "skip_memory_metrics",
+    "include_num_input_tokens_seen", "project", "trackio_space_id",
+}
+
+
+@dataclass
+class ModelEntry:
+    label: str
+    role: str  # teacher | vanilla | student | quantized
+    path: str  # hub id, local directory or artifact directory
+    base: str  # the float model a quantized model comes from (itself otherwise)
+    producer: str | None = None  # the job that makes it (None: given)
+    method: str | None = None  # quantization method
+    alpha: float | None = None  # distillation alpha of a student
+    distill_method: str | None = None
+
+
+@dataclass
+class Job:
+    name: str
+    kind: str  # train | quantize | eval | bits
+    model: str  # label of the model it makes or scores
+    out: Path
+    deps: list[str] = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class StudyPlan:
+    config: StudyConfig
+    models: dict[str, ModelEntry]
+    jobs: dict[str, Job]  # in dependency order
+    fingerprints: dict[str, str]
+
+    def job(self, name: str) -> Job:
+        if name not in self.jobs:
+            raise ConfigError(f"--job {name}: no such job in {self.config.path} (see llmdiet study --config "
+                              f"{self.config.path} --list)")
+        return self.jobs[name]
+
+
+def alpha_label(alpha: float) -> str:
+    return f"alpha-{alpha:g}"
+
+
+def students(cfg: StudyConfig) -> list[tuple[str, dict]]:
+    """(label, distill flags that differ from the shared ones) of every trained student."""
+    out = [(alpha_label(a), {"alpha": a}) for a in cfg.alphas]
+    return out + list(cfg.methods.items())
+
+
+# ----------------------------------------------------------------------------- distill arguments
+
+
+def distill_argv(cfg: StudyConfig, overrides: dict, output_dir: str) -> list[str]:
+    from llmdiet.distill.job import options_to_argv
+
+    shared = dict(cfg.distill)
+    preset = shared.pop("preset", None)
+    argv = ["--preset", preset] if preset else []
+    options = {"seed": cfg.seed, **shared, **overrides, "teacher_model": cfg.teacher, "student_model": cfg.student,
+               "output_dir": output_dir}
+    if cfg.tokenizer and "tokenizer" not in options:
+        options["tokenizer"] = cfg.tokenizer
+    return argv + options_to_argv(options)
+
+
+def distill_arguments(cfg: StudyConfig, overrides: dict, output_dir: str):
+    """(DistillationArguments, DataArguments, Seq2SeqTrainingArguments) of one student, checked by distill's parser."""
+    from transformers import Seq2SeqTrainingArguments
+
+    from llmdiet.config import parse_config
+    from llmdiet.distill.job import PRESETS, DataArguments, DistillationArguments, check_training_arguments
+
+    argv = distill_argv(cfg, overrides, output_dir)
+    try:
+        args, data, training = parse_config((DistillationArguments, DataArguments, Seq2SeqTrainingArguments), argv,
+                                            presets=PRESETS, default_preset="reference", prog="llmdiet distill")
+        check_training_arguments(training)
+    except ConfigError as err:
+        raise ConfigError(f"{cfg.path}: distill/methods settings of student '{Path(output_dir).name}': {err}") from None
+    return args, data, training
+
+
+def _data_identity(data) -> dict:
+    from dataclasses import asdict
+
+    from llmdiet.fingerprint import file_sha256
+
+    out = asdict(data)
+    if data.data_files and Path(data.data_files).is_file():
+        out["data_files_sha256"] = file_sha256(data.data_files)
+    return out
+
+
+def train_params(cfg: StudyConfig, label: str, overrides: dict, identities: dict) -> dict:
+    from dataclasses import asdict
+
+    args, data, training = distill_arguments(cfg, overrides, str(cfg.root / "students" / label))
+    dist = {k: v for k, v in asdict(args).items() if k not in ("teacher_cache", "sequence_kd_file", "rebuild_caches",
+                                                                  "teacher_model", "student_model")}
+    targs = {k: v for k, v in training.to_dict().items() if k not in NEUTRAL_TRAINING_KEYS}
+    return {"distillation": dist, "data": _data_identity(data), "training": targs,
+            "teacher": identities[cfg.teacher], "student": identities[cfg.student]}
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+def _model_identity(name: str) -> dict:
+    from llmdiet.fingerprint import model_identity
+    from llmdiet.modeling import resolve_model
+
+    path = resolve_model(name)
+    return model_identity(path) if Path(path).exists() else {"hub_id": name}
+
+
+def _eval_set_identity(name: str) -> dict:
+    from llmdiet.evaluation.eval_sets import resolve_eval_set
+
+    spec = resolve_eval_set(name)
+    return {"name": spec.name, "version": spec.version, "fingerprint": spec.fingerprint(), "prefix": spec.prefix,
+            "rows": [spec.start, spec.stop]}
+
+
+def calibration(cfg: StudyConfig) -> dict:
+    """Calibration rows of the static quantizers and GPFQ: the study's training data unless configured."""
+    flags = dict(cfg.distill)
+    q = cfg.quantize
+    return {"file": q.calibration_file or flags.get("data_files") or _preset_value(cfg, "data_files"),
+            "source_column": q.calibration_source_column or flags.get("source_column")
+            or _preset_value(cfg, "source_column") or "en",
+            "target_column": flags.get("target_column") or _preset_value(cfg, "target_column") or "fr",
+            "prefix": flags.get("source_prefix") or _preset_value(cfg, "source_prefix") or "translate English to French: ",
+            "count": q.calibration_count}
+
+
+def _preset_value(cfg: StudyConfig, key: str):
+    from llmdiet.distill.job import PRESETS
+
+    preset = cfg.distill.get("preset")
+    return PRESETS[preset]().get(key) if preset in PRESETS else None
+
+
+def build_plan(cfg: StudyConfig) -> StudyPlan:
+    """Every model and job of the study, in dependency order, with fingerprints."""
+    from llmdiet.fingerprint import digest, file_sha256
+    from llmdiet.modeling import resolve_model
+    from llmdiet.quantize import METHODS
+
+    root = cfg.root
+    identities = {name: _model_identity(name) for name in {cfg.teacher, cfg.student}}
+    models: dict[str, ModelEntry] = {
+        TEACHER: ModelEntry(TEACHER, "teacher", resolve_model(cfg.teacher), TEACHER),
+        VANILLA: ModelEntry(VANILLA, "vanilla", resolve_model(cfg.student), VANILLA),
+    }
+    jobs: dict[str, Job] = {}
+    params_of_input = {TEACHER: identities[cfg.teacher], VANILLA: identities[cfg.student]}
+    for label, overrides in students(cfg):
+        job = Job(f"train/{label}", "train", label, root / "students" / label,
+                  params={"overrides": overrides, **train_params(cfg, label, overrides, identities)})
+        jobs[job.name] = job
+        models[label] = ModelEntry(label, "student", str(job.out), label, producer=job.name,
+                                   alpha=float(overrides.get("alpha", _alpha_default(cfg))),
+                                   distill_method=str(overrides.get("method", cfg.distill.get("method", "kd"))))
+    calib = calibration(cfg)
+    calib_identity = {**calib, "sha256": file_sha256(calib["file"]) if calib["file"] and Path(calib["file"]).is_file()
+                      else None}
+    wanted = cfg.quantize.students
+    unknown = [s for s in wanted if s != "all" and (s not in models or models[s].role != "student")]
+    if unknown:
+        raise ConfigError(f"{cfg.path}: quantize.students: unknown {unknown} (trained students: all, "
+                          f"{', '.join(m for m in models if models[m].role == 'student')})")
+    for base in list(models.values()):  # the teacher, and the trained students (distill-then-quantize)
+        if base.role == "vanilla" or (base.role == "student" and "all" not in wanted and base.label not in wanted):
+            continue
+        for method in cfg.quantize.methods:
+            label = f"{base.label}+{method}"
+            params = {"method": method, "seed": cfg.seed}
+            if METHODS[method].calibrated:
+                params["calibration"] = calib_identity
+            job = Job(f"quantize/{label}", "quantize", label, root / "quantized" / label.replace("+", "-"),
+                      deps=[base.producer] if base.producer else [],
+                      params={**params, "input": params_of_input.get(base.label)})
+            jobs[job.name] = job
+            models[label] = ModelEntry(label, "quantized", str(job.out), base.label, producer=job.name, method=method,
+                                       alpha=base.alpha, distill_method=base.distill_method)
+    ev = cfg.eval
+    eval_params = {"sets": [_eval_set_identity(s) for s in ev.sets], "batch_size": ev.batch_size,
+                   "max_new_tokens": ev.max_new_tokens, "num_beams": ev.num_beams, "limit": ev.limit,
+                   "latency_sentences": ev.latency_sentences, "device": ev.device,
+                   "statistics": {"n_bootstrap": cfg.statistics.n_bootstrap, "seed": cfg.statistics.seed}}
+    for label, model in list(models.items()):
+        job = Job(f"eval/{label}", "eval", label, root / "eval" / label, deps=[model.producer] if model.producer else [],
+                  params={**eval_params, "input": params_of_input.get(label)})
+        jobs[job.name] = job
+    bs = cfg.bit_sweep
+    unknown = [m for m in bs.models if m != "all" and m not in models]
+    if unknown:
+        raise ConfigError(f"{cfg.path}: bit_sweep.models: unknown {unknown} (models: all, {', '.join(models)})")
+    if bs.models and bs.methods and bs.bits:
+        bit_params = {"bits": bs.bits, "methods": bs.methods, "eval_set": _eval_set_identity(bs.eval_set or ev.in_domain[0]),
+                      "limit": bs.limit, "calibration": {**calib_identity, "count": bs.calibration_rows},
+                      "scale": bs.scale, "batch_size": ev.batch_size, "max_new_tokens": ev.max_new_tokens}
+        for label, model in list(models.items()):
+            if model.role == "quantized" or ("all" not in bs.models and label not in bs.models):
+                continue
+            job = Job(f"bits/{label}", "bits", label, root / "bits" / label, deps=[model.producer] if model.producer else [],
+                      params={**bit_params, "input": params_of_input.get(label)})
+            jobs[job.name] = job
+    order = sorted(jobs.values(), key=lambda j: ["train", "quantize", "eval", "bits"].index(j.kind))
+    jobs = {j.name: j for j in order}
+    fingerprints: dict[str, str] = {}
+    for job in jobs.values():
+        fingerprints[job.name] = digest({"kind": job.kind, "params": job.params,
+                                         "deps": {d: fingerprints[d] for d in job.deps}})
+    return StudyPlan(cfg, models, jobs, fingerprints)
+
+
+def _alpha_default(cfg: StudyConfig) -> float:
+    return float(cfg.distill.get("alpha", 0.5))
+
+
+# ----------------------------------------------------------------------------- job state
+
+
+def marker_path(plan: StudyPlan, name: str) -> Path:
+    return plan.config.root / "jobs" / (name.replace("/", "__") + ".json")
+
+
+def read_marker(plan: StudyPlan, name: str) -> dict | None:
+    try:
+        return json.loads(marker_path(plan, name).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def status(plan: StudyPlan, name: str) -> str:
+    """done | interrupted (will resume) | stale (settings changed: redone) | pending."""
+    marker = read_marker(plan, name)
+    if marker is None:
+        return "stale" if plan.jobs[name].out.exists() and any(plan.jobs[name].out.iterdir()) else "pending"
+    if marker.get("fingerprint") != plan.fingerprints[name]:
+        return "stale"
+    return "done" if marker.get("status") == "done" else "interrupted"
+
+
+def _write_marker(plan: StudyPlan, name: str, state: str, started: float, extra: dict | None = None) -> None:
+    path = marker_path(plan, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"job": name, "fingerprint": plan.fingerprints[name], "status": state,
+              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+              "seconds": round(time.time() - started, 1), **(extra or {})}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, path)
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _move_stale(plan: StudyPlan, job: Job) -> None:
+    if not job.out.exists() or not _is_main_process():
+        return
+    old = (read_marker(plan, job.name) or {}).get("fingerprint", "unknown")
+    target = plan.config.root / "stale" / f"{job.name.replace('/', '__')}-{old}-{int(time.time())}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(job.out), target)
+    marker_path(plan, job.name).unlink(missing_ok=True)
+    logger.warning("%s: made with other settings; its output was moved to %s and the job is redone", job.name, target)
+
+
+def run_job(plan: StudyPlan, name: str) -> str:
+    """Run one job unless it is done; returns what happened (skipped | ran)."""
+    from llmdiet.locking import directory_lock
+
+    job = plan.job(name)
+    state = status(plan, name)
+    if state == "done":
+        logger.info("%s: done (same fingerprint), skipped", name)
+        return "skipped"
+    missing = [d for d in job.deps if status(plan, d) != "done"]
+    if missing:
+        raise ConfigError(f"job {name} needs {', '.join(missing)} first (llmdiet study --config {plan.config.path} "
+                          f"--job {missing[0]}, or run the whole study)")
+    with directory_lock(plan.config.root / "locks" / name.replace("/", "__"), f"study job {name}"):
+        if state == "stale":
+            _move_stale(plan, job)
+        started = time.time()
+        if _is_main_process():
+            _write_marker(plan, name, "running", started)
+        logger.info("%s: %s", name, "resuming" if state == "interrupted" else "running")
+        extra = RUNNERS[job.kind](plan, job)
+        if _is_main_process():
+            _write_marker(plan, name, "done", started, extra)
+    return "ran"
+
+
+def run_all(plan: StudyPlan, only: list[str] | None = None) -> dict[str, str]:
+    return {name: run_job(plan, name) for name in (only or plan.jobs)}
+
+
+# ----------------------------------------------------------------------------- runners
+
+
+def _run_train(plan: StudyPlan, job: Job) -> dict:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from llmdiet.distill.job import run
+
+    cfg = plan.config
+    args, data, training = distill_arguments(cfg, job.params["overrides"], str(job.out))
+    shared = cfg.root / "shared"
+    if args.teacher_cache and not Path(args.teacher_cache).is_absolute():
+        args.teacher_cache = str(shared / args.teacher_cache)
+    if args.sequence_kd != "off" and not args.sequence_kd_file:
+        args.sequence_kd_file = str(shared / "teacher_translations.jsonl")
+    if job.out.is_dir() and get_last_checkpoint(str(job.out)):
+        training.resume_from_checkpoint = "latest"
+    summary = run(args, data, training, command=["llmdiet", "study", "--config", cfg.path, "--job", job.name])
+    return {"global_step": summary["global_step"]}
+
+
+def _run_quantize(plan: StudyPlan, job: Job) -> dict:
+    from llmdiet.quantize import quantize_model
+
+    base = plan.models[plan.models[job.model].base]
+    calib = calibration(plan.config)
+    meta = quantize_model(base.path, job.params["method"], job.out, calibration_file=calib["file"],
+                          calibration_source_column=calib["source_column"], calibration_prefix=calib["prefix"],
+                          calibration_count=calib["count"], overwrite=True, tokenizer=plan.config.tokenizer,
+                          seed=plan.config.seed)
+    return {"disk_bytes": meta.get("disk_bytes")}
+
+
+def eval_device(plan: StudyPlan, label: str) -> str:
+    from llmdiet.quantize import METHODS
+
+    device, model = plan.config.eval.device, plan.models[label]
+    if model.method and device.split(":")[0] not in METHODS[model.method].devices:
+        return "cpu"
+    return device
+
+
+def _run_eval(plan: StudyPlan, job: Job) -> dict:
+    from llmdiet.evaluation.harness import EvalArguments, run_eval
+    from llmdiet.evaluation.statistics import confidence_interval
+
+    cfg, ev = plan.config, plan.config.eval
+    model = plan.models[job.model]
+    command = ["llmdiet", "study", "--config", cfg.path, "--job", job.name]
+    common = dict(model=model.path, tokenizer=cfg.tokenizer if model.role != "quantized" else None,
+                  device=eval_device(plan, job.model), num_beams=ev.num_beams, max_new_tokens=ev.max_new_tokens,
+                  seed=cfg.seed, progress=False)
+    results = run_eval(EvalArguments(eval_set=list(ev.sets), out=str(job.out), batch_size=ev.batch_size,
+                                     limit=ev.limit, **common), command=command)
+    if ev.latency_sentences:
+        run_eval(EvalArguments(eval_set=[ev.in_domain[0]], out=str(job.out / "batch1"), batch_size=1,
+                               limit=ev.latency_sentences, warmup_batches=4, **common), command=command)
+    stats = {}
+    for set_name, entry in results["sets"].items():
+        samples = [json.loads(line) for line in (job.out / entry["samples_file"]).read_text(encoding="utf-8").splitlines()]
+        hyps, refs = [s["hypothesis"] for s in samples], [s["reference"] for s in samples]
+        stats[set_name] = {m: confidence_interval(hyps, refs, m, cfg.statistics.n_bootstrap, cfg.statistics.seed)
+                           for m in ("bleu", "chrf")}
+    (job.out / "statistics.json").write_text(json.dumps(stats, indent=2))
+    return {"bleu": {s: e["metrics"]["bleu"] for s, e in results["sets"].items()}}
+
+
+def _run_bits(plan: StudyPlan, job: Job) -> dict:
+    from llmdiet.study.bit_sweep import BitSweepArguments, run_sweep
+
+    cfg, bs = plan.config, plan.config.bit_sweep
+    calib = calibration(cfg)
+    args = BitSweepArguments(models=[plan.models[job.model].path], bits=bs.bits, methods=bs.methods,
+                             eval_set=bs.eval_set or cfg.eval.in_domain[0], limit=bs.limit,
+                             calibration_file=calib["file"], calibration_source_column=calib["source_column"],
+                             calibration_target_column=calib["target_column"], calibration_rows=bs.calibration_rows,
+                             calibration_prefix=calib["prefix"], batch_size=cfg.eval.batch_size,
+                             max_new_tokens=cfg.eval.max_new_tokens, scale=bs.scale, out=str(job.out), seed=cfg.seed)
+    summary = run_sweep(args, command=["llmdiet", "study", "--config", cfg.path, "--job", job.name])
+    return {"points": len(summary["points"])}
+
+
+RUNNERS = {"train": _run_train, "quantize": _run_quantize, "eval": _run_eval, "bits": _run_bits}
