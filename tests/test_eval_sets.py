@@ -37,7 +37,7 @@ def test_offline_demo_sets_have_the_documented_rows():
     assert len(rows) == 144 and [(r.source, r.target) for r in rows] == [(x["fr"], x["en"]) for x in corpus[1200:1344]]
     ko_en = resolve_eval_set("demo-ko-en")
     assert ko_en.prefix == "translate Korean to English: " and ko_en.demo
-    assert [(r.source, r.target) for r in ko_en.load()] == [(x["ko"], x["en"]) for x in korean]
+    assert [(r.source, r.target) for r in ko_en.load()] == [(x["ko"], x["en"]) for x in korean[1000:1200]]
 
 
 def test_hub_sets_are_pinned_and_fail_clearly_offline():

@@ -80,8 +80,8 @@ def test_scores_in_results_equal_the_reference_tools_on_the_samples(teacher_run)
         assert round(metrics["chrf"], 4) == pytest.approx(cli_scores["chrf"], abs=1e-9)
         assert metrics["bleu_signature"] == cli_scores["bleu_signature"]
         assert metrics["rougeL"] == pytest.approx(rouge_l(hyps, refs))
-    # the demo teacher was trained on this corpus: in-domain it translates well, Korean it cannot
-    assert results["sets"]["demo-en-fr"]["metrics"]["bleu"] > 50 > results["sets"]["demo-ko-en"]["metrics"]["bleu"]
+    # the demo teacher is "pretrained" on En->Fr and Ko->En (training rows only): it translates both held-out sets
+    assert results["sets"]["demo-en-fr"]["metrics"]["bleu"] > 50 and results["sets"]["demo-ko-en"]["metrics"]["bleu"] > 50
 
 
 def _interrupt_after(monkeypatch, calls: int):

@@ -110,20 +110,27 @@ def distill_argv(cfg: StudyConfig, overrides: dict, output_dir: str) -> list[str
     return argv + options_to_argv(options)
 
 
-def distill_arguments(cfg: StudyConfig, overrides: dict, output_dir: str):
-    """(DistillationArguments, DataArguments, Seq2SeqTrainingArguments) of one student, checked by distill's parser."""
+def distill_arguments(cfg: StudyConfig, overrides: dict, output_dir: str, quiet: bool = False):
+    """(DistillationArguments, DataArguments, Seq2SeqTrainingArguments) of one student, checked by distill's parser
+    (``quiet``: its warnings are not repeated while planning; the training job logs them)."""
     from transformers import Seq2SeqTrainingArguments
 
     from llmdiet.config import parse_config
     from llmdiet.distill.job import PRESETS, DataArguments, DistillationArguments, check_training_arguments
 
     argv = distill_argv(cfg, overrides, output_dir)
+    job_logger = logging.getLogger("llmdiet.distill.job")
+    level = job_logger.level
     try:
+        if quiet:
+            job_logger.setLevel(logging.ERROR)
         args, data, training = parse_config((DistillationArguments, DataArguments, Seq2SeqTrainingArguments), argv,
                                             presets=PRESETS, default_preset="reference", prog="llmdiet distill")
         check_training_arguments(training)
     except ConfigError as err:
         raise ConfigError(f"{cfg.path}: distill/methods settings of student '{Path(output_dir).name}': {err}") from None
+    finally:
+        job_logger.setLevel(level)
     return args, data, training
 
 
@@ -141,7 +148,7 @@ def _data_identity(data) -> dict:
 def train_params(cfg: StudyConfig, label: str, overrides: dict, identities: dict) -> dict:
     from dataclasses import asdict
 
-    args, data, training = distill_arguments(cfg, overrides, str(cfg.root / "students" / label))
+    args, data, training = distill_arguments(cfg, overrides, str(cfg.root / "students" / label), quiet=True)
     dist = {k: v for k, v in asdict(args).items() if k not in ("teacher_cache", "sequence_kd_file", "rebuild_caches",
                                                                   "teacher_model", "student_model")}
     targs = {k: v for k, v in training.to_dict().items() if k not in NEUTRAL_TRAINING_KEYS}
@@ -405,7 +412,8 @@ def _run_eval(plan: StudyPlan, job: Job) -> dict:
                                limit=ev.latency_sentences, warmup_batches=4, **common), command=command)
     stats = {}
     for set_name, entry in results["sets"].items():
-        samples = [json.loads(line) for line in (job.out / entry["samples_file"]).read_text(encoding="utf-8").splitlines()]
+        lines = (job.out / entry["samples_file"]).read_text(encoding="utf-8").splitlines()
+        samples = sorted((json.loads(line) for line in lines), key=lambda s: s["index"])  # row order, not batch order
         hyps, refs = [s["hypothesis"] for s in samples], [s["reference"] for s in samples]
         stats[set_name] = {m: confidence_interval(hyps, refs, m, cfg.statistics.n_bootstrap, cfg.statistics.seed)
                            for m in ("bleu", "chrf")}

@@ -12,14 +12,13 @@ import json
 import logging
 from pathlib import Path
 
-from llmdiet.evaluation.reports import size_mb
+from llmdiet.evaluation.reports import MB, size_mb  # MB = 10^6 bytes, as in llmdiet eval
 from llmdiet.study.jobs import TEACHER, VANILLA, StudyPlan, status
 
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "study_results.json"
 REPORT_FILE = "STUDY.md"
-MB = 1024 * 1024
 
 
 # ----------------------------------------------------------------------------- collect

@@ -1,0 +1,305 @@
+"""``llmdiet study``: a tiny study end to end, its consistency with the results files, resuming, --job/--report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llmdiet import cli
+from llmdiet.demo import DEMO_EN_FR, DEMO_KO_EN, DEMO_TRAIN_ROWS, pretraining_rows
+from llmdiet.evaluation.eval_sets import resolve_eval_set
+from llmdiet.evaluation.statistics import confidence_interval, paired_significance
+from llmdiet.study.config import load_study_config
+from llmdiet.study.figures import pareto_front
+from llmdiet.study.jobs import build_plan, run_all, status
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(demo_assets, study_dir: Path, **changes) -> dict:
+    config = {
+        "study_dir": str(study_dir), "teacher": str(demo_assets.teacher), "student": str(demo_assets.student),
+        "seed": 0, "alphas": [0, 0.5],
+        "distill": {"preset": "demo", "max_steps": 8, "eval_strategy": "no", "save_strategy": "steps",
+                    "save_steps": 4, "load_best_model_at_end": False, "predict_with_generate": False,
+                    "logging_steps": 2, "disable_tqdm": True},
+        "quantize": {"methods": ["dynamic-int8"], "students": ["alpha-0.5"], "calibration_count": 8},
+        "bit_sweep": {"bits": [4], "methods": ["rtn", "gpfq"], "models": ["teacher", "alpha-0.5"], "limit": 16,
+                      "calibration_rows": 8},
+        "eval": {"in_domain": ["demo-en-fr"], "out_of_domain": ["demo-ko-en"], "limit": 24, "batch_size": 8,
+                 "max_new_tokens": 24, "latency_sentences": 4},
+        "statistics": {"n_bootstrap": 200, "n_samples": 200},
+    }
+    for key, value in changes.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) else value
+    return config
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(demo_assets, tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    config = write_config(root / "study.yaml", tiny_config(demo_assets, root / "run"))
+    assert cli.main(["study", "--config", str(config)]) == 0
+    return config, root / "run"
+
+
+def _table(markdown: str, heading: str) -> list[dict]:
+    """The rows of the first table after ``heading`` as {header: cell}."""
+    section = markdown.split(heading, 1)[1]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    lines = lines[: next((i for i, line in enumerate(lines) if i > 1 and not line.startswith("|")), len(lines))]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = []
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) != len(header):
+            break
+        rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def test_every_job_figure_and_table_exists(study):
+    config, run = study
+    plan = build_plan(load_study_config(config))
+    assert all(status(plan, name) == "done" for name in plan.jobs)
+    assert set(plan.jobs) >= {"train/alpha-0", "train/alpha-0.5", "quantize/teacher+dynamic-int8",
+                              "quantize/alpha-0.5+dynamic-int8", "eval/teacher", "eval/student-vanilla",
+                              "eval/alpha-0.5+dynamic-int8", "bits/teacher", "bits/alpha-0.5"}
+    figures = {p.name for p in (run / "figures").glob("*.png")}
+    assert figures == {"bleu_by_alpha.png", "rougeL_by_alpha.png", "loss_curves.png", "bleu_vs_size.png",
+                       "bleu_vs_latency.png", "bleu_vs_throughput.png", "bleu_vs_bits.png"}
+    text = (run / "STUDY.md").read_text()
+    for heading in ("## Distill, quantize or both?", "## Verdict", "## All results", "## Bit width", "## Provenance",
+                    "## Reproduce", "**Answer for this study"):
+        assert heading in text
+    assert "DEMO" not in text.split("##")[0] or "written for llmdiet" in text  # demo banner only with demo models
+    assert "git sha" in text and "nrefs:1" in text  # provenance and sacreBLEU signatures
+
+
+def test_study_md_numbers_equal_the_results_files(study):
+    """Every BLEU/chrF/ROUGE-L cell, CI, size and Δ in STUDY.md equals what the jobs' files say."""
+    config, run = study
+    text = (run / "STUDY.md").read_text()
+    rows = _table(text, "## All results")
+    assert len(rows) == 6  # teacher, vanilla, 2 students, the teacher and alpha-0.5 quantized
+    results = {}
+    for row in rows:
+        label = row["model"].strip("`")
+        res = json.loads((run / "eval" / label / "results.json").read_text())
+        stats = json.loads((run / "eval" / label / "statistics.json").read_text())
+        results[label] = res
+        for set_name in ("demo-en-fr", "demo-ko-en"):
+            m = res["sets"][set_name]["metrics"]
+            ci = stats[set_name]["bleu"]
+            assert row[f"{set_name} BLEU [95% CI]"] == f"{m['bleu']:.2f} [{ci['low']:.2f}, {ci['high']:.2f}]"
+            assert row[f"{set_name} chrF"] == f"{m['chrf']:.2f}"
+            assert row[f"{set_name} ROUGE-L"] == f"{m['rougeL']:.2f}"
+        size = res["size"].get("disk_bytes") or res["size"]["memory_bytes"]
+        assert row["size MB"] == f"{size / 1e6:.2f}"
+    # the verdict's deltas are model minus teacher on the same sentences, with sacreBLEU's paired test
+    teacher = results["teacher"]["sets"]["demo-en-fr"]["metrics"]["bleu"]
+    for row in _table(text, "## Verdict"):
+        label = row["model"].strip("`")
+        delta = results[label]["sets"]["demo-en-fr"]["metrics"]["bleu"] - teacher
+        assert row["ΔBLEU demo-en-fr"].startswith(f"{delta:+.2f} (p=")
+    # the bit-width table is the sweep's points
+    bits = {r["model"].strip("`") + r["method"]: r for r in _table(text, "## Bit width")}
+    for label in ("teacher", "alpha-0.5"):
+        points = json.loads((run / "bits" / label / "bit_sweep.json").read_text())["points"]
+        for p in points:
+            if p["method"] != "float":
+                assert bits[label + p["method"].upper()][f"{p['bits']}-bit"] == f"{p['bleu']:.2f}"
+    data = json.loads((run / "study_results.json").read_text())
+    assert data["missing"] == [] and set(data["models"]) == set(results)
+
+
+def test_statistics_in_the_study_equal_sacrebleu_on_the_samples(study):
+    config, run = study
+    data = json.loads((run / "study_results.json").read_text())
+
+    def hyps(label):
+        lines = (run / "eval" / label / "demo-en-fr" / "samples.jsonl").read_text().splitlines()
+        samples = sorted((json.loads(x) for x in lines), key=lambda s: s["index"])
+        return [s["hypothesis"] for s in samples], [s["reference"] for s in samples]
+
+    h, refs = hyps("alpha-0.5")
+    ci = confidence_interval(h, refs, "bleu", n_bootstrap=200, seed=12345)
+    assert data["models"]["alpha-0.5"]["sets"]["demo-en-fr"]["bleu_ci"] == pytest.approx(ci)
+    teacher, _ = hyps("teacher")
+    paired = paired_significance(("teacher", teacher), [("alpha-0.5", h)], refs, n_samples=200, seed=12345)
+    for metric in ("bleu", "chrf"):
+        assert data["paired"]["demo-en-fr"]["teacher"]["alpha-0.5"][metric] == pytest.approx(paired["alpha-0.5"][metric])
+
+
+def test_a_second_run_recomputes_nothing(study):
+    config, run = study
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("results.json")}
+    plan = build_plan(load_study_config(config))
+    assert set(run_all(plan).values()) == {"skipped"}
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("results.json")} == before
+
+
+def test_jobs_one_by_one_in_separate_processes_give_the_same_study(study, demo_assets, tmp_path):
+    """--list, then every job through --job (one process per kind of job), then --report: the same numbers."""
+    config_one, run_one = study
+    run_two = tmp_path / "run"
+    config = write_config(tmp_path / "study.yaml", tiny_config(demo_assets, run_two))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    listing = subprocess.run([sys.executable, "-m", "llmdiet.cli", "study", "--config", str(config), "--list"],
+                             capture_output=True, text=True, env=env, check=True).stdout
+    jobs = [line.split()[0] for line in listing.splitlines()[1:]]
+    assert "quantize/alpha-0.5+dynamic-int8" in listing and "alpha-0+dynamic-int8" not in listing
+    assert all(line.split()[1] == "pending" for line in listing.splitlines()[1:])
+    for kind in ("train/", "quantize/", "eval/", "bits/"):
+        subprocess.run([sys.executable, "-m", "llmdiet.cli", "study", "--config", str(config), "--job",
+                        *[j for j in jobs if j.startswith(kind)]], env=env, check=True, capture_output=True)
+    assert cli.main(["study", "--config", str(config), "--report"]) == 0
+    one, two = (json.loads((r / "study_results.json").read_text()) for r in (run_one, run_two))
+    assert one["fingerprints"] == two["fingerprints"]
+    for label in one["models"]:
+        for set_name, entry in one["models"][label]["sets"].items():
+            other = two["models"][label]["sets"][set_name]
+            assert {k: entry[k] for k in ("bleu", "chrf", "rougeL", "bleu_ci", "chrf_ci")} == \
+                   {k: other[k] for k in ("bleu", "chrf", "rougeL", "bleu_ci", "chrf_ci")}
+    assert one["paired"] == two["paired"] and one["bits"] == two["bits"]
+    # the quality sections of STUDY.md are identical; only measured speed may differ
+    text_one, text_two = ((r / "STUDY.md").read_text() for r in (run_one, run_two))
+    for heading in ("## Bit width", "## Trained students against"):
+        assert text_one.split(heading)[1].split("##")[0] == text_two.split(heading)[1].split("##")[0]
+
+
+def test_a_job_needs_its_dependencies_and_unknown_jobs_are_refused(demo_assets, tmp_path, capsys):
+    config = write_config(tmp_path / "s.yaml", tiny_config(demo_assets, tmp_path / "run"))
+    assert cli.main(["study", "--config", str(config), "--job", "eval/alpha-0"]) == 2
+    assert "needs train/alpha-0 first" in capsys.readouterr().err
+    assert cli.main(["study", "--config", str(config), "--job", "eval/nobody"]) == 2
+    assert "no such job" in capsys.readouterr().err
+
+
+def test_changed_settings_redo_only_the_affected_jobs_and_keep_the_old_output(study, demo_assets, tmp_path):
+    config, run = study
+    changed = write_config(tmp_path / "changed.yaml",
+                           tiny_config(demo_assets, run, eval={"max_new_tokens": 20}))
+    plan = build_plan(load_study_config(changed))
+    states = {name: status(plan, name) for name in plan.jobs}
+    # the evaluations and the bit sweeps decode with max_new_tokens; training and quantization do not
+    redo = {n for n in plan.jobs if n.startswith(("eval/", "bits/"))}
+    assert {n for n, s in states.items() if s == "stale"} == redo
+    assert all(states[n] == "done" for n in plan.jobs if n not in redo)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"alphas": [0, 1.5]}, "alphas: expected a list of numbers in [0, 1]"),
+    ({"eval": {"batch_size": 0}}, "eval: batch_size must be >= 1, got 0"),
+    ({"eval": {"bach_size": 4}}, "eval: unknown key(s) ['bach_size']"),
+    ({"quantize": {"methods": ["int3-magic"]}}, "quantize: methods: unknown ['int3-magic']"),
+    ({"bit_sweep": {"models": ["alpha-0.9"]}}, "bit_sweep.models: unknown ['alpha-0.9']"),
+    ({"statistics": {"paired_test": "t"}}, "statistics: paired_test: expected bs or ar"),
+    ({"colour": "blue"}, "unknown key(s) ['colour']"),
+])
+def test_bad_config_is_one_line_naming_file_and_key(demo_assets, tmp_path, capsys, change, message):
+    config = tiny_config(demo_assets, tmp_path / "run")
+    for key, value in change.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) and key in config else value
+    path = write_config(tmp_path / "bad.yaml", config)
+    assert cli.main(["study", "--config", str(path), "--list"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"llmdiet study: error: {path}") and message in err and "\n" not in err
+
+
+def test_shipped_configs_parse_and_plan_the_reference_study():
+    cfg = load_study_config(ROOT / "recipes" / "configs" / "reference.yaml")
+    assert (cfg.teacher, cfg.student) == ("google/flan-t5-large", "google/flan-t5-small")
+    assert cfg.alphas == [0, 0.25, 0.5, 0.75, 1] and cfg.eval.in_domain == ["pgv-en-fr"]
+    assert cfg.eval.out_of_domain == ["pgv-fr-en", "opus100-ko-en"]
+    assert (cfg.distill["train_rows"], cfg.distill["eval_rows"]) == (10000, 2000)
+    demo = load_study_config(ROOT / "recipes" / "configs" / "demo.yaml")
+    assert demo.demo and demo.eval.out_of_domain == ["demo-fr-en", "demo-ko-en"]
+
+
+def test_pareto_front():
+    pts = [(1.0, 50.0, "a"), (2.0, 40.0, "b"), (3.0, 60.0, "c"), (0.5, 10.0, "d"), (3.0, 55.0, "e")]
+    assert pareto_front(pts) == ["d", "a", "c"]
+    assert pareto_front([(10.0, 50.0, "fast"), (5.0, 60.0, "slow")], lower_cost_better=False) == ["fast", "slow"]
+
+
+def test_the_answer_says_not_significant_where_the_test_does():
+    from llmdiet.study.markdown import answer
+
+    def model(label, role, bleu, size, base=None, method=None):
+        return {"label": label, "role": role, "base": base or label, "method": method, "alpha": 0.5,
+                "distill_method": "kd", "size_mb": size, "size_x": 10.0 / size, "throughput_x": 2.0, "latency_x": 2.0,
+                "sets": {"in": {"bleu": bleu, "chrf": bleu, "bleu_ci": {"low": bleu - 2, "high": bleu + 2}}}}
+
+    def test(delta, p):
+        return {"bleu": {"delta": delta, "p_value": p, "significant": p < 0.05},
+                "chrf": {"delta": delta, "p_value": p, "significant": p < 0.05}}
+
+    data = {"study": {"in_domain": ["in"], "out_of_domain": []},
+            "models": {"teacher": model("teacher", "teacher", 40.0, 10.0),
+                       "student-vanilla": model("student-vanilla", "vanilla", 30.0, 1.0),
+                       "alpha-0.5": model("alpha-0.5", "student", 38.5, 1.0),
+                       "teacher+int8": model("teacher+int8", "quantized", 39.9, 2.5, "teacher", "int8")},
+            "paired": {"in": {"teacher": {"alpha-0.5": test(-1.5, 0.2), "teacher+int8": test(-0.1, 0.6),
+                                          "student-vanilla": test(-10, 0.001)},
+                              "student-vanilla": {"alpha-0.5": test(8.5, 0.001)}}}}
+    text = " ".join(answer(data))
+    assert "38.50 on in, against 30.00 before distillation (p=0.001, significant)" in text
+    assert "40.00 for the teacher (p=0.200, not significant)" in text
+    assert "**Answer for this study: distill.**" in text and "Not significant is not the same as equal" in text
+    data["paired"]["in"]["teacher"]["alpha-0.5"] = test(-1.5, 0.01)
+    assert "**Answer for this study: quantize.**" in " ".join(answer(data))
+
+
+def test_demo_pretraining_never_sees_an_eval_row():
+    pretrain = {source.split(": ", 1)[1] for source, _ in pretraining_rows()}
+    assert len(pretraining_rows()) == 3 * DEMO_TRAIN_ROWS
+    for name in ("demo-en-fr", "demo-fr-en", "demo-ko-en"):
+        rows = resolve_eval_set(name).load()
+        assert not {r.source for r in rows} & pretrain, name
+    assert DEMO_EN_FR.exists() and DEMO_KO_EN.exists()
+
+
+def test_training_job_resumes_after_a_kill(demo_assets, tmp_path):
+    """Killed during training (after a checkpoint), the re-run finishes from the checkpoint with the same student."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    one = write_config(tmp_path / "one.yaml", tiny_config(demo_assets, tmp_path / "one", alphas=[0.5]))
+    two = write_config(tmp_path / "two.yaml", tiny_config(demo_assets, tmp_path / "two", alphas=[0.5]))
+    job = ["--job", "train/alpha-0.5"]
+    subprocess.run([sys.executable, "-m", "llmdiet.cli", "study", "--config", str(one), *job], env=env, check=True,
+                   capture_output=True)
+    # the interrupted run: stopped right after its first checkpoint (step 4 of 8) by a kill from a Trainer callback
+    code = ("import os, signal, sys, transformers\n"
+            "orig = transformers.Trainer._save_checkpoint\n"
+            "def save_then_die(self, *a, **k):\n"
+            "    orig(self, *a, **k)\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n"
+            "transformers.Trainer._save_checkpoint = save_then_die\n"
+            "from llmdiet.cli import main\n"
+            f"sys.exit(main(['study', '--config', {str(two)!r}, '--job', 'train/alpha-0.5']))\n")
+    killed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)
+    assert killed.returncode == -9
+    plan = build_plan(load_study_config(two))
+    assert status(plan, "train/alpha-0.5") == "interrupted"
+    assert (tmp_path / "two" / "students" / "alpha-0.5" / "checkpoint-4").is_dir()
+    subprocess.run([sys.executable, "-m", "llmdiet.cli", "study", "--config", str(two), *job], env=env, check=True,
+                   capture_output=True)
+    assert status(plan, "train/alpha-0.5") == "done"
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "one" / "students" / "alpha-0.5" / "model.safetensors")
+    b = load_file(tmp_path / "two" / "students" / "alpha-0.5" / "model.safetensors")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    log = json.loads((tmp_path / "two" / "students" / "alpha-0.5" / "training_log.json").read_text())
+    assert log["global_step"] == 8
