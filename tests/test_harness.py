@@ -165,15 +165,17 @@ def test_repeated_and_multi_value_eval_set_flags():
 def test_demo_preset_evaluates_the_teacher_on_the_three_offline_sets(demo_assets, tmp_path, monkeypatch, capsys):
     cache = tmp_path / "cache"
     cache.mkdir()
-    (cache / "demo").symlink_to(demo_assets.root)  # reuse the session's demo models
     monkeypatch.setenv("LLMDIET_CACHE", str(cache))
+    from llmdiet.demo import demo_cache_dir
+
+    demo_cache_dir().symlink_to(demo_assets.root)  # reuse the session's demo models
     monkeypatch.chdir(tmp_path)
     assert parse_args(["--preset", "demo"]).out == "runs/eval-demo-teacher"
     rc, out, _ = run_cli(capsys, "--preset", "demo", "--limit", "8", *FAST)
     assert rc == 0 and "DEMO: tiny locally-built models" in out
     results = json.loads((tmp_path / "runs/eval-demo-teacher/results.json").read_text())
     assert list(results["sets"]) == ["demo-en-fr", "demo-fr-en", "demo-ko-en"]
-    assert Path(results["model"]["path"]) == (cache / "demo" / "teacher").resolve()
+    assert Path(results["model"]["path"]) == (demo_cache_dir() / "teacher").resolve()
     for name in results["sets"]:
         assert f"| {name} | 8 |" in out  # the summary table printed at the end
 

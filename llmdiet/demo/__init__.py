@@ -171,8 +171,20 @@ def train_on_demo_corpus(model, tokenizer, steps: int, seed: int = 0, lr: float 
     return losses
 
 
-def demo_cache_dir() -> Path:
-    """Where the demo models are built: ``$LLMDIET_CACHE/demo-v<recipe>`` (default ``~/.cache/llmdiet/...``).
+def demo_recipe_key() -> str:
+    """Short hash of everything that decides the demo models: recipe version, shapes, steps, corpora bytes."""
+    import hashlib
 
-    The directory is keyed by the recipe version, so a changed recipe never reuses models built by an older one."""
-    return Path(os.environ.get("LLMDIET_CACHE", Path.home() / ".cache" / "llmdiet")) / f"demo-v{DEMO_RECIPE_VERSION}"
+    digest = hashlib.sha256(json.dumps([DEMO_RECIPE_VERSION, TINY_SHAPES, PRETRAINING_STEPS, DEMO_TRAIN_ROWS,
+                                        DEMO_PREFIXES], sort_keys=True).encode())
+    for path in (DEMO_EN_FR, DEMO_KO_EN):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+def demo_cache_dir() -> Path:
+    """Where the demo models are built: ``$LLMDIET_CACHE/demo-<recipe key>`` (default ``~/.cache/llmdiet/...``).
+
+    The directory is keyed by the recipe (:func:`demo_recipe_key`), so a changed recipe or corpus never reuses
+    models built by an older one."""
+    return Path(os.environ.get("LLMDIET_CACHE", Path.home() / ".cache" / "llmdiet")) / f"demo-{demo_recipe_key()}"
