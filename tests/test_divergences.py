@@ -131,3 +131,90 @@ def test_each_method_trains_the_demo_student_and_lowers_its_loss(demo_assets, tm
     if "dkd" in extra:
         assert all("tckd" in e and "nckd" in e for e in summary["log_history"] if "loss" in e)
     assert summary["distillation"]["divergence"] == (extra[1] if extra[0] == "--divergence" else "forward_kl")
+
+
+# ----------------------------------------------------------------------------- the top-k teacher cache
+
+
+def _topk(teacher, temperature, k):
+    top = torch.log_softmax(teacher / temperature, dim=-1).topk(k, dim=-1)
+    return top.indices, top.values
+
+
+def reference_categories(s_row, t_row, ids, temperature):
+    """(k+1)-way float64 distributions: the teacher's k cached tokens + one tail holding the rest (both models)."""
+    p_s, p_t = _softmax64(s_row, temperature).tolist(), _softmax64(t_row, temperature).tolist()
+    q_s, q_t = [p_s[i] for i in ids], [p_t[i] for i in ids]
+    return q_s + [max(1 - sum(q_s), 0.0)], q_t + [max(1 - sum(q_t), 0.0)]
+
+
+def reference_on(p_s, p_t, name, beta=0.3, a=0.2) -> float:
+    if name == "forward_kl":
+        return _kl64(p_t, p_s)
+    if name == "reverse_kl":
+        return _kl64(p_s, p_t)
+    if name == "jsd":
+        m = [beta * x + (1 - beta) * y for x, y in zip(p_t, p_s)]
+        return beta * _kl64(p_t, m) + (1 - beta) * _kl64(p_s, m)
+    if name == "skew_kl":
+        return _kl64(p_t, [a * x + (1 - a) * y for x, y in zip(p_t, p_s)])
+    return _kl64(p_s, [a * y + (1 - a) * x for x, y in zip(p_t, p_s)])
+
+
+@pytest.mark.parametrize("name", DIVERGENCES)
+def test_cached_topk_loss_equals_the_float64_reference_and_the_full_loss_at_k_v(batch, name):
+    from llmdiet.distill.losses import topk_distillation_loss
+
+    student, teacher, labels = batch
+    mask, temperature = labels != -100, 2.0
+    ids, logprobs = _topk(teacher, temperature, 5)
+    expected = sum(reference_on(*reference_categories(s, t, i.tolist(), temperature), name)
+                   for s, t, i in zip(student[mask], teacher[mask], ids[mask])) / mask.sum().item()
+    got = topk_distillation_loss(student, ids, logprobs, labels, 1.0, temperature, divergence=name, jsd_beta=0.3,
+                                 skew_alpha=0.2)
+    assert got.kd.item() == pytest.approx(expected, rel=1e-4)
+    full_ids, full_logprobs = _topk(teacher, temperature, 17)  # k = V: the tail is empty
+    full = topk_distillation_loss(student, full_ids, full_logprobs, labels, 0.5, temperature, divergence=name,
+                                  jsd_beta=0.3, skew_alpha=0.2)
+    exact = distillation_loss(student, teacher, labels, 0.5, temperature, divergence=name, jsd_beta=0.3, skew_alpha=0.2)
+    assert full.loss.item() == pytest.approx(exact.loss.item(), rel=1e-4, abs=1e-6)
+
+
+def test_cached_topk_dkd_equals_the_float64_reference_and_dkd_at_k_v(batch):
+    from llmdiet.distill.losses import topk_dkd_loss
+
+    student, teacher, labels = batch
+    mask, temperature, k = labels != -100, 4.0, 4
+    ids, logprobs = _topk(teacher, temperature, k)
+    tckd = nckd = 0.0
+    in_tail = 0
+    for s_row, t_row, i, g in zip(student[mask], teacher[mask], ids[mask].tolist(), labels[mask].tolist()):
+        p_s, p_t = reference_categories(s_row, t_row, i, temperature)
+        c = i.index(g) if g in i else k  # the gold token's category: its top-k slot, or the tail
+        in_tail += c == k
+        tckd += _kl64([p_t[c], 1 - p_t[c]], [p_s[c], 1 - p_s[c]])
+        nckd += _kl64([x / (1 - p_t[c]) for j, x in enumerate(p_t) if j != c],
+                      [x / (1 - p_s[c]) for j, x in enumerate(p_s) if j != c])
+    assert 0 < in_tail < mask.sum().item()  # both cases are exercised
+    n = mask.sum().item()
+    got = topk_dkd_loss(student, ids, logprobs, labels, temperature, 1.0, 8.0)
+    assert got.parts["tckd"].item() == pytest.approx(tckd / n, rel=1e-4)
+    assert got.parts["nckd"].item() == pytest.approx(nckd / n, rel=1e-4)
+    full_ids, full_logprobs = _topk(teacher, temperature, 17)
+    full = topk_dkd_loss(student, full_ids, full_logprobs, labels, temperature, 1.0, 8.0)
+    assert full.loss.item() == pytest.approx(dkd_loss(student, teacher, labels, temperature, 1.0, 8.0).loss.item(),
+                                             rel=1e-4)
+
+
+@pytest.mark.parametrize("extra", [["--divergence", "jsd"], ["--method", "dkd", "--temperature", "4"]],
+                         ids=["jsd", "dkd"])
+def test_the_teacher_cache_trains_every_fixed_target_method(demo_assets, tmp_path, extra):
+    from test_distill import parse, small_run_argv
+
+    from llmdiet.distill.job import run
+
+    argv = small_run_argv(demo_assets, tmp_path / "run", "--max_steps", "12", "--teacher_cache",
+                          str(tmp_path / "cache"), "--teacher_cache_topk", "8", *extra)
+    summary = run(*parse(argv))
+    kd = [e["kd"] for e in summary["log_history"] if "kd" in e]
+    assert (tmp_path / "cache" / "meta.json").exists() and kd[-1] < kd[0], kd

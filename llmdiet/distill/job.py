@@ -56,8 +56,10 @@ class DistillationArguments:
     method: str = field(
         default="kd", metadata={"help": "kd: alpha*T^2*divergence + (1-alpha)*CE; dkd: decoupled KD, CE + T^2*(dkd_alpha*TCKD "
                                         "+ dkd_beta*NCKD) (alpha unused); gkd: on-policy GKD (student samples with "
-                                        "probability --lmbda, scored by the teacher with --divergence; else kd).",
-                                "choices": ["kd", "dkd", "gkd"]})
+                                        "probability --lmbda, scored by the teacher with --divergence; else kd); dml: "
+                                        "deep mutual learning of two students (student_a/, student_b/), each "
+                                        "(1-alpha)*CE + alpha*T^2*KL(peer || self) [+ --dml_teacher_weight teacher term].",
+                                "choices": ["kd", "dkd", "gkd", "dml"]})
     divergence: str = field(
         default="forward_kl", metadata={"help": "kd's token divergence: forward_kl (classic), reverse_kl, jsd (with "
                                                 "--jsd_beta; 0 = forward, 1 = reverse KL), skew_kl, skew_reverse_kl "
@@ -77,6 +79,19 @@ class DistillationArguments:
         default=None, metadata={"help": "Quantization-aware distillation: train the student through b-bit fake-quantized "
                                         "Linear weights (RTN per channel, straight-through estimator; LM head float); "
                                         "the saved student's weights lie on the grid. BITS in [2, 8]."})
+    hidden_weight: float = field(
+        default=0.0, metadata={"help": "copy_layers: weight of the hidden-state loss, the MSE between each student "
+                                       "block's output and that of the teacher block it was copied from (>= 0)."})
+    fake_quant_init: str = field(
+        default="rtn", metadata={"help": "--student_fake_quant grid: rtn (per-channel round-to-nearest of the current "
+                                         "weights) or gpfq (start from GPFQ-quantized weights on 128 training rows; "
+                                         "train on GPFQ's per-layer grid).", "choices": ["rtn", "gpfq"]})
+    dml_teacher_weight: float = field(default=0.0, metadata={"help": "dml: weight of an extra T^2*KL(teacher || "
+                                                                     "student) term per student (>= 0; 0 = no teacher)."})
+    student_b_model: Optional[str] = field(default=None, metadata={"help": "dml: the second student (default: a copy "
+                                                                           "of the first, perturbed by --dml_noise)."})
+    dml_noise: float = field(default=0.01, metadata={"help": "dml: std of the Gaussian perturbation of student b's "
+                                                             "weights, relative to each tensor's std (>= 0)."})
     lmbda: float = field(default=0.5, metadata={"help": "gkd: probability that a training batch is on-policy (student "
                                                         "samples), in [0, 1]; 0 = kd."})
     gkd_temperature: float = field(default=1.0, metadata={"help": "gkd: sampling temperature of the student (> 0)."})
@@ -123,18 +138,39 @@ class DistillationArguments:
         check_range("student_decoder_layers", self.student_decoder_layers, 1)
         if self.student_init == "copy_layers" and (self.student_encoder_layers is None or self.student_decoder_layers is None):
             raise ConfigError("--student_init copy_layers needs --student_encoder_layers N and --student_decoder_layers M")
+        check_range("hidden_weight", self.hidden_weight, 0.0)
+        check_range("dml_teacher_weight", self.dml_teacher_weight, 0.0)
+        check_range("dml_noise", self.dml_noise, 0.0)
+        if self.hidden_weight > 0 and self.student_init != "copy_layers":
+            raise ConfigError("--hidden_weight needs --student_init copy_layers (it compares each student block with "
+                              "the teacher block it was copied from); or set --hidden_weight 0")
+        if self.hidden_weight > 0 and self.teacher_cache:
+            raise ConfigError("--hidden_weight needs the teacher's hidden states, which --teacher_cache does not "
+                              "keep; drop one of them")
+        if self.fake_quant_init == "gpfq" and not self.student_fake_quant:
+            raise ConfigError("--fake_quant_init gpfq needs --student_fake_quant BITS")
+        if self.method == "dml" and (self.teacher_cache or self.student_fake_quant):
+            raise ConfigError("--method dml trains two students against each other: --teacher_cache and "
+                              "--student_fake_quant are not supported with it; drop them")
+        if self.method != "dml" and (self.student_b_model or self.dml_teacher_weight):
+            raise ConfigError("--student_b_model and --dml_teacher_weight belong to --method dml")
         check_range("gkd_temperature", self.gkd_temperature, 0.0, low_open=True)
         check_range("gkd_max_new_tokens", self.gkd_max_new_tokens, 1)
         if self.teacher_cache and self.method == "gkd":
             raise ConfigError("--teacher_cache cannot serve --method gkd: on-policy targets are sampled anew every "
                               "step, so no teacher output can be cached; drop --teacher_cache")
-        if self.teacher_cache and (self.method != "kd" or self.divergence != "forward_kl"):
-            raise ConfigError("--teacher_cache supports --method kd with --divergence forward_kl only so far "
-                              "(the top-k + tail cache is not implemented for the other losses); drop --teacher_cache")
+
+    def needs_teacher(self) -> bool:
+        """Whether training uses the teacher (its logits, its hidden states, or its samples)."""
+        if self.method == "dml":
+            return self.dml_teacher_weight > 0
+        return self.alpha > 0 or self.method in ("dkd", "gkd") or self.hidden_weight > 0
 
     def loss_options(self) -> dict:
         if self.method == "dkd":
             return {"dkd_alpha": self.dkd_alpha, "dkd_beta": self.dkd_beta}
+        if self.method == "dml":
+            return {"dml_teacher_weight": self.dml_teacher_weight}
         options = {"divergence": self.divergence, "jsd_beta": self.jsd_beta, "skew_alpha": self.skew_alpha}
         if self.method == "gkd":
             options["gkd"] = {"lmbda": self.lmbda, "temperature": self.gkd_temperature,
@@ -346,7 +382,7 @@ def run(args: DistillationArguments, data: DataArguments, training: "Seq2SeqTrai
     check_training_arguments(training)
     teacher_path, student_path = resolve_model(args.teacher_model), resolve_model(args.student_model)
     teacher = None
-    if args.alpha > 0 or args.method in ("dkd", "gkd"):
+    if args.needs_teacher():
         teacher, _ = load_seq2seq(teacher_path, dtype=parse_dtype(args.teacher_dtype))
     copied_layers = None
     if args.student_init == "copy_layers":
@@ -358,10 +394,6 @@ def run(args: DistillationArguments, data: DataArguments, training: "Seq2SeqTrai
         del source
     else:
         student, tokenizer = load_seq2seq(student_path, tokenizer_path=args.tokenizer and resolve_model(args.tokenizer))
-    if args.student_fake_quant:
-        from llmdiet.distill.fake_quant import apply_fake_quant
-
-        apply_fake_quant(student, args.student_fake_quant)
     train_rows, eval_rows, skipped = load_splits(data)
     if args.sequence_kd != "off":
         train_rows = _sequence_kd_rows(args, data, training, teacher_path, train_rows)
@@ -374,17 +406,36 @@ def run(args: DistillationArguments, data: DataArguments, training: "Seq2SeqTrai
     elif training.eval_strategy != "no":
         training.eval_strategy = "no"
     collator = train_collator = DataCollatorForSeq2Seq(tokenizer, model=student, label_pad_token_id=-100)
+    if args.student_fake_quant:
+        from llmdiet.distill.fake_quant import apply_fake_quant
+
+        calibration = None
+        if args.fake_quant_init == "gpfq":  # the first 128 training rows, teacher-forced
+            rows = [train_ds[i] for i in range(min(128, len(train_ds)))]
+            calibration = [dict(collator(rows[i:i + 32])) for i in range(0, len(rows), 32)]
+        apply_fake_quant(student, args.student_fake_quant, init=args.fake_quant_init, calibration=calibration)
+        student.train()
+    model = student
+    if args.method == "dml":
+        from llmdiet.distill.mutual import MutualStudents, perturbed_copy
+
+        if args.student_b_model:
+            student_b, _ = load_seq2seq(resolve_model(args.student_b_model))
+        else:
+            student_b = perturbed_copy(student, args.dml_noise, training.seed + 1)
+        model = MutualStudents(student, student_b)
     if args.teacher_cache and teacher is not None:
         train_collator, train_ds = _with_teacher_cache(args, teacher, teacher_path, train_ds, collator, training)
         if eval_ds is None:
             teacher = None  # training reads the cache; the live teacher is only kept for eval losses
     trainer = DistillationTrainer(
-        model=student, teacher_model=teacher, alpha=args.alpha, temperature=args.temperature, args=training,
+        model=model, teacher_model=teacher, alpha=args.alpha, temperature=args.temperature, args=training,
         train_dataset=train_ds, eval_dataset=eval_ds, data_collator=train_collator, processing_class=tokenizer,
         compute_metrics=build_compute_metrics(tokenizer, [r.target for r in eval_rows])
         if training.predict_with_generate and eval_ds else None,
         eval_generation={"max_new_tokens": args.eval_max_new_tokens, "num_beams": training.generation_num_beams or 1},
-        method=args.method, loss_options=args.loss_options(),
+        method=args.method, loss_options=args.loss_options(), hidden_layers=copied_layers,
+        hidden_weight=args.hidden_weight,
     )
     result = trainer.train(resume_from_checkpoint=_resume_target(training.resume_from_checkpoint, training.output_dir))
     fake_quant = None
@@ -400,8 +451,7 @@ def run(args: DistillationArguments, data: DataArguments, training: "Seq2SeqTrai
         "distillation": asdict(args),
         "data": asdict(data),
         # the teacher that produced any of the training signal: logits (alpha > 0), its cache or its translations
-        "resolved_models": {"teacher": teacher_path if (args.alpha > 0 or args.method in ("dkd", "gkd")
-                                                         or args.sequence_kd != "off") else None,
+        "resolved_models": {"teacher": teacher_path if (args.needs_teacher() or args.sequence_kd != "off") else None,
                             "student": student_path},
         "truncation": {"train": train_trunc.as_dict(), "eval": eval_trunc.as_dict() if eval_trunc else None},
         "skipped_rows": {"total": skipped.total, "by_reason": dict(skipped.reasons)},
@@ -416,7 +466,8 @@ def run(args: DistillationArguments, data: DataArguments, training: "Seq2SeqTrai
         out = Path(training.output_dir)
         (out / "training_log.json").write_text(json.dumps(summary, indent=2, default=str))
         plot_loss_curve(trainer.state.log_history, out / "loss_curve.png")
-        write_student_card(out, args, data, summary, eval_rows=len(eval_rows))
+        for card_dir in ([out / "student_a", out / "student_b"] if args.method == "dml" else [out]):
+            write_student_card(card_dir, args, data, summary, eval_rows=len(eval_rows))
     return summary
 
 

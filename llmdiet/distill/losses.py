@@ -72,6 +72,12 @@ def token_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     """
     log_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
     log_t = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
+    return divergence_from_logprobs(log_s, log_t, divergence, jsd_beta, skew_alpha)
+
+
+def divergence_from_logprobs(log_s: torch.Tensor, log_t: torch.Tensor, divergence: str = "forward_kl",
+                             jsd_beta: float = 0.5, skew_alpha: float = 0.1) -> torch.Tensor:
+    """:func:`token_divergence` on normalised log-probabilities (rows: any categories, e.g. top-k + tail)."""
     if divergence == "forward_kl":
         return _kl_rows(log_t, log_s)
     if divergence == "reverse_kl":
@@ -136,6 +142,20 @@ def distillation_loss(
     return DistillationLoss(loss=loss, ce=ce.detach(), kd=kd.detach(), num_tokens=count)
 
 
+def topk_categories(student_logits_valid: torch.Tensor, teacher_topk_ids: torch.Tensor,
+                    teacher_topk_logprobs: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (k+1)-way distributions of the cache: the teacher's k cached tokens plus one "tail" category holding
+    the rest of its mass, and the student's distribution collapsed onto the same k tokens + tail. Rows: valid
+    tokens; returns (student, teacher) log-probabilities of shape (N, k+1). With k = V the tail is empty and
+    these are the full distributions."""
+    log_s = F.log_softmax(student_logits_valid.float() / temperature, dim=-1)
+    s_top = log_s.gather(-1, teacher_topk_ids.long())
+    t_top = teacher_topk_logprobs.float()
+    s_tail = torch.log1p(-s_top.exp().sum(-1).clamp(max=1 - 1e-6))
+    t_tail = torch.log1p(-t_top.exp().sum(-1).clamp(max=1 - 1e-6))
+    return torch.cat([s_top, s_tail[:, None]], dim=-1), torch.cat([t_top, t_tail[:, None]], dim=-1)
+
+
 def topk_distillation_loss(
     student_logits: torch.Tensor,
     teacher_topk_ids: torch.Tensor,
@@ -145,26 +165,26 @@ def topk_distillation_loss(
     temperature: float = 1.0,
     num_valid_tokens: int | torch.Tensor | None = None,
     label_smoothing: float = 0.0,
+    divergence: str = "forward_kl",
+    jsd_beta: float = 0.5,
+    skew_alpha: float = 0.1,
 ) -> DistillationLoss:
     """KD from cached teacher top-k log-probabilities, with a tail bucket for the remaining mass.
 
     ``teacher_topk_ids``/``teacher_topk_logprobs`` are (B, L, k): the teacher's k most likely
-    tokens and their log-probabilities at temperature ``temperature``. The student's distribution
-    is collapsed onto the same support plus one "tail" bucket (1 - its mass on the top-k), and the
-    KL is taken between the two (k+1)-way distributions. With k = V this equals the full KL.
+    tokens and their log-probabilities at temperature ``temperature``. Both distributions are taken on the
+    (k+1) categories of :func:`topk_categories` and ``divergence`` (any of :data:`DIVERGENCES`) is computed
+    between them, as ``distillation_loss`` does on the full vocabulary. With k = V the two losses are equal.
     """
     mask, count = _valid_positions(labels)
     denom = _denominator(count, num_valid_tokens)
     s_valid = student_logits[mask].float()
     ce = F.cross_entropy(s_valid, labels[mask], reduction="sum", label_smoothing=label_smoothing) / denom
-    log_s = F.log_softmax(s_valid / temperature, dim=-1)
-    s_top = log_s.gather(-1, teacher_topk_ids[mask].long())  # (N, k)
-    t_top = teacher_topk_logprobs[mask].float()
-    s_tail = torch.log1p(-s_top.exp().sum(-1).clamp(max=1 - 1e-6))
-    t_tail = torch.log1p(-t_top.exp().sum(-1).clamp(max=1 - 1e-6))
-    t_all = torch.cat([t_top, t_tail[:, None]], dim=-1)
-    s_all = torch.cat([s_top, s_tail[:, None]], dim=-1)
-    kd = (t_all.exp() * (t_all - s_all)).sum() / denom
+    if alpha > 0:
+        s_all, t_all = topk_categories(s_valid, teacher_topk_ids[mask], teacher_topk_logprobs[mask], temperature)
+        kd = divergence_from_logprobs(s_all, t_all, divergence, jsd_beta, skew_alpha).sum() / denom
+    else:
+        kd = torch.zeros((), device=ce.device)
     loss = alpha * temperature**2 * kd + (1.0 - alpha) * ce
     return DistillationLoss(loss=loss, ce=ce.detach(), kd=kd.detach(), num_tokens=count)
 
@@ -192,17 +212,107 @@ def dkd_loss(
     ce = F.cross_entropy(s_valid, gold, reduction="sum", label_smoothing=label_smoothing) / denom
     log_s = F.log_softmax(s_valid / temperature, dim=-1)
     log_t = F.log_softmax(t_valid / temperature, dim=-1)
+    return _dkd(ce, log_s, log_t, gold, temperature, dkd_alpha, dkd_beta, denom, count)
+
+
+def _dkd(ce, log_s, log_t, gold, temperature, dkd_alpha, dkd_beta, denom, count) -> DistillationLoss:
+    """DKD from log-probabilities at temperature T over any categories; ``gold``: each row's gold category.
+    NCKD's distributions over the non-gold categories are the log-probs with the gold one pushed down by 1000,
+    renormalised (the same as the reference's logits - 1000*gold, to float precision)."""
     gold_idx = gold[:, None]
     ls_g, lt_g = log_s.gather(-1, gold_idx).squeeze(-1), log_t.gather(-1, gold_idx).squeeze(-1)
     # log(1 - p(g)) stably: log1p(-exp(log p(g))), clamped away from log(0)
     ls_rest = torch.log1p(-ls_g.exp().clamp(max=1 - 1e-7))
     lt_rest = torch.log1p(-lt_g.exp().clamp(max=1 - 1e-7))
     tckd = (lt_g.exp() * (lt_g - ls_g) + lt_rest.exp() * (lt_rest - ls_rest)).sum() / denom
-    gold_mask = torch.zeros_like(s_valid, dtype=torch.bool).scatter_(-1, gold_idx, True)
-    log_s_ng = F.log_softmax((s_valid - 1000.0 * gold_mask) / temperature, dim=-1)
-    log_t_ng = F.log_softmax((t_valid - 1000.0 * gold_mask) / temperature, dim=-1)
+    gold_mask = torch.zeros_like(log_s, dtype=torch.bool).scatter_(-1, gold_idx, True)
+    log_s_ng = F.log_softmax(log_s - 1000.0 * gold_mask, dim=-1)
+    log_t_ng = F.log_softmax(log_t - 1000.0 * gold_mask, dim=-1)
     nckd = _kl_rows(log_t_ng, log_s_ng).sum() / denom
     kd = dkd_alpha * tckd + dkd_beta * nckd
     loss = ce + temperature**2 * kd
     return DistillationLoss(loss=loss, ce=ce.detach(), kd=kd.detach(), num_tokens=count,
                             parts={"tckd": tckd.detach(), "nckd": nckd.detach()})
+
+
+def topk_dkd_loss(
+    student_logits: torch.Tensor,
+    teacher_topk_ids: torch.Tensor,
+    teacher_topk_logprobs: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 4.0,
+    dkd_alpha: float = 1.0,
+    dkd_beta: float = 8.0,
+    num_valid_tokens: int | torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> DistillationLoss:
+    """DKD from the teacher cache: on the (k+1)-way distributions of :func:`topk_categories`, the gold category
+    being the gold token's position in the teacher's top-k, or the tail when the gold token is not among them.
+    With k = V this equals :func:`dkd_loss` (the cache is written at the DKD temperature)."""
+    mask, count = _valid_positions(labels)
+    denom = _denominator(count, num_valid_tokens)
+    s_valid, gold, ids = student_logits[mask].float(), labels[mask], teacher_topk_ids[mask].long()
+    ce = F.cross_entropy(s_valid, gold, reduction="sum", label_smoothing=label_smoothing) / denom
+    s_all, t_all = topk_categories(s_valid, ids, teacher_topk_logprobs[mask], temperature)
+    hit = ids == gold[:, None]
+    gold_category = torch.where(hit.any(-1), hit.float().argmax(-1), torch.full_like(gold, ids.shape[-1]))
+    return _dkd(ce, s_all, t_all, gold_category, temperature, dkd_alpha, dkd_beta, denom, count)
+
+
+def mutual_learning_loss(
+    logits_a: torch.Tensor,
+    logits_b: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float = 0.5,
+    temperature: float = 1.0,
+    num_valid_tokens: int | torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+    teacher_logits: torch.Tensor | None = None,
+    teacher_weight: float = 0.0,
+) -> DistillationLoss:
+    """Deep mutual learning (Zhang et al. 2018) of two students, summed (their parameters are disjoint)::
+
+        L_x = (1 - alpha) * CE_x + alpha * T^2 * KL(p_peer || p_x) + teacher_weight * T^2 * KL(p_T || p_x)
+
+    for x in (a, b), the peer's distribution detached (each student learns from the other, not through it).
+    ``kd`` is the mean of the two peer terms; ``parts`` holds ``ce_a``, ``ce_b``, ``kl_peer_a``, ``kl_peer_b``
+    (KL(p_b || p_a), KL(p_a || p_b)) and, with a teacher, ``kl_teacher_a``/``kl_teacher_b``.
+    """
+    if logits_a.shape != logits_b.shape:
+        raise ValueError(f"the two students' logits differ in shape: {tuple(logits_a.shape)} vs {tuple(logits_b.shape)}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    mask, count = _valid_positions(labels)
+    denom = _denominator(count, num_valid_tokens)
+    a, b, gold = logits_a[mask].float(), logits_b[mask].float(), labels[mask]
+    ce_a = F.cross_entropy(a, gold, reduction="sum", label_smoothing=label_smoothing) / denom
+    ce_b = F.cross_entropy(b, gold, reduction="sum", label_smoothing=label_smoothing) / denom
+    kl_a = token_divergence(a, b, "forward_kl", temperature).sum() / denom  # KL(p_b || p_a), p_b detached
+    kl_b = token_divergence(b, a, "forward_kl", temperature).sum() / denom  # KL(p_a || p_b), p_a detached
+    loss = (1 - alpha) * (ce_a + ce_b) + alpha * temperature**2 * (kl_a + kl_b)
+    parts = {"ce_a": ce_a.detach(), "ce_b": ce_b.detach(), "kl_peer_a": kl_a.detach(), "kl_peer_b": kl_b.detach()}
+    if teacher_logits is not None and teacher_weight > 0:
+        t = teacher_logits[mask]
+        kt_a = token_divergence(a, t, "forward_kl", temperature).sum() / denom
+        kt_b = token_divergence(b, t, "forward_kl", temperature).sum() / denom
+        loss = loss + teacher_weight * temperature**2 * (kt_a + kt_b)
+        parts.update(kl_teacher_a=kt_a.detach(), kl_teacher_b=kt_b.detach())
+    return DistillationLoss(loss=loss, ce=((ce_a + ce_b) / 2).detach(), kd=((kl_a + kl_b) / 2).detach(),
+                            num_tokens=count, parts=parts)
+
+
+def hidden_state_loss(student_states: list[torch.Tensor], teacher_states: list[torch.Tensor],
+                      masks: list[torch.Tensor]) -> torch.Tensor:
+    """Shrink-and-fine-tune's hidden-state term: the mean over copied layers of the mean squared error between a
+    student block's output and the output of the teacher block it was copied from, over the valid positions of
+    each (``masks[i]``: (batch, length), 1 = real token) and the hidden size. Teacher states are detached."""
+    if not (len(student_states) == len(teacher_states) == len(masks)) or not student_states:
+        raise ValueError("hidden_state_loss needs one student state, teacher state and mask per copied layer")
+    terms = []
+    for s, t, m in zip(student_states, teacher_states, masks):
+        if s.shape != t.shape:
+            raise ValueError(f"student and teacher hidden states differ in shape: {tuple(s.shape)} vs {tuple(t.shape)}")
+        m = m.bool()
+        diff = (s[m].float() - t[m].detach().float()) ** 2
+        terms.append(diff.mean(-1).sum() / m.sum().clamp(min=1))
+    return torch.stack(terms).mean()

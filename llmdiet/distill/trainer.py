@@ -6,8 +6,9 @@ student: checkpoints hold the student only. Teacher and student see the same enc
 attention mask and ``decoder_input_ids`` (the labels shifted right by the collator).
 
 With a teacher cache (``llmdiet.distill.teacher_cache``) the batches carry the teacher's top-k
-log-probabilities instead, no teacher is loaded, and the KD term is
-:func:`~llmdiet.distill.losses.topk_distillation_loss`.
+log-probabilities instead, no teacher is loaded, and the loss is taken on the (k+1)-way top-k + tail
+distributions: :func:`~llmdiet.distill.losses.topk_distillation_loss` (kd, any divergence) or
+:func:`~llmdiet.distill.losses.topk_dkd_loss` (dkd). gkd cannot use a cache (its targets are sampled).
 
 The loss is normalised by the number of valid target tokens in the whole accumulated
 (and, with ``average_tokens_across_devices``, all-process) batch that the Trainer passes as
@@ -26,19 +27,24 @@ from collections import defaultdict
 import torch
 from transformers import PreTrainedModel, Seq2SeqTrainer
 
-from llmdiet.distill.losses import IGNORE_INDEX, distillation_loss, dkd_loss, topk_distillation_loss
+from llmdiet.distill.losses import (
+    IGNORE_INDEX, distillation_loss, dkd_loss, hidden_state_loss, mutual_learning_loss, topk_distillation_loss,
+    topk_dkd_loss,
+)
 
 
 class DistillationTrainer(Seq2SeqTrainer):
     def __init__(self, *args, teacher_model: PreTrainedModel | None = None, alpha: float = 0.5,
                  temperature: float = 1.0, eval_generation: dict | None = None, method: str = "kd",
-                 loss_options: dict | None = None, **kwargs):
+                 loss_options: dict | None = None, hidden_layers: dict | None = None, hidden_weight: float = 0.0,
+                 **kwargs):
         super().__init__(*args, **kwargs)
-        if method not in ("kd", "dkd", "gkd"):
-            raise ValueError(f"unknown method '{method}' (use kd, dkd or gkd)")
+        if method not in ("kd", "dkd", "gkd", "dml"):
+            raise ValueError(f"unknown method '{method}' (use kd, dkd, gkd or dml)")
         # kd/gkd: divergence, jsd_beta, skew_alpha; dkd: dkd_alpha, dkd_beta; gkd also takes its ``gkd`` options
         self.method, self.loss_options = method, dict(loss_options or {})
         self.gkd = self.loss_options.pop("gkd", None)
+        self.dml_teacher_weight = self.loss_options.pop("dml_teacher_weight", 0.0)
         if method == "gkd":
             import random
 
@@ -52,7 +58,9 @@ class DistillationTrainer(Seq2SeqTrainer):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.alpha, self.temperature = alpha, temperature
         self.teacher = None
-        if (alpha > 0 or method in ("dkd", "gkd")) and teacher_model is not None:
+        needs_teacher = (alpha > 0 and method != "dml") or method in ("dkd", "gkd") or hidden_weight > 0 \
+            or (method == "dml" and self.dml_teacher_weight > 0)
+        if needs_teacher and teacher_model is not None:
             student_vocab = self.accelerator.unwrap_model(self.model).config.vocab_size
             if teacher_model.config.vocab_size != student_vocab:
                 raise ValueError(
@@ -67,6 +75,32 @@ class DistillationTrainer(Seq2SeqTrainer):
         # divide again by the accumulation steps.
         self.model_accepts_loss_kwargs = True
         self._parts = {"train": defaultdict(float), "eval": defaultdict(float)}
+        # shrink-and-fine-tune: block outputs of the student and of the teacher blocks they were copied from
+        self.hidden_weight, self._hidden = hidden_weight, None
+        if hidden_weight > 0:
+            if self.teacher is None or not hidden_layers:
+                raise ValueError("the hidden-state loss needs the live teacher and a copy_layers student")
+            self._hidden = self._register_hidden_hooks(hidden_layers)
+
+    def _register_hidden_hooks(self, layers: dict) -> dict:
+        """Forward hooks that keep each copied student block's output and its teacher block's output."""
+        store: dict = {"student": {}, "teacher": {}}
+        student = self.accelerator.unwrap_model(self.model)
+        teacher = self.accelerator.unwrap_model(self.teacher)
+        for stack in ("encoder", "decoder"):
+            for i, t in enumerate(layers[stack]):
+                for role, model, index in (("student", student, i), ("teacher", teacher, t)):
+                    block = getattr(model, stack).block[index]
+                    block.register_forward_hook(lambda m, a, out, role=role, key=(stack, i): store[role].__setitem__(key, out[0]))
+        store["keys"] = [(stack, i) for stack in ("encoder", "decoder") for i in range(len(layers[stack]))]
+        return store
+
+    def _hidden_term(self, inputs: dict, labels: torch.Tensor) -> torch.Tensor:
+        store = self._hidden
+        masks = {"encoder": inputs["attention_mask"], "decoder": labels != IGNORE_INDEX}
+        keys = store["keys"]
+        return hidden_state_loss([store["student"][k] for k in keys], [store["teacher"][k] for k in keys],
+                                 [masks[k[0]] for k in keys])
 
     def _gkd_targets(self, model, inputs) -> dict | None:
         """GKD: with probability lmbda the student's samples (or, with seq_kd, the teacher's) replace the targets."""
@@ -94,11 +128,17 @@ class DistillationTrainer(Seq2SeqTrainer):
         if "decoder_input_ids" not in model_inputs:
             shift = self.accelerator.unwrap_model(model)._shift_right
             model_inputs["decoder_input_ids"] = shift(labels.masked_fill(labels == IGNORE_INDEX, 0))
+        if self.method == "dml":
+            return self._mutual_loss(model, model_inputs, labels, num_items_in_batch, return_outputs)
         outputs = model(**model_inputs, use_cache=False)
-        if cached and self.alpha > 0:  # teacher top-k log-probs from llmdiet.distill.teacher_cache
+        if cached and self.method == "dkd":  # teacher top-k log-probs from llmdiet.distill.teacher_cache
+            parts = topk_dkd_loss(outputs.logits, cached["teacher_topk_ids"], cached["teacher_topk_logprobs"], labels,
+                                  self.temperature, num_valid_tokens=num_items_in_batch,
+                                  label_smoothing=self.args.label_smoothing_factor, **self.loss_options)
+        elif cached and self.alpha > 0:
             parts = topk_distillation_loss(outputs.logits, cached["teacher_topk_ids"], cached["teacher_topk_logprobs"],
                                            labels, self.alpha, self.temperature, num_valid_tokens=num_items_in_batch,
-                                           label_smoothing=self.args.label_smoothing_factor)
+                                           label_smoothing=self.args.label_smoothing_factor, **self.loss_options)
         else:
             if self.teacher is not None:
                 with torch.no_grad():
@@ -116,10 +156,30 @@ class DistillationTrainer(Seq2SeqTrainer):
                                           1.0 if sampled is not None else self.alpha, self.temperature,
                                           num_valid_tokens=num_items_in_batch,
                                           label_smoothing=self.args.label_smoothing_factor, **self.loss_options)
+        hidden = self._hidden_term(model_inputs, labels) if self._hidden is not None and self.teacher is not None else None
+        return self._finish(model, parts, outputs, num_items_in_batch, return_outputs, hidden)
+
+    def _mutual_loss(self, model, model_inputs, labels, num_items_in_batch, return_outputs):
+        out_a, out_b = model(**model_inputs, use_cache=False, both=True)
+        teacher_logits = None
+        if self.teacher is not None and self.dml_teacher_weight > 0:
+            with torch.no_grad():
+                teacher_logits = self.teacher(**model_inputs, use_cache=False).logits
+        parts = mutual_learning_loss(out_a.logits, out_b.logits, labels, self.alpha, self.temperature,
+                                     num_valid_tokens=num_items_in_batch,
+                                     label_smoothing=self.args.label_smoothing_factor, teacher_logits=teacher_logits,
+                                     teacher_weight=self.dml_teacher_weight)
+        return self._finish(model, parts, out_a, num_items_in_batch, return_outputs)
+
+    def _finish(self, model, parts, outputs, num_items_in_batch, return_outputs, hidden=None):
         loss = parts.loss
         if num_items_in_batch is not None and self.args.average_tokens_across_devices:
             # num_items_in_batch counts all processes' tokens; DDP averages gradients over processes.
             loss = loss * self.accelerator.num_processes
+        if hidden is not None:
+            # a per-batch mean: divided by the accumulation steps (the Trainer does not), never by the process count
+            steps = self.args.gradient_accumulation_steps if model.training else 1
+            loss = loss + self.hidden_weight * hidden / steps
 
         # Running token-weighted sums of the parts for logging (local process).
         split = "train" if model.training else "eval"
@@ -130,9 +190,41 @@ class DistillationTrainer(Seq2SeqTrainer):
         acc["kd"] += (parts.kd * scale).item()
         for name, value in (parts.parts or {}).items():
             acc[name] += (value * scale).item()
+        if hidden is not None:
+            acc["hidden"] += (hidden.detach() * scale).item()
         acc["tokens"] += tokens.item()
         outputs.loss = loss
         return (loss, outputs) if return_outputs else loss
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        """dml: both students as ordinary models in ``student_a/`` and ``student_b/`` (checkpoints and final)."""
+        from llmdiet.distill.mutual import MutualStudents, save_students
+
+        model = self.accelerator.unwrap_model(self.model)
+        if not isinstance(model, MutualStudents):
+            return super()._save(output_dir, state_dict)
+        import os
+
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        save_students(model, output_dir, self.processing_class, self.args.save_safetensors)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        from llmdiet.distill.mutual import MutualStudents, load_students
+
+        target = self.accelerator.unwrap_model(model or self.model)
+        if isinstance(target, MutualStudents):
+            return load_students(target, resume_from_checkpoint)
+        return super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self):
+        from llmdiet.distill.mutual import MutualStudents, load_students
+
+        target = self.accelerator.unwrap_model(self.model)
+        if isinstance(target, MutualStudents):
+            return load_students(target, self.state.best_model_checkpoint)
+        return super()._load_best_model()
 
     def create_model_card(self, *args, **kwargs):
         """``push_to_hub`` writes the Trainer's generic card into README.md; llmdiet's card (written by the job after
