@@ -26,6 +26,10 @@ METHODS = {
     "dkd": ["--method", "dkd", "--temperature", "4"],
     "gkd (lmbda 0.5, jsd)": ["--method", "gkd", "--lmbda", "0.5", "--divergence", "jsd", "--gkd_max_new_tokens", "32"],
     "kd + fake-quant 4-bit": ["--student_fake_quant", "4"],
+    "kd + fake-quant 4-bit, GPFQ init": ["--student_fake_quant", "4", "--fake_quant_init", "gpfq"],
+    "dml (two students; student a)": ["--method", "dml"],
+    "copy_layers 1+1 + hidden 1.0": ["--student_init", "copy_layers", "--student_encoder_layers", "1",
+                                      "--student_decoder_layers", "1", "--hidden_weight", "1.0"],
 }
 
 
@@ -45,10 +49,12 @@ def main() -> int:
         if not (reuse and (out / "training_log.json").exists()):
             subprocess.run(cmd, check=True, capture_output=True, text=True)
             shutil.rmtree(ev, ignore_errors=True)  # a new student: its earlier eval run (other weights) is refused
-        subprocess.run(["llmdiet", "eval", "--model", str(out), "--eval-set", "demo-en-fr", "--out", str(ev),
+        model = out / "student_a" if "dml" in flags else out  # dml saves two students; student a is scored
+        subprocess.run(["llmdiet", "eval", "--model", str(model), "--eval-set", "demo-en-fr", "--out", str(ev),
                         "--no_progress"], check=True, capture_output=True, text=True)
         log = json.loads((out / "training_log.json").read_text())
-        samples = [json.loads(x) for x in (ev / "demo-en-fr" / "samples.jsonl").read_text().splitlines()]
+        samples = sorted((json.loads(x) for x in (ev / "demo-en-fr" / "samples.jsonl").read_text().splitlines()),
+                         key=lambda s: s["index"])  # row order (the file is in batch order): the bootstrap needs it
         ci = confidence_interval([s["hypothesis"] for s in samples], [s["reference"] for s in samples], "bleu")
         eval_s = sum(e.get("eval_runtime", 0.0) for e in log["log_history"])
         step_s = (log["train_metrics"]["train_runtime"] - eval_s) / log["global_step"]

@@ -212,9 +212,15 @@ def build_plan(cfg: StudyConfig) -> StudyPlan:
         job = Job(f"train/{label}", "train", label, root / "students" / label,
                   params={"overrides": overrides, **train_params(cfg, label, overrides, identities)})
         jobs[job.name] = job
-        models[label] = ModelEntry(label, "student", str(job.out), label, producer=job.name,
-                                   alpha=float(overrides.get("alpha", _alpha_default(cfg))),
-                                   distill_method=str(overrides.get("method", cfg.distill.get("method", "kd"))))
+        method = str(overrides.get("method", cfg.distill.get("method", "kd")))
+        alpha = float(overrides.get("alpha", _alpha_default(cfg)))
+        if method == "dml":  # two students from one training job: <label> (student_a) and <label>-b (student_b)
+            for sub, name in (("student_a", label), ("student_b", f"{label}-b")):
+                models[name] = ModelEntry(name, "student", str(job.out / sub), name, producer=job.name, alpha=alpha,
+                                          distill_method=method)
+        else:
+            models[label] = ModelEntry(label, "student", str(job.out), label, producer=job.name, alpha=alpha,
+                                       distill_method=method)
     calib = calibration(cfg)
     calib_identity = {**calib, "sha256": file_sha256(calib["file"]) if calib["file"] and Path(calib["file"]).is_file()
                       else None}
