@@ -250,3 +250,36 @@ def test_onnx_dynamic_int8_for_each_instruction_set(demo_assets, fp32, tmp_path,
     hyps = [t.hypothesis for t in backend.translate(fp32["sources"][:16], GREEDY)]
     same = sum(h == r for h, r in zip(hyps, fp32["hypotheses"][:16]))
     assert same >= 15, f"{isa}: only {same}/16 greedy outputs equal fp32"
+
+
+def _wo_weight_is_dequantized(path) -> dict[str, bool]:
+    """For each feed-forward output MatMul (``DenseReluDense/wo``): does its weight come through a DequantizeLinear?"""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    produced_by = {out: node.op_type for node in graph.node for out in node.output}
+    return {node.name: produced_by.get(node.input[1]) == "DequantizeLinear" for node in graph.node
+            if node.op_type == "MatMul" and "/DenseReluDense/wo/" in node.name}
+
+
+def test_static_int8_keeps_t5_feed_forward_outputs_float_by_default(artifacts, demo_assets, fp32, tmp_path):
+    safe_dir, meta, _ = artifacts("onnx-static-int8")
+    assert meta["static_keep_float"] == ["wo"] and "float32: wo" in meta["quantization"]
+    unsafe_dir = tmp_path / "all-int8"
+    unsafe = build_artifact(demo_assets.teacher, "onnx-static-int8", unsafe_dir, static_keep_float=())
+    assert unsafe["static_keep_float"] == []
+    for name in ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx"):
+        safe, everything = _wo_weight_is_dequantized(safe_dir / name), _wo_weight_is_dequantized(unsafe_dir / name)
+        assert safe and not any(safe.values()), name  # every wo MatMul reads its float weight directly
+        assert everything and all(everything.values()), name  # the old recipe quantized them
+        assert meta["static_quantized_nodes"][name] < unsafe["static_quantized_nodes"][name]
+    # keeping wo float costs size (its weights stay 4 bytes each)
+    assert meta["disk_bytes"] > unsafe["disk_bytes"]
+
+
+def test_static_keep_float_flag_is_checked(capsys):
+    from llmdiet import cli
+
+    assert cli.main(["quantize", "--preset", "demo", "--method", "onnx-static-int8", "--out", "x",
+                     "--static_keep_float", "wi"]) == 2
+    assert "--static_keep_float: unknown ['wi']" in capsys.readouterr().err

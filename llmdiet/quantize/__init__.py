@@ -136,6 +136,7 @@ class QuantizeJob:
     overwrite: bool = False
     command: list[str] | None = None  # recorded in the artifact's provenance
     tokenizer: str | None = None  # tokenizer directory or hub id when the model directory has none
+    static_keep_float: tuple[str, ...] = ("wo",)  # onnx-static-int8: layers kept float32 (T5-safe)
 
 
 def quantize(job: QuantizeJob) -> dict:
@@ -240,7 +241,7 @@ def _run_method(method: Method, job: QuantizeJob, model, tokenizer, sources, out
             job.model, out, tokenizer, static=name == "onnx-static-int8",
             per_channel=True if job.per_channel is None else job.per_channel, calibration_sources=sources,
             calibration_batch_size=job.calibration_batch_size, calibration_max_new_tokens=job.calibration_max_new_tokens,
-            seed=job.seed,
+            seed=job.seed, keep_float=tuple(job.static_keep_float),
         )}
     if name == "ct2-int8":
         from llmdiet.quantize.ctranslate2_export import convert_ct2_int8

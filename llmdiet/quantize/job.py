@@ -62,6 +62,9 @@ class QuantizeArguments:
     )
     skip_bad_rows: bool = field(default=False, metadata={"help": "Skip (and count) bad calibration rows instead of failing."})
     seed: int = field(default=0, metadata={"help": "Random seed (calibration sampling)."})
+    static_keep_float: list[str] = field(default_factory=lambda: ["wo"], metadata={
+        "help": "onnx-static-int8: layers kept float32 instead of static int8: wo (T5's feed-forward output, whose "
+                "activations overflow fixed int8 ranges on real flan-T5 weights; the default) or none."})
     list_methods: bool = field(default=False, metadata={"help": "Print the methods and their availability, then exit."})
 
     def __post_init__(self):
@@ -69,6 +72,9 @@ class QuantizeArguments:
         check_range("calibration_count", self.calibration_count, 1)
         check_range("calibration_batch_size", self.calibration_batch_size, 1)
         check_range("calibration_max_new_tokens", self.calibration_max_new_tokens, 1)
+        bad = [x for x in self.static_keep_float if x not in ("wo", "none")]
+        if bad:
+            raise ConfigError(f"--static_keep_float: unknown {bad} (use wo, or none to quantize every layer)")
 
 
 def demo_preset() -> dict:
@@ -130,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         calibration_batch_size=args.calibration_batch_size, calibration_max_new_tokens=args.calibration_max_new_tokens,
         command=["llmdiet", "quantize", *argv], tokenizer=args.tokenizer,
+        static_keep_float=tuple(x for x in args.static_keep_float if x != "none"),
     )
     meta = quantize(job)
     ratio = f" = {meta['size_ratio']:.3f} x the fp32 checkpoint ({meta['fp32_disk_bytes'] / 1e6:.1f} MB)" if meta["size_ratio"] else ""

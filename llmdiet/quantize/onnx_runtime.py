@@ -20,6 +20,13 @@ artifact), per-channel int8 weights by default:
   Transpose, ...: on the demo teacher that gave 98.6% teacher-forced argmax agreement with fp32 and
   a largest logit error of 0.44 x max|logit|, against 99.8% and 0.23 with weight-bearing nodes only.
   Static int8 for seq2seq is not officially supported upstream; the tests check it runs and stays close.
+
+  **T5-safe by default**: the feed-forward output projections (``DenseReluDense/wo``) stay in float32. Their
+  inputs are the gated-GELU activations, which in real flan-T5 checkpoints reach magnitudes no fixed int8
+  range covers (transformers keeps ``wo`` in fp32 for the same overflow in fp16); random-init weights and the
+  demo models cannot show the failure, so it is excluded by recipe, not by measurement. ``--static_keep_float
+  none`` quantizes them too (the earlier recipe; faster, at the risk of degenerate output on real weights, which
+  ``llmdiet eval`` flags).
 """
 
 from __future__ import annotations
@@ -87,15 +94,21 @@ def quantization_config(static: bool, per_channel: bool, target: str | None = No
     return factory(is_static=static, per_channel=per_channel), target
 
 
-def weight_nodes(onnx_path: str | Path) -> list[str]:
-    """Names of the nodes that hold weights: MatMul with a constant B, Gather on a constant table."""
+T5_KEEP_FLOAT = {"wo": "/DenseReluDense/wo/"}  # --static_keep_float name -> ONNX node-name fragment
+
+
+def weight_nodes(onnx_path: str | Path, keep_float: tuple[str, ...] = ()) -> list[str]:
+    """Names of the nodes that hold weights: MatMul with a constant B, Gather on a constant table; minus the nodes
+    whose name contains a fragment of ``keep_float`` (see :data:`T5_KEEP_FLOAT`), which stay float32."""
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     constants = {init.name for init in graph.initializer}
+    fragments = [T5_KEEP_FLOAT[name] for name in keep_float]
     return [
         node.name for node in graph.node
-        if (node.op_type == "MatMul" and node.input[1] in constants) or (node.op_type == "Gather" and node.input[0] in constants)
+        if ((node.op_type == "MatMul" and node.input[1] in constants) or (node.op_type == "Gather" and node.input[0] in constants))
+        and not any(f in node.name for f in fragments)
     ]
 
 
@@ -185,7 +198,8 @@ def record_calibration_feeds(onnx_dir: str | Path, tokenizer, sources: list[str]
 
 def quantize_onnx(model_path: str, out: str | Path, tokenizer, *, static: bool, per_channel: bool = True,
                   calibration_sources: list[str] | None = None, calibration_batch_size: int = 16,
-                  calibration_max_new_tokens: int = 64, max_step_samples: int = 512, seed: int = 0) -> dict:
+                  calibration_max_new_tokens: int = 64, max_step_samples: int = 512, seed: int = 0,
+                  keep_float: tuple[str, ...] = ("wo",)) -> dict:
     """Export and int8-quantize the three graphs into ``out``; returns artifact fields describing the recipe."""
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import CalibrationConfig
@@ -194,8 +208,10 @@ def quantize_onnx(model_path: str, out: str | Path, tokenizer, *, static: bool, 
     out = Path(out)
     qconfig, target = quantization_config(static, per_channel)
     extra: dict = {"onnx_files": list(ONNX_FILES), "instruction_set": target, "per_channel": per_channel,
-                   "quantization": "static int8 (QDQ, MinMax calibration; weight-bearing MatMul/Gather nodes)" if static
+                   "quantization": "static int8 (QDQ, MinMax calibration; weight-bearing MatMul/Gather nodes"
+                   + (f"; float32: {', '.join(keep_float)})" if keep_float else ")") if static
                    else "dynamic int8 (IntegerOps)",
+                   "static_keep_float": list(keep_float) if static else None,
                    "operators_quantized": list(qconfig.operators_to_quantize),
                    "weight_type": qconfig.weights_dtype.name, "activation_type": qconfig.activations_dtype.name}
     start = time.perf_counter()
@@ -217,7 +233,7 @@ def quantize_onnx(model_path: str, out: str | Path, tokenizer, *, static: bool, 
             external = (export_dir / file_name).stat().st_size > EXTERNAL_DATA_THRESHOLD
             ranges = None
             if static:
-                qconfig.nodes_to_quantize = weight_nodes(export_dir / file_name)
+                qconfig.nodes_to_quantize = weight_nodes(export_dir / file_name, keep_float)
                 extra.setdefault("static_quantized_nodes", {})[file_name] = len(qconfig.nodes_to_quantize)
                 calibration = CalibrationConfig(
                     dataset_name="llmdiet-recorded-feeds", dataset_config_name=file_name, dataset_split="calibration",
