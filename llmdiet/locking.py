@@ -18,7 +18,9 @@ LOCK_FILE = ".llmdiet.lock"
 
 
 @contextlib.contextmanager
-def directory_lock(directory: str | Path, what: str):
+def directory_lock(directory: str | Path, what: str, wait: bool = False):
+    """``wait``: block until the holder finishes (for shared caches that concurrent jobs build once) instead of
+    refusing at once."""
     directory = Path(directory)
     path = directory / LOCK_FILE
     try:
@@ -30,7 +32,7 @@ def directory_lock(directory: str | Path, what: str):
         try:
             import fcntl
 
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except ImportError:  # pragma: no cover - Windows: no advisory locks, run unguarded
             pass
         except OSError:

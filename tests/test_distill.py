@@ -236,7 +236,7 @@ def test_teacher_cache_training_matches_live_teacher_with_full_support(demo_asse
         args, data, training = parse(small_run_argv(demo_assets, tmp_path / name, "--max_steps", "4", "--eval_rows", "0",
                                                     *extra))
         runs[name] = run(args, data, training)
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["meta.json", "shard-00000.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".llmdiet.lock", "meta.json", "shard-00000.safetensors"]
     live = [e["loss"] for e in runs["live"]["log_history"] if "loss" in e]
     cached = [e["loss"] for e in runs["cached"]["log_history"] if "loss" in e]
     # fp16 storage of the log-probs is the only difference

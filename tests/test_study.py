@@ -303,3 +303,15 @@ def test_training_job_resumes_after_a_kill(demo_assets, tmp_path):
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     log = json.loads((tmp_path / "two" / "students" / "alpha-0.5" / "training_log.json").read_text())
     assert log["global_step"] == 8
+
+
+def test_the_shared_teacher_cache_serves_fixed_target_students_only():
+    from llmdiet.study.jobs import distill_argv
+
+    cfg = load_study_config(ROOT / "recipes" / "configs" / "demo.yaml")
+    assert cfg.distill["teacher_cache"] == "teacher-topk"
+    for overrides, uses_cache in (({"alpha": 0.5}, True), ({"method": "dkd"}, True), ({"divergence": "jsd"}, True),
+                                  ({"method": "gkd"}, False), ({"method": "dml"}, False),
+                                  ({"student_init": "copy_layers", "hidden_weight": 1.0}, False)):
+        argv = distill_argv(cfg, overrides, "out")
+        assert ("--teacher_cache" in argv) == uses_cache, overrides

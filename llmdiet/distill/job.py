@@ -361,12 +361,15 @@ def _with_teacher_cache(args, teacher, teacher_path, train_ds, collator, trainin
     with training.main_process_first(desc="teacher cache"):
         if training.process_index == 0:
             from llmdiet.fingerprint import model_identity
+            from llmdiet.locking import directory_lock
 
-            build_teacher_cache(teacher.to(training.device), train_ds, collator, args.teacher_cache,
-                                k=args.teacher_cache_topk, temperature=args.temperature,
-                                batch_size=training.per_device_eval_batch_size, teacher_name=teacher_path,
-                                teacher_identity=model_identity(teacher_path), teacher_dtype=args.teacher_dtype,
-                                rebuild=args.rebuild_caches)
+            # study jobs on several machines may share one cache: the first builds it, the others wait, then reuse
+            with directory_lock(args.teacher_cache, "teacher cache build", wait=True):
+                build_teacher_cache(teacher.to(training.device), train_ds, collator, args.teacher_cache,
+                                    k=args.teacher_cache_topk, temperature=args.temperature,
+                                    batch_size=training.per_device_eval_batch_size, teacher_name=teacher_path,
+                                    teacher_identity=model_identity(teacher_path), teacher_dtype=args.teacher_dtype,
+                                    rebuild=args.rebuild_caches)
     cache = TeacherCache(args.teacher_cache)
     cache.check_matches(train_ds["labels"], args.temperature)
     training.remove_unused_columns = False  # keep the example index for the collator

@@ -97,11 +97,21 @@ def students(cfg: StudyConfig) -> list[tuple[str, dict]]:
 # ----------------------------------------------------------------------------- distill arguments
 
 
+# students that cannot train from the teacher cache (sampled targets, a peer, or hidden states) use the live teacher
+def _cache_unusable(options: dict) -> bool:
+    return options.get("method") in ("gkd", "dml") or float(options.get("hidden_weight") or 0) > 0
+
+
 def distill_argv(cfg: StudyConfig, overrides: dict, output_dir: str) -> list[str]:
+    """The llmdiet distill flags of one student: the shared ``distill`` section, then the student's own. A shared
+    ``teacher_cache`` (one top-k cache of the teacher, built once in ``shared/``) is dropped for the students that
+    cannot use it (gkd, dml, hidden-state loss): they run the live teacher."""
     from llmdiet.distill.job import options_to_argv
 
     shared = dict(cfg.distill)
     preset = shared.pop("preset", None)
+    if "teacher_cache" in shared and "teacher_cache" not in overrides and _cache_unusable({**shared, **overrides}):
+        shared.pop("teacher_cache")
     argv = ["--preset", preset] if preset else []
     options = {"seed": cfg.seed, **shared, **overrides, "teacher_model": cfg.teacher, "student_model": cfg.student,
                "output_dir": output_dir}
@@ -151,6 +161,7 @@ def train_params(cfg: StudyConfig, label: str, overrides: dict, identities: dict
     args, data, training = distill_arguments(cfg, overrides, str(cfg.root / "students" / label), quiet=True)
     dist = {k: v for k, v in asdict(args).items() if k not in ("teacher_cache", "sequence_kd_file", "rebuild_caches",
                                                                   "teacher_model", "student_model")}
+    dist["teacher_cache_used"] = bool(args.teacher_cache)  # top-k + tail targets instead of the full teacher
     targs = {k: v for k, v in training.to_dict().items() if k not in NEUTRAL_TRAINING_KEYS}
     return {"distillation": dist, "data": _data_identity(data), "training": targs,
             "teacher": identities[cfg.teacher], "student": identities[cfg.student]}
@@ -371,7 +382,8 @@ def _run_train(plan: StudyPlan, job: Job) -> dict:
     args, data, training = distill_arguments(cfg, job.params["overrides"], str(job.out))
     shared = cfg.root / "shared"
     if args.teacher_cache and not Path(args.teacher_cache).is_absolute():
-        args.teacher_cache = str(shared / args.teacher_cache)
+        # one cache per (k, temperature), shared by every student that trains with those
+        args.teacher_cache = str(shared / f"{args.teacher_cache}-k{args.teacher_cache_topk}-T{args.temperature:g}")
     if args.sequence_kd != "off" and not args.sequence_kd_file:
         args.sequence_kd_file = str(shared / "teacher_translations.jsonl")
     if job.out.is_dir() and get_last_checkpoint(str(job.out)):

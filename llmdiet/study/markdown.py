@@ -200,7 +200,9 @@ def provenance_section(data: dict) -> str:
         f"{', '.join(distinct(lambda p: p['hardware'].get('cuda')))}; Python {provs[0]['hardware'].get('python')}",
         "- libraries: " + ", ".join(f"{k} {v}" for k, v in libs.items() if v),
         f"- seeds: {', '.join(distinct(lambda p: p['seed']))} (models, decoding); SACREBLEU_SEED {st['seed']} (statistics)",
-        f"- confidence intervals: sacreBLEU bootstrap resampling, {st['n_bootstrap']} resamples, 95%",
+        f"- confidence intervals: sacreBLEU bootstrap resampling, {st['n_bootstrap']} resamples, 95%, reported as "
+        "sacreBLEU does: the bootstrap mean ± half the width of the 2.5-97.5 percentile range (symmetric, so an "
+        "upper end can pass 100 when the resampled scores are skewed)",
         f"- paired tests: sacreBLEU {'paired bootstrap resampling' if st['paired_test'] == 'bs' else 'approximate randomization'}, "
         f"{st['n_samples']} samples; * marks p < {ALPHA}",
         "- metric signatures: " + "; ".join(f"`{s}`" for s in signatures),
@@ -230,7 +232,10 @@ def render(data: dict, figures: list[Path]) -> str:
                  f"size / the model's, the model's throughput / the teacher's (batch {st['eval']['batch_size']}, "
                  f"in-domain set), the teacher's batch-1 latency / the model's, all measured on the hardware below in "
                  f"this study. Δ: the model's score minus the teacher's on the same sentences, with the paired "
-                 f"test's p-value; * = significant at {ALPHA}.\n\n" + verdict_table(data))
+                 f"test's p-value; * = significant at {ALPHA}."
+                 + (" Speed ratios of the toy demo models mostly measure framework overhead, not model compute: "
+                    "read them as a demonstration of the table, not as a benchmark (see BENCHMARKS.md for "
+                    "flan-T5 shapes)." if st["demo"] else "") + "\n\n" + verdict_table(data))
     parts.append("## All results\n\n" + results_table(data))
     parts.append("## Trained students against the student before distillation\n\nΔBLEU vs `student-vanilla` "
                  "(paired test; * = significant). Out-of-domain columns show what distilling on the in-domain "
