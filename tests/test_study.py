@@ -28,7 +28,7 @@ def tiny_config(demo_assets, study_dir: Path, **changes) -> dict:
         "seed": 0, "alphas": [0, 0.5],
         "distill": {"preset": "demo", "max_steps": 8, "eval_strategy": "no", "save_strategy": "steps",
                     "save_steps": 4, "load_best_model_at_end": False, "predict_with_generate": False,
-                    "logging_steps": 2, "disable_tqdm": True},
+                    "logging_steps": 2, "disable_tqdm": True, "teacher_cache": "teacher-topk"},
         "quantize": {"methods": ["dynamic-int8"], "students": ["alpha-0.5"], "calibration_count": 8},
         "bit_sweep": {"bits": [4], "methods": ["rtn", "gpfq"], "models": ["teacher", "alpha-0.5"], "limit": 16,
                       "calibration_rows": 8},
@@ -76,6 +76,7 @@ def test_every_job_figure_and_table_exists(study):
     assert set(plan.jobs) >= {"train/alpha-0", "train/alpha-0.5", "quantize/teacher+dynamic-int8",
                               "quantize/alpha-0.5+dynamic-int8", "eval/teacher", "eval/student-vanilla",
                               "eval/alpha-0.5+dynamic-int8", "bits/teacher", "bits/alpha-0.5"}
+    assert (run / "shared" / "teacher-topk-k32-T2" / "meta.json").exists()  # one teacher cache, shared
     figures = {p.name for p in (run / "figures").glob("*.png")}
     assert figures == {"bleu_by_alpha.png", "rougeL_by_alpha.png", "loss_curves.png", "bleu_vs_size.png",
                        "bleu_vs_latency.png", "bleu_vs_throughput.png", "bleu_vs_bits.png"}
