@@ -73,3 +73,46 @@ def test_dml_resumes_from_its_checkpoint(demo_assets, tmp_path):
     assert (out / "checkpoint-3" / "student_a" / "model.safetensors").exists()
     summary = run(*parse(args + ["--max_steps", "8", "--resume_from_checkpoint", str(out / "checkpoint-6")]))
     assert summary["global_step"] == 8
+
+
+@pytest.mark.slow
+def test_dml_under_two_ddp_processes(demo_assets, tmp_path):
+    """Both students in one DDP module: two CPU processes (gloo) train them, rank 0 saves both."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from test_distill import REPO
+
+    out = tmp_path / "ddp-dml"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+           "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "recipes" / "distill.py"),
+           *small_run_argv(demo_assets, out, "--method", "dml", "--max_steps", "4", "--per_device_train_batch_size", "8")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["world_size"] == 2 and log["global_step"] == 4
+    assert (out / "student_a" / "model.safetensors").exists() and (out / "student_b" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [["--method", "dml"], ["--student_fake_quant", "4", "--fake_quant_init", "gpfq"],
+                                   ["--student_init", "copy_layers", "--student_encoder_layers", "1",
+                                    "--student_decoder_layers", "1", "--hidden_weight", "1.0"],
+                                   ["--divergence", "jsd", "--teacher_cache", "CACHE"]],
+                         ids=["dml", "fake-quant-gpfq", "copy-layers-hidden", "jsd-cached"])
+def test_new_methods_under_accelerate_launch(demo_assets, tmp_path, extra):
+    import subprocess
+    import sys
+
+    from test_distill import REPO
+
+    out = tmp_path / "launched"
+    extra = [str(tmp_path / "cache") if x == "CACHE" else x for x in extra]
+    argv = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu",
+            str(REPO / "recipes" / "distill.py"), *small_run_argv(demo_assets, out, "--max_steps", "4", *extra)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "training_log.json").exists()
