@@ -65,6 +65,7 @@ def collect_model(plan: StudyPlan, label: str) -> dict | None:
     timing = (results["sets"][first].get("timing") or {})
     return {
         "label": label, "role": entry.role, "base": entry.base, "method": entry.method, "alpha": entry.alpha,
+        "demo": bool(results.get("demo")),  # demo models or demo eval sets
         "distill_method": entry.distill_method, "backend": results["model"]["backend"].get("backend"),
         "size_mb": size, "size_source": size_source, "parameters": results["size"].get("parameters"),
         "sets": sets, "throughput_sent_s": timing.get("sentences_per_s"), "device": timing.get("device"),
@@ -147,7 +148,8 @@ def collect(plan: StudyPlan) -> dict:
     return {
         "study": {"config": cfg.path, "study_dir": str(cfg.root), "teacher": cfg.teacher, "student": cfg.student,
                   "alphas": cfg.alphas, "methods": cfg.methods, "quantize": cfg.quantize.methods,
-                  "in_domain": cfg.eval.in_domain, "out_of_domain": cfg.eval.out_of_domain, "demo": cfg.demo,
+                  "in_domain": cfg.eval.in_domain, "out_of_domain": cfg.eval.out_of_domain,
+                  "demo": cfg.demo or any(m["demo"] for m in models.values()),
                   "statistics": vars(cfg.statistics), "eval": vars(cfg.eval)},
         "models": models,
         "paired": paired_tests(plan, list(models)),
