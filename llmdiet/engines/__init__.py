@@ -57,8 +57,12 @@ class TranslationBackend(ABC):
     name: str = "abstract"
 
     @abstractmethod
-    def translate(self, sources: list[str], settings: GenerationSettings) -> list[Translation]:
-        """Translate one batch; ``sources`` already carry the task prefix."""
+    def translate(self, sources: list[str], settings: GenerationSettings, on_first_token=None) -> list[Translation]:
+        """Translate one batch; ``sources`` already carry the task prefix.
+
+        ``on_first_token()``, when given, is called as soon as the first generated token of the batch is known
+        (the benchmarks measure time-to-first-token with it); backends that cannot tell never call it.
+        """
 
     @abstractmethod
     def size_info(self) -> dict:

@@ -62,11 +62,14 @@ class CTranslate2Backend(TranslationBackend):
         options = settings.tokenizer_options() if settings is not None else {}
         return [self.tokenizer.convert_ids_to_tokens(ids) for ids in self.tokenizer(sources, **options)["input_ids"]]
 
-    def translate(self, sources: list[str], settings: GenerationSettings) -> list[Translation]:
+    def translate(self, sources: list[str], settings: GenerationSettings, on_first_token=None) -> list[Translation]:
+        options = {}
+        if on_first_token is not None and settings.num_beams == 1:  # CTranslate2 calls back per token in greedy search
+            options["callback"] = lambda step: on_first_token() if step.step == 0 and step.batch_id == 0 else None
         results = self.translator.translate_batch(
             self.source_tokens(sources, settings), beam_size=settings.num_beams, max_batch_size=0,
             max_decoding_length=settings.max_new_tokens, min_decoding_length=settings.min_new_tokens,
-            max_input_length=0, return_end_token=True, return_scores=False,
+            max_input_length=0, return_end_token=True, return_scores=False, **options,
         )
         out = []
         for result in results:

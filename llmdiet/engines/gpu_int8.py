@@ -17,7 +17,7 @@ from llmdiet.artifacts import load_tokenizer, parameters_from_artifact, read_art
 class TorchInt8Backend(TorchSeq2SeqBackend):
     """A quantized ``transformers`` model whose weights are tensor subclasses (quanto or torchao)."""
 
-    def __init__(self, model_path, name: str, device: str = "cpu", **_):
+    def __init__(self, model_path, name: str, device: str = "cpu", decoding: str = "static", **_):
         from llmdiet.quantize import gpu_int8
 
         self.artifact = read_artifact(model_path, expected_backend=name)
@@ -27,7 +27,8 @@ class TorchInt8Backend(TorchSeq2SeqBackend):
         else:
             dtype = torch.bfloat16
             model = gpu_int8.load_torchao(model_path, device=device)
-        super().__init__(model_path, device=device, dtype=dtype, model=model, tokenizer=load_tokenizer(model_path), name=name)
+        super().__init__(model_path, device=device, dtype=dtype, model=model, tokenizer=load_tokenizer(model_path), name=name,
+                         decoding=decoding)
 
     def size_info(self) -> dict:
         from llmdiet.quantize.gpu_int8 import model_storage_bytes

@@ -66,8 +66,8 @@ class OnnxSeq2SeqBackend(TranslationBackend):
         self.load_rss_bytes = max(0, rss_bytes() - before)
         self.tokenizer = load_tokenizer(model_path)
 
-    def translate(self, sources: list[str], settings: GenerationSettings) -> list[Translation]:
-        return generate_translations(self.model, self.tokenizer, self.device, sources, settings)
+    def translate(self, sources: list[str], settings: GenerationSettings, on_first_token=None) -> list[Translation]:
+        return generate_translations(self.model, self.tokenizer, self.device, sources, settings, on_first_token=on_first_token)
 
     def size_info(self) -> dict:
         onnx_bytes = sum(f.stat().st_size for f in Path(self.model_path).glob("*.onnx*"))

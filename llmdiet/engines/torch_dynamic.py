@@ -11,7 +11,7 @@ from llmdiet.artifacts import load_tokenizer, parameters_from_artifact, read_art
 
 
 class DynamicInt8Backend(TorchSeq2SeqBackend):
-    def __init__(self, model_path, device: str = "cpu", **_):
+    def __init__(self, model_path, device: str = "cpu", decoding: str = "static", **_):
         from llmdiet.quantize.torch_dynamic import load_dynamic_int8
 
         if torch.device(device).type != "cpu":
@@ -19,7 +19,7 @@ class DynamicInt8Backend(TorchSeq2SeqBackend):
         self.artifact = read_artifact(model_path, expected_backend="dynamic-int8")
         model = load_dynamic_int8(model_path)
         super().__init__(model_path, device="cpu", dtype=torch.float32, model=model,
-                         tokenizer=load_tokenizer(model_path), name="dynamic-int8")
+                         tokenizer=load_tokenizer(model_path), name="dynamic-int8", decoding=decoding)
 
     def size_info(self) -> dict:
         return {

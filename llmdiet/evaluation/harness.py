@@ -82,6 +82,9 @@ class EvalArguments:
     skip_bad_rows: bool = field(default=False, metadata={"help": "Skip (and count) bad rows instead of stopping."})
     warmup_batches: int = field(default=1, metadata={"help": "Batches run once before timing starts (excluded from timing)."})
     threads: Optional[int] = field(default=None, metadata={"help": "torch intra-op threads (default: torch's choice)."})
+    decoding: str = field(default="static", metadata={
+        "help": "Greedy decoding of the torch backends: 'static' (llmdiet's static KV cache, the default: same output "
+                "as transformers' generate, faster) or 'generate' (transformers' own loop). Other backends ignore it."})
     seed: int = field(default=0, metadata={"help": "Seed (decoding is deterministic; recorded for provenance)."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar (--no_progress to hide)."})
 
@@ -99,6 +102,8 @@ class EvalArguments:
         check_range("limit", self.limit, 1)
         check_range("warmup_batches", self.warmup_batches, 0)
         check_range("threads", self.threads, 1)
+        if self.decoding not in ("static", "generate"):
+            raise ConfigError(f"--decoding must be static or generate, got '{self.decoding}'")
         if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
             raise ConfigError(f"--device must be cpu, cuda or cuda:N, got '{self.device}'")
 
@@ -357,7 +362,7 @@ def _run_eval_locked(args: EvalArguments, command: list[str] | None) -> dict:
 
     # 3. the model (the directory is only written once it loads), then each set
     options = {"tokenizer_path": args.tokenizer} if args.tokenizer else {}
-    backend = load_backend(backend_name, model_path, device=args.device, **options)
+    backend = load_backend(backend_name, model_path, device=args.device, decoding=args.decoding, **options)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / SETTINGS_FILE, settings)
     sets = {}

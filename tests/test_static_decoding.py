@@ -1,0 +1,98 @@
+"""The static-KV-cache greedy decoder gives exactly ``generate``'s output ids, for every torch backend it serves."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llmdiet.engines import GenerationSettings, load_backend
+from llmdiet.engines.t5_static_decoding import StaticCacheT5Decoder, static_decoding_unsupported
+
+SOURCES = [
+    "translate English to French: The cat sat on the mat.",
+    "translate English to French: Hello world, this is a much longer sentence with many more words in it than the others.",
+    "translate English to French: Yes.",
+    "translate English to French: Thank you very much for your help yesterday.",
+]
+
+
+def _hf(model, enc, max_new, min_new=0):
+    return model.generate(**enc, max_new_tokens=max_new, min_new_tokens=min_new or None, num_beams=1, do_sample=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("max_new,min_new", [(40, 0), (12, 12), (5, 0)])
+def test_same_ids_as_generate_on_the_trained_demo_teacher(tiny_teacher, tiny_tokenizer, dtype, max_new, min_new):
+    model = tiny_teacher.to(dtype)
+    enc = tiny_tokenizer(SOURCES, return_tensors="pt", padding=True)  # padded rows exercise the cross-attention mask
+    assert enc["attention_mask"].min() == 0
+    reference = _hf(model, enc, max_new, min_new)
+    got = StaticCacheT5Decoder(model).generate(enc["input_ids"], enc["attention_mask"], max_new, min_new)
+    assert got.shape == reference.shape
+    assert torch.equal(got, reference)
+    if min_new == 0 and max_new == 40:  # the trained teacher stops early: EOS then padding, as generate does
+        assert (reference == tiny_tokenizer.eos_token_id).any(dim=1).all()
+
+
+def test_buffers_grow_past_the_first_capacity(tiny_teacher, tiny_tokenizer):
+    """80 forced tokens cross the 32- and 64-slot capacities of the growing KV buffers."""
+    enc = tiny_tokenizer(SOURCES[:2], return_tensors="pt", padding=True)
+    reference = _hf(tiny_teacher, enc, 80, 80)
+    got = StaticCacheT5Decoder(tiny_teacher).generate(enc["input_ids"], enc["attention_mask"], 80, 80)
+    assert got.shape == (2, 81) and torch.equal(got, reference)
+
+
+def test_dynamic_int8_backend_static_equals_generate(demo_assets, tmp_path):
+    from llmdiet.quantize import quantize_model
+
+    out = tmp_path / "int8"
+    quantize_model(str(demo_assets.teacher), "dynamic-int8", out)
+    settings = GenerationSettings(max_new_tokens=24)
+    static = load_backend("auto", str(out))
+    plain = load_backend("auto", str(out), decoding="generate")
+    assert static.static_decoder is not None and plain.static_decoder is None
+    assert "static KV cache" in static.describe()["decoding"] and "generate" in plain.describe()["decoding"]
+    assert [t.hypothesis for t in static.translate(SOURCES, settings)] == [t.hypothesis for t in plain.translate(SOURCES, settings)]
+    assert [t.generated_tokens for t in static.translate(SOURCES, settings)] == \
+        [t.generated_tokens for t in plain.translate(SOURCES, settings)]
+
+
+def test_torch_backend_reports_first_token_and_uses_generate_for_beams(demo_assets):
+    backend = load_backend("torch-fp32", str(demo_assets.teacher))
+    calls = []
+    greedy = backend.translate(SOURCES[:1], GenerationSettings(max_new_tokens=10), on_first_token=lambda: calls.append(1))
+    assert calls == [1] and greedy[0].generated_tokens >= 1
+    beams = GenerationSettings(max_new_tokens=10, num_beams=3)
+    reference = load_backend("torch-fp32", str(demo_assets.teacher), decoding="generate").translate(SOURCES, beams)
+    assert [t.hypothesis for t in backend.translate(SOURCES, beams)] == [t.hypothesis for t in reference]
+    generate_calls = []
+    load_backend("torch-fp32", str(demo_assets.teacher), decoding="generate").translate(
+        SOURCES[:1], GenerationSettings(max_new_tokens=10), on_first_token=lambda: generate_calls.append(1))
+    assert generate_calls == [1]
+
+
+def test_unsupported_models_and_settings_fall_back(tiny_teacher):
+    assert static_decoding_unsupported(tiny_teacher) is None
+    tiny_teacher.generation_config.repetition_penalty = 1.3
+    assert "repetition_penalty" in static_decoding_unsupported(tiny_teacher)
+    tiny_teacher.generation_config.repetition_penalty = 1.0
+    assert "fp16" in static_decoding_unsupported(tiny_teacher.half())
+    with pytest.raises(ValueError, match="fp16"):
+        StaticCacheT5Decoder(tiny_teacher)
+
+
+def test_random_init_flan_t5_small_shape_same_ids():
+    """Architecture-exact flan-T5-small (random weights, 8 decoder layers, untied lm_head): identical ids, fp32 and int8."""
+    import copy
+
+    from llmdiet.quantize.torch_dynamic import quantize_dynamic_int8
+    from llmdiet.shapes import random_flan_t5
+
+    model = random_flan_t5("flan-t5-small").eval()
+    ids = torch.randint(5, 32000, (3, 20), generator=torch.Generator().manual_seed(0))
+    ids[:, -1] = 1
+    mask = torch.ones_like(ids)
+    mask[2, 12:] = 0
+    for m in (model, quantize_dynamic_int8(copy.deepcopy(model))):
+        reference = m.generate(input_ids=ids, attention_mask=mask, max_new_tokens=16, min_new_tokens=16, do_sample=False)
+        assert torch.equal(StaticCacheT5Decoder(m).generate(ids, mask, 16, 16), reference)
