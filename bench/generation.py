@@ -84,7 +84,8 @@ def heap_retained_bytes() -> int | None:
 def _summary(timing: dict) -> dict:
     keep = ("batch_size", "num_sentences", "num_batches", "generated_tokens", "wall_s", "warmup_s", "sentences_per_s",
             "tokens_per_s", "latency_p50_s", "latency_p95_s", "peak_rss_bytes", "lifetime_peak_rss_bytes",
-            "peak_gpu_bytes", "torch_threads", "device", "sorted_by", "batch_latencies_s")
+            "peak_gpu_bytes", "torch_threads", "device", "sorted_by", "batch_latencies_s", "first_token_p50_s",
+            "per_token_latency_p50_s")
     return {k: timing.get(k) for k in keep}
 
 
@@ -98,7 +99,9 @@ def measure_llmdiet_backend(spec: dict, sources: list[str], settings) -> dict:
     torch.set_num_threads(spec.get("threads") or _available_cores())
     rss_before = rss_bytes()
     start = time.perf_counter()
-    backend = load_backend(spec["backend"], spec["model_dir"], device=spec.get("device", "cpu"))
+    name, _, variant = spec["backend"].partition("+")  # "dynamic-int8+generate": transformers' own decoding loop
+    options = {"decoding": variant} if variant else {}
+    backend = load_backend(name, spec["model_dir"], device=spec.get("device", "cpu"), **options)
     load_s = time.perf_counter() - start
     rss_loaded = rss_bytes()
     mapped_model_rss = mapped_file_rss_bytes(spec["model_dir"])
@@ -149,8 +152,20 @@ def profile_one_batch(backend, sources: list[str], settings, top: int = 10) -> d
     }
 
 
+def ct2_layouts(batch_size: int, cores: int) -> list[tuple[int, int]]:
+    """(intra_threads, inter_threads) candidates for CTranslate2 at this batch size (``bench/ct2_settings.py``)."""
+    if batch_size == 1:
+        return [(cores, 1), (1, 1)]
+    return [(1, cores), (cores, 1)] if cores > 1 else [(1, 1)]
+
+
 def measure_ct2_direct(spec: dict, sources: list[str], settings) -> dict:
-    """``Translator.translate_batch`` in a plain loop on pre-tokenised batches (the CTranslate2 reference)."""
+    """``Translator.translate_batch`` in a plain loop on pre-tokenised batches (the CTranslate2 reference).
+
+    CTranslate2 gets its best settings: every run is timed under each thread layout of :func:`ct2_layouts`
+    (one worker with all cores, one single-thread worker, or one single-thread worker per core with the batch split
+    between them) and the fastest is kept; the others are stored under ``layouts``.
+    """
     import ctranslate2
     import numpy as np
     from transformers import AutoTokenizer
@@ -160,47 +175,65 @@ def measure_ct2_direct(spec: dict, sources: list[str], settings) -> dict:
 
     device = spec.get("device", "cpu")
     dev_type = device.split(":")[0]
-    threads = spec.get("threads") or _available_cores()
+    cores = spec.get("threads") or _available_cores()
     compute_type = "int8" if dev_type == "cpu" else "int8_bfloat16"  # never float16 for T5
     rss_before = rss_bytes()
-    start = time.perf_counter()
-    translator = ctranslate2.Translator(spec["model_dir"], device=dev_type, compute_type=compute_type,
-                                        inter_threads=1, intra_threads=threads if dev_type == "cpu" else 0)
-    load_s = time.perf_counter() - start
-    rss_loaded = rss_bytes()
     tokenizer = AutoTokenizer.from_pretrained(str(Path(spec["model_dir"]) / "tokenizer"))
-    runs = []
+    runs, load_s, rss_loaded = [], None, None
     for run in sorted(spec["runs"], key=lambda r: r["batch_size"]):
         batch_sources = sources[: run["num_sentences"]]
         ids = tokenizer(batch_sources)["input_ids"]
         tokens = [tokenizer.convert_ids_to_tokens(x) for x in ids]
         plan = plan_batches([len(x) for x in ids], run["batch_size"])
         batches = [[tokens[i] for i in batch] for batch in plan]
-        options = dict(beam_size=settings.num_beams, max_batch_size=0, max_decoding_length=settings.max_new_tokens,
-                       min_decoding_length=settings.min_new_tokens, max_input_length=0, return_end_token=True)
-        latencies, generated = [], 0
-        with PeakRSSMonitor() as rss:
-            warm = time.perf_counter()
-            for batch in batches[: spec.get("warmup_batches", 1)]:
-                translator.translate_batch(batch, **options)
-            warmup_s = time.perf_counter() - warm
-            t_start = time.perf_counter()
-            for batch in batches:
-                t0 = time.perf_counter()
-                results = translator.translate_batch(batch, **options)
-                latencies.append(time.perf_counter() - t0)
-                generated += sum(len(r.hypotheses[0]) for r in results)
-            wall = time.perf_counter() - t_start
-        runs.append({
-            "batch_size": run["batch_size"], "num_sentences": len(batch_sources), "num_batches": len(batches),
-            "generated_tokens": generated, "wall_s": wall, "warmup_s": warmup_s,
-            "sentences_per_s": len(batch_sources) / wall, "tokens_per_s": generated / wall,
-            "latency_p50_s": float(np.percentile(latencies, 50)), "latency_p95_s": float(np.percentile(latencies, 95)),
-            "peak_rss_bytes": int(rss.peak), "lifetime_peak_rss_bytes": lifetime_peak_rss_bytes(), "peak_gpu_bytes": None,
-            "torch_threads": None, "device": device, "sorted_by": "tokens", "batch_latencies_s": latencies,
-        })
+        tried = []
+        for intra, inter in (ct2_layouts(run["batch_size"], cores) if dev_type == "cpu" else [(0, 1)]):
+            start = time.perf_counter()
+            translator = ctranslate2.Translator(spec["model_dir"], device=dev_type, compute_type=compute_type,
+                                                inter_threads=inter, intra_threads=intra)
+            load_s = load_s if load_s is not None else time.perf_counter() - start
+            rss_loaded = rss_loaded if rss_loaded is not None else rss_bytes()
+            split = -(-run["batch_size"] // inter) if inter > 1 else 0
+            options = dict(beam_size=settings.num_beams, max_batch_size=split, max_decoding_length=settings.max_new_tokens,
+                           min_decoding_length=settings.min_new_tokens, max_input_length=0, return_end_token=True)
+            latencies, firsts, per_token, generated = [], [], [], 0
+            with PeakRSSMonitor() as rss:
+                warm = time.perf_counter()
+                for batch in batches[: spec.get("warmup_batches", 1)]:
+                    translator.translate_batch(batch, **options)
+                warmup_s = time.perf_counter() - warm
+                t_start = time.perf_counter()
+                for batch in batches:
+                    first: list[float] = []
+                    callback = (lambda step, first=first: first.append(time.perf_counter()) if not first else None)
+                    t0 = time.perf_counter()
+                    results = translator.translate_batch(batch, callback=callback, **options)
+                    latencies.append(time.perf_counter() - t0)
+                    longest = max(len(r.hypotheses[0]) for r in results)
+                    if first:
+                        firsts.append(first[0] - t0)
+                        if longest > 1:
+                            per_token.append((latencies[-1] - firsts[-1]) / (longest - 1))
+                    generated += sum(len(r.hypotheses[0]) for r in results)
+                wall = time.perf_counter() - t_start
+            tried.append({
+                "batch_size": run["batch_size"], "num_sentences": len(batch_sources), "num_batches": len(batches),
+                "generated_tokens": generated, "wall_s": wall, "warmup_s": warmup_s,
+                "sentences_per_s": len(batch_sources) / wall, "tokens_per_s": generated / wall,
+                "latency_p50_s": float(np.percentile(latencies, 50)), "latency_p95_s": float(np.percentile(latencies, 95)),
+                "first_token_p50_s": float(np.percentile(firsts, 50)) if firsts else None,
+                "per_token_latency_p50_s": float(np.percentile(per_token, 50)) if per_token else None,
+                "peak_rss_bytes": int(rss.peak), "lifetime_peak_rss_bytes": lifetime_peak_rss_bytes(),
+                "peak_gpu_bytes": None, "torch_threads": None, "device": device, "sorted_by": "tokens",
+                "batch_latencies_s": latencies, "intra_threads": intra, "inter_threads": inter, "max_batch_size": split,
+            })
+            del translator
+            gc.collect()
+        best = max(tried, key=lambda r: r["tokens_per_s"])
+        runs.append({**best, "layouts": [{k: r[k] for k in ("intra_threads", "inter_threads", "tokens_per_s")} for r in tried]})
     return {"describe": {"backend": "ct2-direct", "engine": "ctranslate2 (Translator.translate_batch, plain loop)",
-                         "device": device, "compute_type": compute_type, "intra_threads": threads, "inter_threads": 1},
+                         "device": device, "compute_type": compute_type,
+                         "threads": "fastest of the layouts tried per batch size (see each run's layouts)"},
             "size_info": {"disk_bytes": artifact_bytes(spec["model_dir"])}, "load_s": load_s,
             "rss_before_load_bytes": rss_before, "rss_after_load_bytes": rss_loaded, "runs": runs}
 

@@ -33,13 +33,17 @@ if __package__ in (None, ""):  # ``python bench/run.py``: make ``bench`` and ``l
 from bench.jobs import REPO_ROOT, run_job  # noqa: E402
 from llmdiet.config import ConfigError, check_range, parse_config  # noqa: E402
 
-CPU_BACKENDS = ["torch-fp32", "torch-bf16", "dynamic-int8", "onnx-fp32", "onnx-dynamic-int8", "onnx-static-int8",
+# "<backend>+generate": the same backend with transformers' generate loop instead of llmdiet's static-cache decoder
+# (the "before" of every torch row; torch-fp32+generate is the baseline the speed targets divide by).
+CPU_BACKENDS = ["torch-fp32+generate", "torch-fp32", "torch-bf16", "dynamic-int8+generate", "dynamic-int8", "onnx-fp32",
+                "onnx-dynamic-int8", "onnx-static-int8", "ct2-int8", "ct2-direct"]
+GPU_BACKENDS = ["torch-fp32+generate", "torch-fp32", "torch-bf16+generate", "torch-bf16", "torchao-int8", "quanto-int8",
                 "ct2-int8", "ct2-direct"]
-GPU_BACKENDS = ["torch-fp32", "torch-bf16", "torchao-int8", "quanto-int8", "ct2-int8", "ct2-direct"]
 # Teacher rows of these backends get one extra, untimed batch under torch.profiler (the notes cite it).
-PROFILED_BACKENDS = ("torch-fp32", "dynamic-int8")
+PROFILED_BACKENDS = ("torch-fp32+generate", "dynamic-int8+generate", "dynamic-int8")
 # Backend -> the ``llmdiet quantize`` method that makes its artifact (None: the float random-init checkpoint).
-ARTIFACT_METHOD = {"torch-fp32": None, "torch-bf16": "torch-bf16", "ct2-direct": "ct2-int8"}
+ARTIFACT_METHOD = {"torch-fp32": None, "torch-fp32+generate": None, "torch-bf16": "torch-bf16",
+                   "torch-bf16+generate": "torch-bf16", "dynamic-int8+generate": "dynamic-int8", "ct2-direct": "ct2-int8"}
 # Quick mode on 2 CPU cores: the teacher shape skips the ONNX rows (documented in BENCHMARKS.md). Each ONNX
 # method exports the 3 GB model again (and static int8 also calibrates it): one export plus quantization of
 # flan-t5-large took 405 s here, so the three would take most of the 15-minute budget. The student rows and the

@@ -19,6 +19,9 @@
   ``numpy.percentile`` (linear interpolation) over them. ``sentences_per_s`` and ``tokens_per_s``
   divide by ``wall_s``; generated tokens are counted by the backend (EOS included, padding and
   the decoder start token excluded).
+* **First token.** Backends whose ``translate`` takes ``on_first_token`` (torch, ONNX at batch 1, CTranslate2 in
+  greedy search) report when the batch's first token is chosen: ``first_token_p50_s`` (time-to-first-token,
+  encoder included) and ``per_token_latency_p50_s`` (the rest of the batch's time over its longest output minus one).
 * **Memory.** ``peak_rss_bytes`` is the highest resident set size of this process seen by a
   psutil polling thread (every 5 ms) from the start of warm-up to the end of generation; it
   includes the loaded model. Spikes shorter than the interval can be missed, so the process-lifetime
@@ -30,6 +33,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -141,6 +145,11 @@ class GenerationResult:
     torch_threads: int | None = None
     device: str = "cpu"
     lifetime_peak_rss_bytes: int | None = None
+    # per timed batch: seconds from the call to the first generated token (None where the backend cannot tell),
+    # and the median over batches of the time per later token ((latency - first token) / (longest output - 1))
+    first_token_latencies_s: list = field(default_factory=list)
+    first_token_p50_s: float | None = None
+    per_token_latency_p50_s: float | None = None
     memory_method: str = field(
         default=f"psutil RSS polled every {RSS_POLL_INTERVAL_S * 1000:g} ms during warm-up and generation; "
         "lifetime_peak_rss_bytes from resource.getrusage (whole process, includes model loading)"
@@ -180,6 +189,9 @@ def generate_all(
     on_gpu = _cuda_device(backend)
     results: list[Translation | None] = [None] * len(sources)
     latencies: list[float] = []
+    first_tokens: list[float | None] = []
+    per_token: list[float] = []
+    hook = "on_first_token" in inspect.signature(backend.translate).parameters
 
     with PeakRSSMonitor() as rss:
         warm_start = time.perf_counter()
@@ -193,11 +205,20 @@ def generate_all(
         bar = tqdm(total=len(sources), desc="translating", unit="sent", disable=not progress, leave=False)
         start = time.perf_counter()
         for batch in batches:
+            first: list[float] = []
             t0 = time.perf_counter()
-            out = backend.translate([sources[i] for i in batch], settings)
+            if hook:
+                out = backend.translate([sources[i] for i in batch], settings,
+                                        on_first_token=lambda: first.append(time.perf_counter()) if not first else None)
+            else:
+                out = backend.translate([sources[i] for i in batch], settings)
             if on_gpu:
                 torch.cuda.synchronize()
             latencies.append(time.perf_counter() - t0)
+            first_tokens.append(first[0] - t0 if first else None)
+            longest = max((t.generated_tokens for t in out), default=0)
+            if first and longest > 1:
+                per_token.append((latencies[-1] - first_tokens[-1]) / (longest - 1))
             if len(out) != len(batch):
                 raise RuntimeError(f"backend {backend.name} returned {len(out)} translations for a batch of {len(batch)}")
             for i, translation in zip(batch, out):
@@ -230,4 +251,7 @@ def generate_all(
         torch_threads=torch.get_num_threads(),
         device=str(backend.describe().get("device", "cpu")),
         lifetime_peak_rss_bytes=lifetime_peak_rss_bytes(),
+        first_token_latencies_s=first_tokens,
+        first_token_p50_s=_percentile([f for f in first_tokens if f is not None], 50),
+        per_token_latency_p50_s=_percentile(per_token, 50),
     )
