@@ -58,7 +58,8 @@ def test_results_json_has_the_documented_blocks(teacher_run, demo_assets):
     assert size["parameters"] == sum(p.numel() for p in TorchSeq2SeqBackend(demo_assets.teacher).model.parameters())
     assert size["disk_bytes"] == sum(f.stat().st_size for f in Path(demo_assets.teacher).rglob("*") if f.is_file())
     assert size["memory_bytes"] == size["parameters"] * 4 and size["artifact"] is None
-    assert results["model"]["backend"] == {"backend": "torch-fp32", "device": "cpu", "dtype": "float32"}
+    assert results["model"]["backend"] == {"backend": "torch-fp32", "device": "cpu", "dtype": "float32",
+                                           "decoding": "llmdiet static KV cache (greedy; beam search uses generate)"}
     prov = results["provenance"]
     assert prov["command"].startswith("llmdiet eval --model") and "--limit 40" in prov["command"]
     assert prov["libraries"]["sacrebleu"] and prov["hardware"]["torch_threads"] >= 1 and prov["seed"] == 0
