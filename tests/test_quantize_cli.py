@@ -208,7 +208,7 @@ def test_truncated_weights_file_is_one_line(demo_assets, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("method,engine_file", [("ct2-int8", "model.bin"), ("dynamic-int8", "model_int8.safetensors"),
-                                                ("onnx-fp32", "decoder_model.onnx")])
+                                                ("onnx-fp32", "decoder_model_merged.onnx")])
 def test_artifact_with_missing_or_truncated_engine_file_is_one_line(demo_assets, tmp_path, capsys, method, engine_file):
     out = tmp_path / method
     assert run_cli("--model", demo_assets.teacher, "--method", method, "--out", out) == 0

@@ -174,8 +174,8 @@ def test_onnx_graphs_are_int8(artifacts):
     import onnx
 
     def op_types(method, name):
-        graph = onnx.load(str(artifacts(method)[0] / name)).graph
-        return {n.op_type for n in graph.node}, {i.data_type for i in graph.initializer}
+        graphs = _graphs(artifacts(method)[0] / name)
+        return {n.op_type for g in graphs for n in g.node}, {i.data_type for g in graphs for i in g.initializer}
 
     # 8-bit weights of whichever signedness the instruction set's config uses (avx2: UINT8, avx512/vnni/arm64: INT8),
     # as recorded in the artifact.
@@ -184,7 +184,16 @@ def test_onnx_graphs_are_int8(artifacts):
         meta = artifacts(method)[1]
         assert meta["instruction_set"] in ("avx512_vnni", "avx512", "avx2", "arm64")
         assert meta["weight_type"] in onnx_type
-    for name in ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx"):
+    for method in ("onnx-fp32", "onnx-dynamic-int8", "onnx-static-int8"):
+        # the two decoders ship merged, every shared weight stored once (the past branch adds no second copy)
+        out, meta, _ = artifacts(method)
+        assert sorted(p.name for p in out.glob("*.onnx")) == ["decoder_model_merged.onnx", "encoder_model.onnx"]
+        assert meta["onnx_files"] == ["encoder_model.onnx", "decoder_model_merged.onnx"]
+        merge = meta["decoder_merge"]
+        assert merge["merged_decoder_bytes"] == (out / "decoder_model_merged.onnx").stat().st_size
+        assert merge["merged_decoder_bytes"] < 0.7 * merge["unmerged_decoder_bytes"], merge
+        assert "If" in op_types(method, "decoder_model_merged.onnx")[0]
+    for name in ("encoder_model.onnx", "decoder_model_merged.onnx"):
         ops, _ = op_types("onnx-fp32", name)
         assert not ops & {"MatMulInteger", "QuantizeLinear", "DynamicQuantizeLinear"}
         ops, types = op_types("onnx-dynamic-int8", name)
@@ -243,22 +252,32 @@ def test_onnx_dynamic_int8_for_each_instruction_set(demo_assets, fp32, tmp_path,
     meta = build_artifact(demo_assets.teacher, "onnx-dynamic-int8", tmp_path / isa)
     expected = {"avx2": ("QUInt8", onnx.TensorProto.UINT8), "avx512_vnni": ("QInt8", onnx.TensorProto.INT8)}[isa]
     assert (meta["instruction_set"], meta["weight_type"]) == (isa, expected[0])
-    graph = onnx.load(str(tmp_path / isa / "decoder_model.onnx")).graph
-    assert expected[1] in {i.data_type for i in graph.initializer}
-    assert "MatMulInteger" in {n.op_type for n in graph.node}
+    graphs = _graphs(tmp_path / isa / "decoder_model_merged.onnx")
+    assert expected[1] in {i.data_type for g in graphs for i in g.initializer}
+    assert "MatMulInteger" in {n.op_type for g in graphs for n in g.node}
     backend = load_backend("auto", str(tmp_path / isa))
     hyps = [t.hypothesis for t in backend.translate(fp32["sources"][:16], GREEDY)]
     same = sum(h == r for h, r in zip(hyps, fp32["hypotheses"][:16]))
     assert same >= 15, f"{isa}: only {same}/16 greedy outputs equal fp32"
 
 
-def _wo_weight_is_dequantized(path) -> dict[str, bool]:
-    """For each feed-forward output MatMul (``DenseReluDense/wo``): does its weight come through a DequantizeLinear?"""
+def _graphs(path) -> list:
+    """The graph of an .onnx file and every subgraph in it (the merged decoder's If branches)."""
     import onnx
 
-    graph = onnx.load(str(path)).graph
-    produced_by = {out: node.op_type for node in graph.node for out in node.output}
-    return {node.name: produced_by.get(node.input[1]) == "DequantizeLinear" for node in graph.node
+    graphs, todo = [], [onnx.load(str(path)).graph]
+    while todo:
+        graph = todo.pop()
+        graphs.append(graph)
+        todo += [a.g for n in graph.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
+    return graphs
+
+
+def _wo_weight_is_dequantized(path) -> dict[str, bool]:
+    """For each feed-forward output MatMul (``DenseReluDense/wo``): does its weight come through a DequantizeLinear?"""
+    nodes = [node for graph in _graphs(path) for node in graph.node]
+    produced_by = {out: node.op_type for node in nodes for out in node.output}
+    return {node.name: produced_by.get(node.input[1]) == "DequantizeLinear" for node in nodes
             if node.op_type == "MatMul" and "/DenseReluDense/wo/" in node.name}
 
 
@@ -268,10 +287,11 @@ def test_static_int8_keeps_t5_feed_forward_outputs_float_by_default(artifacts, d
     unsafe_dir = tmp_path / "all-int8"
     unsafe = build_artifact(demo_assets.teacher, "onnx-static-int8", unsafe_dir, static_keep_float=())
     assert unsafe["static_keep_float"] == []
-    for name in ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx"):
+    for name in ("encoder_model.onnx", "decoder_model_merged.onnx"):
         safe, everything = _wo_weight_is_dequantized(safe_dir / name), _wo_weight_is_dequantized(unsafe_dir / name)
         assert safe and not any(safe.values()), name  # every wo MatMul reads its float weight directly
         assert everything and all(everything.values()), name  # the old recipe quantized them
+    for name in ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx"):  # quantized before the merge
         assert meta["static_quantized_nodes"][name] < unsafe["static_quantized_nodes"][name]
     # keeping wo float costs size (its weights stay 4 bytes each)
     assert meta["disk_bytes"] > unsafe["disk_bytes"]

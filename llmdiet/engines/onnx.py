@@ -1,7 +1,7 @@
 """ONNX Runtime backends: ``onnx-fp32``, ``onnx-dynamic-int8``, ``onnx-static-int8``.
 
-The three unmerged graphs (encoder, decoder, decoder-with-past) run through optimum's
-``ORTModelForSeq2SeqLM.generate``, so greedy/beam search, ``min_new_tokens`` and token counting
+The encoder and the merged decoder (first step and later steps in one graph, weights stored once; artifacts
+written before the merge: the two unmerged decoders) run through optimum's ``ORTModelForSeq2SeqLM.generate``, so greedy/beam search, ``min_new_tokens`` and token counting
 are exactly those of the PyTorch backends. Sessions use all graph optimisations, one inter-op
 thread and ``intra_op_num_threads`` = the cores this process may use (override with ``threads=``).
 """
@@ -56,13 +56,21 @@ class OnnxSeq2SeqBackend(TranslationBackend):
         missing = [f for f in self.artifact.get("onnx_files", []) if not (Path(model_path) / f).is_file()]
         if missing:
             raise BackendError(f"{model_path}: the ONNX artifact lacks {missing}; re-create it with llmdiet quantize --overwrite")
+        from llmdiet.quantize.onnx_runtime import DECODER_MERGED
+
+        self.merged = (Path(model_path) / DECODER_MERGED).is_file()
         before = rss_bytes()
         try:
             self.model = ORTModelForSeq2SeqLM.from_pretrained(
-                self.model_path, use_cache=True, use_merged=False, provider=provider, session_options=options,
+                self.model_path, use_cache=True, use_merged=self.merged, provider=provider, session_options=options,
             )
         except (OSError, ValueError, FileNotFoundError, RuntimeError, *_ort_load_errors()) as err:
             raise BackendError(f"{model_path}: cannot load ONNX graphs: {str(err).splitlines()[0]}") from None
+        head_dim = getattr(self.model.config, "d_kv", None)
+        if self.merged and head_dim and getattr(self.model.decoder, "embed_size_per_head", head_dim) != head_dim:
+            # optimum sizes the empty first-step cache fed to the merged graph as d_model // heads; T5 has its own
+            # d_kv (flan-T5-small: 512 // 6 = 85, not 64), which the graph's inputs expect
+            self.model.decoder.embed_size_per_head = head_dim
         self.load_rss_bytes = max(0, rss_bytes() - before)
         self.tokenizer = load_tokenizer(model_path)
 
@@ -84,7 +92,8 @@ class OnnxSeq2SeqBackend(TranslationBackend):
     def describe(self) -> dict:
         return {"backend": self.name, "device": str(self.device), "engine": "onnxruntime",
                 "provider": self.model.providers[0] if getattr(self.model, "providers", None) else None,
-                "intra_op_threads": self.threads, "quantization": self.artifact.get("quantization", "none")}
+                "intra_op_threads": self.threads, "quantization": self.artifact.get("quantization", "none"),
+                "decoder": "merged (decoder_model_merged.onnx)" if self.merged else "unmerged pair"}
 
 
 def _factory(name):
