@@ -219,7 +219,7 @@ def not_seq2seq_model(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["unknown_set", "missing_columns", "empty_file", "not_seq2seq", "missing_model",
-                                  "hub_offline", "bad_limit", "unknown_backend", "no_model"])
+                                  "hub_offline", "bad_limit", "unknown_backend", "bad_decoding", "no_model"])
 def test_bad_input_gives_a_clear_error_without_traceback(case, demo_assets, not_seq2seq_model, tmp_path, capsys):
     model, eval_set, extra = str(demo_assets.teacher), "demo-en-fr", []
     columns = tmp_path / "columns.jsonl"
@@ -235,6 +235,7 @@ def test_bad_input_gives_a_clear_error_without_traceback(case, demo_assets, not_
         "hub_offline": "Offline? Use the offline sets",
         "bad_limit": "--limit must be >= 1, got 0",
         "unknown_backend": "unknown backend 'torch-fp16' (known:",
+        "bad_decoding": "--decoding must be static or generate, got 'fast'",
         "no_model": "--model is required",
     }[case]
     if case == "unknown_set":
@@ -253,6 +254,8 @@ def test_bad_input_gives_a_clear_error_without_traceback(case, demo_assets, not_
         extra = ["--limit", "0"]
     elif case == "unknown_backend":
         extra = ["--backend", "torch-fp16"]
+    elif case == "bad_decoding":
+        extra = ["--decoding", "fast"]
     argv = ["--eval-set", eval_set, "--out", tmp_path / "out", *extra, *FAST]
     rc, _, err = run_cli(capsys, *([] if case == "no_model" else ["--model", model]), *argv)
     assert rc == 2

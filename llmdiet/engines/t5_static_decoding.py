@@ -8,9 +8,9 @@ model's own modules (so fp32, bf16, torch.ao dynamic int8 and torchao Linear lay
 
 * the encoder runs once (``model.encoder``), and each decoder layer's cross-attention keys and values are
   computed once per batch;
-* self-attention keys and values are written in place into per-layer buffers that grow by doubling
-  (amortised O(1) per token, never the O(n^2) copying of concatenation, and never more than twice what the
-  batch needs, so ``max_new_tokens=512`` does not reserve memory for 512 tokens);
+* self-attention keys and values are written in place into per-layer buffers sized for
+  ``min(max_new_tokens, 64)`` tokens that grow by doubling when a batch needs more (amortised O(1) per token,
+  never the O(n^2) copying of concatenation; ``max_new_tokens=512`` does not reserve memory for 512 tokens);
 * the decoder's relative position bias is computed once for all positions and sliced per step;
 * greedy selection, ``min_new_tokens`` (EOS masked to -inf) and padding of finished rows are those of
   ``generate``, so the output ids are **the same** as ``model.generate(..., num_beams=1, do_sample=False)``
@@ -90,6 +90,12 @@ class StaticCacheT5Decoder:
         return x.view(batch, -1, self.n_heads, self.d_kv).transpose(1, 2)
 
     @staticmethod
+    def _grow(buffer: torch.Tensor, capacity: int) -> torch.Tensor:
+        grown = buffer.new_empty((*buffer.shape[:2], capacity, buffer.shape[3]))
+        grown[:, :, :buffer.shape[2]] = buffer
+        return grown
+
+    @staticmethod
     def _attend(q, keys, values, bias):
         scores = torch.matmul(q, keys.transpose(3, 2))
         scores += bias
@@ -121,7 +127,7 @@ class StaticCacheT5Decoder:
             cross.append((self._heads(attention.k(encoded), batch).contiguous(),
                           self._heads(attention.v(encoded), batch).contiguous()))
 
-        capacity = min(max_new_tokens, 32)
+        capacity = min(max_new_tokens, 64)
         keys: list[torch.Tensor] = []
         values: list[torch.Tensor] = []
         tokens = torch.full((batch,), self.start_id, dtype=torch.long, device=device)
@@ -129,10 +135,10 @@ class StaticCacheT5Decoder:
         unfinished = torch.ones(batch, dtype=torch.bool, device=device)
         eos = torch.tensor(self.eos_ids, device=device) if self.eos_ids else None
         for step in range(max_new_tokens):
-            if step == capacity:  # grow every buffer by doubling (amortised O(1) per token)
+            if step == capacity:  # grow every buffer by doubling (amortised O(1) per token), one layer at a time
                 capacity = min(max_new_tokens, 2 * capacity)
-                keys = [torch.cat([k, torch.empty_like(k)], dim=2)[:, :, :capacity] for k in keys]
-                values = [torch.cat([v, torch.empty_like(v)], dim=2)[:, :, :capacity] for v in values]
+                keys = [self._grow(k, capacity) for k in keys]
+                values = [self._grow(v, capacity) for v in values]
             self_bias = self._self_bias(step + 1, device)[:, :, step:step + 1, :step + 1].to(dtype)
             hidden = decoder.embed_tokens(tokens[:, None])
             for i, block in enumerate(decoder.block):
