@@ -445,7 +445,7 @@ def render(cpu_results: dict | None, gpu_results: dict | None, sources: dict[str
              "listed.", "",
              "## Reproduce", "",
              "```\n"
-             "python bench/run.py --quick          # 2-core CPU, < 15 min: teacher rows on flan-t5-large, student rows on flan-t5-small\n"
+             "python bench/run.py --quick          # 2-core CPU, < 20 min: teacher rows on flan-t5-large, student rows on flan-t5-small\n"
              "python bench/run.py                  # full CPU run: small, base and large, every backend, more sentences\n"
              "python bench/run.py --device cuda    # GPU run (H100/H200), adds the 2,000-sentence student eval\n"
              "python bench/report.py bench/results/<file>.json   # re-render this file from raw results\n"

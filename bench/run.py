@@ -1,6 +1,6 @@
 """The llmdiet benchmark runner: generation per backend, distillation step, eval-harness overhead.
 
-    python bench/run.py --quick                 # this 2-core CPU machine, < 15 minutes
+    python bench/run.py --quick                 # this 2-core CPU machine, < 20 minutes
     python bench/run.py                         # full CPU run: every shape and backend, more sentences
     python bench/run.py --device cuda           # full GPU run, incl. the 2,000-sentence student eval
 
@@ -46,7 +46,7 @@ ARTIFACT_METHOD = {"torch-fp32": None, "torch-fp32+generate": None, "torch-bf16"
                    "torch-bf16+generate": "torch-bf16", "dynamic-int8+generate": "dynamic-int8", "ct2-direct": "ct2-int8"}
 # Quick mode on 2 CPU cores: the teacher shape skips the ONNX rows (documented in BENCHMARKS.md). Each ONNX
 # method exports the 3 GB model again (and static int8 also calibrates it): one export plus quantization of
-# flan-t5-large took 405 s here, so the three would take most of the 15-minute budget. The student rows and the
+# flan-t5-large took 405 s here, so the three would take more than the 20-minute budget. The student rows and the
 # full run keep them.
 _QUICK_ONNX = ("quick mode: exporting and quantizing the 3 GB large shape to ONNX takes minutes per method on 2 cores "
                "(405 s measured for onnx-dynamic-int8); see the student rows, or run without --quick")
@@ -59,7 +59,7 @@ def default_work_dir() -> str:
 
 @dataclass
 class BenchArguments:
-    quick: bool = field(default=False, metadata={"help": "Small run for a 2-core CPU machine (< 15 minutes): "
+    quick: bool = field(default=False, metadata={"help": "Small run for a 2-core CPU machine (< 20 minutes): "
                                                          "teacher rows on the large shape, student rows on small, "
                                                          "fewer sentences and steps."})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda or cuda:N (GPU backends and the 2,000-sentence eval)."})

@@ -31,3 +31,22 @@ def test_merged_decoder_with_t5_head_size_not_d_model_over_heads(demo_assets, tm
     got = onnx_backend.translate(sources, settings)
     assert [t.hypothesis for t in got] == [t.hypothesis for t in reference]
     assert [t.generated_tokens for t in got] == [12, 12]
+
+
+def test_merge_removes_the_unmerged_graphs_and_their_external_data(demo_assets, tmp_path):
+    """Large exports keep weights in side files (``decoder_model.onnx.data`` from the quantizer, ``..._data`` from
+    the export); none may survive the merge, or the artifact carries a dead copy of the decoder weights."""
+    from optimum.onnxruntime import ORTModelForSeq2SeqLM
+
+    from llmdiet.quantize.onnx_runtime import merge_decoder_graphs
+
+    unmerged = tmp_path / "unmerged"
+    ORTModelForSeq2SeqLM.from_pretrained(str(demo_assets.teacher), export=True, use_cache=True,
+                                         use_merged=False).save_pretrained(unmerged)
+    for stale in ("decoder_model.onnx.data", "decoder_with_past_model.onnx_data"):
+        (unmerged / stale).write_bytes(b"x" * 1000)  # unreferenced side files as a large export leaves them
+    record = merge_decoder_graphs(unmerged)
+    left = sorted(p.name for p in unmerged.iterdir() if p.name.startswith("decoder"))
+    assert left == ["decoder_model_merged.onnx"]
+    assert record["merged_decoder_bytes"] == (unmerged / "decoder_model_merged.onnx").stat().st_size
+    assert record["unmerged_decoder_bytes"] > record["merged_decoder_bytes"] + 2000

@@ -303,3 +303,20 @@ def test_static_keep_float_flag_is_checked(capsys):
     assert cli.main(["quantize", "--preset", "demo", "--method", "onnx-static-int8", "--out", "x",
                      "--static_keep_float", "wi"]) == 2
     assert "--static_keep_float: unknown ['wi']" in capsys.readouterr().err
+
+
+def test_ct2_worker_per_core_layout_gives_the_same_output(artifacts, fp32):
+    """The default CPU layout (one single-thread worker per core, batch split between them) is a speed path: its
+    output must equal one worker's. With a single core there is nothing to split, and both layouts coincide."""
+    from llmdiet.provenance import available_cores
+
+    out, _, default = artifacts("ct2-int8")
+    one_worker = load_backend("ct2-int8", str(out), threads=1)
+    assert default.describe()["inter_threads"] == available_cores() and one_worker.describe()["inter_threads"] == 1
+    sources = fp32["sources"][:16]
+    calls = []
+    split = default.translate(sources, GREEDY, on_first_token=lambda: calls.append(1))
+    whole = one_worker.translate(sources, GREEDY)
+    assert [t.hypothesis for t in split] == [t.hypothesis for t in whole]
+    assert [t.generated_tokens for t in split] == [t.generated_tokens for t in whole]
+    assert calls == [1]  # the first-token hook fires once per batch

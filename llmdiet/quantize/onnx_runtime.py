@@ -133,10 +133,10 @@ def merge_decoder_graphs(directory: str | Path) -> dict:
     except Exception as err:  # optimum raises plain ValueErrors/RuntimeErrors from onnx checks
         raise BackendError(f"{directory}: merging the decoder graphs failed: {str(err).splitlines()[0]}") from None
     for name in (DECODER, DECODER_WITH_PAST):
-        (directory / name).unlink()
-        data = directory / f"{name}_data"
-        if data.exists():  # the merged graph, when over 2 GB, writes its own decoder_model_merged.onnx_data
-            data.unlink()
+        # the graph and its external-data files (``<name>_data`` from the export, ``<name>.data`` from the quantizer);
+        # the merged graph holds the weights itself or, over 2 GB, in its own decoder_model_merged.onnx_data
+        for leftover in directory.glob(f"{name}*"):
+            leftover.unlink()
     after = sum(f.stat().st_size for f in directory.iterdir() if f.name.startswith(DECODER_MERGED))
     return {"unmerged_decoder_bytes": before, "merged_decoder_bytes": after}
 
