@@ -75,11 +75,12 @@ def compiled_decoder(model, length: int):
                       for b in decoder.block]
         cross_values = [b.layer[1].EncDecAttention.v(encoded).view(batch, -1, heads, d_kv).transpose(1, 2).contiguous()
                         for b in decoder.block]
-        cross_bias = torch.zeros(1, heads, 1, encoded.shape[1]) + model.invert_attention_mask(mask)
-        keys = [torch.zeros(batch, heads, length, d_kv) for _ in decoder.block]
-        values = [torch.zeros(batch, heads, length, d_kv) for _ in decoder.block]
-        bias = decoder.block[0].layer[0].SelfAttention.compute_bias(length, length)
-        bias = bias + torch.full((length, length), float("-inf")).triu(1)
+        dtype = encoded.dtype
+        cross_bias = torch.zeros(1, heads, 1, encoded.shape[1], dtype=dtype) + model.invert_attention_mask(mask).to(dtype)
+        keys = [torch.zeros(batch, heads, length, d_kv, dtype=dtype) for _ in decoder.block]
+        values = [torch.zeros(batch, heads, length, d_kv, dtype=dtype) for _ in decoder.block]
+        bias = decoder.block[0].layer[0].SelfAttention.compute_bias(length, length).to(dtype)
+        bias = bias + torch.full((length, length), float("-inf"), dtype=dtype).triu(1)
         tokens = torch.full((batch,), model.config.decoder_start_token_id, dtype=torch.long)
         out = [tokens]
         for t in range(length):
