@@ -72,8 +72,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from bench.run import cpu_flags
-    from llmdiet.provenance import provenance
+    from bench.run import write_side_study
 
     ways = variants(args.shape)
     rows = []
@@ -105,13 +104,8 @@ def main(argv=None) -> int:
                    "equal_ids_share_vs_first": float((outputs[name] == reference).float().mean())}
             print(json.dumps({k: v for k, v in row.items() if k != "times_s"}), flush=True)
             rows.append(row)
-    result = {"command": " ".join(["python", "bench/int8_cpu_paths.py", *(argv if argv is not None else sys.argv[1:])]),
-              "provenance": provenance(seed=0), "cpu_flags": cpu_flags(), "shape": args.shape, "new_tokens": NEW_TOKENS,
-              "rows": rows}
-    path = Path(args.out or f"bench/results/int8-cpu-paths-{args.shape}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1))
-    print("wrote", path)
+    write_side_study("bench/int8_cpu_paths.py", argv, {"shape": args.shape, "new_tokens": NEW_TOKENS, "rows": rows},
+                     args.out or f"bench/results/int8-cpu-paths-{args.shape}.json")
     return 0
 
 

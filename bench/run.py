@@ -161,6 +161,19 @@ def cpu_flags() -> list[str]:
     return []
 
 
+def write_side_study(script: str, argv: list[str] | None, fields: dict, out: str | Path) -> Path:
+    """Write a side study's results file: its exact command, provenance and CPU flags, then ``fields``."""
+    from llmdiet.provenance import provenance
+
+    record = {"command": " ".join(["python", script, *(argv if argv is not None else sys.argv[1:])]),
+              "provenance": provenance(seed=0), "cpu_flags": cpu_flags(), **fields}
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+    print("wrote", path)
+    return path
+
+
 def wait_for_idle(minutes: float, threshold: float, log) -> list[float] | None:
     deadline = time.time() + minutes * 60
     while True:

@@ -151,17 +151,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
-    from bench.run import cpu_flags
-    from llmdiet.provenance import provenance
+    from bench.run import write_side_study
 
-    out = {"command": " ".join(["python", "bench/static_decoding.py", *(argv if argv is not None else sys.argv[1:])]),
-           "provenance": provenance(seed=0), "cpu_flags": cpu_flags(), "rows": []}
+    rows = []
     for kind in args.kinds:
-        out["rows"] += measure(args.shape, kind, args.batches, args.rounds)
-    path = Path(args.out or f"bench/results/static-decoding-{args.shape}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1))
-    print("wrote", path)
+        rows += measure(args.shape, kind, args.batches, args.rounds)
+    write_side_study("bench/static_decoding.py", argv, {"rows": rows},
+                     args.out or f"bench/results/static-decoding-{args.shape}.json")
     return 0
 
 

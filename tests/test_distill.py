@@ -225,6 +225,31 @@ def test_kill_and_resume_continues_from_the_checkpoint(demo_assets, tmp_path):
     assert steps == list(range(5, 41, 5)), steps  # continuous history: nothing lost, nothing repeated
 
 
+def test_resume_latest_skips_checkpoints_killed_while_saving(tmp_path, caplog):
+    """A kill during a save leaves checkpoint-N without (or with a truncated) trainer_state.json, which the Trainer
+    writes last; ``latest`` resumes from the newest complete one instead of crashing (seen in CI when the kill of
+    the test above landed inside the save of checkpoint-20)."""
+    from llmdiet.distill.job import _resume_target
+
+    for step, state in ((10, '{"global_step": 10}'), (20, None), (30, '{"global_st'), (5, '{"global_step": 5}')):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"")
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+    with caplog.at_level("WARNING"):
+        assert _resume_target("latest", str(tmp_path)) == str(tmp_path / "checkpoint-10")
+    assert "checkpoint-20, checkpoint-30 lack a readable trainer_state.json" in caplog.text
+    assert _resume_target(str(tmp_path / "checkpoint-5"), str(tmp_path)) == str(tmp_path / "checkpoint-5")
+    with pytest.raises(ConfigError, match="checkpoint-20: no readable trainer_state.json"):
+        _resume_target(str(tmp_path / "checkpoint-20"), str(tmp_path))
+    only_broken = tmp_path / "broken"
+    (only_broken / "checkpoint-3").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="no complete checkpoint-\\* folder .*checkpoint-3 lack"):
+        _resume_target("latest", str(only_broken))
+    assert _resume_target(None, str(tmp_path)) is None
+
+
 def test_teacher_cache_training_matches_live_teacher_with_full_support(demo_assets, tmp_path):
     """With k = vocab size the cached top-k loss is the full KL: same training as the live teacher."""
     from transformers import AutoConfig

@@ -327,18 +327,43 @@ def check_training_arguments(training) -> None:
 
 
 def _resume_target(value: str | None, output_dir: str) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The checkpoint to resume from. ``latest`` is the newest *complete* checkpoint: a run killed while it was
+    saving leaves a ``checkpoint-N`` folder without ``trainer_state.json`` (the Trainer writes it last), which is
+    skipped with a warning instead of crashing the resumed run."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    def complete(folder: Path) -> bool:
+        try:
+            json.loads((folder / TRAINER_STATE).read_text())
+            return True
+        except (OSError, ValueError):
+            return False
 
     if value in (None, "", "False", "false"):
         return None
     if value in ("latest", "auto", "True", "true"):
-        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
-        if last is None:
-            raise ConfigError(f"--resume_from_checkpoint {value}: no checkpoint-* folder in {output_dir}")
-        return last
+        found = sorted((p for p in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+                        if p.is_dir() and p.name.rsplit("-", 1)[-1].isdigit()),
+                       key=lambda p: int(p.name.rsplit("-", 1)[-1])) if Path(output_dir).is_dir() else []
+        done = [p for p in found if complete(p)]
+        if not done:
+            raise ConfigError(f"--resume_from_checkpoint {value}: no complete checkpoint-* folder in {output_dir}"
+                              + (f" ({', '.join(p.name for p in found)} lack a readable {TRAINER_STATE}: killed while saving)"
+                                 if found else ""))
+        skipped = [p.name for p in found[found.index(done[-1]) + 1:]]
+        if skipped:
+            logger.warning("resuming from %s: %s lack a readable %s (the run was killed while saving them)",
+                           done[-1].name, ", ".join(skipped), TRAINER_STATE)
+        return str(done[-1])
     if not Path(value).is_dir():
         raise ConfigError(f"--resume_from_checkpoint: checkpoint folder '{value}' not found")
+    if not complete(Path(value)):
+        raise ConfigError(f"--resume_from_checkpoint {value}: no readable {TRAINER_STATE} (the run was killed while saving "
+                          "this checkpoint?); use an earlier checkpoint or --resume_from_checkpoint latest")
     return value
+
+
+TRAINER_STATE = "trainer_state.json"
 
 
 def _sequence_kd_rows(args, data, training, teacher_path, train_rows):
