@@ -99,8 +99,8 @@ def main() -> int:
         eval_s = sum(e.get("eval_runtime", 0.0) for e in log["log_history"])
         step_s = (log["train_metrics"]["train_runtime"] - eval_s) / log["global_step"]
         rows.append({"method": name, "command": " ".join(cmd[:4] + ["..."] + flags), "bleu": ci["score"],
-                     "ci95": ci["ci95"], "step_s": step_s, "steps": log["global_step"]})
-        print(f"{name}: BLEU {ci['score']:.1f} ± {ci['ci95']:.1f}, {step_s * 1000:.0f} ms/step", flush=True)
+                     "ci95": (ci["high"] - ci["low"]) / 2, "step_s": step_s, "steps": log["global_step"]})
+        print(f"{name}: BLEU {ci['score']:.1f} [{ci['low']:.1f}, {ci['high']:.1f}], {step_s * 1000:.0f} ms/step", flush=True)
     kd_step = rows[0]["step_s"]
     for r in rows:
         r["step_vs_kd"] = r["step_s"] / kd_step

@@ -73,30 +73,56 @@ def parse_dtype(name: str) -> "torch.dtype":
     return table[name]
 
 
-def directory_bytes(path: str | Path) -> int:
-    """On-disk size of a model artifact directory (0 for a hub id that is not a local directory).
+# What a model or artifact needs to run: weights, engine files, configs and tokenizer files, by suffix.
+MODEL_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".onnx", ".onnx_data", ".data", ".json", ".model", ".spm",
+                  ".txt", ".vocab"}
+# By-products that a training, quantization or eval run leaves beside the model.
+BYPRODUCTS = {"training_args.bin", "training_log.json", "trainer_state.json", "all_results.json", "train_results.json",
+              "eval_results.json", "results.json", "statistics.json", "eval_settings.json", "optimizer.pt",
+              "scheduler.pt", "rng_state.pth", "skipped_rows.json", "README.md"}
 
-    Counts every file below ``path`` except what a training or eval run leaves beside the model:
-    Trainer checkpoints (``checkpoint-*``), TensorBoard ``runs/`` and eval run directories (those
-    holding ``eval_settings.json``), so a distillation output dir reports the student's size; and the
-    model card (``README.md``), which documents the model and is written after its size is measured.
+
+def counted_files(path: str | Path) -> list[str]:
+    """The files of a model/artifact directory that its size counts (relative paths, sorted).
+
+    Counted: weights, engine files, configs and tokenizer files (by suffix, :data:`MODEL_SUFFIXES`). Never:
+    logs, plots, model cards and other by-products (:data:`BYPRODUCTS`, any other suffix), Trainer checkpoints
+    (``checkpoint-*``), TensorBoard ``runs/``, eval run directories, and nested models or artifacts (a sub-directory
+    with its own ``config.json`` or ``llmdiet_artifact.json``, e.g. an artifact saved inside the model directory).
     """
-    path = Path(path)
-    if path.is_file():
-        return path.stat().st_size
-    if not path.is_dir():
-        return 0
-    total = 0
-    for entry in path.iterdir():
-        if entry.is_file() and entry.name != "README.md":
-            total += entry.stat().st_size
-        elif entry.is_dir() and not _is_run_output(entry):
-            total += directory_bytes(entry)
-    return total
+    root = Path(path)
+    if root.is_file():
+        return [root.name]
+    if not root.is_dir():
+        return []
+    out = []
+
+    def walk(directory: Path) -> None:
+        for entry in sorted(directory.iterdir()):
+            if entry.is_file():
+                if entry.suffix in MODEL_SUFFIXES and entry.name not in BYPRODUCTS and not entry.name.endswith(".tmp"):
+                    out.append(str(entry.relative_to(root)))
+            elif entry.is_dir() and not _is_run_output(entry) and not _is_nested_model(entry):
+                walk(entry)
+
+    walk(root)
+    return out
+
+
+def directory_bytes(path: str | Path) -> int:
+    """On-disk size of a model artifact directory: the bytes of :func:`counted_files` (0 for a hub id)."""
+    root = Path(path)
+    if root.is_file():
+        return root.stat().st_size
+    return sum((root / f).stat().st_size for f in counted_files(root))
 
 
 def _is_run_output(directory: Path) -> bool:
     return directory.name.startswith("checkpoint-") or directory.name == "runs" or (directory / "eval_settings.json").exists()
+
+
+def _is_nested_model(directory: Path) -> bool:
+    return (directory / "config.json").exists() or (directory / "llmdiet_artifact.json").exists()
 
 
 def module_bytes(module: "torch.nn.Module") -> int:

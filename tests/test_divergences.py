@@ -208,3 +208,31 @@ def test_the_teacher_cache_trains_every_fixed_target_method(demo_assets, tmp_pat
     summary = run(*parse(argv))
     kd = [e["kd"] for e in summary["log_history"] if "kd" in e]
     assert (tmp_path / "cache" / "meta.json").exists() and kd[-1] < kd[0], kd
+
+
+@pytest.mark.parametrize("gap", [30.0, 45.0])
+def test_dkd_tckd_is_exact_for_an_over_confident_student(gap):
+    """Gold logit `gap` above the rest: TCKD equals the float64 value (the 1 - 1e-7 clamp gave 7.06 for 12.46) and
+    the gold logit still gets a gradient; the top-k tail bucket keeps the student's true tail mass."""
+    import math
+
+    from llmdiet.distill.losses import dkd_loss, topk_categories
+
+    vocab, gold = 12, 3
+    student = torch.zeros(1, 1, vocab)
+    student[0, 0, gold] = gap
+    student.requires_grad_(True)
+    teacher = torch.zeros(1, 1, vocab)
+    teacher[0, 0, gold] = 2.0
+    labels = torch.tensor([[gold]])
+    out = dkd_loss(student, teacher, labels, temperature=1.0, dkd_alpha=1.0, dkd_beta=0.0)
+    # float64 reference: binary [p(g), 1 - p(g)] with 1 - p(g) = (V-1) e^0 / (e^gap + V-1), computed in log space
+    log_rest_s = math.log(vocab - 1) - math.log(math.exp(gap) + vocab - 1)
+    log_g_s = gap - math.log(math.exp(gap) + vocab - 1)
+    p_t = math.exp(2.0) / (math.exp(2.0) + vocab - 1)
+    expected = p_t * (math.log(p_t) - log_g_s) + (1 - p_t) * (math.log(1 - p_t) - log_rest_s)
+    assert out.parts["tckd"].item() == pytest.approx(expected, rel=1e-5)
+    out.loss.backward()
+    assert student.grad[0, 0, gold].item() > 0  # pushed down towards the teacher's p(g)
+    s_all, _ = topk_categories(student[0].detach(), torch.tensor([[gold]]), torch.log(torch.tensor([[p_t]])), 1.0)
+    assert s_all[0, 1].item() == pytest.approx(log_rest_s, rel=1e-5)  # the tail: true log-mass, not log(1e-6)

@@ -30,11 +30,14 @@ def test_shipped_sets_are_declared_and_valid():
 def test_offline_demo_sets_have_the_documented_rows():
     corpus, korean = lines(DEMO_EN_FR), lines(DEMO_KO_EN)
     en_fr = resolve_eval_set("demo-en-fr").load()
-    assert len(en_fr) == 200 and [(r.source, r.target) for r in en_fr] == [(x["en"], x["fr"]) for x in corpus[1000:1200]]
+    assert len(en_fr) == 600 and [(r.source, r.target) for r in en_fr] == [(x["en"], x["fr"]) for x in corpus[1000:1600]]
     fr_en = resolve_eval_set("demo-fr-en")
     rows = fr_en.load()
     assert fr_en.prefix == "translate French to English: "
-    assert len(rows) == 144 and [(r.source, r.target) for r in rows] == [(x["fr"], x["en"]) for x in corpus[1200:1344]]
+    assert len(rows) == 200 and [(r.source, r.target) for r in rows] == [(x["fr"], x["en"]) for x in corpus[1600:1800]]
+    dev = resolve_eval_set("demo-en-fr-dev")
+    assert dev.role == "dev" and [(r.source, r.target) for r in dev.load()] == \
+        [(x["en"], x["fr"]) for x in corpus[1800:2000]]
     ko_en = resolve_eval_set("demo-ko-en")
     assert ko_en.prefix == "translate Korean to English: " and ko_en.demo
     assert [(r.source, r.target) for r in ko_en.load()] == [(x["ko"], x["en"]) for x in korean[1000:1200]]
@@ -56,7 +59,7 @@ def test_hub_sets_are_pinned_and_fail_clearly_offline():
 
 
 def test_unknown_name_lists_the_known_sets():
-    with pytest.raises(ConfigError, match=r"unknown eval set 'pgv-en-de' \(known: demo-en-fr, demo-fr-en, demo-ko-en"):
+    with pytest.raises(ConfigError, match=r"unknown eval set 'pgv-en-de' \(known: demo-en-fr, demo-en-fr-dev, demo-fr-en, demo-ko-en"):
         resolve_eval_set("pgv-en-de")
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoModelForSeq2SeqLM
+from transformers.training_args import OptimizerNames
 
 from llmdiet.distill.gkd import generated_to_labels
 
@@ -112,3 +114,49 @@ def test_gkd_under_accelerate_launch(demo_assets, tmp_path):
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / "model.safetensors").exists()
+
+
+def _gkd_step(demo_assets, tmp_path, batch_size, accumulation, divergence_temperature=1.0):
+    trainer, student, _, _ = _trainer(demo_assets, tmp_path, lmbda=1.0)
+    trainer.args.per_device_train_batch_size, trainer.args.gradient_accumulation_steps = batch_size, accumulation
+    trainer.args.max_steps = 1
+    trainer.args.optim = OptimizerNames.SGD  # Adam's first step hides a scaled gradient; SGD shows it
+    trainer.gkd.update(temperature=1e-4, divergence_temperature=divergence_temperature)  # sampling ~ greedy
+    trainer.train()
+    return {k: v.detach().clone() for k, v in student.state_dict().items()}
+
+
+def test_on_policy_gradient_accumulation_equals_the_full_batch(demo_assets, tmp_path):
+    """Batch 16 at once == 2 accumulated micro-batches of 8 on the students' own samples: the loss is normalised
+    by the window's count of sampled tokens (before: per micro-batch, 2.06x the full-batch gradient)."""
+    full = _gkd_step(demo_assets, tmp_path / "full", 16, 1)
+    accumulated = _gkd_step(demo_assets, tmp_path / "accum", 8, 2)
+    start = AutoModelForSeq2SeqLM.from_pretrained(demo_assets.student).state_dict()
+    moved = sum((full[k] - start[k]).abs().sum().item() for k in full)
+    assert moved > 0
+    for k in full:
+        torch.testing.assert_close(full[k], accumulated[k], rtol=1e-4, atol=1e-6, msg=f"weight {k} differs")
+
+
+def test_on_policy_loss_is_the_papers_objective_by_default(demo_assets, tmp_path):
+    """T = 1 and no T^2 on sampled targets by default; --gkd_divergence_temperature 2 softens and scales by 4."""
+    from llmdiet.distill.job import DistillationArguments
+
+    assert DistillationArguments(method="gkd").gkd_divergence_temperature == 1.0
+    trainer, student, teacher, tok = _trainer(demo_assets, tmp_path, lmbda=1.0)
+    trainer.temperature = 2.0  # kd's --temperature: never used on sampled targets
+    captured = []
+    import llmdiet.distill.trainer as module
+
+    original = module.distillation_loss
+
+    def spy(*args, **kwargs):
+        captured.append(args[4] if len(args) > 4 else kwargs.get("temperature"))
+        return original(*args, **kwargs)
+
+    module.distillation_loss = spy
+    try:
+        trainer.train()
+    finally:
+        module.distillation_loss = original
+    assert captured == [1.0, 1.0]  # two on-policy steps, both at T = 1, not kd's 2

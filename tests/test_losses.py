@@ -105,7 +105,7 @@ def test_gradient_accumulation_normalisation_matches_full_batch(logits):
         distillation_loss(student[i : i + 1], teacher[i : i + 1], labels[i : i + 1], 0.5, 2.0, num_valid_tokens=total).loss
         for i in range(2)
     )
-    assert halves.item() == pytest.approx(full.item(), rel=1e-9)
+    assert halves.item() == pytest.approx(full.item(), rel=1e-6)  # float32 sums in another order (CPU-dependent)
 
 
 def test_bf16_inputs_are_computed_in_float32(logits):

@@ -14,7 +14,7 @@ import yaml
 from llmdiet import cli
 from llmdiet.demo import DEMO_EN_FR, DEMO_KO_EN, DEMO_TRAIN_ROWS, pretraining_rows
 from llmdiet.evaluation.eval_sets import resolve_eval_set
-from llmdiet.evaluation.statistics import confidence_interval, paired_significance
+from llmdiet.evaluation.statistics import confidence_interval
 from llmdiet.study.config import load_study_config
 from llmdiet.study.figures import pareto_front
 from llmdiet.study.jobs import build_plan, run_all, status
@@ -33,8 +33,9 @@ def tiny_config(demo_assets, study_dir: Path, **changes) -> dict:
         "bit_sweep": {"bits": [4], "methods": ["rtn", "gpfq"], "models": ["teacher", "alpha-0.5"], "limit": 16,
                       "calibration_rows": 8},
         "eval": {"in_domain": ["demo-en-fr"], "out_of_domain": ["demo-ko-en"], "limit": 24, "batch_size": 8,
-                 "max_new_tokens": 24, "latency_sentences": 4},
-        "statistics": {"n_bootstrap": 200, "n_samples": 200},
+                 "max_new_tokens": 24, "latency_sentences": 4, "speed_sentences": 8, "dev": "demo-en-fr-dev"},
+        "statistics": {"n_bootstrap": 200},
+        "verdict": {"n_resamples": 2000},
     }
     for key, value in changes.items():
         config[key] = {**config[key], **value} if isinstance(value, dict) else value
@@ -114,7 +115,7 @@ def test_study_md_numbers_equal_the_results_files(study):
     for row in _table(text, "## Verdict"):
         label = row["model"].strip("`")
         delta = results[label]["sets"]["demo-en-fr"]["metrics"]["bleu"] - teacher
-        assert row["ΔBLEU demo-en-fr"].startswith(f"{delta:+.2f} (p=")
+        assert row["ΔBLEU demo-en-fr"].startswith(f"{delta:+.2f} [")
     # the bit-width table is the sweep's points
     bits = {r["model"].strip("`") + r["method"]: r for r in _table(text, "## Bit width")}
     for label in ("teacher", "alpha-0.5"):
@@ -138,10 +139,66 @@ def test_statistics_in_the_study_equal_sacrebleu_on_the_samples(study):
     h, refs = hyps("alpha-0.5")
     ci = confidence_interval(h, refs, "bleu", n_bootstrap=200, seed=12345)
     assert data["models"]["alpha-0.5"]["sets"]["demo-en-fr"]["bleu_ci"] == pytest.approx(ci)
-    teacher, _ = hyps("teacher")
-    paired = paired_significance(("teacher", teacher), [("alpha-0.5", h)], refs, n_samples=200, seed=12345)
-    for metric in ("bleu", "chrf"):
-        assert data["paired"]["demo-en-fr"]["teacher"]["alpha-0.5"][metric] == pytest.approx(paired["alpha-0.5"][metric])
+    assert 0 <= ci["low"] <= ci["high"] <= 100
+
+
+def _sacrebleu_resampled(hyps: list[str], refs: list[str], metric: str, idx) -> "np.ndarray":
+    import numpy as np
+    from sacrebleu.metrics import BLEU, CHRF
+
+    scorer = BLEU() if metric == "bleu" else CHRF()
+    stats = np.array(scorer._extract_corpus_statistics(hyps, [refs]), dtype="float32")
+    return np.array([scorer._compute_score_from_stats(x.sum(0)).score for x in stats[idx]])
+
+
+def test_the_verdict_follows_the_rule_recomputed_from_the_job_files(study):
+    """Independently of llmdiet's statistics code: sacreBLEU's own per-resample scores on sacreBLEU's draw, the
+    one-sided percentile test against the margin, intersection-union over metrics, Holm over the candidates."""
+    import numpy as np
+
+    config, run = study
+    data = json.loads((run / "study_results.json").read_text())
+    cfg = load_study_config(config)
+    margins, alpha, b = cfg.verdict.margin, 1 - cfg.verdict.confidence, cfg.verdict.n_resamples
+
+    def hyps(label):
+        lines = (run / "eval" / label / "demo-en-fr" / "samples.jsonl").read_text().splitlines()
+        samples = sorted((json.loads(x) for x in lines), key=lambda s: s["index"])
+        return [s["hypothesis"] for s in samples], [s["reference"] for s in samples]
+
+    teacher, refs = hyps("teacher")
+    idx = np.random.default_rng(cfg.statistics.seed).choice(len(refs), size=(b, len(refs)), replace=True)
+    candidates = [label for label in data["models"] if label != "teacher"]
+    p_ni, p_inf = {}, {}
+    for label in candidates:
+        h, _ = hyps(label)
+        ni, inf = [], []
+        for metric, margin in margins.items():
+            deltas = _sacrebleu_resampled(h, refs, metric, idx) - _sacrebleu_resampled(teacher, refs, metric, idx)
+            ni.append((1 + np.sum(deltas <= -margin)) / (b + 1))
+            inf.append((1 + np.sum(deltas >= -margin)) / (b + 1))
+            got = data["decisions"]["teacher"]["models"][label]["tests"][f"demo-en-fr/{metric}"]
+            level = 1 - 2 * alpha / len(candidates)
+            assert got["low"] == pytest.approx(np.quantile(deltas, (1 - level) / 2), abs=1e-4)
+            assert got["high"] == pytest.approx(np.quantile(deltas, 1 - (1 - level) / 2), abs=1e-4)
+        p_ni[label], p_inf[label] = max(ni), min(1.0, len(inf) * min(inf))
+
+    def holm(p):
+        out, ok = {}, True
+        for rank, label in enumerate(sorted(p, key=p.get)):
+            ok = ok and p[label] <= alpha / (len(p) - rank)
+            out[label] = ok
+        return out
+
+    ni_ok, inf_ok = holm(p_ni), holm(p_inf)
+    expected = {x: "non-inferior" if ni_ok[x] else "inferior" if inf_ok[x] else "inconclusive" for x in candidates}
+    assert {x: data["decisions"]["teacher"]["models"][x]["label"] for x in candidates} == expected
+    # the answer names a non-inferior model, or none; never one the rule did not accept
+    text = (run / "STUDY.md").read_text()
+    answer = text.split("**Answer for this study", 1)[1].split("\n", 1)[0]
+    named = answer.split("`")[1] if ": no compressed model" not in answer else None
+    assert named is None or expected[named] == "non-inferior"
+    assert "non-inferior" in text and "Holm" in text and "margin" in text  # the rule is stated beside the verdict
 
 
 def test_a_second_run_recomputes_nothing(study):
@@ -174,7 +231,7 @@ def test_jobs_one_by_one_in_separate_processes_give_the_same_study(study, demo_a
             other = two["models"][label]["sets"][set_name]
             assert {k: entry[k] for k in ("bleu", "chrf", "rougeL", "bleu_ci", "chrf_ci")} == \
                    {k: other[k] for k in ("bleu", "chrf", "rougeL", "bleu_ci", "chrf_ci")}
-    assert one["paired"] == two["paired"] and one["bits"] == two["bits"]
+    assert one["decisions"] == two["decisions"] and one["bits"] == two["bits"]
     # the quality sections of STUDY.md are identical; only measured speed may differ
     text_one, text_two = ((r / "STUDY.md").read_text() for r in (run_one, run_two))
     for heading in ("## Bit width", "## Trained students against"):
@@ -208,6 +265,13 @@ def test_changed_settings_redo_only_the_affected_jobs_and_keep_the_old_output(st
     ({"quantize": {"methods": ["int3-magic"]}}, "quantize: methods: unknown ['int3-magic']"),
     ({"bit_sweep": {"models": ["alpha-0.9"]}}, "bit_sweep.models: unknown ['alpha-0.9']"),
     ({"statistics": {"paired_test": "t"}}, "statistics: paired_test: expected bs or ar"),
+    ({"statistics": {"seed": 0}}, "statistics: seed: 0 is not a usable seed (sacreBLEU treats 0 as unseeded)"),
+    ({"verdict": {"margin": {"bleu": -1}}}, "verdict: margin.bleu: expected a number >= 0"),
+    ({"verdict": {"minimise": "price"}}, "verdict: minimise: expected one of size, latency, throughput, memory"),
+    ({"eval": {"speed_repeats": 1}}, "eval: speed_repeats must be >= 3, got 1"),
+    ({"distill": {"eval_start": 1000}}, "selection would use test rows: the dev rows [1000, 1200) are test rows of "
+                                        "demo-en-fr (rows 1000-1199)"),
+    ({"eval": {"dev": "demo-en-fr"}}, "eval.dev demo-en-fr is also a test set"),
     ({"colour": "blue"}, "unknown key(s) ['colour']"),
 ])
 def test_bad_config_is_one_line_naming_file_and_key(demo_assets, tmp_path, capsys, change, message):
@@ -225,7 +289,8 @@ def test_shipped_configs_parse_and_plan_the_reference_study():
     assert (cfg.teacher, cfg.student) == ("google/flan-t5-large", "google/flan-t5-small")
     assert cfg.alphas == [0, 0.25, 0.5, 0.75, 1] and cfg.eval.in_domain == ["pgv-en-fr"]
     assert cfg.eval.out_of_domain == ["pgv-fr-en", "opus100-ko-en"]
-    assert (cfg.distill["train_rows"], cfg.distill["eval_rows"]) == (10000, 2000)
+    assert (cfg.distill["train_rows"], cfg.distill["eval_start"], cfg.distill["eval_rows"]) == (10000, 12000, 1000)
+    assert cfg.eval.dev == "pgv-en-fr-dev" and cfg.verdict.margin == {"bleu": 1.0, "chrf": 0.5}
     demo = load_study_config(ROOT / "recipes" / "configs" / "demo.yaml")
     assert demo.demo and demo.eval.out_of_domain == ["demo-fr-en", "demo-ko-en"]
 
@@ -236,32 +301,44 @@ def test_pareto_front():
     assert pareto_front([(10.0, 50.0, "fast"), (5.0, 60.0, "slow")], lower_cost_better=False) == ["fast", "slow"]
 
 
-def test_the_answer_says_not_significant_where_the_test_does():
+def test_the_answer_never_reads_inconclusive_as_as_good():
+    """The old rule accepted any model not significantly worse (a -6.43 BLEU model with CI [-13.96, +1.20] won);
+    now only non-inferior models are candidates, the objective decides among them, near-ties go to dev BLEU."""
     from llmdiet.study.markdown import answer
 
-    def model(label, role, bleu, size, base=None, method=None):
+    def model(label, role, bleu, size, base=None, method=None, dev=None):
         return {"label": label, "role": role, "base": base or label, "method": method, "alpha": 0.5,
-                "distill_method": "kd", "size_mb": size, "size_x": 10.0 / size, "throughput_x": 2.0, "latency_x": 2.0,
-                "sets": {"in": {"bleu": bleu, "chrf": bleu, "bleu_ci": {"low": bleu - 2, "high": bleu + 2}}}}
+                "distill_method": "kd", "size_mb": size, "size_x": 10.0 / size,
+                "sets": {"in": {"bleu": bleu, "chrf": bleu}, "dev": {"bleu": dev if dev is not None else bleu}}}
 
-    def test(delta, p):
-        return {"bleu": {"delta": delta, "p_value": p, "significant": p < 0.05},
-                "chrf": {"delta": delta, "p_value": p, "significant": p < 0.05}}
+    def decision(label, delta, low, high):
+        t = {"delta": delta, "low": low, "high": high, "margin": 1.0}
+        return {"label": label, "tests": {"in/bleu": t, "in/chrf": t}, "sentences_needed": 5000}
 
-    data = {"study": {"in_domain": ["in"], "out_of_domain": []},
+    rule = {"sets": ["in"], "margins": {"bleu": 1.0, "chrf": 0.5}, "confidence": 0.95, "alpha": 0.05, "candidates": 4,
+            "interval_level": 0.975, "n_resamples": 10000, "seed": 12345}
+    data = {"study": {"in_domain": ["in"], "out_of_domain": [], "dev": "dev",
+                      "verdict": {"minimise": "size", "tie": 0.02, "require_out_of_domain": False}},
             "models": {"teacher": model("teacher", "teacher", 40.0, 10.0),
                        "student-vanilla": model("student-vanilla", "vanilla", 30.0, 1.0),
-                       "alpha-0.5": model("alpha-0.5", "student", 38.5, 1.0),
-                       "teacher+int8": model("teacher+int8", "quantized", 39.9, 2.5, "teacher", "int8")},
-            "paired": {"in": {"teacher": {"alpha-0.5": test(-1.5, 0.2), "teacher+int8": test(-0.1, 0.6),
-                                          "student-vanilla": test(-10, 0.001)},
-                              "student-vanilla": {"alpha-0.5": test(8.5, 0.001)}}}}
+                       "alpha-1+int8": model("alpha-1+int8", "quantized", 33.6, 1.000006, "alpha-1", "int8"),
+                       "teacher+int8": model("teacher+int8", "quantized", 39.9, 2.5, "teacher", "int8", dev=41.0),
+                       "teacher+int8b": model("teacher+int8b", "quantized", 39.8, 2.49, "teacher", "int8b", dev=40.0)},
+            "decisions": {"teacher": {"rule": rule, "models": {
+                "alpha-1+int8": decision("inconclusive", -6.43, -13.96, 1.20),
+                "student-vanilla": decision("inferior", -10.0, -12.0, -8.0),
+                "teacher+int8": decision("non-inferior", -0.1, -0.6, 0.4),
+                "teacher+int8b": decision("non-inferior", -0.2, -0.7, 0.3)}},
+                "out_of_domain": {}, "vanilla": {}}}
     text = " ".join(answer(data))
-    assert "38.50 on in, against 30.00 before distillation (p=0.001, significant)" in text
-    assert "40.00 for the teacher (p=0.200, not significant)" in text
-    assert "**Answer for this study: distill.**" in text and "Not significant is not the same as equal" in text
-    data["paired"]["in"]["teacher"]["alpha-0.5"] = test(-1.5, 0.01)
-    assert "**Answer for this study: quantize.**" in " ".join(answer(data))
+    assert "**Answer for this study: quantize: `teacher+int8`**" in text  # 2.49 vs 2.5 MB is a tie: dev BLEU wins
+    assert "Tied on size with `teacher+int8b`" in text and "alpha-1+int8" not in text.split("**Answer")[1]
+    assert "non-inferior" in text and "Holm" in text and "BLEU 1" in text
+    for d in data["decisions"]["teacher"]["models"].values():
+        if d["label"] == "non-inferior":
+            d["label"] = "inconclusive"
+    text = " ".join(answer(data))
+    assert "no compressed model is shown non-inferior" in text and "≈5,000" in text
 
 
 def test_demo_pretraining_never_sees_an_eval_row():

@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 DEMO_DATA_DIR = Path(__file__).parent / "data"
 DEMO_EN_FR = DEMO_DATA_DIR / "demo_en_fr.jsonl"
 DEMO_KO_EN = DEMO_DATA_DIR / "demo_ko_en.jsonl"
-DEMO_TRAIN_ROWS = 1000  # rows [0, 1000) train; rows [1000, 1200) are the in-domain demo eval set
+DEMO_TRAIN_ROWS = 1000  # rows [0, 1000) train; rows [1000, 1600) are the in-domain demo test set
+DEMO_DEV_ROWS = (1800, 2000)  # the en-fr dev rows (selection), disjoint from every demo test set
 DEMO_MODEL_PREFIX = "llmdiet-demo:"  # "llmdiet-demo:teacher" / "llmdiet-demo:student" name the built models
 DEMO_BANNER = (
     "DEMO: tiny locally-built models on a small corpus written for llmdiet. "
@@ -40,7 +41,7 @@ PRETRAINING_DIRECTIONS = [(DEMO_EN_FR, "en", "fr", DEMO_PREFIXES[0]), (DEMO_EN_F
 # pretraining steps (batch 32, mixed directions): the teacher learns all three; the student, smaller and
 # trained briefly, is a weaker starting point that distillation can improve
 PRETRAINING_STEPS = {"teacher": 900, "student": 250}
-DEMO_RECIPE_VERSION = 2  # bump when the demo models' recipe changes (the cache directory is keyed by it)
+DEMO_RECIPE_VERSION = 3  # bump when the demo models' recipe changes (the cache directory is keyed by it)
 
 TINY_SHAPES = {
     "teacher": dict(d_model=64, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=16),

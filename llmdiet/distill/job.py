@@ -2,7 +2,8 @@
 
 ``recipes/distill.py`` and ``llmdiet distill`` both call :func:`main`. Defaults reproduce the
 reference study: teacher ``google/flan-t5-large``, student ``google/flan-t5-small``, Parallel
-Global Voices En->Fr rows [0, 10000) for training and [10000, 12000) for evaluation, AdamW,
+Global Voices En->Fr rows [0, 10000) for training, [12000, 13000) as the dev rows that pick checkpoints (rows
+[10000, 12000) are the test set ``pgv-en-fr`` and are never used here), AdamW,
 learning rate 1e-5, alpha 0.5. ``--preset demo`` runs everything offline on tiny local models.
 
 Outputs in ``--output_dir``: the student (``save_pretrained``, safetensors) and its tokenizer,
@@ -96,6 +97,10 @@ class DistillationArguments:
                                                         "samples), in [0, 1]; 0 = kd."})
     gkd_temperature: float = field(default=1.0, metadata={"help": "gkd: sampling temperature of the student (> 0)."})
     gkd_max_new_tokens: int = field(default=64, metadata={"help": "gkd: most tokens sampled per target (>= 1)."})
+    gkd_divergence_temperature: float = field(default=1.0, metadata={
+        "help": "gkd: temperature of the divergence on sampled targets (> 0). 1 (default) is the GKD paper's and "
+                "TRL's objective: the divergence of the unscaled distributions, no T^2 factor; another value "
+                "softens both distributions and multiplies by T^2, as kd does. Reference batches use --temperature."})
     gkd_seq_kd: bool = field(default=False, metadata={"help": "gkd: off-policy batches use the teacher's samples "
                                                               "instead of the references."})
     teacher_cache: str | None = field(
@@ -156,6 +161,7 @@ class DistillationArguments:
             raise ConfigError("--student_b_model and --dml_teacher_weight belong to --method dml")
         check_range("gkd_temperature", self.gkd_temperature, 0.0, low_open=True)
         check_range("gkd_max_new_tokens", self.gkd_max_new_tokens, 1)
+        check_range("gkd_divergence_temperature", self.gkd_divergence_temperature, 0.0, low_open=True)
         if self.teacher_cache and self.method == "gkd":
             raise ConfigError("--teacher_cache cannot serve --method gkd: on-policy targets are sampled anew every "
                               "step, so no teacher output can be cached; drop --teacher_cache")
@@ -174,7 +180,8 @@ class DistillationArguments:
         options = {"divergence": self.divergence, "jsd_beta": self.jsd_beta, "skew_alpha": self.skew_alpha}
         if self.method == "gkd":
             options["gkd"] = {"lmbda": self.lmbda, "temperature": self.gkd_temperature,
-                              "max_new_tokens": self.gkd_max_new_tokens, "seq_kd": self.gkd_seq_kd}
+                              "max_new_tokens": self.gkd_max_new_tokens, "seq_kd": self.gkd_seq_kd,
+                              "divergence_temperature": self.gkd_divergence_temperature}
         return options
 
 
@@ -196,7 +203,10 @@ class DataArguments:
     )
     train_start: int = field(default=0, metadata={"help": "First training row (rows are taken in file order)."})
     train_rows: int = field(default=10_000, metadata={"help": "Number of training rows."})
-    eval_rows: int = field(default=2_000, metadata={"help": "Held-out rows right after the training rows (0: none)."})
+    eval_rows: int = field(default=1_000, metadata={"help": "Dev rows (checkpoint selection, in-training BLEU; 0: none)."})
+    eval_start: int | None = field(default=12_000, metadata={
+        "help": "First dev row (default for PGV: 12,000, after the 10,000-11,999 test rows; none = right after the "
+                "training rows). Dev rows that overlap a declared test set of the same data are refused."})
     source_prefix: str = field(default="translate English to French: ", metadata={"help": "Prompt prefix of every source."})
     max_source_length: int = field(default=256, metadata={"help": "Sources longer than this are truncated (and counted)."})
     max_target_length: int = field(default=256, metadata={"help": "Targets longer than this are truncated (and counted)."})
@@ -208,6 +218,34 @@ class DataArguments:
         check_range("train_start", self.train_start, 0)
         check_range("train_rows", self.train_rows, 1)
         check_range("eval_rows", self.eval_rows, 0)
+        check_range("eval_start", self.eval_start, 0)
+        train_end = self.train_start + self.train_rows
+        if self.eval_rows and self.dev_start < train_end and self.dev_start + self.eval_rows > self.train_start:
+            raise ConfigError(f"--eval_start {self.dev_start}: the dev rows [{self.dev_start}, "
+                              f"{self.dev_start + self.eval_rows}) overlap the training rows [{self.train_start}, "
+                              f"{train_end}); start them at {train_end} or later")
+
+    @property
+    def dev_start(self) -> int:
+        return self.train_start + self.train_rows if self.eval_start is None else self.eval_start
+
+    def source_key(self) -> tuple:
+        from llmdiet.evaluation.eval_sets import data_source_key
+
+        return data_source_key(file=self.data_files) if self.data_files else \
+            data_source_key(hub=self.dataset_name, split=self.dataset_split)
+
+    def leaks(self, test_sets: list | None = None) -> list[str]:
+        """Problems where training or dev rows are rows of a test set (declared test sets of the same data)."""
+        from llmdiet.evaluation.eval_sets import named_test_sets, overlapping_sets
+
+        sets = named_test_sets() if test_sets is None else test_sets
+        found = []
+        for what, start, count in (("training", self.train_start, self.train_rows), ("dev", self.dev_start, self.eval_rows)):
+            hits = overlapping_sets(self.source_key(), start, start + count, sets) if count else []
+            if hits:
+                found.append(f"the {what} rows [{start}, {start + count}) are test rows of {', '.join(hits)}")
+        return found
         check_range("max_source_length", self.max_source_length, 1)
         check_range("max_target_length", self.max_target_length, 1)
 
@@ -221,13 +259,14 @@ def reference_defaults() -> dict:
 
 
 def demo_preset() -> dict:
-    from llmdiet.demo import DEMO_EN_FR, DEMO_TRAIN_ROWS
+    from llmdiet.demo import DEMO_DEV_ROWS, DEMO_EN_FR, DEMO_TRAIN_ROWS
 
     return {
         **reference_defaults(),
         "teacher_model": DEMO_MODEL_PREFIX + "teacher", "student_model": DEMO_MODEL_PREFIX + "student",
         "data_files": str(DEMO_EN_FR), "source_column": "en", "target_column": "fr",
-        "train_rows": DEMO_TRAIN_ROWS, "eval_rows": 200, "max_source_length": 64, "max_target_length": 64,
+        "train_rows": DEMO_TRAIN_ROWS, "eval_start": DEMO_DEV_ROWS[0], "eval_rows": DEMO_DEV_ROWS[1] - DEMO_DEV_ROWS[0],
+        "max_source_length": 64, "max_target_length": 64,
         "output_dir": "runs/distill-demo", "learning_rate": 3e-3, "num_train_epochs": 6,
         "per_device_train_batch_size": 32, "per_device_eval_batch_size": 64, "logging_steps": 10,
         "eval_strategy": "epoch", "save_strategy": "epoch", "save_total_limit": 2, "seed": 0, "warmup_ratio": 0.05,
@@ -243,7 +282,7 @@ PRESETS = {"reference": reference_defaults, "demo": demo_preset}
 def load_splits(data: DataArguments):
     """Training and evaluation rows, validated, with a report of skipped rows."""
     report = SkipReport()
-    need = data.train_start + data.train_rows + data.eval_rows
+    need = max(data.train_start + data.train_rows, data.dev_start + data.eval_rows)
     if data.data_files:
         rows = read_parallel_file(data.data_files, data.source_column, data.target_column,
                                   skip_bad_rows=data.skip_bad_rows, report=report, header=not data.no_header)
@@ -255,7 +294,7 @@ def load_splits(data: DataArguments):
         what = f"dataset '{data.dataset_name}'"
     report.log(what)
     train = take_rows(rows, data.train_start, data.train_rows, f"{what} (training split)")
-    evaluation = take_rows(rows, data.train_start + data.train_rows, data.eval_rows, f"{what} (evaluation split)")
+    evaluation = take_rows(rows, data.dev_start, data.eval_rows, f"{what} (dev split)")
     return train, evaluation, report
 
 
@@ -408,6 +447,10 @@ def run(args: DistillationArguments, data: DataArguments, training: "Seq2SeqTrai
     from llmdiet.distill.trainer import DistillationTrainer
 
     check_training_arguments(training)
+    leaks = data.leaks()
+    if leaks:
+        raise ConfigError("; ".join(leaks) + ": selection on test rows; move them with --train_start/--eval_start "
+                          "(or --eval_rows 0)")
     teacher_path, student_path = resolve_model(args.teacher_model), resolve_model(args.student_model)
     teacher = None
     if args.needs_teacher():
@@ -507,7 +550,7 @@ def write_student_card(out: Path, args: "DistillationArguments", data: "DataArgu
 
     history = summary["log_history"]
     last = next((e for e in reversed(history) if "eval_bleu" in e), None)
-    results = [{"set": f"held-out rows {data.train_start + data.train_rows}..{data.train_start + data.train_rows + eval_rows - 1}"
+    results = [{"set": f"dev rows {data.dev_start}..{data.dev_start + eval_rows - 1}"
                        f" of {Path(data.data_files).name if data.data_files else data.dataset_name}",
                 "bleu": last["eval_bleu"], "chrf": last["eval_chrf"], "rougeL": last.get("eval_rougeL"),
                 "source": f"in-training eval at step {last['step']}"}] if last else None

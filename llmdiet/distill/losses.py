@@ -149,11 +149,28 @@ def topk_categories(student_logits_valid: torch.Tensor, teacher_topk_ids: torch.
     tokens; returns (student, teacher) log-probabilities of shape (N, k+1). With k = V the tail is empty and
     these are the full distributions."""
     log_s = F.log_softmax(student_logits_valid.float() / temperature, dim=-1)
-    s_top = log_s.gather(-1, teacher_topk_ids.long())
+    ids = teacher_topk_ids.long()
+    s_top = log_s.gather(-1, ids)
     t_top = teacher_topk_logprobs.float()
-    s_tail = torch.log1p(-s_top.exp().sum(-1).clamp(max=1 - 1e-6))
-    t_tail = torch.log1p(-t_top.exp().sum(-1).clamp(max=1 - 1e-6))
+    # the student's tail exactly, in log space: logsumexp over the tokens outside the teacher's top-k (no clamp:
+    # an over-confident student keeps its true, tiny tail mass and its gradient)
+    if ids.shape[-1] >= log_s.shape[-1]:  # k = V: the tail is empty for both (log-mass -1e30, a finite "log 0")
+        empty = torch.full_like(s_top[:, 0], -1e30)
+        return torch.cat([s_top, empty[:, None]], dim=-1), torch.cat([t_top, empty[:, None]], dim=-1)
+    s_tail = torch.logsumexp(log_s.scatter(-1, ids, -1e30), dim=-1)
+    # the teacher's tail from its cached top-k (float16 log-probs): log(1 - sum p_top) = log1mexp(logsumexp(top)),
+    # floored at TEACHER_TAIL_FLOOR: a mass below the cache's resolution (or a rounded sum >= 1) stays finite
+    t_tail = log1mexp(torch.logsumexp(t_top, dim=-1)).clamp(min=TEACHER_TAIL_FLOOR)
     return torch.cat([s_top, s_tail[:, None]], dim=-1), torch.cat([t_top, t_tail[:, None]], dim=-1)
+
+
+TEACHER_TAIL_FLOOR = -30.0  # log of the smallest teacher tail mass the top-k cache stands for (9e-14)
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x <= 0, stably (Maechler 2012): log(-expm1(x)) near 0, log1p(-exp(x)) below -log 2."""
+    x = x.clamp(max=0.0)
+    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
 def topk_distillation_loss(
@@ -221,11 +238,13 @@ def _dkd(ce, log_s, log_t, gold, temperature, dkd_alpha, dkd_beta, denom, count)
     renormalised (the same as the reference's logits - 1000*gold, to float precision)."""
     gold_idx = gold[:, None]
     ls_g, lt_g = log_s.gather(-1, gold_idx).squeeze(-1), log_t.gather(-1, gold_idx).squeeze(-1)
-    # log(1 - p(g)) stably: log1p(-exp(log p(g))), clamped away from log(0)
-    ls_rest = torch.log1p(-ls_g.exp().clamp(max=1 - 1e-7))
-    lt_rest = torch.log1p(-lt_g.exp().clamp(max=1 - 1e-7))
-    tckd = (lt_g.exp() * (lt_g - ls_g) + lt_rest.exp() * (lt_rest - ls_rest)).sum() / denom
     gold_mask = torch.zeros_like(log_s, dtype=torch.bool).scatter_(-1, gold_idx, True)
+    # log(1 - p(g)) exactly, in log space: logsumexp of the other categories (no clamp at 1 - 1e-7, so a gold-logit
+    # gap of 30 gives the true TCKD and a gradient on the gold logit)
+    ls_rest = torch.logsumexp(log_s.masked_fill(gold_mask, float("-inf")), dim=-1)
+    lt_rest = torch.logsumexp(log_t.masked_fill(gold_mask, float("-inf")), dim=-1)
+    b_t, b_s = torch.stack([lt_g, lt_rest], -1), torch.stack([ls_g, ls_rest], -1)
+    tckd = _kl_rows(b_t, b_s).sum() / denom
     log_s_ng = F.log_softmax(log_s - 1000.0 * gold_mask, dim=-1)
     log_t_ng = F.log_softmax(log_t - 1000.0 * gold_mask, dim=-1)
     nckd = _kl_rows(log_t_ng, log_s_ng).sum() / denom

@@ -44,6 +44,8 @@ class DistillationTrainer(Seq2SeqTrainer):
         # kd/gkd: divergence, jsd_beta, skew_alpha; dkd: dkd_alpha, dkd_beta; gkd also takes its ``gkd`` options
         self.method, self.loss_options = method, dict(loss_options or {})
         self.gkd = self.loss_options.pop("gkd", None)
+        if self.gkd is not None:
+            self.gkd.setdefault("divergence_temperature", 1.0)
         self.dml_teacher_weight = self.loss_options.pop("dml_teacher_weight", 0.0)
         if method == "gkd":
             import random
@@ -118,10 +120,24 @@ class DistillationTrainer(Seq2SeqTrainer):
         return {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"], "labels": labels,
                 "decoder_input_ids": shift(labels.masked_fill(labels == IGNORE_INDEX, tok.pad_token_id))}
 
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """gkd: the whole accumulation window's targets are sampled before its first forward, so the loss is
+        normalised by the window's (and, with ``average_tokens_across_devices``, every process's) count of the
+        targets actually trained on: gradient accumulation and DDP give the full-batch gradient, as for kd."""
+        batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.method != "gkd" or not batches:
+            return batches, num_items
+        changed = False
+        for i, batch in enumerate(batches):
+            sampled = self._gkd_targets(self.model, self._prepare_inputs(batch))
+            if sampled is not None:
+                batches[i], changed = {**sampled, "gkd_sampled": True}, True
+        if changed:
+            num_items = self._get_num_items_in_batch(batches, device)
+        return batches, num_items
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        sampled = self._gkd_targets(model, inputs) if self.method == "gkd" and model.training else None
-        if sampled is not None:  # token counts of the sampled targets are local: the Trainer's count is for the references
-            inputs, num_items_in_batch = sampled, None
+        sampled = inputs.pop("gkd_sampled", None) if isinstance(inputs, dict) else None
         labels = inputs["labels"]
         cached = {k: inputs[k] for k in ("teacher_topk_ids", "teacher_topk_logprobs") if k in inputs}
         model_inputs = {k: v for k, v in inputs.items() if k != "labels" and k not in cached}
@@ -151,9 +167,11 @@ class DistillationTrainer(Seq2SeqTrainer):
                 parts = dkd_loss(outputs.logits, teacher_logits, labels, self.temperature,
                                  num_valid_tokens=num_items_in_batch, label_smoothing=self.args.label_smoothing_factor,
                                  **self.loss_options)
-            else:  # kd, and gkd (sampled targets: the divergence only, no CE; reference batches: kd)
-                parts = distillation_loss(outputs.logits, teacher_logits, labels,
-                                          1.0 if sampled is not None else self.alpha, self.temperature,
+            elif sampled:  # gkd on sampled targets: the divergence only (no CE), at the GKD temperature (1: no T^2)
+                parts = distillation_loss(outputs.logits, teacher_logits, labels, 1.0, self.gkd["divergence_temperature"],
+                                          num_valid_tokens=num_items_in_batch, **self.loss_options)
+            else:  # kd, and gkd's reference batches (kd)
+                parts = distillation_loss(outputs.logits, teacher_logits, labels, self.alpha, self.temperature,
                                           num_valid_tokens=num_items_in_batch,
                                           label_smoothing=self.args.label_smoothing_factor, **self.loss_options)
         hidden = self._hidden_term(model_inputs, labels) if self._hidden is not None and self.teacher is not None else None

@@ -38,7 +38,9 @@ from llmdiet.data import LOCAL_FORMATS, DataError, ParallelRow, SkipReport, read
 
 EVAL_SETS_ENV = "LLMDIET_EVAL_SETS"
 YAML_SUFFIXES = (".yaml", ".yml")
-_TOP_KEYS = {"name", "version", "description", "direction", "prefix", "demo", "source", "columns", "header", "rows", "notes"}
+_TOP_KEYS = {"name", "version", "description", "direction", "prefix", "demo", "source", "columns", "header", "rows", "notes",
+             "role"}
+ROLES = ("test", "dev")  # a dev set serves selection (checkpoints, alphas, methods); a test set the verdict
 _SOURCE_KEYS = {"file", "hub", "revision", "split", "config"}
 _COLUMN_KEYS = {"source", "reference"}
 
@@ -79,6 +81,11 @@ class EvalSet:
     notes: str = ""
     declared_in: Path | None = None  # the YAML file, or None for a bare data file
     header: bool = True  # TSV/CSV: False declares a headerless two-column file (source, reference)
+    role: str = "test"  # "dev": rows for selection only, never for a verdict
+
+    def source_key(self) -> tuple:
+        """What identifies the underlying rows' source (a resolved file, or hub id + split + config)."""
+        return data_source_key(file=self.file, hub=self.hub, split=self.split, config=self.config)
 
     def load(self, skip_bad_rows: bool = False, report: SkipReport | None = None) -> list[ParallelRow]:
         """The set's rows (validated); hub sets need the network or a warm ``datasets`` cache."""
@@ -122,6 +129,38 @@ class EvalSet:
             "columns": {"source": self.source_column, "reference": self.reference_column}, "header": self.header,
             "rows": [self.start, self.stop], "declared_in": str(self.declared_in) if self.declared_in else None,
         }
+
+
+def data_source_key(file=None, hub=None, split="train", config=None) -> tuple:
+    return ("file", str(Path(file).resolve())) if file is not None else ("hub", hub, split or "train", config)
+
+
+def overlapping_sets(source_key: tuple, start: int, stop: int | None, sets: list[EvalSet]) -> list[str]:
+    """The sets among ``sets`` that read any of the rows [start, stop) of the same source, as
+    ``"NAME (rows A-B)"``; rows are counted as the sets count them (usable rows in file order)."""
+    hits = []
+    for spec in sets:
+        if spec.source_key() != source_key:
+            continue
+        lo = max(start, spec.start)
+        hi = min(float("inf") if stop is None else stop, float("inf") if spec.stop is None else spec.stop)
+        if lo < hi:
+            end = "end" if hi == float("inf") else int(hi) - 1
+            hits.append(f"{spec.name} (rows {lo}-{end})")
+    return hits
+
+
+def named_test_sets() -> list[EvalSet]:
+    """Every declared set whose role is test (what no training or dev row may overlap)."""
+    out = []
+    for path in known_eval_sets().values():
+        try:
+            spec = parse_eval_set_yaml(path)
+        except ConfigError:
+            continue
+        if spec.role == "test":
+            out.append(spec)
+    return out
 
 
 def offline_set_names() -> list[str]:
@@ -188,7 +227,10 @@ def parse_eval_set_yaml(path: str | Path) -> EvalSet:
         start=start, stop=stop, direction=data.get("direction"), description=str(data.get("description", "")).strip(),
         demo=bool(data.get("demo", False)), notes=str(data.get("notes", "")).strip(), declared_in=path,
         header=_require(data, "header", bool, where) if "header" in data else True,
+        role=str(data.get("role", "test")),
     )
+    if common["role"] not in ROLES:
+        raise ConfigError(f"{where}: 'role' must be one of {ROLES}, got {common['role']!r}")
     if "file" in source:
         extra = sorted(set(source) - {"file"})
         if extra:

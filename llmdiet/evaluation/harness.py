@@ -292,7 +292,9 @@ def evaluate_set(backend, spec: EvalSet, rows: list[ParallelRow], set_dir: Path,
     if len(samples) != len(rows):
         raise RuntimeError(f"{samples_path}: {len(samples)} samples for {len(rows)} rows after generation")
     metrics = corpus_scores([s["hypothesis"] for s in samples], [s["reference"] for s in samples])
-    degenerate = degenerate_outputs([s["hypothesis"] for s in samples])
+    degenerate = degenerate_outputs([s["hypothesis"] for s in samples],
+                                    generated_tokens=[s.get("generated_tokens") or 0 for s in samples],
+                                    max_new_tokens=args.max_new_tokens)
     if degenerate["warning"]:
         logger.warning("%s: %.0f%% of the hypotheses are empty or repetitive: the model may be broken "
                        "(a quantization that overflows?)", spec.name, 100 * degenerate["share"])
@@ -373,7 +375,10 @@ def _run_eval_locked(args: EvalArguments, command: list[str] | None) -> dict:
         sets[name] = {"eval_set": {**spec.describe(), "fingerprint": spec.fingerprint()}, **entry,
                       "skipped_rows": {"total": report.total, "reasons": dict(report.reasons), "examples": report.examples}}
 
+    from llmdiet.modeling import counted_files
+
     size = dict(backend.size_info())
+    size["disk_counted"] = counted_files(model_path)
     artifact = Path(model_path) / ARTIFACT_FILE
     size["artifact"] = json.loads(artifact.read_text()) if artifact.is_file() else None
     results = {

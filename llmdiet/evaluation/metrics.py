@@ -164,21 +164,41 @@ def seq2seq_compute_metrics(tokenizer, metric_names=("bleu", "chrf", "rougeL")):
 # ----------------------------------------------------------------------------- degenerate output
 
 DEGENERATE_WARN_SHARE = 0.10
+REPEAT_TIMES = 3  # an n-gram repeated this many times in a row is a runaway loop
+REPEAT_MAX_N = 8
 
 
-def degenerate_outputs(hypotheses: list[str], min_tokens: int = 4, max_token_share: float = 0.5) -> dict:
-    """Counts of degenerate hypotheses, the usual sign of a broken quantized model (e.g. overflowing int8
-    activations): empty ones, and repetitive ones (at least ``min_tokens`` words, one word more than
-    ``max_token_share`` of them). ``warning`` is set above ``DEGENERATE_WARN_SHARE`` of the set."""
+def repeats_ngram(words: list[str], times: int = REPEAT_TIMES, max_n: int = REPEAT_MAX_N) -> bool:
+    """Whether some n-gram (n <= max_n words) occurs ``times`` times in a row ("le rapport le rapport le rapport")."""
+    for n in range(1, max_n + 1):
+        for start in range(0, len(words) - n * times + 1):
+            gram = words[start:start + n]
+            if all(words[start + k * n:start + (k + 1) * n] == gram for k in range(1, times)):
+                return True
+    return False
+
+
+def degenerate_outputs(hypotheses: list[str], min_tokens: int = 4, max_token_share: float = 0.5,
+                       generated_tokens: list[int] | None = None, max_new_tokens: int | None = None) -> dict:
+    """Counts of degenerate hypotheses, the usual sign of a runaway decoder or a broken quantized model: empty
+    ones; ones that hit ``max_new_tokens`` (cut off mid-loop); ones that repeat an n-gram 3+ times in a row; and
+    ones where one word is over ``max_token_share`` of at least ``min_tokens`` words. A hypothesis is counted
+    once (``share``); ``warning`` is set above ``DEGENERATE_WARN_SHARE`` of the set."""
     from collections import Counter
 
-    empty = sum(not h.strip() for h in hypotheses)
-    repetitive = 0
-    for h in hypotheses:
+    empty = hit_cap = looping = dominant = flagged = 0
+    for i, h in enumerate(hypotheses):
         words = h.split()
-        if len(words) >= min_tokens and Counter(words).most_common(1)[0][1] > max_token_share * len(words):
-            repetitive += 1
-    share = (empty + repetitive) / len(hypotheses) if hypotheses else 0.0
-    return {"empty": empty, "repetitive": repetitive, "share": share, "warning": share > DEGENERATE_WARN_SHARE,
-            "rule": f"empty, or >= {min_tokens} words with one word over {max_token_share:.0%} of them; "
-                    f"warning above {DEGENERATE_WARN_SHARE:.0%} of the set"}
+        is_empty = not words
+        capped = bool(max_new_tokens and generated_tokens is not None and generated_tokens[i] >= max_new_tokens)
+        loop = repeats_ngram(words)
+        one_word = len(words) >= min_tokens and Counter(words).most_common(1)[0][1] > max_token_share * len(words)
+        empty, hit_cap, looping, dominant = empty + is_empty, hit_cap + capped, looping + loop, dominant + one_word
+        flagged += is_empty or capped or loop or one_word
+    share = flagged / len(hypotheses) if hypotheses else 0.0
+    return {"empty": empty, "hit_max_new_tokens": hit_cap if generated_tokens is not None else None,
+            "repeated_ngram": looping, "repetitive": dominant, "flagged": flagged, "share": share,
+            "warning": share > DEGENERATE_WARN_SHARE,
+            "rule": f"empty; or reached max_new_tokens ({max_new_tokens}); or an n-gram of <= {REPEAT_MAX_N} words "
+                    f"{REPEAT_TIMES}+ times in a row; or >= {min_tokens} words with one word over "
+                    f"{max_token_share:.0%} of them; warning above {DEGENERATE_WARN_SHARE:.0%} of the set"}

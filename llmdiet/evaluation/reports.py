@@ -103,7 +103,8 @@ def summary_markdown(results: dict, banner: str | None = None) -> str:
         degenerate = entry.get("degenerate") or {}
         if degenerate.get("warning"):
             note += (f" **WARNING: {100 * degenerate['share']:.0f}% of the hypotheses are degenerate** "
-                     f"({degenerate['empty']} empty, {degenerate['repetitive']} repetitive): the model may be broken.")
+                     f"({degenerate['empty']} empty, {degenerate.get('repeated_ngram', 0)} looping, "
+                     f"{degenerate.get('hit_max_new_tokens') or 0} cut at max_new_tokens): the model may be broken.")
         if entry.get("truncated_sources"):
             note += f" {entry['truncated_sources']} sources were truncated to {entry['max_source_length']} tokens."
         lines.append(f"- **{name}**: {about}.{note}")

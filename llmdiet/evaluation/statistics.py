@@ -1,7 +1,8 @@
 """Confidence intervals and paired significance for MT scores, computed by sacreBLEU itself.
 
-* :func:`confidence_interval`: BLEU or chrF with a 95% bootstrap interval (``corpus_score(n_bootstrap=N)``,
-  the same as ``sacrebleu --confidence``): the point score, the bootstrap mean and the half-width.
+* :func:`confidence_interval`: BLEU or chrF with a 95% percentile bootstrap interval over sacreBLEU's sentence
+  statistics (the resamples ``sacrebleu --confidence`` draws for the seed; percentile bounds, never the mean ±
+  half-width, so an interval never leaves [0, 100]).
 * :func:`paired_significance`: systems against a baseline on the same references with sacreBLEU's
   ``PairedTest`` (paired bootstrap ``bs`` or approximate randomization ``ar``, as ``--paired-bs/--paired-ar``).
 
@@ -38,13 +39,11 @@ def _metric(name: str):
 
 def confidence_interval(hypotheses: list[str], references: list[str], metric: str = "bleu",
                         n_bootstrap: int = 1000, seed: int = 12345) -> dict:
-    """``{"score", "mean", "ci95", "low", "high", "method", "n_bootstrap", "seed", "signature"}``."""
-    scorer = _metric(metric)
-    with _seed(seed):
-        score = scorer.corpus_score(list(hypotheses), [list(references)], n_bootstrap=n_bootstrap)
-    mean, ci = float(score._mean), float(score._ci)  # numpy scalars from sacreBLEU
-    return {"score": float(score.score), "mean": mean, "ci95": ci, "low": mean - ci, "high": mean + ci, "method": "sacrebleu bootstrap resampling (95%)",
-            "n_bootstrap": n_bootstrap, "seed": seed, "signature": str(scorer.get_signature())}
+    """``{"score", "mean", "low", "high", "confidence", "method", "n_bootstrap", "seed", "signature"}``: the
+    2.5th and 97.5th percentiles of the bootstrap scores (seed 0 is refused: sacreBLEU reads it as unseeded)."""
+    from llmdiet.evaluation.noninferiority import score_interval
+
+    return score_interval(list(hypotheses), list(references), metric, n_bootstrap, seed, 0.95)
 
 
 def paired_significance(baseline: tuple[str, list[str]], systems: list[tuple[str, list[str]]], references: list[str],
@@ -53,8 +52,11 @@ def paired_significance(baseline: tuple[str, list[str]], systems: list[tuple[str
     """``{system: {metric: {"score", "p_value", "significant", ...}}}`` against ``baseline`` (name, hypotheses)."""
     from sacrebleu.significance import PairedTest
 
+    from llmdiet.evaluation.noninferiority import check_seed
+
     if test not in ("bs", "ar"):
         raise ValueError("test must be 'bs' (paired bootstrap) or 'ar' (approximate randomization)")
+    check_seed(seed)
     named = [baseline, *systems]
     with _seed(seed):
         _, results = PairedTest(named, {m: _metric(m) for m in metrics}, [list(references)], test_type=test,

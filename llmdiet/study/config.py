@@ -26,7 +26,7 @@ from typing import Optional
 from llmdiet.config import ConfigError, check_range, load_yaml
 
 STUDY_KEYS = ("study_dir", "teacher", "student", "tokenizer", "seed", "alphas", "distill", "methods", "quantize",
-              "bit_sweep", "eval", "statistics")
+              "bit_sweep", "eval", "statistics", "verdict")
 
 
 @dataclass
@@ -40,22 +40,40 @@ class EvalSettings:
     max_new_tokens: int = field(default=128, metadata={"help": "Most tokens generated per sentence (>= 1)."})
     num_beams: int = field(default=1, metadata={"help": "Beam size of every evaluation (1 = greedy)."})
     limit: Optional[int] = field(default=None, metadata={"help": "Score only the first N rows of each set."})
-    latency_sentences: int = field(default=64, metadata={"help": "In-domain rows translated one at a time for the "
-                                                                 "batch-1 latency figure (0: skip)."})
+    latency_sentences: int = field(default=64, metadata={"help": "In-domain rows translated one at a time per speed "
+                                                                 "round for the batch-1 latency figure (>= 1)."})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda: where the float and torch models are evaluated."})
+    dev: Optional[str] = field(default="pgv-en-fr-dev", metadata={
+        "help": "Dev set (role: dev) every model is also scored on: the best student and quality ties are chosen on "
+                "it, never on a test set (null: no dev set; the report then says it cannot pick a best student)."})
+    speed_repeats: int = field(default=3, metadata={
+        "help": "Timing rounds (>= 3) of the speed job: every model is timed once per round, round after round "
+                "(interleaved), and the report gives the median and the min-max spread."})
+    speed_sentences: int = field(default=128, metadata={
+        "help": "In-domain rows translated at eval.batch_size per round for the throughput figure (>= 1)."})
 
     def __post_init__(self):
         if not self.in_domain:
             raise ConfigError("in_domain: at least one eval set is needed")
+        check_range("speed_repeats", self.speed_repeats, 3)
+        check_range("speed_sentences", self.speed_sentences, 1)
+        if self.device != "cpu" and self.device != "cuda" and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device: expected cpu, cuda or cuda:N, got {self.device!r}")
         check_range("batch_size", self.batch_size, 1)
         check_range("max_new_tokens", self.max_new_tokens, 1)
         check_range("num_beams", self.num_beams, 1)
         check_range("limit", self.limit, 1)
-        check_range("latency_sentences", self.latency_sentences, 0)
+        check_range("latency_sentences", self.latency_sentences, 1)
 
     @property
     def sets(self) -> list[str]:
+        """The test sets (verdict and tables)."""
         return [*self.in_domain, *self.out_of_domain]
+
+    @property
+    def scored_sets(self) -> list[str]:
+        """Every set each model is scored on: the test sets and the dev set."""
+        return [*self.sets, *([self.dev] if self.dev else [])]
 
 
 @dataclass
@@ -109,13 +127,60 @@ class StatisticsSettings:
     n_bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples of each 95% confidence interval."})
     paired_test: str = field(default="bs", metadata={"help": "bs (paired bootstrap) or ar (approximate randomization)."})
     n_samples: int = field(default=1000, metadata={"help": "Resamples/permutations of each paired test (>= 100)."})
-    seed: int = field(default=12345, metadata={"help": "SACREBLEU_SEED of every resampling."})
+    seed: int = field(default=12345, metadata={"help": "Seed of every resampling (>= 1: sacreBLEU reads 0 as "
+                                                                 "'no seed', which would make every run differ)."})
 
     def __post_init__(self):
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 1:
+            raise ConfigError(f"seed: {self.seed!r} is not a usable seed (sacreBLEU treats 0 as unseeded); use an "
+                              "integer >= 1, e.g. 12345")
         check_range("n_bootstrap", self.n_bootstrap, 100)
         check_range("n_samples", self.n_samples, 100)
         if self.paired_test not in ("bs", "ar"):
             raise ConfigError(f"paired_test: expected bs or ar, got {self.paired_test!r}")
+
+
+MINIMISE = ("size", "latency", "throughput", "memory")
+
+
+@dataclass
+class VerdictSettings:
+    margin: dict = field(default_factory=lambda: {"bleu": 1.0, "chrf": 0.5}, metadata={
+        "help": "Non-inferiority margin per metric (bleu, chrf; points, >= 0): a model is as good as the teacher "
+                "only if (model - teacher) is shown to be above -margin for every metric, fixed before the scores."})
+    confidence: float = field(default=0.95, metadata={
+        "help": "1 - alpha of the family-wise error over all candidate models (Holm), in (0.5, 1)."})
+    n_resamples: int = field(default=10_000, metadata={
+        "help": "Paired bootstrap resamples (>= 1000; with m candidates the smallest reachable p is 1/(B+1), and "
+                "Holm's first threshold is alpha/m)."})
+    minimise: str = field(default="size", metadata={
+        "help": "What the answer minimises among the non-inferior models: size (MB), latency (batch-1 ms per "
+                "sentence), throughput (batched sentences/s, maximised) or memory (peak RSS of the eval)."})
+    tie: float = field(default=0.02, metadata={
+        "help": "Relative difference under which two models tie on size or memory (speed ties: overlapping "
+                "min-max spreads); ties go to the better dev-set BLEU."})
+    require_out_of_domain: bool = field(default=False, metadata={
+        "help": "Also require non-inferiority on every out-of-domain set (default: report it beside the answer)."})
+
+    def __post_init__(self):
+        if not isinstance(self.margin, dict) or not self.margin:
+            raise ConfigError("margin: expected a mapping like {bleu: 1.0, chrf: 0.5}")
+        unknown = sorted(set(self.margin) - {"bleu", "chrf"})
+        if unknown:
+            raise ConfigError(f"margin: unknown metric(s) {unknown} (bleu, chrf)")
+        for k, v in self.margin.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ConfigError(f"margin.{k}: expected a number >= 0, got {v!r}")
+        self.margin = {k: float(v) for k, v in self.margin.items()}
+        check_range("confidence", self.confidence, 0.5, 1.0, low_open=True, high_open=True)
+        check_range("n_resamples", self.n_resamples, 1000)
+        check_range("tie", self.tie, 0.0)
+        if self.minimise not in MINIMISE:
+            raise ConfigError(f"minimise: expected one of {', '.join(MINIMISE)}, got {self.minimise!r}")
+
+    @property
+    def alpha(self) -> float:
+        return 1 - self.confidence
 
 
 @dataclass
@@ -133,6 +198,7 @@ class StudyConfig:
     bit_sweep: BitSweepSettings
     eval: EvalSettings
     statistics: StatisticsSettings
+    verdict: VerdictSettings = field(default_factory=VerdictSettings)
 
     @property
     def root(self) -> Path:
@@ -156,9 +222,12 @@ def _section(path: str, name: str, cls, values) -> object:
     hints = typing.get_type_hints(cls)
     for key, value in values.items():
         wants_list = typing.get_origin(hints[key]) is list
+        wants_dict = hints[key] is dict or typing.get_origin(hints[key]) is dict
         if wants_list and not isinstance(value, list):
             raise ConfigError(f"{path}: {name}.{key}: expected a list, e.g. [{value}]")
-        if not wants_list and isinstance(value, (list, dict)):
+        if wants_dict and not isinstance(value, dict):
+            raise ConfigError(f"{path}: {name}.{key}: expected a mapping, e.g. {{bleu: 1.0}}")
+        if not wants_list and not wants_dict and isinstance(value, (list, dict)):
             raise ConfigError(f"{path}: {name}.{key}: expected one value, got a {type(value).__name__}")
     try:
         return cls(**values)
@@ -210,4 +279,5 @@ def load_study_config(path: str | Path, study_dir: str | None = None) -> StudyCo
         bit_sweep=_section(path, "bit_sweep", BitSweepSettings, data.get("bit_sweep")),
         eval=_section(path, "eval", EvalSettings, data.get("eval")),
         statistics=_section(path, "statistics", StatisticsSettings, data.get("statistics")),
+        verdict=_section(path, "verdict", VerdictSettings, data.get("verdict")),
     )

@@ -57,7 +57,8 @@ def metric_by_alpha(data: dict, metric: str, path: Path) -> Path | None:
         ys = [m["sets"][set_name][metric] for m in students]
         ci = [m["sets"][set_name].get(f"{metric}_ci") for m in students]
         if all(ci):
-            ax.errorbar(xs, ys, yerr=[c["ci95"] for c in ci], fmt="o-", capsize=4, label="distilled students (95% CI)")
+            ax.errorbar(xs, ys, yerr=[[y - c["low"] for y, c in zip(ys, ci)], [c["high"] - y for y, c in zip(ys, ci)]],
+                        fmt="o-", capsize=4, label="distilled students (95% percentile CI)")
         else:
             ax.plot(xs, ys, "o-", label="distilled students")
         for ref, style in ((data["models"].get("teacher"), "--"), (data["models"].get("student-vanilla"), ":")):

@@ -8,8 +8,9 @@ job                what it does                                          writes
 =================  ====================================================  ==============================
 train/<student>    ``llmdiet distill`` with the study's flags             students/<student>/
 quantize/<model>   ``llmdiet quantize`` of a float model                  quantized/<model>/
-eval/<model>       ``llmdiet eval`` on every set, batch-1 latency, CIs    eval/<model>/
+eval/<model>       ``llmdiet eval`` on every test set and the dev set, CIs  eval/<model>/
 bits/<model>       the 2-8-bit RTN/GPFQ sweep of one float model          bits/<model>/
+speed              every model timed in interleaved rounds (study.speed)  speed/
 =================  ====================================================  ==============================
 
 A job's fingerprint is a hash of everything that decides its output (its settings, the content of its
@@ -255,9 +256,10 @@ def build_plan(cfg: StudyConfig) -> StudyPlan:
             models[label] = ModelEntry(label, "quantized", str(job.out), base.label, producer=job.name, method=method,
                                        alpha=base.alpha, distill_method=base.distill_method)
     ev = cfg.eval
-    eval_params = {"sets": [_eval_set_identity(s) for s in ev.sets], "batch_size": ev.batch_size,
+    check_no_leaks(cfg, [train_params_data(cfg, overrides) for _, overrides in students(cfg)])
+    eval_params = {"sets": [_eval_set_identity(s) for s in ev.scored_sets], "batch_size": ev.batch_size,
                    "max_new_tokens": ev.max_new_tokens, "num_beams": ev.num_beams, "limit": ev.limit,
-                   "latency_sentences": ev.latency_sentences, "device": ev.device,
+                   "device": ev.device,
                    "statistics": {"n_bootstrap": cfg.statistics.n_bootstrap, "seed": cfg.statistics.seed}}
     for label, model in list(models.items()):
         job = Job(f"eval/{label}", "eval", label, root / "eval" / label, deps=[model.producer] if model.producer else [],
@@ -277,13 +279,45 @@ def build_plan(cfg: StudyConfig) -> StudyPlan:
             job = Job(f"bits/{label}", "bits", label, root / "bits" / label, deps=[model.producer] if model.producer else [],
                       params={**bit_params, "input": params_of_input.get(label)})
             jobs[job.name] = job
-    order = sorted(jobs.values(), key=lambda j: ["train", "quantize", "eval", "bits"].index(j.kind))
+    speed_params = {"set": _eval_set_identity(ev.in_domain[0]), "batch_size": ev.batch_size,
+                    "max_new_tokens": ev.max_new_tokens, "num_beams": ev.num_beams, "device": ev.device,
+                    "latency_sentences": ev.latency_sentences, "speed_sentences": ev.speed_sentences,
+                    "repeats": ev.speed_repeats, "inputs": params_of_input, "models": sorted(models)}
+    jobs["speed"] = Job("speed", "speed", "*", root / "speed", params=speed_params,
+                        deps=sorted({m.producer for m in models.values() if m.producer}))
+    order = sorted(jobs.values(), key=lambda j: ["train", "quantize", "eval", "bits", "speed"].index(j.kind))
     jobs = {j.name: j for j in order}
     fingerprints: dict[str, str] = {}
     for job in jobs.values():
         fingerprints[job.name] = digest({"kind": job.kind, "params": job.params,
                                          "deps": {d: fingerprints[d] for d in job.deps}})
     return StudyPlan(cfg, models, jobs, fingerprints)
+
+
+def train_params_data(cfg: StudyConfig, overrides: dict):
+    """The DataArguments of one student (its training and dev rows)."""
+    return distill_arguments(cfg, overrides, str(cfg.root / "students" / "_check"), quiet=True)[1]
+
+
+def check_no_leaks(cfg: StudyConfig, datas: list) -> None:
+    """Refuse, in one line, a study whose training or dev rows are test rows, or whose dev set is a test set."""
+    from llmdiet.evaluation.eval_sets import named_test_sets, overlapping_sets, resolve_eval_set
+
+    tests = [resolve_eval_set(s) for s in cfg.eval.sets]
+    known = {(t.name, t.source_key(), t.start, t.stop) for t in tests}
+    tests += [t for t in named_test_sets() if (t.name, t.source_key(), t.start, t.stop) not in known]
+    problems = sorted({p for data in datas for p in data.leaks(tests)})
+    if cfg.eval.dev:
+        dev = resolve_eval_set(cfg.eval.dev)
+        if cfg.eval.dev in cfg.eval.sets:
+            problems.append(f"eval.dev {cfg.eval.dev} is also a test set")
+        hits = overlapping_sets(dev.source_key(), dev.start, dev.stop, [t for t in tests if t.name != dev.name])
+        if hits:
+            problems.append(f"eval.dev {cfg.eval.dev} shares rows with {', '.join(hits)}")
+    if problems:
+        raise ConfigError(f"{cfg.path}: selection would use test rows: {'; '.join(problems)}. Give the students dev "
+                          "rows of their own (distill.eval_start / eval_rows) and a dev set disjoint from every test "
+                          "set (eval.dev)")
 
 
 def _alpha_default(cfg: StudyConfig) -> float:
@@ -423,11 +457,8 @@ def _run_eval(plan: StudyPlan, job: Job) -> dict:
     common = dict(model=model.path, tokenizer=cfg.tokenizer if model.role != "quantized" else None,
                   device=eval_device(plan, job.model), num_beams=ev.num_beams, max_new_tokens=ev.max_new_tokens,
                   seed=cfg.seed, progress=False)
-    results = run_eval(EvalArguments(eval_set=list(ev.sets), out=str(job.out), batch_size=ev.batch_size,
+    results = run_eval(EvalArguments(eval_set=list(ev.scored_sets), out=str(job.out), batch_size=ev.batch_size,
                                      limit=ev.limit, **common), command=command)
-    if ev.latency_sentences:
-        run_eval(EvalArguments(eval_set=[ev.in_domain[0]], out=str(job.out / "batch1"), batch_size=1,
-                               limit=ev.latency_sentences, warmup_batches=4, **common), command=command)
     stats = {}
     for set_name, entry in results["sets"].items():
         lines = (job.out / entry["samples_file"]).read_text(encoding="utf-8").splitlines()
@@ -454,4 +485,10 @@ def _run_bits(plan: StudyPlan, job: Job) -> dict:
     return {"points": len(summary["points"])}
 
 
-RUNNERS = {"train": _run_train, "quantize": _run_quantize, "eval": _run_eval, "bits": _run_bits}
+def _run_speed(plan: StudyPlan, job: Job) -> dict:
+    from llmdiet.study.speed import run_speed
+
+    return run_speed(plan, job)
+
+
+RUNNERS = {"train": _run_train, "quantize": _run_quantize, "eval": _run_eval, "bits": _run_bits, "speed": _run_speed}

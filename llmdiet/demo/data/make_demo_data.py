@@ -4,6 +4,17 @@ The sentences are built from small hand-written English/French/Korean templates 
 that a tiny model can learn them in a couple of CPU minutes. They exist to exercise
 the pipeline offline; scores on them say nothing about real translation quality.
 
+Like real parallel text, the French side is not a function of the English side: an English subject or
+adverbial has several correct French translations ("The teacher" -> "Le professeur", "La professeure" or
+"L'enseignant"; "every morning" -> "chaque matin" or "tous les matins"), drawn at random per row with fixed
+weights. No model can predict which one a reference uses, so even a perfect model scores well below BLEU
+100 in-domain, and quantization and distillation deltas become measurable (version 3 of the corpus).
+
+Rows of ``demo_en_fr.jsonl`` (2,160): [0, 1000) training, [1000, 1600) the en-fr test set (600 rows, enough
+for a non-inferiority decision at a 1-BLEU margin), [1600, 1800) the fr-en test set, [1800, 2000) the en-fr dev
+set (checkpoint, alpha and method selection), [2000, 2160) spare. ``demo_ko_en.jsonl``: [0, 1000) training,
+[1000, 1200) the ko-en test set.
+
     python llmdiet/demo/data/make_demo_data.py   # rewrites the .jsonl files beside it
 """
 
@@ -17,15 +28,18 @@ from pathlib import Path
 HERE = Path(__file__).parent
 
 # (english, french, number)
+# A French side is a list of (translation, weight): one is drawn per row.
 SUBJECTS = [
-    ("The teacher", "Le professeur", "sg"),
-    ("My sister", "Ma sœur", "sg"),
-    ("Our neighbour", "Notre voisin", "sg"),
-    ("The journalist", "Le journaliste", "sg"),
-    ("The children", "Les enfants", "pl"),
-    ("The students", "Les étudiants", "pl"),
-    ("My parents", "Mes parents", "pl"),
-    ("The farmers", "Les agriculteurs", "pl"),
+    ("The teacher", [("Le professeur", 0.6), ("La professeure", 0.25), ("L'enseignant", 0.15)], "sg"),
+    ("My sister", [("Ma sœur", 1.0)], "sg"),
+    ("Our neighbour", [("Notre voisin", 0.7), ("Notre voisine", 0.3)], "sg"),
+    ("The journalist", [("Le journaliste", 0.7), ("La journaliste", 0.3)], "sg"),
+    ("The children", [("Les enfants", 1.0)], "pl"),
+    ("The students", [("Les étudiants", 0.7), ("Les étudiantes", 0.3)], "pl"),
+    ("My parents", [("Mes parents", 1.0)], "pl"),
+    ("The farmers", [("Les agriculteurs", 0.7), ("Les paysans", 0.3)], "pl"),
+    ("The doctor", [("Le médecin", 0.75), ("La médecin", 0.25)], "sg"),
+    ("My brother", [("Mon frère", 1.0)], "sg"),
 ]
 # (en sg, en pl, fr sg, fr pl, [(object en, object fr), ...])
 VERBS = [
@@ -43,13 +57,15 @@ VERBS = [
      [("music", "la musique"), ("the city", "la ville"), ("the cinema", "le cinéma"), ("summer", "l'été")]),
 ]
 ADVERBIALS = [
-    ("", ""),
-    (" every morning", " chaque matin"),
-    (" in the evening", " le soir"),
-    (" on Sundays", " le dimanche"),
-    (" at the market", " au marché"),
-    (" in Paris", " à Paris"),
-    (" today", " aujourd'hui"),
+    ("", [("", 1.0)]),
+    (" every morning", [(" chaque matin", 0.7), (" tous les matins", 0.3)]),
+    (" in the evening", [(" le soir", 0.7), (" en soirée", 0.3)]),
+    (" on Sundays", [(" le dimanche", 0.7), (" tous les dimanches", 0.3)]),
+    (" at the market", [(" au marché", 1.0)]),
+    (" in Paris", [(" à Paris", 1.0)]),
+    (" today", [(" aujourd'hui", 1.0)]),
+    (" at home", [(" à la maison", 0.7), (" chez nous", 0.3)]),
+    (" tonight", [(" ce soir", 1.0)]),
 ]
 
 # Korean -> English: the same sentences as the English side of the En->Fr corpus (subject, adverbial,
@@ -57,7 +73,7 @@ ADVERBIALS = [
 # rows [1000, 1200) are the held-out demo-ko-en set.
 KO_SUBJECTS = {"The teacher": "선생님은", "My sister": "제 여동생은", "Our neighbour": "우리 이웃은",
                "The journalist": "기자는", "The children": "아이들은", "The students": "학생들은",
-               "My parents": "제 부모님은", "The farmers": "농부들은"}
+               "My parents": "제 부모님은", "The farmers": "농부들은", "The doctor": "의사는", "My brother": "제 남동생은"}
 KO_VERBS = {"reads": "읽습니다", "writes": "씁니다", "buys": "삽니다", "prepares": "준비합니다", "sees": "봅니다",
             "loves": "좋아합니다"}
 KO_OBJECTS = {"a book": "책을", "the newspaper": "신문을", "a long letter": "긴 편지를", "the report": "보고서를",
@@ -67,17 +83,23 @@ KO_OBJECTS = {"a book": "책을", "the newspaper": "신문을", "a long letter":
               "the mountains": "산을", "a film": "영화를", "the castle": "성을", "music": "음악을",
               "the city": "도시를", "the cinema": "영화관을", "summer": "여름을"}
 KO_ADVERBIALS = {"": "", " every morning": "매일 아침 ", " in the evening": "저녁에 ", " on Sundays": "일요일마다 ",
-                 " at the market": "시장에서 ", " in Paris": "파리에서 ", " today": "오늘 "}
+                 " at the market": "시장에서 ", " in Paris": "파리에서 ", " today": "오늘 ", " at home": "집에서 ",
+                 " tonight": "오늘 밤 "}
+
+
+def _draw(rng: random.Random, choices: list[tuple[str, float]]) -> str:
+    return rng.choices([text for text, _ in choices], weights=[w for _, w in choices])[0]
 
 
 def en_fr_pairs() -> list[dict]:
-    pairs = []
+    pairs, rng = [], random.Random(2)
     for (s_en, s_fr, num), (v_sg, v_pl, f_sg, f_pl, objects), (a_en, a_fr) in itertools.product(
         SUBJECTS, VERBS, ADVERBIALS
     ):
         for o_en, o_fr in objects:
             verb_en, verb_fr = (v_sg, f_sg) if num == "sg" else (v_pl, f_pl)
-            pairs.append({"en": f"{s_en} {verb_en} {o_en}{a_en}.", "fr": f"{s_fr} {verb_fr} {o_fr}{a_fr}."})
+            subject, adverbial = _draw(rng, s_fr), _draw(rng, a_fr)
+            pairs.append({"en": f"{s_en} {verb_en} {o_en}{a_en}.", "fr": f"{subject} {verb_fr} {o_fr}{adverbial}."})
     random.Random(0).shuffle(pairs)
     return pairs
 
