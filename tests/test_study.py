@@ -88,6 +88,16 @@ def test_every_job_figure_and_table_exists(study):
     # local model paths, but the demo eval sets: the page carries the demo banner
     assert "> DEMO: tiny locally-built models" in text.split("##")[0] and "written for llmdiet" in text
     assert "git sha" in text and "nrefs:1" in text  # provenance and sacreBLEU signatures
+    # speed: 3 interleaved rounds of every model (one run per model before), median and spread in the results
+    data = json.loads((run / "study_results.json").read_text())
+    timings = [json.loads(x) for x in (run / "speed" / "timings.jsonl").read_text().splitlines()]
+    assert sorted((t["round"], t["model"]) for t in timings) == sorted((r, m) for r in range(3) for m in data["models"])
+    for m in data["models"].values():
+        assert m["latency"]["repeats"] == 3 and m["latency"]["min"] <= m["latency"]["ms_per_sentence"] <= m["latency"]["max"]
+        assert m["size_counted"] and not any(f.endswith((".png", "training_log.json", "training_args.bin"))
+                                             for f in m["size_counted"])
+        assert m["batch_invariance"]["rows"] == 4 and "dev" not in data["decisions"]["teacher"]["rule"]["sets"]
+    assert "## Batch composition" in text and "demo-en-fr-dev" in text
 
 
 def test_study_md_numbers_equal_the_results_files(study):
@@ -252,8 +262,8 @@ def test_changed_settings_redo_only_the_affected_jobs_and_keep_the_old_output(st
                            tiny_config(demo_assets, run, eval={"max_new_tokens": 20}))
     plan = build_plan(load_study_config(changed))
     states = {name: status(plan, name) for name in plan.jobs}
-    # the evaluations and the bit sweeps decode with max_new_tokens; training and quantization do not
-    redo = {n for n in plan.jobs if n.startswith(("eval/", "bits/"))}
+    # the evaluations, the bit sweeps and the speed rounds decode with max_new_tokens; training and quantization do not
+    redo = {n for n in plan.jobs if n.startswith(("eval/", "bits/")) or n == "speed"}
     assert {n for n, s in states.items() if s == "stale"} == redo
     assert all(states[n] == "done" for n in plan.jobs if n not in redo)
 
@@ -272,6 +282,14 @@ def test_changed_settings_redo_only_the_affected_jobs_and_keep_the_old_output(st
     ({"distill": {"eval_start": 1000}}, "selection would use test rows: the dev rows [1000, 1200) are test rows of "
                                         "demo-en-fr (rows 1000-1199)"),
     ({"eval": {"dev": "demo-en-fr"}}, "eval.dev demo-en-fr is also a test set"),
+    ({"alphas": [0.1, 0.1000001]}, "give the same student name twice (alpha-0.1)"),
+    ({"alphas": [True]}, "alphas: expected a list of numbers in [0, 1] (not true/false)"),
+    ({"methods": {"teacher": {"alpha": 0.5}}}, "methods: name 'teacher' is reserved"),
+    ({"methods": {"student-vanilla": {"alpha": 0.5}}}, "methods: name 'student-vanilla' is reserved"),
+    ({"methods": {"pair": {"method": "dml"}, "pair-b": {"alpha": 0.5}}}, "collides with the second student of dml"),
+    ({"eval": {"batch_size": "abc"}}, "eval.batch_size: expected an integer, got 'abc'"),
+    ({"statistics": {"n_bootstrap": True}}, "statistics.n_bootstrap: expected an integer, got True"),
+    ({"distill": {"temp": 4}}, "not used by the HfArgumentParser: ['--temp', '4']"),  # no abbreviation of --temperature
     ({"colour": "blue"}, "unknown key(s) ['colour']"),
 ])
 def test_bad_config_is_one_line_naming_file_and_key(demo_assets, tmp_path, capsys, change, message):
@@ -282,6 +300,16 @@ def test_bad_config_is_one_line_naming_file_and_key(demo_assets, tmp_path, capsy
     assert cli.main(["study", "--config", str(path), "--list"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"llmdiet study: error: {path}") and message in err and "\n" not in err
+
+
+def test_duplicate_yaml_keys_and_directories_are_refused(demo_assets, tmp_path, capsys):
+    path = tmp_path / "dup.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(demo_assets, tmp_path / "run")) + "alphas: [0.5]\n")
+    assert cli.main(["study", "--config", str(path), "--list"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "duplicate key 'alphas'" in err and "\n" not in err
+    assert cli.main(["study", "--config", str(tmp_path), "--list"]) == 2
+    assert "is a directory, not a YAML config file" in capsys.readouterr().err
 
 
 def test_shipped_configs_parse_and_plan_the_reference_study():
@@ -330,7 +358,11 @@ def test_the_answer_never_reads_inconclusive_as_as_good():
                 "teacher+int8": decision("non-inferior", -0.1, -0.6, 0.4),
                 "teacher+int8b": decision("non-inferior", -0.2, -0.7, 0.3)}},
                 "out_of_domain": {}, "vanilla": {}}}
+    data["study"]["out_of_domain"] = ["ood"]
+    data["decisions"]["out_of_domain"] = {"ood": {"models": {"teacher+int8": {
+        "label": "inferior", "tests": {"ood/bleu": {"delta": -7.5, "low": -9.0, "high": -6.0, "margin": 1.0}}}}}}
     text = " ".join(answer(data))
+    assert "ood ΔBLEU -7.50 [-9.00, -6.00] **beyond the margin**" in text  # out of domain is stated, flagged
     assert "**Answer for this study: quantize: `teacher+int8`**" in text  # 2.49 vs 2.5 MB is a tie: dev BLEU wins
     assert "Tied on size with `teacher+int8b`" in text and "alpha-1+int8" not in text.split("**Answer")[1]
     assert "non-inferior" in text and "Holm" in text and "BLEU 1" in text

@@ -76,3 +76,17 @@ def test_distill_refuses_dev_rows_that_are_test_rows(demo_assets, tmp_path, caps
     code = cli.main(["distill", "--preset", "demo", "--eval_start", "1000", "--output_dir", str(tmp_path / "out"), "--max_steps", "1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "test rows of demo-en-fr" in err[-1]
+
+
+def test_the_demo_teacher_is_good_but_not_perfect(demo_assets, tmp_path):
+    """The demo teacher scored BLEU 100 [100, 100] in-domain, so every teacher quantization read +0.00; the v3
+    corpus has ambiguous references (several correct translations), so it is good but not perfect."""
+    from llmdiet.evaluation.harness import EvalArguments, run_eval
+
+    res = run_eval(EvalArguments(model=str(demo_assets.teacher), eval_set=["demo-en-fr", "demo-en-fr-dev"],
+                                 out=str(tmp_path / "eval"), batch_size=64, max_new_tokens=64, progress=False))
+    for name in ("demo-en-fr", "demo-en-fr-dev"):
+        assert 40 <= res["sets"][name]["metrics"]["bleu"] <= 85, res["sets"][name]["metrics"]["bleu"]
+    assert res["sets"]["demo-en-fr"]["num_samples"] == 600
+    counted = res["size"]["disk_counted"]
+    assert "model.safetensors" in counted and res["size"]["disk_bytes"] > 0

@@ -40,7 +40,7 @@ PRETRAINING_DIRECTIONS = [(DEMO_EN_FR, "en", "fr", DEMO_PREFIXES[0]), (DEMO_EN_F
                           (DEMO_KO_EN, "ko", "en", DEMO_PREFIXES[2])]
 # pretraining steps (batch 32, mixed directions): the teacher learns all three; the student, smaller and
 # trained briefly, is a weaker starting point that distillation can improve
-PRETRAINING_STEPS = {"teacher": 900, "student": 250}
+PRETRAINING_STEPS = {"teacher": 1800, "student": 250}
 DEMO_RECIPE_VERSION = 3  # bump when the demo models' recipe changes (the cache directory is keyed by it)
 
 TINY_SHAPES = {

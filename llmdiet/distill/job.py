@@ -282,7 +282,7 @@ PRESETS = {"reference": reference_defaults, "demo": demo_preset}
 def load_splits(data: DataArguments):
     """Training and evaluation rows, validated, with a report of skipped rows."""
     report = SkipReport()
-    need = max(data.train_start + data.train_rows, data.dev_start + data.eval_rows)
+    need = max(data.train_start + data.train_rows, data.dev_start + data.eval_rows if data.eval_rows else 0)
     if data.data_files:
         rows = read_parallel_file(data.data_files, data.source_column, data.target_column,
                                   skip_bad_rows=data.skip_bad_rows, report=report, header=not data.no_header)
@@ -294,7 +294,7 @@ def load_splits(data: DataArguments):
         what = f"dataset '{data.dataset_name}'"
     report.log(what)
     train = take_rows(rows, data.train_start, data.train_rows, f"{what} (training split)")
-    evaluation = take_rows(rows, data.dev_start, data.eval_rows, f"{what} (dev split)")
+    evaluation = take_rows(rows, data.dev_start, data.eval_rows, f"{what} (dev split)") if data.eval_rows else []
     return train, evaluation, report
 
 

@@ -125,8 +125,9 @@ class BitSweepSettings:
 @dataclass
 class StatisticsSettings:
     n_bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples of each 95% confidence interval."})
-    paired_test: str = field(default="bs", metadata={"help": "bs (paired bootstrap) or ar (approximate randomization)."})
-    n_samples: int = field(default=1000, metadata={"help": "Resamples/permutations of each paired test (>= 100)."})
+    paired_test: str = field(default="bs", metadata={"help": "Unused (kept so older configs load): the verdict is the "
+                                                                "non-inferiority rule of the verdict section."})
+    n_samples: int = field(default=1000, metadata={"help": "Unused (kept so older configs load): see verdict.n_resamples."})
     seed: int = field(default=12345, metadata={"help": "Seed of every resampling (>= 1: sacreBLEU reads 0 as "
                                                                  "'no seed', which would make every run differ)."})
 
@@ -209,6 +210,23 @@ class StudyConfig:
         return any(m.startswith("llmdiet-demo:") for m in (self.teacher, self.student))
 
 
+def _check_scalar(path: str, section: str, key: str, hint, value) -> None:
+    """YAML scalars against the field's type: no true/false for a number, no text for a number or a flag."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    kind = args[0] if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) \
+        and len(args) == 1 else hint
+    if value is None:
+        return
+    if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                 or (kind is int and isinstance(value, float))):
+        raise ConfigError(f"{path}: {section}.{key}: expected {'an integer' if kind is int else 'a number'}, got "
+                          f"{value!r}")
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"{path}: {section}.{key}: expected true or false, got {value!r}")
+    if kind is str and not isinstance(value, str):
+        raise ConfigError(f"{path}: {section}.{key}: expected text, got {value!r}")
+
+
 def _section(path: str, name: str, cls, values) -> object:
     """``cls(**values)`` with every problem reported as ``FILE: NAME.KEY: what is wrong``."""
     if values is None:
@@ -221,6 +239,7 @@ def _section(path: str, name: str, cls, values) -> object:
         raise ConfigError(f"{path}: {name}: unknown key(s) {unknown} (known: {', '.join(sorted(known))})")
     hints = typing.get_type_hints(cls)
     for key, value in values.items():
+        _check_scalar(path, name, key, hints[key], value)
         wants_list = typing.get_origin(hints[key]) is list
         wants_dict = hints[key] is dict or typing.get_origin(hints[key]) is dict
         if wants_list and not isinstance(value, list):
@@ -248,17 +267,26 @@ def load_study_config(path: str | Path, study_dir: str | None = None) -> StudyCo
         if not isinstance(data.get(key), str) or not data[key]:
             raise ConfigError(f"{path}: {key}: required (a hub id, a local directory or llmdiet-demo:{key})")
     alphas = data.get("alphas", [0.0, 0.25, 0.5, 0.75, 1.0])
-    if not isinstance(alphas, list) or not all(isinstance(a, (int, float)) and 0 <= a <= 1 for a in alphas):
-        raise ConfigError(f"{path}: alphas: expected a list of numbers in [0, 1], got {alphas!r}")
-    if len(set(alphas)) != len(alphas):
-        raise ConfigError(f"{path}: alphas: {alphas} has duplicates")
+    if not isinstance(alphas, list) or not all(isinstance(a, (int, float)) and not isinstance(a, bool) and 0 <= a <= 1
+                                               for a in alphas):
+        raise ConfigError(f"{path}: alphas: expected a list of numbers in [0, 1] (not true/false), got {alphas!r}")
+    labels = [f"alpha-{a:g}" for a in alphas]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{path}: alphas: {alphas} give the same student name twice "
+                          f"({', '.join(sorted({x for x in labels if labels.count(x) > 1}))}); drop one")
     methods = data.get("methods") or {}
     if not isinstance(methods, dict) or not all(isinstance(v, dict) for v in methods.values()):
         raise ConfigError(f"{path}: methods: expected name: {{distill flag: value, ...}} entries")
+    reserved = {"teacher", "student-vanilla"}
     for name in methods:
         if not str(name).replace("-", "").replace("_", "").replace(".", "").isalnum() or str(name).startswith("alpha-"):
             raise ConfigError(f"{path}: methods: name {name!r} must be letters, digits, '-', '_', '.' and not "
                               "start with 'alpha-'")
+        if name in reserved:
+            raise ConfigError(f"{path}: methods: name {name!r} is reserved for the study's own model; rename it")
+        if name.endswith("-b") and name[:-2] in methods and methods[name[:-2]].get("method") == "dml":
+            raise ConfigError(f"{path}: methods: name {name!r} collides with the second student of dml method "
+                              f"{name[:-2]!r}; rename it")
     distill = data.get("distill") or {}
     if not isinstance(distill, dict):
         raise ConfigError(f"{path}: distill: expected a mapping of llmdiet distill flag: value")
