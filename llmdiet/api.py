@@ -12,8 +12,48 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+
+from llmdiet.config import ConfigError
+
+
+class ArgumentTypeError(ConfigError, TypeError):
+    """A wrong type given to the Python API: a ConfigError (one line from the CLI) that is also a TypeError."""
+
+
+@contextlib.contextmanager
+def quiet_libraries():
+    """Other libraries' warnings and INFO chatter hidden while the API loads and runs a model (torch.ao's
+    deprecation notices, transformers' load reports); ``LLMDIET_LOG_LEVEL=INFO`` or ``DEBUG`` shows them."""
+    import logging
+    import os
+    import warnings
+
+    if os.environ.get("LLMDIET_LOG_LEVEL", "").upper() in ("INFO", "DEBUG"):
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in ("transformers", "optimum", "onnxruntime", "torchao", "torch")]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"^(?!llmdiet)")
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_level = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()
+        except ImportError:  # pragma: no cover
+            hf_logging = None
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+            if hf_logging is not None:
+                hf_logging.set_verbosity(hf_level)
 
 
 @dataclass
@@ -35,11 +75,38 @@ class Translator:
         from llmdiet.evaluation.generation import generate_all
 
         if isinstance(sources, str):
-            raise TypeError("translate() takes a list of strings; wrap a single sentence in a list")
+            raise ArgumentTypeError("translate() takes a list of strings; wrap a single sentence in a list")
+        sources = list(sources)
+        bad = [(i, type(s).__name__) for i, s in enumerate(sources) if not isinstance(s, str)]
+        if bad:
+            raise ArgumentTypeError(f"translate(): sources[{bad[0][0]}] is a {bad[0][1]}, not a string; pass text only")
+        for name, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens), ("num_beams", num_beams),
+                            ("max_source_length", max_source_length)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ArgumentTypeError(f"translate(): {name} must be an integer >= 1, got {value!r}")
         settings = GenerationSettings(max_new_tokens=max_new_tokens, num_beams=num_beams,
                                       max_source_length=max_source_length)
-        result = generate_all(self.backend, list(sources), settings, batch_size, warmup_batches=0, progress=False)
-        return [t.hypothesis for t in result.translations]
+        from llmdiet.evaluation.generation import source_lengths
+
+        lengths, unit = source_lengths(self.backend, sources)
+        long = sum(n > max_source_length for n in lengths) if unit == "tokens" else 0
+        if long:
+            import logging
+
+            logging.getLogger("llmdiet").warning(
+                "translate(): %d of %d sources are longer than max_source_length=%d tokens and are truncated (only "
+                "their first %d tokens are translated); split long inputs into sentences", long, len(sources),
+                max_source_length, max_source_length)
+        # an empty source has no translation: it comes back empty (a model would invent text from nothing)
+        todo = [i for i, s in enumerate(sources) if s.strip()]
+        out = [""] * len(sources)
+        if todo:
+            with quiet_libraries():
+                result = generate_all(self.backend, [sources[i] for i in todo], settings, batch_size, warmup_batches=0,
+                                      progress=False)
+            for i, t in zip(todo, result.translations):
+                out[i] = t.hypothesis
+        return out
 
     def size_info(self) -> dict:
         return self.backend.size_info()
@@ -53,7 +120,8 @@ def load(path_or_hub_id: str, backend: str = "auto", device: str = "cpu", tokeni
 
     path = resolve_model(str(path_or_hub_id))
     options = {"tokenizer_path": tokenizer} if tokenizer else {}
-    return Translator(load_backend(backend, path, device=device, **options), path)
+    with quiet_libraries():
+        return Translator(load_backend(backend, path, device=device, **options), path)
 
 
 def evaluate(model: str, eval_sets: list[str] | str, out: str | Path, **options) -> dict:
@@ -62,6 +130,10 @@ def evaluate(model: str, eval_sets: list[str] | str, out: str | Path, **options)
     from llmdiet.evaluation.harness import EvalArguments, run_eval
 
     sets = [eval_sets] if isinstance(eval_sets, str) else list(eval_sets)
+    for name in ("batch_size", "limit", "max_new_tokens", "num_beams", "min_new_tokens", "max_source_length"):
+        value = options.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ArgumentTypeError(f"evaluate(): {name} must be an integer, got {value!r}")
     args = EvalArguments(model=str(model), eval_set=sets, out=str(out), progress=options.pop("progress", False),
                          **options)
     return run_eval(args, command=["llmdiet.evaluate", str(model), *sets, str(out)])

@@ -18,6 +18,7 @@ stores each storage once and records the aliases in the file's metadata, and
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -48,6 +49,11 @@ def check_output_dir(out: str | Path, overwrite: bool) -> Path:
                                "refusing to replace it, choose another --out")
         if not overwrite:
             raise BackendError(f"--out {out}: already holds an artifact (pass --overwrite to replace it)")
+        foreign = foreign_files(out)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise BackendError(f"--out {out}: --overwrite replaces only what llmdiet wrote, and the directory also "
+                               f"holds {shown}; move them out first (or choose another --out)")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -55,6 +61,41 @@ def check_output_dir(out: str | Path, overwrite: bool) -> Path:
     if not os.access(out.parent, os.W_OK):
         raise BackendError(f"--out {out}: {out.parent} is not writable; choose another --out")
     return out
+
+
+def foreign_files(out: Path) -> list[str]:
+    """Files in an artifact directory that llmdiet did not write (not in its manifest, ``files`` in
+    ``llmdiet_artifact.json``; artifacts from before the manifest: anything that is not a model file)."""
+    from llmdiet.modeling import counted_files
+
+    try:
+        meta = json.loads((out / ARTIFACT_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        meta = {}
+    written = set(meta.get("files") or counted_files(out)) | {ARTIFACT_FILE, "README.md", ".llmdiet.lock"}
+    present = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    return [f for f in present if f not in written]
+
+
+@contextlib.contextmanager
+def temporary_files_under(directory: Path):
+    """Every temporary file of this block (``tempfile`` and ``TMPDIR``, which ONNX Runtime's and optimum's
+    exports use) goes under ``directory`` — inside the run's partial directory, so a killed run leaves nothing in
+    /tmp, and the next run removes it with the partial directory."""
+    import tempfile
+
+    directory.mkdir(parents=True, exist_ok=True)
+    old_dir, old_env = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir, os.environ["TMPDIR"] = str(directory), str(directory)
+    try:
+        yield directory
+    finally:
+        tempfile.tempdir = old_dir
+        if old_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = old_env
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -108,6 +149,7 @@ def write_artifact(out: str | Path, *, method: str, backend: str, source_model: 
     if meta_path.exists():
         meta_path.unlink()
     disk = directory_bytes(out)
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     meta = {
         "method": method,
         "backend": backend,
@@ -118,6 +160,7 @@ def write_artifact(out: str | Path, *, method: str, backend: str, source_model: 
         "size_ratio": round(disk / fp32_bytes, 4) if fp32_bytes else None,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **extra,
+        "files": files,  # the manifest: what --overwrite may replace
         "provenance": provenance(seed=seed, command=command),
     }
     meta_path.write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
@@ -239,6 +282,12 @@ def check_no_meta_tensors(model: "torch.nn.Module", path: str | Path) -> None:
 def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
+    names = ("tokenizer.json", "tokenizer_config.json", "spiece.model", "sentencepiece.bpe.model", "vocab.json",
+             "source.spm")
+    if Path(path).is_dir() and not any((Path(path) / n).is_file() for n in names):
+        raise BackendError(f"{path}: the artifact has no tokenizer files (tokenizer.json, spiece.model, ...); copy "
+                           "them from the model it was made from (AutoTokenizer.from_pretrained(MODEL)"
+                           f".save_pretrained('{path}')), or re-run llmdiet quantize")
     try:
         return AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError) as err:

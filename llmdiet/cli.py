@@ -68,6 +68,35 @@ def main(argv: list[str] | None = None) -> int:
     except user_errors() as err:  # user mistakes: a clear message, no traceback
         print(f"llmdiet {argv[0]}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"llmdiet {argv[0]}: interrupted; what was finished is kept (finished batches, checkpoints, jobs): "
+              "run the same command again to resume", file=sys.stderr)
+        return 130
+    except OSError as err:  # disk full, read-only directory, ...: one line, and how to resume
+        print(f"llmdiet {argv[0]}: error: {os_error_line(err)}", file=sys.stderr)
+        return 2
+    except Exception as err:  # safetensors and other Rust-backed writers report a full disk in their own type
+        if "No space left on device" not in str(err) and "os error 28" not in str(err):
+            raise
+        import errno
+
+        print(f"llmdiet {argv[0]}: error: {os_error_line(OSError(errno.ENOSPC, 'No space left on device'))}",
+              file=sys.stderr)
+        return 2
+
+
+def os_error_line(err: OSError) -> str:
+    """One line for an operating-system error: what failed, where, and what to do."""
+    import errno
+
+    where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+    hint = {errno.ENOSPC: "the disk is full: free space (or choose an output directory on another disk), then run "
+                          "the same command again to resume; finished work is kept",
+            errno.EROFS: "the file system is read-only: choose a writable output directory",
+            errno.EACCES: "permission denied: choose a directory you can write to",
+            errno.EDQUOT: "disk quota exceeded: free space, then run the same command again to resume"}.get(
+        err.errno, "run the same command again once this is fixed; finished work is kept")
+    return f"{where}{err.strerror or err}; {hint}"
 
 
 if __name__ == "__main__":

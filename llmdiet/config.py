@@ -179,17 +179,22 @@ def precheck(
     presets: dict[str, Callable[[], dict[str, Any]]] | None = None,
     prog: str | None = None,
     default_preset: str | None = None,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Validate the flags of llmdiet's own dataclasses in well under a second, before torch/transformers load.
 
     Builds each dataclass from (defaults < preset < YAML < flags) so its range checks run; flags that belong
-    to other dataclasses (e.g. the Trainer's) are left for the full parse. Returns the merged values.
+    to other dataclasses (e.g. the Trainer's) are left for the full parse, unless ``strict`` (every flag is one of
+    these dataclasses'): then an unknown flag is refused here too. Returns the merged values.
     """
     argv = list(argv)
     if "-h" in argv or "--help" in argv:
         return {}
     values = _preset_and_config(argv, presets, default_preset, known=None)
-    parsed, _others = _field_parser(dataclass_types, prog).parse_known_args(argv)
+    parsed, others = _field_parser(dataclass_types, prog).parse_known_args(argv)
+    if strict and others:
+        unknown = [a for a in others if a.startswith("-")] or others
+        raise ConfigError(f"unrecognized arguments: {' '.join(unknown)} (see {prog} --help)")
     values.update(vars(parsed))
     for dc in dataclass_types:
         names = {f.name for f in fields(dc)}

@@ -166,7 +166,7 @@ def _read_delimited(path, src_col, tgt_col, skip, report, delimiter, header=True
     else:  # declared headerless: exactly two columns, source then reference
         width, src_i, tgt_i = 2, 0, 1
     for first_line, last_line, fields in records:
-        if not any(f.strip() for f in fields):
+        if not fields or (len(fields) == 1 and not fields[0].strip()):  # a blank line is no row; "  \t  " is a row of empty fields
             continue
         origin = f"{path}:{first_line}" if first_line == last_line else f"{path}:{first_line}-{last_line}"
         if len(fields) != width:

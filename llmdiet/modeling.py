@@ -21,11 +21,18 @@ def load_seq2seq(name_or_path: str, dtype: "torch.dtype | None" = None, tokenize
     dtype = torch.float32 if dtype is None else dtype
 
     name_or_path = str(name_or_path)
+    local = Path(name_or_path)
+    if local.is_dir() and not (local / "config.json").is_file():
+        raise ModelLoadError(f"'{name_or_path}' has no config.json: not a saved model (save_pretrained) or llmdiet "
+                             "artifact directory")
     try:
         config = AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as err:
-        hint = " (local path does not exist)" if _looks_local(name_or_path) and not Path(name_or_path).exists() else ""
-        raise ModelLoadError(f"cannot load a model config from '{name_or_path}'{hint}: {str(err).splitlines()[0]}") from None
+        hint = " (local path does not exist)" if looks_local(name_or_path) and not local.exists() else ""
+        first = str(err).splitlines()[0]
+        if "Unrecognized model" in first or len(first) > 300:  # transformers lists every model type it knows
+            first = "its config.json has no known model_type (expected a seq2seq model such as t5, marian, bart)"
+        raise ModelLoadError(f"cannot load a model config from '{name_or_path}'{hint}: {first}") from None
     if not getattr(config, "is_encoder_decoder", False):
         raise ModelLoadError(
             f"'{name_or_path}' is a '{config.model_type}' model, not a sequence-to-sequence (encoder-decoder) model"
@@ -59,7 +66,8 @@ def load_tokenizer_for(name_or_path: str, tokenizer_path: str | None = None):
         ) from None
 
 
-def _looks_local(name: str) -> bool:
+def looks_local(name: str) -> bool:
+    """Whether ``name`` is meant as a local path rather than a hub id ``owner/name``."""
     return name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1] or name.count("/") != 1
 
 

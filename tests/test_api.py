@@ -175,3 +175,68 @@ def test_evaluate_modules_as_compute_metrics_in_a_users_trainer(demo_assets, tmp
     # a user's Trainer only has the tokenised labels: the references are decoded from them, as the helper does
     refs = [t.strip() for t in tok.batch_decode(ds["labels"], skip_special_tokens=True)]
     assert metrics["eval_bleu"] == pytest.approx(corpus_scores(hyps, refs)["bleu"], abs=1e-6)
+
+
+def test_translate_checks_its_input_in_one_line(demo_assets):
+    """translate([42]), [None], batch_size="8" gave raw TypeErrors; translate([""]) invented text."""
+    from llmdiet.config import ConfigError
+
+    translator = llmdiet.load(str(demo_assets.teacher))
+    for call, message in ((lambda: translator.translate([42]), r"sources\[0\] is a int, not a string"),
+                          (lambda: translator.translate(["ok", None]), r"sources\[1\] is a NoneType"),
+                          (lambda: translator.translate(["x"], batch_size="8"), "batch_size must be an integer >= 1"),
+                          (lambda: translator.translate("x"), "wrap a single sentence in a list"),
+                          (lambda: llmdiet.evaluate(str(demo_assets.teacher), "demo-en-fr", "/tmp/x", limit="5"),
+                           "limit must be an integer")):
+        with pytest.raises(ConfigError, match=message):
+            call()
+    out = translator.translate(["", SOURCES[0], "   "], max_new_tokens=24)
+    assert out[0] == "" and out[2] == "" and out[1] == translator.translate([SOURCES[0]], max_new_tokens=24)[0]
+
+
+def test_loading_a_wrong_directory_says_so_in_one_short_line(demo_assets, tmp_path):
+    """llmdiet.load on a garbage directory printed 4,827 characters; an artifact without its tokenizer said
+    "Either model_file or model_proto must be specified"."""
+    import shutil
+
+    from llmdiet.artifacts import BackendError
+    from llmdiet.modeling import ModelLoadError
+
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "notes.txt").write_text("hello")
+    with pytest.raises(ModelLoadError, match="has no config.json") as err:
+        llmdiet.load(str(garbage))
+    assert len(str(err.value)) < 300 and "\n" not in str(err.value)
+    (garbage / "config.json").write_text('{"hello": 1}')
+    with pytest.raises(ModelLoadError, match="no known model_type") as err:
+        llmdiet.load(str(garbage))
+    assert len(str(err.value)) < 300
+    artifact = tmp_path / "int8"
+    llmdiet.quantize(str(demo_assets.teacher), "dynamic-int8", str(artifact))
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (artifact / name).unlink(missing_ok=True)
+    with pytest.raises(BackendError, match="the artifact has no tokenizer files"):
+        llmdiet.load(str(artifact))
+
+
+def test_the_api_is_quiet_and_says_when_it_truncates(demo_assets, tmp_path, capfd, caplog):
+    """The Python API printed torch.ao deprecation notices and transformers' load reports; a 10,000-word input
+    was cut with transformers' misleading "indexing errors" warning."""
+    import logging
+    import warnings
+
+    artifact = tmp_path / "int8"
+    llmdiet.quantize(str(demo_assets.teacher), "dynamic-int8", str(artifact))
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        translator = llmdiet.load(str(artifact))
+        with caplog.at_level(logging.WARNING, logger="llmdiet"):
+            out = translator.translate(["translate English to French: " + "The children read a book. " * 2000],
+                                       max_new_tokens=8)
+    printed = capfd.readouterr()
+    assert len(out) == 1
+    assert not [w for w in caught if "llmdiet" not in str(w.filename)], [str(w.message) for w in caught]
+    assert "deprecated" not in printed.err and "indexing errors" not in printed.err
+    assert any("longer than max_source_length=512 tokens and are truncated" in r.message for r in caplog.records)

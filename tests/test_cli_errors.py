@@ -31,11 +31,18 @@ BAD_FLAGS = [
      "--calibration_count must be >= 1"),
     (["alpha-sweep", "--alphas", "0", "1.5"], "--alphas must be <= 1.0, got 1.5"),
     (["bit-sweep", "--bits", "9"], "--bits must be <= 8, got 9"),
+    # before: 6.7 s (an unknown eval flag waited for transformers) and ~3 s (a study config error)
+    (["eval", "--model", "m", "--eval-set", "s", "--out", "o", "--bogus", "1"], "unrecognized arguments: --bogus"),
+    (["study", "--config", "BAD_STUDY", "--list"], "unknown key(s) ['colour']"),
+    (["study", "--config", "BAD_STUDY", "--lst"], "unrecognized arguments: --lst"),
 ]
 
 
 @pytest.mark.parametrize("argv,message", BAD_FLAGS, ids=[" ".join(a[:3]) for a, _ in BAD_FLAGS])
 def test_bad_flag_is_one_line_exit_2_before_torch_loads(argv, message, tmp_path):
+    bad_study = tmp_path / "bad.yaml"
+    bad_study.write_text("study_dir: x\nteacher: llmdiet-demo:teacher\nstudent: llmdiet-demo:student\ncolour: blue\n")
+    argv = [str(bad_study) if a == "BAD_STUDY" else a for a in argv]
     proc = subprocess.run([sys.executable, "-c", CHECK_NO_TORCH, *argv], capture_output=True, text=True,
                           cwd=tmp_path, timeout=120)
     err = proc.stderr.strip()
@@ -91,3 +98,27 @@ def test_verbose_flag_and_env_bring_library_logs_back(monkeypatch):
     assert logging.getLogger().level == logging.DEBUG
     monkeypatch.delenv("LLMDIET_LOG_LEVEL")
     cli.configure_logging(verbose=False)
+
+
+@pytest.mark.parametrize("raised, expected, code", [
+    (KeyboardInterrupt(), "interrupted; what was finished is kept", 130),
+    (OSError(28, "No space left on device", "/data/run/results.json"),
+     "/data/run/results.json: No space left on device; the disk is full", 2),
+    (OSError(30, "Read-only file system", "/ro/study/STUDY.md"), "the file system is read-only", 2),
+    (RuntimeError("SafetensorError: IoError: No space left on device (os error 28)"), "the disk is full", 2),
+])
+def test_interrupts_and_disk_errors_are_one_line_with_how_to_resume(monkeypatch, capsys, raised, expected, code):
+    """Ctrl-C printed a KeyboardInterrupt traceback; disk full and read-only directories OSError/SafetensorError
+    tracebacks."""
+    import types
+
+    from llmdiet import cli
+
+    def boom(argv):
+        raise raised
+
+    monkeypatch.setitem(sys.modules, "llmdiet_fake_cmd", types.SimpleNamespace(main=boom))
+    monkeypatch.setitem(cli.SUBCOMMANDS, "eval", ("llmdiet_fake_cmd", "fake"))
+    assert cli.main(["eval"]) == code
+    err = capsys.readouterr().err.strip()
+    assert expected in err and "\n" not in err and "Traceback" not in err

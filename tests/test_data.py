@@ -181,3 +181,17 @@ def test_csv_unterminated_quote_names_the_record_and_line(tmp_path):
     path = write(tmp_path / "bad.csv", 'en,fr\nOk.,Bien.\n"Open quote,Ouvert\nNext.,Suivant.\n')
     with pytest.raises(DataError, match=r"bad.csv:3: malformed CSV record"):
         read_parallel_file(path, "en", "fr")
+
+
+def test_whitespace_only_tsv_rows_are_errors_or_counted_like_jsonl(tmp_path):
+    """A TSV row empty or whitespace in both fields was dropped and not counted (skipped_rows.total 0); the same
+    row in JSONL is an error. Now both: an error naming file:line and field, or counted with --skip_bad_rows;
+    a truly blank line is no row in either."""
+    from llmdiet.data import SkipReport
+
+    path = write(tmp_path / "a.tsv", "en\tfr\nHi.\tSalut.\n  \t \n\nOk.\tD'accord.\n")
+    with pytest.raises(DataError, match=r"a.tsv:3: field 'en' is empty or whitespace-only"):
+        read_parallel_file(path, "en", "fr")
+    report = SkipReport()
+    rows = read_parallel_file(path, "en", "fr", skip_bad_rows=True, report=report)
+    assert [r.source for r in rows] == ["Hi.", "Ok."] and report.total == 1

@@ -320,3 +320,18 @@ def test_sequence_level_kd_trains_on_teacher_translations_and_resumes(demo_asset
                                      out / "teacher_translations.jsonl", num_beams=2, max_new_tokens=64)
     assert targets == [{x["index"]: x["target"] for x in lines}[i] for i in range(48)]
     assert len((out / "teacher_translations.jsonl").read_text().splitlines()) == 48
+
+
+def test_quiet_runs_log_progress_lines_not_trainer_dicts(demo_assets, tmp_path, capsys, caplog):
+    """The demo study printed 170 raw Trainer {'loss': ...} dicts among 747 lines; the study and the Python API now
+    log one line per logging step (the values stay in training_log.json)."""
+    import logging
+
+    args, data, training = parse(small_run_argv(demo_assets, tmp_path / "q", "--max_steps", "4", "--logging_steps", "2",
+                                                "--disable_tqdm", "true"))
+    with caplog.at_level(logging.INFO, logger="llmdiet"):
+        summary = run(args, data, training, quiet=True)
+    assert "{'loss'" not in capsys.readouterr().out
+    lines = [r.message for r in caplog.records if ": step " in r.message]
+    assert len(lines) >= 2 and "step 2/4" in lines[0] and "loss " in lines[0]
+    assert any("loss" in e for e in summary["log_history"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -226,3 +227,45 @@ def test_artifact_with_missing_or_truncated_engine_file_is_one_line(demo_assets,
                        "--out", str(tmp_path / f"ev-{damage}"), "--no_progress"])
         err = capsys.readouterr().err.strip()
         assert rc == 2 and len(err.splitlines()) == 1 and str(out) in err, (damage, err)
+
+
+def test_overwrite_keeps_the_users_files_and_concurrent_runs_are_refused(demo_assets, tmp_path, capsys):
+    """--overwrite deleted notes.txt and my-eval/results.json inside an artifact without a word; two concurrent
+    runs into one --out both said "wrote ..." and the directory held only the later method."""
+    from llmdiet.locking import file_lock
+
+    out = tmp_path / "int8"
+    assert run_cli("--model", demo_assets.teacher, "--method", "dynamic-int8", "--out", out) == 0
+    meta = json.loads((out / ARTIFACT_FILE).read_text())
+    assert "model_int8.safetensors" in meta["files"]  # the manifest of what llmdiet wrote
+    (out / "notes.txt").write_text("mine")
+    (out / "my-eval").mkdir()
+    (out / "my-eval" / "results.json").write_text("{}")
+    capsys.readouterr()
+    assert run_cli("--model", demo_assets.teacher, "--method", "dynamic-int8", "--out", out, "--overwrite") == 2
+    err = capsys.readouterr().err
+    assert "my-eval/results.json, notes.txt" in err and "move them out first" in err and "\n" not in err.strip()
+    assert (out / "notes.txt").read_text() == "mine" and (out / "my-eval" / "results.json").exists()
+    (out / "notes.txt").unlink()
+    (out / "my-eval" / "results.json").unlink()
+    (out / "my-eval").rmdir()
+    with file_lock(out.parent / f".{out.name}.lock", "llmdiet quantize", shown=out):  # another run holds --out
+        assert run_cli("--model", demo_assets.teacher, "--method", "torch-bf16", "--out", out, "--overwrite") == 2
+    assert "is in use by a running llmdiet quantize" in capsys.readouterr().err
+    assert json.loads((out / ARTIFACT_FILE).read_text())["method"] == "dynamic-int8"
+    assert run_cli("--model", demo_assets.teacher, "--method", "torch-bf16", "--out", out, "--overwrite") == 0
+
+
+def test_temporary_files_of_a_quantization_stay_in_its_partial_directory(tmp_path):
+    """A SIGKILLed onnx-static-int8 left its export directory in /tmp (1.5 MB each time): every temporary file of
+    a method now goes under the run's partial directory, which the next run removes."""
+    import os
+    import tempfile
+
+    from llmdiet.artifacts import temporary_files_under
+
+    before = tempfile.gettempdir()
+    with temporary_files_under(tmp_path / ".NAME.partial-1" / ".tmp") as where:
+        made = Path(tempfile.mkdtemp(prefix="llmdiet-onnx-"))
+        assert made.parent == where and os.environ["TMPDIR"] == str(where)
+    assert not where.exists() and tempfile.gettempdir() == before

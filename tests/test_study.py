@@ -32,7 +32,9 @@ def tiny_config(demo_assets, study_dir: Path, **changes) -> dict:
         "quantize": {"methods": ["dynamic-int8"], "students": ["alpha-0.5"], "calibration_count": 8},
         "bit_sweep": {"bits": [4], "methods": ["rtn", "gpfq"], "models": ["teacher", "alpha-0.5"], "limit": 16,
                       "calibration_rows": 8},
-        "eval": {"in_domain": ["demo-en-fr"], "out_of_domain": ["demo-ko-en"], "limit": 24, "batch_size": 8,
+        # out of domain given as a file path (before: every job ran, then the report crashed with a KeyError)
+        "eval": {"in_domain": ["demo-en-fr"], "out_of_domain": [str(ROOT / "eval_sets" / "demo-ko-en.yaml")],
+                 "limit": 24, "batch_size": 8,
                  "max_new_tokens": 24, "latency_sentences": 4, "speed_sentences": 8, "dev": "demo-en-fr-dev"},
         "statistics": {"n_bootstrap": 200},
         "verdict": {"n_resamples": 2000},
@@ -289,6 +291,9 @@ def test_changed_settings_redo_only_the_affected_jobs_and_keep_the_old_output(st
     ({"methods": {"pair": {"method": "dml"}, "pair-b": {"alpha": 0.5}}}, "collides with the second student of dml"),
     ({"eval": {"batch_size": "abc"}}, "eval.batch_size: expected an integer, got 'abc'"),
     ({"statistics": {"n_bootstrap": True}}, "statistics.n_bootstrap: expected an integer, got True"),
+    ({"teacher": "/nonexistent/teacher"}, "teacher: /nonexistent/teacher does not exist"),
+    ({"quantize": {"calibration_file": "/nonexistent.tsv"}}, "calibration_file: /nonexistent.tsv does not exist"),
+    ({"eval": {"device": "tpu"}}, "eval: device: expected cpu, cuda or cuda:N, got 'tpu'"),
     ({"distill": {"temp": 4}}, "not used by the HfArgumentParser: ['--temp', '4']"),  # no abbreviation of --temperature
     ({"colour": "blue"}, "unknown key(s) ['colour']"),
 ])
@@ -426,3 +431,37 @@ def test_the_shared_teacher_cache_serves_fixed_target_students_only():
                                   ({"student_init": "copy_layers", "hidden_weight": 1.0}, False)):
         argv = distill_argv(cfg, overrides, "out")
         assert ("--teacher_cache" in argv) == uses_cache, overrides
+
+
+def test_damaged_outputs_are_redone_and_running_jobs_are_told_apart(study, tmp_path, capsys):
+    """Deleting or hand-editing a finished job's output gave a traceback in --report and a re-run trusted the
+    done marker; a job running in another process was listed as interrupted."""
+    import shutil
+
+    from llmdiet.locking import directory_lock
+    from llmdiet.study.jobs import lock_dir, marker_path, run_job
+
+    config, run = study
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns(".llmdiet.lock"))
+    data = yaml.safe_load(Path(config).read_text())
+    moved = write_config(tmp_path / "study.yaml", {**data, "study_dir": str(copy)})
+    plan = build_plan(load_study_config(moved))
+    assert status(plan, "eval/teacher") == "done"
+    results = copy / "eval" / "teacher" / "results.json"
+    edited = json.loads(results.read_text())
+    edited["sets"]["demo-en-fr"]["metrics"]["bleu"] = 99.99
+    results.write_text(json.dumps(edited))
+    (copy / "eval" / "alpha-0" / "demo-en-fr" / "samples.jsonl").unlink()
+    assert status(plan, "eval/teacher") == "damaged" and status(plan, "eval/alpha-0") == "damaged"
+    assert cli.main(["study", "--config", str(moved), "--report"]) == 0  # no traceback; the two are missing
+    text = (copy / "STUDY.md").read_text()
+    assert "eval/teacher" in text.split("**Incomplete:**")[1] and "99.99" not in text
+    assert run_job(plan, "eval/teacher") == "ran" and status(plan, "eval/teacher") == "done"
+    assert json.loads(results.read_text())["sets"]["demo-en-fr"]["metrics"]["bleu"] != 99.99
+    # a job whose marker says running and whose lock another process holds is "running", not "interrupted"
+    marker = json.loads(marker_path(plan, "bits/teacher").read_text())
+    marker_path(plan, "bits/teacher").write_text(json.dumps({**marker, "status": "running"}))
+    assert status(plan, "bits/teacher") == "interrupted"
+    with directory_lock(lock_dir(plan, "bits/teacher"), "test"):
+        assert status(plan, "bits/teacher") == "running"

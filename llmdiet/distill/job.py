@@ -440,7 +440,29 @@ def _with_teacher_cache(args, teacher, teacher_path, train_ds, collator, trainin
     return CachedTeacherCollator(collator, cache), train_ds.add_column(INDEX_COLUMN, list(range(len(train_ds))))
 
 
-def run(args: DistillationArguments, data: DataArguments, training: "Seq2SeqTrainingArguments", command=None) -> dict:
+PROGRESS_KEYS = ("loss", "ce", "kd", "eval_loss", "eval_bleu")
+
+
+def progress_lines(name: str):
+    """A TrainerCallback that replaces the Trainer's printed ``{'loss': ...}`` dicts with one log line per logging
+    step ("alpha-0.5: step 32/128 (epoch 1.00): loss 0.4125, ce 0.3951, kd 0.0174"); every value is still in
+    ``training_log.json``."""
+    from transformers import TrainerCallback
+
+    class ProgressLines(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            parts = [f"{k} {logs[k]:.4g}" for k in PROGRESS_KEYS if isinstance(logs.get(k), (int, float))]
+            if parts:
+                logger.info("%s: step %d/%d (epoch %.2f): %s", name, state.global_step, state.max_steps,
+                            logs.get("epoch") or state.epoch or 0.0, ", ".join(parts))
+
+    return ProgressLines()
+
+
+def run(args: DistillationArguments, data: DataArguments, training: "Seq2SeqTrainingArguments", command=None,
+        quiet: bool = False) -> dict:
     """Train and save; returns the summary written to ``training_log.json``."""
     from transformers import DataCollatorForSeq2Seq
 
@@ -508,6 +530,12 @@ def run(args: DistillationArguments, data: DataArguments, training: "Seq2SeqTrai
         method=args.method, loss_options=args.loss_options(), hidden_layers=copied_layers,
         hidden_weight=args.hidden_weight,
     )
+    if quiet:  # the study and the Python API: progress lines instead of the Trainer's printed dicts
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(progress_lines(Path(training.output_dir).name))
     result = trainer.train(resume_from_checkpoint=_resume_target(training.resume_from_checkpoint, training.output_dir))
     fake_quant = None
     if args.student_fake_quant:
@@ -698,7 +726,7 @@ def distill(*, preset: str | None = None, config: str | None = None, **options) 
                      bool(early.get("overwrite_output_dir")))
     args, data, training = parse_config((DistillationArguments, DataArguments, Seq2SeqTrainingArguments), argv,
                                         presets=PRESETS, prog="llmdiet.distill", default_preset="reference")
-    return run(args, data, training, command=["llmdiet.distill", *argv])
+    return run(args, data, training, command=["llmdiet.distill", *argv], quiet=True)
 
 
 __all__ = ["DistillationArguments", "DataArguments", "main", "run", "distill", "DataError"]

@@ -56,7 +56,9 @@ def source_lengths(backend: TranslationBackend, sources: Sequence[str]) -> tuple
     tokenizer = getattr(backend, "tokenizer", None)
     if callable(tokenizer):
         try:
-            ids = tokenizer(list(sources), add_special_tokens=True)["input_ids"]
+            # verbose=False: no "Token indices sequence length is longer than ..." warning (truncation is counted
+            # and reported by the caller, against --max_source_length, not the tokenizer's model_max_length)
+            ids = tokenizer(list(sources), add_special_tokens=True, verbose=False)["input_ids"]
             return [len(x) for x in ids], "tokens"
         except Exception:  # a tokenizer with another calling convention: fall back to characters
             pass

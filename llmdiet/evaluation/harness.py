@@ -143,7 +143,7 @@ def merge_repeated_option(argv: list[str], flags: tuple[str, ...]) -> list[str]:
 
 def parse_args(argv: list[str], prog: str = "llmdiet eval") -> EvalArguments:
     argv = merge_repeated_option(list(argv), ("--eval_set", "--eval-set"))
-    precheck([EvalArguments], argv, presets=PRESETS, prog=prog)  # bad flags answer before torch loads
+    precheck([EvalArguments], argv, presets=PRESETS, prog=prog, strict=True)  # bad flags answer before torch loads
     (args,) = parse_config([EvalArguments], argv, presets=PRESETS, prog=prog,
                            description="Score a model on eval sets: BLEU, chrF, ROUGE-L, timing, size, memory.")
     return args
@@ -286,7 +286,14 @@ def evaluate_set(backend, spec: EvalSet, rows: list[ParallelRow], set_dir: Path,
         timing = {**result.timing_dict(), "resumed_from": resumed_from, "generated_this_run": len(todo),
                   "covers_all_rows": resumed_from == 0}
     elif timing is None:
-        logger.warning("%s: all rows were translated by an earlier run whose timing was not saved", spec.name)
+        # every row was translated by a run killed before it saved its timing: time the set again (outputs are
+        # not rewritten), so a resumed run never loses a set's speed
+        logger.info("%s: every row was translated by an interrupted run that saved no timing; timing the set again",
+                    spec.name)
+        result = generate_all(backend, prefixed, args.generation_settings(), args.batch_size,
+                              warmup_batches=args.warmup_batches, progress=args.progress)
+        timing = {**result.timing_dict(), "resumed_from": resumed_from, "generated_this_run": 0,
+                  "covers_all_rows": True, "retimed": True}
 
     samples = [s for _, s in sorted(read_samples(samples_path, rows).items())]
     if len(samples) != len(rows):
@@ -306,7 +313,7 @@ def evaluate_set(backend, spec: EvalSet, rows: list[ParallelRow], set_dir: Path,
 # ----------------------------------------------------------------------------- the run
 
 
-def _unique_names(specs: list[EvalSet]) -> list[str]:
+def unique_set_names(specs: list[EvalSet]) -> list[str]:
     names, seen = [], {}
     for spec in specs:
         seen[spec.name] = seen.get(spec.name, 0) + 1
@@ -347,7 +354,7 @@ def _run_eval_locked(args: EvalArguments, command: list[str] | None) -> dict:
     specs = [resolve_eval_set(v, source_column=args.source_column, reference_column=args.reference_column,
                               prefix=args.prefix, header=not args.no_header) for v in args.eval_set]
     loaded = {}
-    for name, spec in zip(_unique_names(specs), specs):
+    for name, spec in zip(unique_set_names(specs), specs):
         report = SkipReport()
         rows = spec.load(skip_bad_rows=args.skip_bad_rows, report=report)
         report.log(f"eval set '{name}'")

@@ -49,18 +49,31 @@ def _check_pairs(hypotheses: list[str], references: list[str]) -> None:
         raise ValueError("cannot score an empty list of translations")
 
 
+UNICODE_FORM = "NFC"
+SIGNATURE_SUFFIX = f"|unicode:{UNICODE_FORM}"
+
+
+def normalize(texts: list[str]) -> list[str]:
+    """Unicode NFC for hypotheses and references alike: "é" typed as e + combining accent (NFD, as some corpora
+    and macOS file names store it) and as one code point (NFC, as models emit it) are the same text, but
+    sacreBLEU compares code points (an NFD reference against NFC output scored BLEU 55.5 instead of 100)."""
+    return [unicodedata.normalize(UNICODE_FORM, t) for t in texts]
+
+
 def bleu(hypotheses: list[str], references: list[str]) -> tuple[float, str]:
-    """Corpus BLEU (0–100) and its sacrebleu signature; one reference per hypothesis."""
+    """Corpus BLEU (0–100) and its signature (sacreBLEU's, plus ``|unicode:NFC``); one reference per hypothesis."""
     _check_pairs(hypotheses, references)
     metric = BLEU()
-    return metric.corpus_score(hypotheses, [references]).score, str(metric.get_signature())
+    score = metric.corpus_score(normalize(hypotheses), [normalize(references)]).score
+    return score, str(metric.get_signature()) + SIGNATURE_SUFFIX
 
 
 def chrf(hypotheses: list[str], references: list[str]) -> tuple[float, str]:
-    """Corpus chrF (0–100) and its sacrebleu signature; one reference per hypothesis."""
+    """Corpus chrF (0–100) and its signature (sacreBLEU's, plus ``|unicode:NFC``); one reference per hypothesis."""
     _check_pairs(hypotheses, references)
     metric = CHRF()
-    return metric.corpus_score(hypotheses, [references]).score, str(metric.get_signature())
+    score = metric.corpus_score(normalize(hypotheses), [normalize(references)]).score
+    return score, str(metric.get_signature()) + SIGNATURE_SUFFIX
 
 
 def rouge_l_per_sentence(hypotheses: list[str], references: list[str]) -> list[float]:

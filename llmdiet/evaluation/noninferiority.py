@@ -45,8 +45,10 @@ def _metric(name: str):
 def signature(metric: str) -> str:
     """sacreBLEU's signature of the metric as scored here (default BLEU() / CHRF() settings)."""
     scorer = _metric(metric)
+    from llmdiet.evaluation.metrics import SIGNATURE_SUFFIX
+
     scorer.corpus_score(["a"], [["a"]])  # sacreBLEU fills the signature's reference count when it scores
-    return str(scorer.get_signature())
+    return str(scorer.get_signature()) + SIGNATURE_SUFFIX
 
 
 def check_seed(seed) -> int:
@@ -62,7 +64,9 @@ def sentence_statistics(hypotheses: list[str], references: list[str], metric: st
         raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
     if not hypotheses:
         raise ValueError("no sentences to score")
-    stats = _metric(metric)._extract_corpus_statistics(list(hypotheses), [list(references)])
+    from llmdiet.evaluation.metrics import normalize
+
+    stats = _metric(metric)._extract_corpus_statistics(normalize(list(hypotheses)), [normalize(list(references))])
     return np.asarray(stats, dtype=np.float64)
 
 

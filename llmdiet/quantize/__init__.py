@@ -143,12 +143,26 @@ def quantize(job: QuantizeJob) -> dict:
     """Run ``job``: load, quantize, save to ``job.out``, write ``llmdiet_artifact.json``; returns the artifact dict."""
     import torch
 
-    from llmdiet.modeling import load_seq2seq
-    from llmdiet.artifacts import check_output_dir, fp32_disk_bytes, publish_partial_dir, start_partial_dir, write_artifact
+    from llmdiet.locking import file_lock
 
     method = get_method(job.method, job.device)
     torch.manual_seed(job.seed)
     sources = load_calibration_sources(job.calibration) if method.calibrated else None
+    out = Path(job.out)
+    # one run per --out at a time (two used to both "succeed", the later one silently replacing the other): the
+    # lock is a file beside --out, since --out itself is replaced by a rename
+    with file_lock(out.parent / f".{out.name}.lock", "llmdiet quantize", shown=out, remove=True):
+        return _quantize_locked(job, method, sources)
+
+
+def _quantize_locked(job: QuantizeJob, method, sources) -> dict:
+    import torch
+
+    from llmdiet.artifacts import (
+        check_output_dir, fp32_disk_bytes, publish_partial_dir, start_partial_dir, temporary_files_under, write_artifact,
+    )
+    from llmdiet.modeling import load_seq2seq
+
     out = check_output_dir(job.out, job.overwrite)  # before anything is loaded
     model, tokenizer = load_seq2seq(job.model, dtype=torch.float32, tokenizer_path=job.tokenizer)
     parameters = sum(p.numel() for p in model.parameters())
@@ -160,7 +174,8 @@ def quantize(job: QuantizeJob) -> dict:
     # a failed run leaves nothing behind, a killed one only a stale ``.NAME.partial-PID`` that the next run removes.
     partial = start_partial_dir(out)
     try:
-        extra = _run_method(method, job, model, tokenizer, sources, partial, model_type)
+        with temporary_files_under(partial / ".tmp"):  # never in /tmp: a killed run's leftovers stay in partial/
+            extra = _run_method(method, job, model, tokenizer, sources, partial, model_type)
         if method.calibrated:
             extra["calibration"] = {**job.calibration.describe(), "rows_used": len(sources),
                                     "batch_size": job.calibration_batch_size,

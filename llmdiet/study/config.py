@@ -96,6 +96,8 @@ class QuantizeSettings:
         if unknown:
             raise ConfigError(f"methods: unknown {unknown} (known: {', '.join(METHODS)})")
         check_range("calibration_count", self.calibration_count, 1)
+        if self.calibration_file and not Path(self.calibration_file).expanduser().is_file():
+            raise ConfigError(f"calibration_file: {self.calibration_file} does not exist (a parallel file of training rows)")
 
 
 @dataclass
@@ -266,6 +268,11 @@ def load_study_config(path: str | Path, study_dir: str | None = None) -> StudyCo
     for key in ("teacher", "student"):
         if not isinstance(data.get(key), str) or not data[key]:
             raise ConfigError(f"{path}: {key}: required (a hub id, a local directory or llmdiet-demo:{key})")
+        name = data[key]
+        meant_local = name.startswith((".", "/", "~")) or name.count("/") > 1  # not a hub id (owner/)name
+        if meant_local and not Path(name).expanduser().exists():
+            raise ConfigError(f"{path}: {key}: {name} does not exist (a local model directory, a hub id "
+                              f"owner/name, or llmdiet-demo:{key})")
     alphas = data.get("alphas", [0.0, 0.25, 0.5, 0.75, 1.0])
     if not isinstance(alphas, list) or not all(isinstance(a, (int, float)) and not isinstance(a, bool) and 0 <= a <= 1
                                                for a in alphas):

@@ -339,13 +339,67 @@ def read_marker(plan: StudyPlan, name: str) -> dict | None:
 
 
 def status(plan: StudyPlan, name: str) -> str:
-    """done | interrupted (will resume) | stale (settings changed: redone) | pending."""
+    """done | running (another process holds its lock) | interrupted (will resume) | stale (settings changed:
+    redone) | damaged (an output recorded when it finished is missing or changed: redone) | pending."""
+    from llmdiet.locking import is_locked
+
     marker = read_marker(plan, name)
     if marker is None:
         return "stale" if plan.jobs[name].out.exists() and any(plan.jobs[name].out.iterdir()) else "pending"
     if marker.get("fingerprint") != plan.fingerprints[name]:
         return "stale"
-    return "done" if marker.get("status") == "done" else "interrupted"
+    if marker.get("status") == "done":
+        return "damaged" if damaged_outputs(plan.jobs[name], marker) else "done"
+    return "running" if is_locked(lock_dir(plan, name)) else "interrupted"
+
+
+def lock_dir(plan: StudyPlan, name: str) -> Path:
+    return plan.config.root / "locks" / name.replace("/", "__")
+
+
+SMALL_FILE = 16 * 1024 * 1024  # outputs up to this size are verified by content, larger ones by size and mtime
+
+
+def job_outputs(job: Job) -> list[Path]:
+    """The files a finished job leaves that later jobs and the report read."""
+    from llmdiet.modeling import counted_files
+
+    out = job.out
+    if job.kind == "train":
+        dirs = [out / "student_a", out / "student_b"] if (out / "student_a").is_dir() else [out]
+        return [out / "training_log.json"] + [d / f for d in dirs for f in counted_files(d)]
+    if job.kind == "quantize":
+        return [out / f for f in counted_files(out)]
+    if job.kind == "eval":
+        return [out / "results.json", out / "statistics.json"] + sorted(out.glob("*/samples.jsonl"))
+    if job.kind == "bits":
+        return [out / "bit_sweep.json"]
+    return [out / "timings.jsonl"]
+
+
+def _file_identity(path: Path) -> dict:
+    from llmdiet.fingerprint import file_sha256
+
+    stat = path.stat()
+    if stat.st_size <= SMALL_FILE:
+        return {"bytes": stat.st_size, "sha256": file_sha256(path)}
+    return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def record_outputs(job: Job) -> dict:
+    return {str(p.relative_to(job.out)): _file_identity(p) for p in job_outputs(job) if p.is_file()}
+
+
+def damaged_outputs(job: Job, marker: dict) -> list[str]:
+    """The recorded outputs that are missing or no longer what the job wrote (a hand edit, a truncation)."""
+    bad = []
+    for rel, identity in (marker.get("outputs") or {}).items():
+        path = job.out / rel
+        if not path.is_file():
+            bad.append(f"{rel} is missing")
+        elif _file_identity(path) != identity:
+            bad.append(f"{rel} changed")
+    return bad
 
 
 def _write_marker(plan: StudyPlan, name: str, state: str, started: float, extra: dict | None = None) -> None:
@@ -383,12 +437,15 @@ def run_job(plan: StudyPlan, name: str) -> str:
     if state == "done":
         logger.info("%s: done (same fingerprint), skipped", name)
         return "skipped"
+    if state == "damaged":
+        logger.warning("%s: %s since it finished; the job is redone (its old output goes to stale/)", name,
+                       "; ".join(damaged_outputs(job, read_marker(plan, name))))
     missing = [d for d in job.deps if status(plan, d) != "done"]
     if missing:
         raise ConfigError(f"job {name} needs {', '.join(missing)} first (llmdiet study --config {plan.config.path} "
                           f"--job {missing[0]}, or run the whole study)")
-    with directory_lock(plan.config.root / "locks" / name.replace("/", "__"), f"study job {name}"):
-        if state == "stale":
+    with directory_lock(lock_dir(plan, name), f"study job {name}"):
+        if state in ("stale", "damaged"):
             _move_stale(plan, job)
         started = time.time()
         if _is_main_process():
@@ -396,7 +453,7 @@ def run_job(plan: StudyPlan, name: str) -> str:
         logger.info("%s: %s", name, "resuming" if state == "interrupted" else "running")
         extra = RUNNERS[job.kind](plan, job)
         if _is_main_process():
-            _write_marker(plan, name, "done", started, extra)
+            _write_marker(plan, name, "done", started, {**extra, "outputs": record_outputs(job)})
     return "ran"
 
 
@@ -422,7 +479,8 @@ def _run_train(plan: StudyPlan, job: Job) -> dict:
         args.sequence_kd_file = str(shared / "teacher_translations.jsonl")
     if job.out.is_dir() and get_last_checkpoint(str(job.out)):
         training.resume_from_checkpoint = "latest"
-    summary = run(args, data, training, command=["llmdiet", "study", "--config", cfg.path, "--job", job.name])
+    summary = run(args, data, training, command=["llmdiet", "study", "--config", cfg.path, "--job", job.name],
+                  quiet=True)
     return {"global_step": summary["global_step"]}
 
 

@@ -55,7 +55,7 @@ def collect_model(plan: StudyPlan, label: str, speed: dict) -> dict | None:
                       "degenerate_share": (s.get("degenerate") or {}).get("share"),
                       "sentences_per_s": (s.get("timing") or {}).get("sentences_per_s"),
                       "bleu_signature": m["bleu_signature"], "chrf_signature": m["chrf_signature"]}
-    first = plan.config.eval.in_domain[0]
+    first = set_names(plan)["in_domain"][0]
     timing = (results["sets"][first].get("timing") or {})
     timed = speed.get(label)
     latency = None
@@ -83,7 +83,7 @@ def _batch_invariance(plan: StudyPlan, eval_dir: Path, results: dict, timed: dic
     """The speed job's batch-1 outputs against the batched eval's outputs of the same rows (and their BLEU)."""
     from llmdiet.evaluation.metrics import bleu as corpus_bleu
 
-    first = plan.config.eval.in_domain[0]
+    first = set_names(plan)["in_domain"][0]
     if not timed or not timed.get("hypotheses_batch1") or first not in results["sets"]:
         return None
     one = timed["hypotheses_batch1"]
@@ -115,6 +115,19 @@ def bit_points(plan: StudyPlan, label: str) -> list[dict] | None:
             for p in summary.get("points", [])]
 
 
+def set_names(plan: StudyPlan) -> dict:
+    """The names the eval jobs file each configured set under (a local file's set is named after the file; a name
+    given twice gets -2, as ``llmdiet eval`` does), for the in-domain, out-of-domain and dev entries."""
+    from llmdiet.evaluation.eval_sets import resolve_eval_set
+    from llmdiet.evaluation.harness import unique_set_names
+
+    ev = plan.config.eval
+    names = unique_set_names([resolve_eval_set(s) for s in ev.scored_sets])
+    n_in, n_out = len(ev.in_domain), len(ev.out_of_domain)
+    return {"in_domain": names[:n_in], "out_of_domain": names[n_in:n_in + n_out],
+            "dev": names[n_in + n_out] if ev.dev else None}
+
+
 def _hypotheses(plan: StudyPlan, labels: list[str], set_name: str) -> tuple[dict, list[str] | None]:
     hyps, refs = {}, None
     for label in labels:
@@ -139,7 +152,8 @@ def decisions(plan: StudyPlan, labels: list[str]) -> dict:
     cfg, v = plan.config, plan.config.verdict
     cache_path = cfg.root / "report" / "decisions.json"
     cache = _read_json(cache_path) or {}
-    texts = {s: _hypotheses(plan, labels, s) for s in cfg.eval.sets}
+    names = set_names(plan)
+    texts = {s: _hypotheses(plan, labels, s) for s in names["in_domain"] + names["out_of_domain"]}
 
     def run(baseline: str, candidates: list[str], sets: list[str], margins: dict) -> dict:
         refs = {s: texts[s][1] for s in sets if texts[s][1] is not None and baseline in texts[s][0]}
@@ -154,15 +168,15 @@ def decisions(plan: StudyPlan, labels: list[str]) -> dict:
         return cache[key]
 
     compressed = [label for label in labels if label != TEACHER]
-    decision_sets = cfg.eval.in_domain + (cfg.eval.out_of_domain if v.require_out_of_domain else [])
+    decision_sets = names["in_domain"] + (names["out_of_domain"] if v.require_out_of_domain else [])
     out: dict = {"teacher": {}, "out_of_domain": {}, "vanilla": {}}
     if TEACHER in labels and compressed:
         out["teacher"] = run(TEACHER, compressed, decision_sets, v.margin)
-        for s in cfg.eval.out_of_domain:
+        for s in names["out_of_domain"]:
             out["out_of_domain"][s] = run(TEACHER, compressed, [s], v.margin)
     trained = [label for label in labels if plan.models[label].role == "student"]
     if VANILLA in labels and trained:
-        for s in cfg.eval.sets:
+        for s in names["in_domain"] + names["out_of_domain"]:
             out["vanilla"][s] = run(VANILLA, trained, [s], {"bleu": 0.0})
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     cache_path.write_text(json.dumps(cache))
@@ -201,7 +215,9 @@ def collect(plan: StudyPlan) -> dict:
     return {
         "study": {"config": cfg.path, "study_dir": str(cfg.root), "teacher": cfg.teacher, "student": cfg.student,
                   "alphas": cfg.alphas, "methods": cfg.methods, "quantize": cfg.quantize.methods,
-                  "in_domain": cfg.eval.in_domain, "out_of_domain": cfg.eval.out_of_domain, "dev": cfg.eval.dev,
+                  "in_domain": set_names(plan)["in_domain"], "out_of_domain": set_names(plan)["out_of_domain"],
+                  "dev": set_names(plan)["dev"], "set_entries": {"in_domain": cfg.eval.in_domain,
+                                                                  "out_of_domain": cfg.eval.out_of_domain},
                   "demo": cfg.demo or any(m["demo"] for m in models.values()),
                   "statistics": vars(cfg.statistics), "eval": vars(cfg.eval), "verdict": vars(cfg.verdict)},
         "models": models,
