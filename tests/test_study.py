@@ -292,6 +292,7 @@ def test_changed_settings_redo_only_the_affected_jobs_and_keep_the_old_output(st
     ({"eval": {"batch_size": "abc"}}, "eval.batch_size: expected an integer, got 'abc'"),
     ({"statistics": {"n_bootstrap": True}}, "statistics.n_bootstrap: expected an integer, got True"),
     ({"teacher": "/nonexistent/teacher"}, "teacher: /nonexistent/teacher does not exist"),
+    ({"student": "/"}, "student: / has no config.json"),
     ({"quantize": {"calibration_file": "/nonexistent.tsv"}}, "calibration_file: /nonexistent.tsv does not exist"),
     ({"eval": {"device": "tpu"}}, "eval: device: expected cpu, cuda or cuda:N, got 'tpu'"),
     ({"distill": {"temp": 4}}, "not used by the HfArgumentParser: ['--temp', '4']"),  # no abbreviation of --temperature

@@ -273,6 +273,8 @@ def load_study_config(path: str | Path, study_dir: str | None = None) -> StudyCo
         if meant_local and not Path(name).expanduser().exists():
             raise ConfigError(f"{path}: {key}: {name} does not exist (a local model directory, a hub id "
                               f"owner/name, or llmdiet-demo:{key})")
+        if Path(name).expanduser().is_dir() and not (Path(name).expanduser() / "config.json").is_file():
+            raise ConfigError(f"{path}: {key}: {name} has no config.json (not a save_pretrained model directory)")
     alphas = data.get("alphas", [0.0, 0.25, 0.5, 0.75, 1.0])
     if not isinstance(alphas, list) or not all(isinstance(a, (int, float)) and not isinstance(a, bool) and 0 <= a <= 1
                                                for a in alphas):
