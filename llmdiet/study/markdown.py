@@ -1,7 +1,8 @@
 """``STUDY.md``: the verdict, the tables and the figures, rendered from ``study_results.json``'s content.
 
 Every number comes from ``data`` (see :mod:`llmdiet.study.report`); the sentences of the answer are
-generated from those numbers and say "not significant" wherever the paired test does.
+generated from the non-inferiority decisions (:mod:`llmdiet.evaluation.noninferiority`) and never claim more
+than the stated rule allows.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from llmdiet.study.jobs import TEACHER, VANILLA
-
-ALPHA = 0.05
 
 
 def _f(value, digits: int = 2, suffix: str = "") -> str:
