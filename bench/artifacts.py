@@ -34,20 +34,43 @@ def build_random(spec: dict) -> dict:
     start = time.perf_counter()
     tokenizer = load_tokenizer(spec["tokenizer_dir"])
     out = save_random_model(spec["shape"], spec["out"], tokenizer, seed=spec.get("seed", 0))
-    return {"dir": str(out), "shape": spec["shape"], "parameters": shape_parameters(spec["shape"], tokenizer),
-            "disk_bytes": directory_bytes(out), "build_s": time.perf_counter() - start}
+    return {
+        "dir": str(out),
+        "shape": spec["shape"],
+        "parameters": shape_parameters(spec["shape"], tokenizer),
+        "disk_bytes": directory_bytes(out),
+        "build_s": time.perf_counter() - start,
+    }
 
 
 def quantize_command(spec: dict) -> list[str]:
     """The ``llmdiet quantize`` arguments for ``spec`` (recorded in the results as the exact command)."""
     from llmdiet.demo import DEMO_EN_FR
 
-    argv = ["--model", spec["model"], "--method", spec["method"], "--out", spec["out"], "--overwrite",
-            "--device", spec.get("device", "cpu")]
+    argv = [
+        "--model",
+        spec["model"],
+        "--method",
+        spec["method"],
+        "--out",
+        spec["out"],
+        "--overwrite",
+        "--device",
+        spec.get("device", "cpu"),
+    ]
     if spec["method"] in CALIBRATED:
-        argv += ["--calibration_file", str(DEMO_EN_FR), "--calibration_source_column", "en",
-                 "--calibration_start", "0", "--calibration_count", str(spec.get("calibration_count", 32)),
-                 "--calibration_max_new_tokens", str(spec.get("calibration_max_new_tokens", 40))]
+        argv += [
+            "--calibration_file",
+            str(DEMO_EN_FR),
+            "--calibration_source_column",
+            "en",
+            "--calibration_start",
+            "0",
+            "--calibration_count",
+            str(spec.get("calibration_count", 32)),
+            "--calibration_max_new_tokens",
+            str(spec.get("calibration_max_new_tokens", 40)),
+        ]
     return argv
 
 
@@ -69,10 +92,29 @@ def build_quantized(spec: dict) -> dict:
 
 
 def _summary(meta: dict, out: Path, argv: list[str], build_s: float | None, reused: bool) -> dict:
-    keep = ("method", "backend", "parameters", "disk_bytes", "fp32_disk_bytes", "size_ratio", "weights",
-            "activations", "quantization", "instruction_set", "per_channel", "calibration", "kept_float", "dtype")
-    return {"dir": str(out), **{k: meta[k] for k in keep if k in meta}, "build_s": build_s, "reused": reused,
-            "command": "llmdiet quantize " + " ".join(argv)}
+    keep = (
+        "method",
+        "backend",
+        "parameters",
+        "disk_bytes",
+        "fp32_disk_bytes",
+        "size_ratio",
+        "weights",
+        "activations",
+        "quantization",
+        "instruction_set",
+        "per_channel",
+        "calibration",
+        "kept_float",
+        "dtype",
+    )
+    return {
+        "dir": str(out),
+        **{k: meta[k] for k in keep if k in meta},
+        "build_s": build_s,
+        "reused": reused,
+        "command": "llmdiet quantize " + " ".join(argv),
+    }
 
 
 def run(spec: dict) -> dict:

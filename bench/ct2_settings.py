@@ -30,16 +30,23 @@ if __package__ in (None, ""):
 def time_setting(model_dir: str, batch: int, intra: int, inter: int, rounds: int = 3) -> dict:
     import ctranslate2
 
-    translator = ctranslate2.Translator(model_dir, device="cpu", compute_type="int8", intra_threads=intra,
-                                        inter_threads=inter)
+    translator = ctranslate2.Translator(
+        model_dir, device="cpu", compute_type="int8", intra_threads=intra, inter_threads=inter
+    )
     vocab = json.loads((Path(model_dir) / "shared_vocabulary.json").read_text())
     import random
 
     rng = random.Random(0)
     sources = [[vocab[rng.randrange(5, len(vocab) - 100)] for _ in range(39)] + ["</s>"] for _ in range(batch)]
     split = -(-batch // inter) if inter > 1 else 0
-    options = dict(beam_size=1, max_batch_size=split, max_decoding_length=40, min_decoding_length=40,
-                   max_input_length=0, return_end_token=True)
+    options = dict(
+        beam_size=1,
+        max_batch_size=split,
+        max_decoding_length=40,
+        min_decoding_length=40,
+        max_input_length=0,
+        return_end_token=True,
+    )
     translator.translate_batch(sources, **options)
     times = []
     for _ in range(rounds):
@@ -48,8 +55,15 @@ def time_setting(model_dir: str, batch: int, intra: int, inter: int, rounds: int
         times.append(time.perf_counter() - start)
     tokens = sum(len(r.hypotheses[0]) for r in results)
     median = statistics.median(times)
-    return {"batch_size": batch, "intra_threads": intra, "inter_threads": inter, "max_batch_size": split,
-            "median_s": median, "times_s": times, "tokens_per_s": tokens / median}
+    return {
+        "batch_size": batch,
+        "intra_threads": intra,
+        "inter_threads": inter,
+        "max_batch_size": split,
+        "median_s": median,
+        "times_s": times,
+        "tokens_per_s": tokens / median,
+    }
 
 
 def main(argv=None) -> int:
@@ -66,18 +80,23 @@ def main(argv=None) -> int:
 
     import ctranslate2
 
+    from bench.run import cpu_flags
     from llmdiet.demo import build_demo_tokenizer
     from llmdiet.provenance import available_cores, provenance
     from llmdiet.quantize import quantize_model
     from llmdiet.shapes import random_flan_t5
-    from bench.run import cpu_flags
 
     cores = available_cores()
     layouts = [(cores, 1), (1, 1), (1, cores)]  # (intra, inter)
     tokenizer = build_demo_tokenizer()
-    out = {"command": " ".join(["python", "bench/ct2_settings.py", *(argv or sys.argv[1:])]),
-           "provenance": provenance(seed=0), "cpu_flags": cpu_flags(), "cores": cores,
-           "supported_compute_types_cpu": sorted(ctranslate2.get_supported_compute_types("cpu")), "shapes": {}}
+    out = {
+        "command": " ".join(["python", "bench/ct2_settings.py", *(argv or sys.argv[1:])]),
+        "provenance": provenance(seed=0),
+        "cpu_flags": cpu_flags(),
+        "cores": cores,
+        "supported_compute_types_cpu": sorted(ctranslate2.get_supported_compute_types("cpu")),
+        "shapes": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for shape in args.shapes:
             hf_dir, ct2_dir = Path(tmp) / shape, Path(tmp) / f"{shape}-ct2"
@@ -89,15 +108,28 @@ def main(argv=None) -> int:
                 for intra, inter in layouts:
                     if inter > batch:
                         continue
-                    done = subprocess.run([sys.executable, __file__, "--_worker", str(ct2_dir), str(batch), str(intra),
-                                           str(inter), "3"], capture_output=True, text=True, check=True)
+                    done = subprocess.run(
+                        [sys.executable, __file__, "--_worker", str(ct2_dir), str(batch), str(intra), str(inter), "3"],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
                     row = json.loads(done.stdout.strip().splitlines()[-1])
-                    print(shape, row["batch_size"], f"intra {intra} inter {inter}", f"{row['tokens_per_s']:.1f} tok/s",
-                          flush=True)
+                    print(
+                        shape,
+                        row["batch_size"],
+                        f"intra {intra} inter {inter}",
+                        f"{row['tokens_per_s']:.1f} tok/s",
+                        flush=True,
+                    )
                     rows.append(row)
-            best = {b: max((r for r in rows if r["batch_size"] == b), key=lambda r: r["tokens_per_s"]) for b in args.batches}
-            out["shapes"][shape] = {"rows": rows, "best": {str(b): {k: v for k, v in r.items() if k != "times_s"}
-                                                          for b, r in best.items()}}
+            best = {
+                b: max((r for r in rows if r["batch_size"] == b), key=lambda r: r["tokens_per_s"]) for b in args.batches
+            }
+            out["shapes"][shape] = {
+                "rows": rows,
+                "best": {str(b): {k: v for k, v in r.items() if k != "times_s"} for b, r in best.items()},
+            }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
     print("wrote", args.out)

@@ -82,10 +82,27 @@ def heap_retained_bytes() -> int | None:
 
 
 def _summary(timing: dict) -> dict:
-    keep = ("batch_size", "num_sentences", "num_batches", "generated_tokens", "wall_s", "warmup_s", "sentences_per_s",
-            "tokens_per_s", "latency_p50_s", "latency_p95_s", "peak_rss_bytes", "lifetime_peak_rss_bytes",
-            "peak_gpu_bytes", "torch_threads", "device", "sorted_by", "batch_latencies_s", "first_token_p50_s",
-            "per_token_latency_p50_s")
+    keep = (
+        "batch_size",
+        "num_sentences",
+        "num_batches",
+        "generated_tokens",
+        "wall_s",
+        "warmup_s",
+        "sentences_per_s",
+        "tokens_per_s",
+        "latency_p50_s",
+        "latency_p95_s",
+        "peak_rss_bytes",
+        "lifetime_peak_rss_bytes",
+        "peak_gpu_bytes",
+        "torch_threads",
+        "device",
+        "sorted_by",
+        "batch_latencies_s",
+        "first_token_p50_s",
+        "per_token_latency_p50_s",
+    )
     return {k: timing.get(k) for k in keep}
 
 
@@ -107,14 +124,26 @@ def measure_llmdiet_backend(spec: dict, sources: list[str], settings) -> dict:
     mapped_model_rss = mapped_file_rss_bytes(spec["model_dir"])
     runs = []
     for run in sorted(spec["runs"], key=lambda r: r["batch_size"]):
-        result = generate_all(backend, sources[: run["num_sentences"]], settings, run["batch_size"],
-                              warmup_batches=spec.get("warmup_batches", 1), progress=False)
+        result = generate_all(
+            backend,
+            sources[: run["num_sentences"]],
+            settings,
+            run["batch_size"],
+            warmup_batches=spec.get("warmup_batches", 1),
+            progress=False,
+        )
         runs.append(_summary(result.timing_dict()))
         del result
         gc.collect()
-    out = {"describe": backend.describe(), "size_info": backend.size_info(), "load_s": load_s,
-           "rss_before_load_bytes": rss_before, "rss_after_load_bytes": rss_loaded,
-           "mapped_model_files_rss_bytes": mapped_model_rss, "runs": runs}
+    out = {
+        "describe": backend.describe(),
+        "size_info": backend.size_info(),
+        "load_s": load_s,
+        "rss_before_load_bytes": rss_before,
+        "rss_after_load_bytes": rss_loaded,
+        "mapped_model_files_rss_bytes": mapped_model_rss,
+        "runs": runs,
+    }
     if spec.get("profile_batch_size") and isinstance(getattr(backend, "model", None), torch.nn.Module):
         size = spec["profile_batch_size"]
         out["profile"] = profile_one_batch(backend, sources[:size], settings)
@@ -125,8 +154,16 @@ def measure_llmdiet_backend(spec: dict, sources: list[str], settings) -> dict:
 
 
 # aten operators that carry the Linear layers' matrix products (fp32/bf16 and torch.ao dynamic int8)
-MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::linear", "aten::matmul", "aten::bmm", "quantized::linear_dynamic",
-              "aten::_addmm_activation", "mkldnn::_linear_pointwise")
+MATMUL_OPS = (
+    "aten::addmm",
+    "aten::mm",
+    "aten::linear",
+    "aten::matmul",
+    "aten::bmm",
+    "quantized::linear_dynamic",
+    "aten::_addmm_activation",
+    "mkldnn::_linear_pointwise",
+)
 
 
 def profile_one_batch(backend, sources: list[str], settings, top: int = 10) -> dict:
@@ -142,13 +179,22 @@ def profile_one_batch(backend, sources: list[str], settings, top: int = 10) -> d
     total_us = sum(e.self_cpu_time_total for e in events)
     matmul_us = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS)
     return {
-        "batch_size": len(sources), "wall_s_profiled": wall, "op_self_cpu_s": total_us / 1e6,
+        "batch_size": len(sources),
+        "wall_s_profiled": wall,
+        "op_self_cpu_s": total_us / 1e6,
         "matmul_share_of_op_time": matmul_us / total_us if total_us else None,
         "op_time_share_of_wall": (total_us / 1e6) / wall if wall else None,
-        "top_ops": [{"op": e.key, "self_cpu_s": round(e.self_cpu_time_total / 1e6, 3), "calls": e.count,
-                     "share": round(e.self_cpu_time_total / total_us, 3)} for e in events[:top]],
+        "top_ops": [
+            {
+                "op": e.key,
+                "self_cpu_s": round(e.self_cpu_time_total / 1e6, 3),
+                "calls": e.count,
+                "share": round(e.self_cpu_time_total / total_us, 3),
+            }
+            for e in events[:top]
+        ],
         "note": "self CPU time summed over threads' ops as torch.profiler reports it; python/generate overhead is the "
-                "part of the wall time not covered by operators",
+        "part of the wall time not covered by operators",
     }
 
 
@@ -187,15 +233,22 @@ def measure_ct2_direct(spec: dict, sources: list[str], settings) -> dict:
         plan = plan_batches([len(x) for x in ids], run["batch_size"])
         batches = [[tokens[i] for i in batch] for batch in plan]
         tried = []
-        for intra, inter in (ct2_layouts(run["batch_size"], cores) if dev_type == "cpu" else [(0, 1)]):
+        for intra, inter in ct2_layouts(run["batch_size"], cores) if dev_type == "cpu" else [(0, 1)]:
             start = time.perf_counter()
-            translator = ctranslate2.Translator(spec["model_dir"], device=dev_type, compute_type=compute_type,
-                                                inter_threads=inter, intra_threads=intra)
+            translator = ctranslate2.Translator(
+                spec["model_dir"], device=dev_type, compute_type=compute_type, inter_threads=inter, intra_threads=intra
+            )
             load_s = load_s if load_s is not None else time.perf_counter() - start
             rss_loaded = rss_loaded if rss_loaded is not None else rss_bytes()
             split = -(-run["batch_size"] // inter) if inter > 1 else 0
-            options = dict(beam_size=settings.num_beams, max_batch_size=split, max_decoding_length=settings.max_new_tokens,
-                           min_decoding_length=settings.min_new_tokens, max_input_length=0, return_end_token=True)
+            options = dict(
+                beam_size=settings.num_beams,
+                max_batch_size=split,
+                max_decoding_length=settings.max_new_tokens,
+                min_decoding_length=settings.min_new_tokens,
+                max_input_length=0,
+                return_end_token=True,
+            )
             latencies, firsts, per_token, generated = [], [], [], 0
             with PeakRSSMonitor() as rss:
                 warm = time.perf_counter()
@@ -205,7 +258,10 @@ def measure_ct2_direct(spec: dict, sources: list[str], settings) -> dict:
                 t_start = time.perf_counter()
                 for batch in batches:
                     first: list[float] = []
-                    callback = (lambda step, first=first: first.append(time.perf_counter()) if not first else None)
+
+                    def callback(step, first=first):
+                        return first.append(time.perf_counter()) if not first else None
+
                     t0 = time.perf_counter()
                     results = translator.translate_batch(batch, callback=callback, **options)
                     latencies.append(time.perf_counter() - t0)
@@ -216,26 +272,52 @@ def measure_ct2_direct(spec: dict, sources: list[str], settings) -> dict:
                             per_token.append((latencies[-1] - firsts[-1]) / (longest - 1))
                     generated += sum(len(r.hypotheses[0]) for r in results)
                 wall = time.perf_counter() - t_start
-            tried.append({
-                "batch_size": run["batch_size"], "num_sentences": len(batch_sources), "num_batches": len(batches),
-                "generated_tokens": generated, "wall_s": wall, "warmup_s": warmup_s,
-                "sentences_per_s": len(batch_sources) / wall, "tokens_per_s": generated / wall,
-                "latency_p50_s": float(np.percentile(latencies, 50)), "latency_p95_s": float(np.percentile(latencies, 95)),
-                "first_token_p50_s": float(np.percentile(firsts, 50)) if firsts else None,
-                "per_token_latency_p50_s": float(np.percentile(per_token, 50)) if per_token else None,
-                "peak_rss_bytes": int(rss.peak), "lifetime_peak_rss_bytes": lifetime_peak_rss_bytes(),
-                "peak_gpu_bytes": None, "torch_threads": None, "device": device, "sorted_by": "tokens",
-                "batch_latencies_s": latencies, "intra_threads": intra, "inter_threads": inter, "max_batch_size": split,
-            })
+            tried.append(
+                {
+                    "batch_size": run["batch_size"],
+                    "num_sentences": len(batch_sources),
+                    "num_batches": len(batches),
+                    "generated_tokens": generated,
+                    "wall_s": wall,
+                    "warmup_s": warmup_s,
+                    "sentences_per_s": len(batch_sources) / wall,
+                    "tokens_per_s": generated / wall,
+                    "latency_p50_s": float(np.percentile(latencies, 50)),
+                    "latency_p95_s": float(np.percentile(latencies, 95)),
+                    "first_token_p50_s": float(np.percentile(firsts, 50)) if firsts else None,
+                    "per_token_latency_p50_s": float(np.percentile(per_token, 50)) if per_token else None,
+                    "peak_rss_bytes": int(rss.peak),
+                    "lifetime_peak_rss_bytes": lifetime_peak_rss_bytes(),
+                    "peak_gpu_bytes": None,
+                    "torch_threads": None,
+                    "device": device,
+                    "sorted_by": "tokens",
+                    "batch_latencies_s": latencies,
+                    "intra_threads": intra,
+                    "inter_threads": inter,
+                    "max_batch_size": split,
+                }
+            )
             del translator
             gc.collect()
         best = max(tried, key=lambda r: r["tokens_per_s"])
-        runs.append({**best, "layouts": [{k: r[k] for k in ("intra_threads", "inter_threads", "tokens_per_s")} for r in tried]})
-    return {"describe": {"backend": "ct2-direct", "engine": "ctranslate2 (Translator.translate_batch, plain loop)",
-                         "device": device, "compute_type": compute_type,
-                         "threads": "fastest of the layouts tried per batch size (see each run's layouts)"},
-            "size_info": {"disk_bytes": artifact_bytes(spec["model_dir"])}, "load_s": load_s,
-            "rss_before_load_bytes": rss_before, "rss_after_load_bytes": rss_loaded, "runs": runs}
+        runs.append(
+            {**best, "layouts": [{k: r[k] for k in ("intra_threads", "inter_threads", "tokens_per_s")} for r in tried]}
+        )
+    return {
+        "describe": {
+            "backend": "ct2-direct",
+            "engine": "ctranslate2 (Translator.translate_batch, plain loop)",
+            "device": device,
+            "compute_type": compute_type,
+            "threads": "fastest of the layouts tried per batch size (see each run's layouts)",
+        },
+        "size_info": {"disk_bytes": artifact_bytes(spec["model_dir"])},
+        "load_s": load_s,
+        "rss_before_load_bytes": rss_before,
+        "rss_after_load_bytes": rss_loaded,
+        "runs": runs,
+    }
 
 
 def run(spec: dict) -> dict:
@@ -256,7 +338,8 @@ def run(spec: dict) -> dict:
         expected = r["num_sentences"] * new
         if r["generated_tokens"] != expected:  # the fixed-length contract every comparison relies on
             result.setdefault("warnings", []).append(
-                f"batch {r['batch_size']}: {r['generated_tokens']} tokens generated, expected {expected}")
+                f"batch {r['batch_size']}: {r['generated_tokens']} tokens generated, expected {expected}"
+            )
     result["artifact_bytes"] = artifact_bytes(spec["model_dir"])
     return {"backend": spec["backend"], "shape": spec.get("shape"), "model_dir": spec["model_dir"], **result}
 

@@ -39,8 +39,14 @@ def one_at_a_time(model, tokenizer, sources: list[str], new_tokens: int, device)
         if device.type == "cuda":
             torch.cuda.synchronize()
         wall = time.perf_counter() - start
-    return {"wall_s": wall, "sentences_per_s": len(sources) / wall, "tokens_per_s": tokens / wall,
-            "generated_tokens": tokens, "num_sentences": len(sources), "batch_size": 1}
+    return {
+        "wall_s": wall,
+        "sentences_per_s": len(sources) / wall,
+        "tokens_per_s": tokens / wall,
+        "generated_tokens": tokens,
+        "num_sentences": len(sources),
+        "batch_size": 1,
+    }
 
 
 def run(spec: dict) -> dict:
@@ -61,8 +67,19 @@ def run(spec: dict) -> dict:
         raise ValueError(f"backend {backend.name} has no transformers model to run the one-at-a-time loop with")
     settings = GenerationSettings(max_new_tokens=new, min_new_tokens=new, num_beams=1)
     batch_size = spec.get("batch_size", 16)
-    keep = ("wall_s", "sentences_per_s", "tokens_per_s", "generated_tokens", "num_sentences", "batch_size",
-            "num_batches", "latency_p50_s", "latency_p95_s", "sorted_by", "warmup_batches")
+    keep = (
+        "wall_s",
+        "sentences_per_s",
+        "tokens_per_s",
+        "generated_tokens",
+        "num_sentences",
+        "batch_size",
+        "num_batches",
+        "latency_p50_s",
+        "latency_p95_s",
+        "sorted_by",
+        "warmup_batches",
+    )
     modes = {}
     for name, sort in (("batched-sorted", True), ("batched-unsorted", False)):
         timing = generate_all(backend, sources, settings, batch_size, sort_by_length=sort, progress=False).timing_dict()
@@ -72,9 +89,14 @@ def run(spec: dict) -> dict:
     for mode in modes.values():
         mode["speedup_vs_loop"] = mode["sentences_per_s"] / loop
     lengths = [token_count(tokenizer, s) for s in sources]
-    return {"backend": backend.name, "describe": backend.describe(), "modes": modes, "new_tokens": new,
-            "source_tokens": {"min": min(lengths), "max": max(lengths), "mean": sum(lengths) / len(lengths)},
-            "torch_threads": torch.get_num_threads()}
+    return {
+        "backend": backend.name,
+        "describe": backend.describe(),
+        "modes": modes,
+        "new_tokens": new,
+        "source_tokens": {"min": min(lengths), "max": max(lengths), "mean": sum(lengths) / len(lengths)},
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 if __name__ == "__main__":

@@ -52,8 +52,13 @@ def variants(shape: str) -> dict:
             continue
         torch.backends.quantized.engine = engine  # weights are packed for the engine active at quantization time
         decoder = StaticCacheT5Decoder(quantize_dynamic_int8(copy.deepcopy(base)))
-        out[f"dynamic-int8 {engine}"] = (engine, lambda ids, mask, d=decoder: d.generate(ids, mask, NEW_TOKENS, NEW_TOKENS))
-    torch.backends.quantized.engine = "x86" if "x86" in torch.backends.quantized.supported_engines else torch.backends.quantized.engine
+        out[f"dynamic-int8 {engine}"] = (
+            engine,
+            lambda ids, mask, d=decoder: d.generate(ids, mask, NEW_TOKENS, NEW_TOKENS),
+        )
+    torch.backends.quantized.engine = (
+        "x86" if "x86" in torch.backends.quantized.supported_engines else torch.backends.quantized.engine
+    )
     torchao_model = quantize_torchao_int8(copy.deepcopy(base))
     eager = StaticCacheT5Decoder(torchao_model)
     out["torchao-int8 eager"] = (None, lambda ids, mask: eager.generate(ids, mask, NEW_TOKENS, NEW_TOKENS))
@@ -98,14 +103,24 @@ def main(argv=None) -> int:
         reference = outputs[next(iter(ways))]
         for name in ways:
             median = statistics.median(times[name])
-            row = {"variant": name, "batch_size": batch, "median_s": median, "times_s": times[name],
-                   "tokens_per_s": batch * NEW_TOKENS / median, "first_call_s": first[name],
-                   "compile_s": first[name] - median if "compiled" in name else None,
-                   "equal_ids_share_vs_first": float((outputs[name] == reference).float().mean())}
+            row = {
+                "variant": name,
+                "batch_size": batch,
+                "median_s": median,
+                "times_s": times[name],
+                "tokens_per_s": batch * NEW_TOKENS / median,
+                "first_call_s": first[name],
+                "compile_s": first[name] - median if "compiled" in name else None,
+                "equal_ids_share_vs_first": float((outputs[name] == reference).float().mean()),
+            }
             print(json.dumps({k: v for k, v in row.items() if k != "times_s"}), flush=True)
             rows.append(row)
-    write_side_study("bench/int8_cpu_paths.py", argv, {"shape": args.shape, "new_tokens": NEW_TOKENS, "rows": rows},
-                     args.out or f"bench/results/int8-cpu-paths-{args.shape}.json")
+    write_side_study(
+        "bench/int8_cpu_paths.py",
+        argv,
+        {"shape": args.shape, "new_tokens": NEW_TOKENS, "rows": rows},
+        args.out or f"bench/results/int8-cpu-paths-{args.shape}.json",
+    )
     return 0
 
 

@@ -20,8 +20,8 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,8 +67,9 @@ def run_job(module: str, spec: dict, timeout_s: float, log: Callable[[str], None
         busy0, own0 = busy_cpu_seconds(), children_cpu_seconds()
         start = time.perf_counter()
         try:
-            proc = subprocess.run(cmd, cwd=REPO_ROOT, env=job_environment(), capture_output=True, text=True,
-                                  timeout=timeout_s)
+            proc = subprocess.run(
+                cmd, cwd=REPO_ROOT, env=job_environment(), capture_output=True, text=True, timeout=timeout_s
+            )
         except subprocess.TimeoutExpired:
             return {"error": f"timed out after {timeout_s:.0f} s", "job_wall_s": time.perf_counter() - start}
         wall = time.perf_counter() - start
@@ -84,9 +85,13 @@ def run_job(module: str, spec: dict, timeout_s: float, log: Callable[[str], None
             cores = os.cpu_count() or 1
             own, total = own1 - own0, busy1 - busy0
             other = max(0.0, total - own)
-            result["contention"] = {"job_cpu_s": own, "machine_busy_cpu_s": total, "other_cpu_s": other,
-                                    "other_share_of_cores": other / (wall * cores) if wall > 0 else None,
-                                    "cores": cores}
+            result["contention"] = {
+                "job_cpu_s": own,
+                "machine_busy_cpu_s": total,
+                "other_cpu_s": other,
+                "other_share_of_cores": other / (wall * cores) if wall > 0 else None,
+                "cores": cores,
+            }
         return result
 
 

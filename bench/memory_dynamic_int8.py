@@ -51,8 +51,10 @@ def main() -> int:
     for _ in range(repeat):
         out = subprocess.run([sys.executable, "-c", CHILD, str(artifact)], capture_output=True, text=True, check=True)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(f"peak RSS {runs[-1]['peak_rss_bytes'] / 1e6:.0f} MB = {runs[-1]['peak_vs_artifact']:.2f}x the artifact "
-              f"({runs[-1]['artifact_bytes'] / 1e6:.0f} MB); after load {runs[-1]['rss_after_load_bytes'] / 1e6:.0f} MB")
+        print(
+            f"peak RSS {runs[-1]['peak_rss_bytes'] / 1e6:.0f} MB = {runs[-1]['peak_vs_artifact']:.2f}x the artifact "
+            f"({runs[-1]['artifact_bytes'] / 1e6:.0f} MB); after load {runs[-1]['rss_after_load_bytes'] / 1e6:.0f} MB"
+        )
     path = REPO / "bench" / "results" / "memory-dynamic-int8.json"
     path.write_text(json.dumps({"runs": runs, "provenance": provenance(0, [sys.executable, *sys.argv])}, indent=2))
     print(f"wrote {path}")

@@ -51,16 +51,30 @@ def peak_rss(row: dict) -> int:
     return max(run["peak_rss_bytes"] for run in row["runs"])
 
 
-def _target(name: str, measured: float | None, required: str, met: bool | None, measured_text: str,
-            reason: str | None = None, kind: str = "target") -> dict:
+def _target(
+    name: str,
+    measured: float | None,
+    required: str,
+    met: bool | None,
+    measured_text: str,
+    reason: str | None = None,
+    kind: str = "target",
+) -> dict:
     if met is None:
         status = "NOT RUN"
     elif kind == "expectation":
         status = "IN RANGE" if met else "OUTSIDE"
     else:
         status = "MET" if met else "MISSED"
-    return {"name": name, "kind": kind, "measured": measured, "measured_text": measured_text, "target_text": required,
-            "status": status, "reason": reason}
+    return {
+        "name": name,
+        "kind": kind,
+        "measured": measured,
+        "measured_text": measured_text,
+        "target_text": required,
+        "status": status,
+        "reason": reason,
+    }
 
 
 def _why_missing(row: dict | None, what: str) -> str:
@@ -92,38 +106,87 @@ def evaluate_targets(results: dict) -> list[dict]:
             ref = run_at(generation_row(results, shape, reference), batch)
             if run and ref:
                 value = run["tokens_per_s"] / ref["tokens_per_s"]
-                targets.append(_target(name, value, f">= {required}x", value >= required,
-                                       f"{value:.2f}x ({best} / {reference})"))
+                targets.append(
+                    _target(name, value, f">= {required}x", value >= required, f"{value:.2f}x ({best} / {reference})")
+                )
             else:
-                why = _why_missing(generation_row(results, shape, reference), reference) if not ref else "no candidate ran"
+                why = (
+                    _why_missing(generation_row(results, shape, reference), reference)
+                    if not ref
+                    else "no candidate ran"
+                )
                 targets.append(_target(name, None, f">= {required}x", None, "-", why))
 
-        ratio_target(f"{teacher}, batch 16: fastest T5-safe llmdiet int8 backend vs CTranslate2 int8 (direct, best settings)",
-                     1.5, teacher, 16, LLMDIET_INT8, "ct2-direct")
-        ratio_target(f"{teacher}, batch 16: fastest T5-safe llmdiet int8 backend vs torch fp32 (transformers generate)",
-                     4.0, teacher, 16, LLMDIET_INT8, BASELINE)
-        ratio_target(f"{teacher}, batch 16: dynamic-int8 (the study's method) vs CTranslate2 int8 (direct, best settings)",
-                     1.3, teacher, 16, ("dynamic-int8",), "ct2-direct")
-        ratio_target(f"{teacher}, batch 1: fastest T5-safe llmdiet int8 backend vs CTranslate2 int8 (direct, best settings)",
-                     1.5, teacher, 1, LLMDIET_INT8, "ct2-direct")
+        ratio_target(
+            f"{teacher}, batch 16: fastest T5-safe llmdiet int8 backend vs CTranslate2 int8 (direct, best settings)",
+            1.5,
+            teacher,
+            16,
+            LLMDIET_INT8,
+            "ct2-direct",
+        )
+        ratio_target(
+            f"{teacher}, batch 16: fastest T5-safe llmdiet int8 backend vs torch fp32 (transformers generate)",
+            4.0,
+            teacher,
+            16,
+            LLMDIET_INT8,
+            BASELINE,
+        )
+        ratio_target(
+            f"{teacher}, batch 16: dynamic-int8 (the study's method) vs CTranslate2 int8 (direct, best settings)",
+            1.3,
+            teacher,
+            16,
+            ("dynamic-int8",),
+            "ct2-direct",
+        )
+        ratio_target(
+            f"{teacher}, batch 1: fastest T5-safe llmdiet int8 backend vs CTranslate2 int8 (direct, best settings)",
+            1.5,
+            teacher,
+            1,
+            LLMDIET_INT8,
+            "ct2-direct",
+        )
         others = [r["backend"] for r in results["generation"] if r["shape"] == student and r["backend"] != "ct2-direct"]
-        ratio_target(f"{student}, batch 1: fastest llmdiet backend vs CTranslate2 int8 (direct, best settings)",
-                     1.2, student, 1, others, "ct2-direct")
+        ratio_target(
+            f"{student}, batch 1: fastest llmdiet backend vs CTranslate2 int8 (direct, best settings)",
+            1.2,
+            student,
+            1,
+            others,
+            "ct2-direct",
+        )
 
         dyn = (results.get("artifacts") or {}).get(teacher, {}).get("dynamic-int8")
         name = f"dynamic-int8 artifact of {teacher}: size vs fp32 checkpoint"
         if dyn and "error" not in dyn and dyn.get("size_ratio"):
             ratio = dyn["size_ratio"]
-            targets.append(_target(name, ratio, "<= 0.30x", ratio <= 0.30,
-                                   f"{ratio:.3f}x ({dyn['disk_bytes'] / MB:,.0f} MB / {dyn['fp32_disk_bytes'] / MB:,.0f} MB)"))
+            targets.append(
+                _target(
+                    name,
+                    ratio,
+                    "<= 0.30x",
+                    ratio <= 0.30,
+                    f"{ratio:.3f}x ({dyn['disk_bytes'] / MB:,.0f} MB / {dyn['fp32_disk_bytes'] / MB:,.0f} MB)",
+                )
+            )
         else:
             targets.append(_target(name, None, "<= 0.30x", None, "-", (dyn or {}).get("error", "artifact not built")))
         row = generation_row(results, teacher, "dynamic-int8")
         name = f"dynamic-int8 {teacher}: peak RSS while evaluating vs artifact size"
         if row and row.get("status") == "ok":
             ratio = peak_rss(row) / row["artifact_bytes"]
-            targets.append(_target(name, ratio, "<= 1.3x", ratio <= 1.3,
-                                   f"{ratio:.2f}x ({peak_rss(row) / MB:,.0f} MB / {row['artifact_bytes'] / MB:,.0f} MB)"))
+            targets.append(
+                _target(
+                    name,
+                    ratio,
+                    "<= 1.3x",
+                    ratio <= 1.3,
+                    f"{ratio:.2f}x ({peak_rss(row) / MB:,.0f} MB / {row['artifact_bytes'] / MB:,.0f} MB)",
+                )
+            )
         else:
             targets.append(_target(name, None, "<= 1.3x", None, "-", _why_missing(row, "dynamic-int8")))
 
@@ -135,8 +198,11 @@ def evaluate_targets(results: dict) -> list[dict]:
             modes = dist["modes"]
             cached, live = modes["kd-cached"]["ratio_vs_plain"], modes["kd-live"]["ratio_vs_plain"]
             targets.append(_target(name, cached, "<= 1.3x", cached <= 1.3, f"{cached:.2f}x"))
-            targets.append(_target(name_live, live, "about 3-5x (expected)", 3.0 <= live <= 5.0, f"{live:.2f}x",
-                                   kind="expectation"))
+            targets.append(
+                _target(
+                    name_live, live, "about 3-5x (expected)", 3.0 <= live <= 5.0, f"{live:.2f}x", kind="expectation"
+                )
+            )
         else:
             targets.append(_target(name, None, "<= 1.3x", None, "-", dist.get("reason")))
 
@@ -155,7 +221,9 @@ def evaluate_targets(results: dict) -> list[dict]:
         if gpu and gpu.get("status") == "ok":
             wall = gpu["runs"][0]["wall_s"]
             n = gpu["runs"][0]["num_sentences"]
-            targets.append(_target(name, wall, "< 10 s", wall < 10.0 if n >= 2000 else None, f"{wall:.2f} s ({n} sentences)"))
+            targets.append(
+                _target(name, wall, "< 10 s", wall < 10.0 if n >= 2000 else None, f"{wall:.2f} s ({n} sentences)")
+            )
         else:
             targets.append(_target(name, None, "< 10 s", None, "-", (gpu or {}).get("reason", "not run")))
     return targets
@@ -210,21 +278,32 @@ def machine_section(results: dict) -> str:
         ["git sha", f"`{prov.get('git_sha')}`"],
         ["command", f"`{results.get('command')}`"],
         ["mode / device", f"{results.get('mode')} / {results.get('device')}"],
-        ["total wall time", f"{results.get('total_wall_s', 0) / 60:.1f} min (model builds, quantization and all timings)"],
-        ["1-minute load average", f"start {fmt((load.get('start') or [None])[0])}, end {fmt((load.get('end') or [None])[0])} "
-                                  "(the run's own 2 threads count in the end value)"],
+        [
+            "total wall time",
+            f"{results.get('total_wall_s', 0) / 60:.1f} min (model builds, quantization and all timings)",
+        ],
+        [
+            "1-minute load average",
+            f"start {fmt((load.get('start') or [None])[0])}, end {fmt((load.get('end') or [None])[0])} "
+            "(the run's own 2 threads count in the end value)",
+        ],
         ["CPU used by other processes", _contention_summary(results)],
     ]
     return table(["", ""], rows)
 
 
 def _contention_summary(results: dict) -> str:
-    shares = [j["contention"]["other_share_of_cores"] for j in _all_jobs(results)
-              if (j.get("contention") or {}).get("other_share_of_cores") is not None]
+    shares = [
+        j["contention"]["other_share_of_cores"]
+        for j in _all_jobs(results)
+        if (j.get("contention") or {}).get("other_share_of_cores") is not None
+    ]
     if not shares:
         return "-"
-    return (f"at most {max(shares) * 100:.1f}% of the cores during any measurement (median {sorted(shares)[len(shares) // 2] * 100:.1f}%), "
-            "from /proc/stat minus the measuring process's own CPU time")
+    return (
+        f"at most {max(shares) * 100:.1f}% of the cores during any measurement (median {sorted(shares)[len(shares) // 2] * 100:.1f}%), "
+        "from /proc/stat minus the measuring process's own CPU time"
+    )
 
 
 def targets_section(results: dict) -> str:
@@ -252,22 +331,51 @@ def generation_section(results: dict) -> str:
                 skipped.append(f"- `{r['backend']}`: not measured: {r.get('reason')}")
                 continue
             for run in r["runs"]:
-                base = run_at(generation_row(results, shape, BASELINE) or generation_row(results, shape, "torch-fp32"),
-                              run["batch_size"])
+                base = run_at(
+                    generation_row(results, shape, BASELINE) or generation_row(results, shape, "torch-fp32"),
+                    run["batch_size"],
+                )
                 ratio = run["tokens_per_s"] / base["tokens_per_s"] if base else None
                 ct2 = run_at(generation_row(results, shape, "ct2-direct"), run["batch_size"])
                 vs_ct2 = run["tokens_per_s"] / ct2["tokens_per_s"] if ct2 else None
-                body.append([
-                    f"`{r['backend']}`", run["batch_size"], run["num_sentences"], fmt(run["sentences_per_s"]),
-                    fmt(run["tokens_per_s"], 1), fmt(run["latency_p50_s"]), fmt(run.get("first_token_p50_s"), 3),
-                    fmt((run.get("per_token_latency_p50_s") or 0) * 1000 or None, 1),
-                    fmt(run["peak_rss_bytes"] / MB, 0), _mb(r["artifact_bytes"]),
-                    fmt(ratio, 2, "x") if ratio else "-", fmt(vs_ct2, 2, "x") if vs_ct2 else "-", _others(r),
-                ])
+                body.append(
+                    [
+                        f"`{r['backend']}`",
+                        run["batch_size"],
+                        run["num_sentences"],
+                        fmt(run["sentences_per_s"]),
+                        fmt(run["tokens_per_s"], 1),
+                        fmt(run["latency_p50_s"]),
+                        fmt(run.get("first_token_p50_s"), 3),
+                        fmt((run.get("per_token_latency_p50_s") or 0) * 1000 or None, 1),
+                        fmt(run["peak_rss_bytes"] / MB, 0),
+                        _mb(r["artifact_bytes"]),
+                        fmt(ratio, 2, "x") if ratio else "-",
+                        fmt(vs_ct2, 2, "x") if vs_ct2 else "-",
+                        _others(r),
+                    ]
+                )
         body.sort(key=lambda b: (b[1], _backend_order(b[0].strip("`"))))
-        out.append(table(["backend", "batch", "sentences", "sentences/s", "tokens/s", "p50 s/batch", "first token s",
-                          "ms/token after", "peak RSS MB", "artifact MB", "× fp32 generate", "× ct2-direct",
-                          "others' CPU"], body))
+        out.append(
+            table(
+                [
+                    "backend",
+                    "batch",
+                    "sentences",
+                    "sentences/s",
+                    "tokens/s",
+                    "p50 s/batch",
+                    "first token s",
+                    "ms/token after",
+                    "peak RSS MB",
+                    "artifact MB",
+                    "× fp32 generate",
+                    "× ct2-direct",
+                    "others' CPU",
+                ],
+                body,
+            )
+        )
         if skipped:
             out.append("\n" + "\n".join(skipped))
         profiled = [r for r in rows if r.get("status") == "ok" and r.get("profile")]
@@ -276,9 +384,11 @@ def generation_section(results: dict) -> str:
             for r in profiled:
                 prof = r["profile"]
                 ops = ", ".join(f"`{o['op']}` {o['share'] * 100:.0f}%" for o in prof["top_ops"][:5])
-                out.append(f"- `{r['backend']}`, batch {prof['batch_size']}: {prof['wall_s_profiled']:.2f} s wall, "
-                           f"operators {prof['op_time_share_of_wall'] * 100:.0f}% of it; matrix products "
-                           f"{prof['matmul_share_of_op_time'] * 100:.0f}% of operator time; top: {ops}")
+                out.append(
+                    f"- `{r['backend']}`, batch {prof['batch_size']}: {prof['wall_s_profiled']:.2f} s wall, "
+                    f"operators {prof['op_time_share_of_wall'] * 100:.0f}% of it; matrix products "
+                    f"{prof['matmul_share_of_op_time'] * 100:.0f}% of operator time; top: {ops}"
+                )
         if "teacher" in role:
             memory = memory_section(results, shape)
             if memory:
@@ -294,17 +404,39 @@ def memory_section(results: dict, shape: str) -> str:
         if r["shape"] != shape or r.get("status") != "ok" or r.get("mapped_model_files_rss_bytes") is None:
             continue
         released = r.get("heap_released_by_malloc_trim_bytes")
-        rows.append([f"`{r['backend']}`", _mb(r["artifact_bytes"]), _mb(r["rss_before_load_bytes"]),
-                     _mb(r["rss_after_load_bytes"]), _mb(peak_rss(r)), fmt(peak_rss(r) / r["artifact_bytes"], 2, "x"),
-                     _mb(r["mapped_model_files_rss_bytes"]), _mb(released) if released is not None else "-"])
+        rows.append(
+            [
+                f"`{r['backend']}`",
+                _mb(r["artifact_bytes"]),
+                _mb(r["rss_before_load_bytes"]),
+                _mb(r["rss_after_load_bytes"]),
+                _mb(peak_rss(r)),
+                fmt(peak_rss(r) / r["artifact_bytes"], 2, "x"),
+                _mb(r["mapped_model_files_rss_bytes"]),
+                _mb(released) if released is not None else "-",
+            ]
+        )
     if not rows:
         return ""
-    return ("Memory of each measuring process (RSS): before loading the model (Python, torch, transformers), "
-            "after loading it, and the peak while generating; *files mapped* is the resident part of memory-mapped "
-            "files of the artifact still mapped after loading; *heap kept* is what glibc's `malloc_trim(0)` gave "
-            "back to the system at the end of the process (freed memory the allocator had kept).\n\n"
-            + table(["backend", "artifact MB", "RSS before load MB", "RSS after load MB", "peak RSS MB",
-                     "peak / artifact", "files mapped MB", "heap kept MB"], rows))
+    return (
+        "Memory of each measuring process (RSS): before loading the model (Python, torch, transformers), "
+        "after loading it, and the peak while generating; *files mapped* is the resident part of memory-mapped "
+        "files of the artifact still mapped after loading; *heap kept* is what glibc's `malloc_trim(0)` gave "
+        "back to the system at the end of the process (freed memory the allocator had kept).\n\n"
+        + table(
+            [
+                "backend",
+                "artifact MB",
+                "RSS before load MB",
+                "RSS after load MB",
+                "peak RSS MB",
+                "peak / artifact",
+                "files mapped MB",
+                "heap kept MB",
+            ],
+            rows,
+        )
+    )
 
 
 def _mb(size: int) -> str:
@@ -312,9 +444,21 @@ def _mb(size: int) -> str:
 
 
 def _backend_order(name: str) -> int:
-    order = ["torch-fp32+generate", "torch-fp32", "torch-bf16+generate", "torch-bf16", "dynamic-int8+generate",
-             "dynamic-int8", "onnx-fp32", "onnx-dynamic-int8", "onnx-static-int8", "ct2-int8", "ct2-direct",
-             "torchao-int8", "quanto-int8"]
+    order = [
+        "torch-fp32+generate",
+        "torch-fp32",
+        "torch-bf16+generate",
+        "torch-bf16",
+        "dynamic-int8+generate",
+        "dynamic-int8",
+        "onnx-fp32",
+        "onnx-dynamic-int8",
+        "onnx-static-int8",
+        "ct2-int8",
+        "ct2-direct",
+        "torchao-int8",
+        "quanto-int8",
+    ]
     return order.index(name) if name in order else len(order)
 
 
@@ -326,9 +470,16 @@ def artifacts_section(results: dict) -> str:
                 rows.append([shape, method, "-", "-", "-", f"failed: {info['error']}"])
                 continue
             ratio = info.get("size_ratio")
-            rows.append([shape, method, _mb(info["disk_bytes"]), fmt(ratio, 3, "x") if ratio else "1.000x",
-                         fmt(info.get("build_s"), 1) if info.get("build_s") is not None else "reused",
-                         info.get("weights") or info.get("quantization") or info.get("dtype") or "float32"])
+            rows.append(
+                [
+                    shape,
+                    method,
+                    _mb(info["disk_bytes"]),
+                    fmt(ratio, 3, "x") if ratio else "1.000x",
+                    fmt(info.get("build_s"), 1) if info.get("build_s") is not None else "reused",
+                    info.get("weights") or info.get("quantization") or info.get("dtype") or "float32",
+                ]
+            )
     return table(["shape", "artifact", "disk MB", "× fp32 size", "build s", "what"], rows)
 
 
@@ -338,29 +489,46 @@ def distillation_section(results: dict) -> str:
         return "Not run."
     if d.get("status") != "ok":
         return f"Not measured: {d.get('reason')}"
-    head = (f"Student `{d['student_shape']}`, teacher `{d['teacher_shape']}`, batch {d['batch_size']} sentences × "
-            f"{d['source_tokens']} source tokens × {d['target_tokens']} target tokens, AdamW, student in train mode; "
-            f"the three kinds of step take turns: {d['warmup_steps']} untimed rounds, then {d['steps']} timed rounds, "
-            f"median per kind; top-k = {d['topk']}, "
-            f"T = {d['temperature']}, alpha = {d['alpha']}; subnormal floats flushed to zero: "
-            f"{'yes' if d.get('flush_denormal') else 'no'}; other processes used {_others(d)} of the cores.\n")
-    labels = {"plain": "plain fine-tuning (CE)", "kd-live": "KD, live teacher forward", "kd-cached": "KD, cached teacher top-k"}
+    head = (
+        f"Student `{d['student_shape']}`, teacher `{d['teacher_shape']}`, batch {d['batch_size']} sentences × "
+        f"{d['source_tokens']} source tokens × {d['target_tokens']} target tokens, AdamW, student in train mode; "
+        f"the three kinds of step take turns: {d['warmup_steps']} untimed rounds, then {d['steps']} timed rounds, "
+        f"median per kind; top-k = {d['topk']}, "
+        f"T = {d['temperature']}, alpha = {d['alpha']}; subnormal floats flushed to zero: "
+        f"{'yes' if d.get('flush_denormal') else 'no'}; other processes used {_others(d)} of the cores.\n"
+    )
+    labels = {
+        "plain": "plain fine-tuning (CE)",
+        "kd-live": "KD, live teacher forward",
+        "kd-cached": "KD, cached teacher top-k",
+    }
     rows = []
     for mode, m in d["modes"].items():
-        rows.append([labels.get(mode, mode), fmt(m["median_s"], 3), fmt(m["mean_s"], 3),
-                     f"{m['min_s']:.3f}–{m['max_s']:.3f}", fmt(m["ratio_vs_plain"], 2, "x")])
+        rows.append(
+            [
+                labels.get(mode, mode),
+                fmt(m["median_s"], 3),
+                fmt(m["mean_s"], 3),
+                f"{m['min_s']:.3f}–{m['max_s']:.3f}",
+                fmt(m["ratio_vs_plain"], 2, "x"),
+            ]
+        )
     text = head + "\n" + table(["step", "median s", "mean s", "min–max s", "× plain"], rows)
     build = d["modes"]["kd-cached"].get("cache_build_s")
     if build is not None:
-        text += (f"\n\nBuilding the cache (one teacher forward over the batch, written to disk) took {build:.2f} s, "
-                 "paid once per training set, not per step.")
+        text += (
+            f"\n\nBuilding the cache (one teacher forward over the batch, written to disk) took {build:.2f} s, "
+            "paid once per training set, not per step."
+        )
     check = d.get("subnormal_check")
     if check and "error" not in check:
-        text += (f"\n\nSubnormal floats: {check['subnormal_softmax_share'] * 100:.0f}% of the random-init student's "
-                 f"softmax probabilities on this batch are subnormal (< 1.2e-38). The same plain step **without** "
-                 f"flush-to-zero took {check['plain_median_s']:.3f} s (median of {len(check['steps_s'])}), "
-                 f"{check['ratio_vs_flushed_plain']:.1f}x the flushed step: x86 handles subnormals in microcode. Trained "
-                 "checkpoints do not put their logits there, so the table above flushes them (see the notes).")
+        text += (
+            f"\n\nSubnormal floats: {check['subnormal_softmax_share'] * 100:.0f}% of the random-init student's "
+            f"softmax probabilities on this batch are subnormal (< 1.2e-38). The same plain step **without** "
+            f"flush-to-zero took {check['plain_median_s']:.3f} s (median of {len(check['steps_s'])}), "
+            f"{check['ratio_vs_flushed_plain']:.1f}x the flushed step: x86 handles subnormals in microcode. Trained "
+            "checkpoints do not put their logits there, so the table above flushes them (see the notes)."
+        )
     elif check:
         text += f"\n\nThe step without flush-to-zero was not measured: {check['error']}"
     profiles = [(mode, m["profile"]) for mode, m in d["modes"].items() if m.get("profile")]
@@ -379,36 +547,68 @@ def harness_section(results: dict) -> str:
     if h.get("status") != "ok":
         return f"Not measured: {h.get('reason')}"
     src = h["source_tokens"]
-    head = (f"`{h['shape']}` with `{h['backend']}`, {h['modes']['one-at-a-time']['num_sentences']} sentences of "
-            f"{src['min']}–{src['max']} source tokens (mean {src['mean']:.1f}), exactly {h['new_tokens']} new tokens each; "
-            f"other processes used {_others(h)} of the cores.\n")
-    labels = {"batched-sorted": "llmdiet `generate_all`, batch 16, longest first",
-              "batched-unsorted": "`generate_all`, batch 16, original order",
-              "one-at-a-time": "plain loop, one sentence per `generate`"}
-    rows = [[labels.get(k, k), fmt(m["sentences_per_s"]), fmt(m["tokens_per_s"], 1), fmt(m["wall_s"], 1),
-             fmt(m["speedup_vs_loop"], 2, "x")] for k, m in h["modes"].items()]
+    head = (
+        f"`{h['shape']}` with `{h['backend']}`, {h['modes']['one-at-a-time']['num_sentences']} sentences of "
+        f"{src['min']}–{src['max']} source tokens (mean {src['mean']:.1f}), exactly {h['new_tokens']} new tokens each; "
+        f"other processes used {_others(h)} of the cores.\n"
+    )
+    labels = {
+        "batched-sorted": "llmdiet `generate_all`, batch 16, longest first",
+        "batched-unsorted": "`generate_all`, batch 16, original order",
+        "one-at-a-time": "plain loop, one sentence per `generate`",
+    }
+    rows = [
+        [
+            labels.get(k, k),
+            fmt(m["sentences_per_s"]),
+            fmt(m["tokens_per_s"], 1),
+            fmt(m["wall_s"], 1),
+            fmt(m["speedup_vs_loop"], 2, "x"),
+        ]
+        for k, m in h["modes"].items()
+    ]
     return head + "\n" + table(["how", "sentences/s", "tokens/s", "wall s", "× one-at-a-time"], rows)
 
 
 def gpu_section(gpu_results: dict | None) -> str:
     if gpu_results is None:
-        return ("GPU figures are **pending a lent GPU machine**: no GPU was available for this run, and no numbers "
-                "are given rather than invented ones. To produce them on an H100/H200:\n\n"
-                "```\npython bench/run.py --device cuda\n```\n\n"
-                "It times torch fp32, torch bf16, torchao int8, quanto int8 and CTranslate2 int8 (int8_bfloat16) for the "
-                "student and teacher shapes at batch 1 and 16, the distillation step, the harness overhead, and the "
-                "2,000-sentence student eval in bf16 (target: under 10 s), and adds its results to this file.")
-    parts = [machine_section(gpu_results), "", "#### Targets", "", targets_section(gpu_results), "",
-             generation_section(gpu_results)]
+        return (
+            "GPU figures are **pending a lent GPU machine**: no GPU was available for this run, and no numbers "
+            "are given rather than invented ones. To produce them on an H100/H200:\n\n"
+            "```\npython bench/run.py --device cuda\n```\n\n"
+            "It times torch fp32, torch bf16, torchao int8, quanto int8 and CTranslate2 int8 (int8_bfloat16) for the "
+            "student and teacher shapes at batch 1 and 16, the distillation step, the harness overhead, and the "
+            "2,000-sentence student eval in bf16 (target: under 10 s), and adds its results to this file."
+        )
+    parts = [
+        machine_section(gpu_results),
+        "",
+        "#### Targets",
+        "",
+        targets_section(gpu_results),
+        "",
+        generation_section(gpu_results),
+    ]
     gpu = gpu_results.get("gpu_eval")
     if gpu and gpu.get("status") == "ok":
         run = gpu["runs"][0]
-        parts += ["#### 2,000-sentence student eval", "",
-                  f"{run['num_sentences']} sentences, batch {run['batch_size']}, `{gpu['shape']}` torch-bf16: "
-                  f"{run['wall_s']:.2f} s ({run['sentences_per_s']:.1f} sentences/s), peak GPU memory "
-                  f"{(run.get('peak_gpu_bytes') or 0) / MB:,.0f} MB.", ""]
-    parts += ["#### Distillation step (GPU)", "", distillation_section(gpu_results), "",
-              "#### Harness overhead (GPU)", "", harness_section(gpu_results)]
+        parts += [
+            "#### 2,000-sentence student eval",
+            "",
+            f"{run['num_sentences']} sentences, batch {run['batch_size']}, `{gpu['shape']}` torch-bf16: "
+            f"{run['wall_s']:.2f} s ({run['sentences_per_s']:.1f} sentences/s), peak GPU memory "
+            f"{(run.get('peak_gpu_bytes') or 0) / MB:,.0f} MB.",
+            "",
+        ]
+    parts += [
+        "#### Distillation step (GPU)",
+        "",
+        distillation_section(gpu_results),
+        "",
+        "#### Harness overhead (GPU)",
+        "",
+        harness_section(gpu_results),
+    ]
     return "\n".join(parts)
 
 
@@ -425,43 +625,71 @@ def repeats_section(results: dict, repeats: list[tuple[str, dict]]) -> str:
     for target in results.get("targets") or []:
         row = [target["name"], target["measured_text"]]
         for _, data in repeats:
-            match = next((t for t in data.get("targets") or evaluate_targets(data) if t["name"] == target["name"]), None)
+            match = next(
+                (t for t in data.get("targets") or evaluate_targets(data) if t["name"] == target["name"]), None
+            )
             row.append(match["measured_text"] if match else "-")
         rows.append(row)
     return table(header, rows)
 
 
-def render(cpu_results: dict | None, gpu_results: dict | None, sources: dict[str, str],
-           cpu_repeats: list[tuple[str, dict]] | None = None) -> str:
-    parts = ["# llmdiet benchmarks", "",
-             f"<!-- Generated by bench/report.py from {', '.join(sources.values())}; edit bench/notes.md or the "
-             "code, not this file. -->", "",
-             "Speed, size and memory of every way llmdiet runs and trains a flan-T5 model, measured side by side in one "
-             "run. Size and speed do not depend on weight values, so the models are **architecture-exact random-init "
-             "flan-T5 shapes** (`llmdiet.shapes`), fed with the demo tokenizer, and every sentence generates "
-             "**exactly 40 tokens** (greedy, `min_new_tokens = max_new_tokens = 40`: a random model never stops "
-             "early). Translation quality is not measured here (random weights); see `llmdiet eval` for that. "
-             "Ratios compare rows of the same run on the same machine; absolute times hold only for the machine "
-             "listed.", "",
-             "## Reproduce", "",
-             "```\n"
-             "python bench/run.py --quick          # 2-core CPU, < 20 min: teacher rows on flan-t5-large, student rows on flan-t5-small\n"
-             "python bench/run.py                  # full CPU run: small, base and large, every backend, more sentences\n"
-             "python bench/run.py --device cuda    # GPU run (H100/H200), adds the 2,000-sentence student eval\n"
-             "python bench/report.py bench/results/<file>.json   # re-render this file from raw results\n"
-             "```", "",
-             "Each measurement runs in a fresh process that loads only what it measures, so peak RSS is that of one "
-             "backend. Timings go through `llmdiet.evaluation.generation.generate_all`, the code path of `llmdiet eval` "
-             "(length-sorted batches, one warm-up batch not timed); artifacts are made by `llmdiet quantize`. "
-             "See `bench/README.md` for the method in detail."]
+def render(
+    cpu_results: dict | None,
+    gpu_results: dict | None,
+    sources: dict[str, str],
+    cpu_repeats: list[tuple[str, dict]] | None = None,
+) -> str:
+    parts = [
+        "# llmdiet benchmarks",
+        "",
+        f"<!-- Generated by bench/report.py from {', '.join(sources.values())}; edit bench/notes.md or the "
+        "code, not this file. -->",
+        "",
+        "Speed, size and memory of every way llmdiet runs and trains a flan-T5 model, measured side by side in one "
+        "run. Size and speed do not depend on weight values, so the models are **architecture-exact random-init "
+        "flan-T5 shapes** (`llmdiet.shapes`), fed with the demo tokenizer, and every sentence generates "
+        "**exactly 40 tokens** (greedy, `min_new_tokens = max_new_tokens = 40`: a random model never stops "
+        "early). Translation quality is not measured here (random weights); see `llmdiet eval` for that. "
+        "Ratios compare rows of the same run on the same machine; absolute times hold only for the machine "
+        "listed.",
+        "",
+        "## Reproduce",
+        "",
+        "```\n"
+        "python bench/run.py --quick          # 2-core CPU, < 20 min: teacher rows on flan-t5-large, student rows on flan-t5-small\n"
+        "python bench/run.py                  # full CPU run: small, base and large, every backend, more sentences\n"
+        "python bench/run.py --device cuda    # GPU run (H100/H200), adds the 2,000-sentence student eval\n"
+        "python bench/report.py bench/results/<file>.json   # re-render this file from raw results\n"
+        "```",
+        "",
+        "Each measurement runs in a fresh process that loads only what it measures, so peak RSS is that of one "
+        "backend. Timings go through `llmdiet.evaluation.generation.generate_all`, the code path of `llmdiet eval` "
+        "(length-sorted batches, one warm-up batch not timed); artifacts are made by `llmdiet quantize`. "
+        "See `bench/README.md` for the method in detail.",
+    ]
     if cpu_results:
-        parts += ["", "## Machine and run", "", machine_section(cpu_results), "",
-                  "## Targets", "", targets_section(cpu_results), ""]
-        if cpu_repeats:
-            parts += ["Run-to-run spread: the same measurements in other results files of the same mode on this "
-                      "machine (`bench/results/`):", "", repeats_section(cpu_results, cpu_repeats), ""]
         parts += [
-            "## Generation on CPU", "",
+            "",
+            "## Machine and run",
+            "",
+            machine_section(cpu_results),
+            "",
+            "## Targets",
+            "",
+            targets_section(cpu_results),
+            "",
+        ]
+        if cpu_repeats:
+            parts += [
+                "Run-to-run spread: the same measurements in other results files of the same mode on this "
+                "machine (`bench/results/`):",
+                "",
+                repeats_section(cpu_results, cpu_repeats),
+                "",
+            ]
+        parts += [
+            "## Generation on CPU",
+            "",
             f"Greedy, exactly {cpu_results['settings']['new_tokens']} new tokens per sentence, sources of exactly "
             f"{cpu_results['settings']['source_tokens']} tokens. *sentences/s* and *tokens/s* are over the timed "
             "loop; *p50* is the median per-batch latency; *first token s* is the median time from the call to the "
@@ -476,10 +704,20 @@ def render(cpu_results: dict | None, gpu_results: dict | None, sources: dict[str
             "CTranslate2's `Translator.translate_batch` in a plain loop on pre-tokenised input, outside llmdiet, with "
             "the fastest thread layout of those tried per batch size (one worker with all cores, one single-thread "
             "worker, or one single-thread worker per core with the batch split between them).",
-            "", generation_section(cpu_results),
-            "### Artifacts", "", artifacts_section(cpu_results), "",
-            "## Distillation step", "", distillation_section(cpu_results), "",
-            "## Eval-harness overhead", "", harness_section(cpu_results)]
+            "",
+            generation_section(cpu_results),
+            "### Artifacts",
+            "",
+            artifacts_section(cpu_results),
+            "",
+            "## Distillation step",
+            "",
+            distillation_section(cpu_results),
+            "",
+            "## Eval-harness overhead",
+            "",
+            harness_section(cpu_results),
+        ]
     parts += ["", "## GPU (H100 / H200)", "", gpu_section(gpu_results)]
     if NOTES_FILE.is_file():
         parts += ["", notes_text(sources.get("cpu"))]
@@ -495,8 +733,10 @@ def notes_text(cpu_source: str | None) -> str:
     match = re.search(r"<!--\s*notes-for:\s*(\S+)\s*-->", text)
     written_for = match.group(1) if match else None
     if cpu_source and written_for and Path(written_for).name != Path(cpu_source).name:
-        warning = (f"> **These notes were written for `{written_for}`; the tables above come from `{cpu_source}`.** "
-                   "Their explanations may not match these numbers: re-check them against the profiles above.")
+        warning = (
+            f"> **These notes were written for `{written_for}`; the tables above come from `{cpu_source}`.** "
+            "Their explanations may not match these numbers: re-check them against the profiles above."
+        )
         lines = text.splitlines()
         heading = 1 if lines and lines[0].startswith("#") else 0
         text = "\n".join(lines[:heading] + ["", warning] + lines[heading:])
@@ -519,8 +759,9 @@ def write_markdown(results_file: str | Path, out: str | Path, others: list[Path]
     A repeat run (``repeat_of`` in its results) renders the run it repeats, with itself as a repeat.
     """
     results_file = Path(results_file)
-    pool = [results_file] + list(others if others is not None else
-                                 [p for p in results_file.parent.glob("*.json") if p != results_file])
+    pool = [results_file] + list(
+        others if others is not None else [p for p in results_file.parent.glob("*.json") if p != results_file]
+    )
     repeated = json.loads(results_file.read_text()).get("repeat_of")
     if repeated:
         original = next((p for p in pool if p.name == Path(repeated).name), None)
@@ -542,8 +783,11 @@ def write_markdown(results_file: str | Path, out: str | Path, others: list[Path]
         key = (cpu.get("mode"), cpu.get("device"), cpu["provenance"]["hardware"].get("cpu"))
         for path in sorted(pool):
             data = json.loads(path.read_text())
-            if path != cpu_path and (data.get("mode"), data.get("device"),
-                                     data.get("provenance", {}).get("hardware", {}).get("cpu")) == key:
+            if (
+                path != cpu_path
+                and (data.get("mode"), data.get("device"), data.get("provenance", {}).get("hardware", {}).get("cpu"))
+                == key
+            ):
                 repeats.append((path.name, data))
     out = Path(out)
     out.write_text(render(cpu, gpu, sources, repeats), encoding="utf-8")
@@ -560,9 +804,15 @@ def _relative(path: Path, root: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python bench/report.py", description="Render BENCHMARKS.md from results JSON.")
-    parser.add_argument("results", nargs="+", help="results files written by bench/run.py; the first one is the run "
-                                                   "to show, the others (same mode and machine) appear as repeats")
+    parser = argparse.ArgumentParser(
+        prog="python bench/report.py", description="Render BENCHMARKS.md from results JSON."
+    )
+    parser.add_argument(
+        "results",
+        nargs="+",
+        help="results files written by bench/run.py; the first one is the run "
+        "to show, the others (same mode and machine) appear as repeats",
+    )
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "BENCHMARKS.md"))
     args = parser.parse_args(argv)
     paths = [Path(p) for p in args.results]

@@ -35,21 +35,47 @@ from llmdiet.config import ConfigError, check_range, parse_config  # noqa: E402
 
 # "<backend>+generate": the same backend with transformers' generate loop instead of llmdiet's static-cache decoder
 # (the "before" of every torch row; torch-fp32+generate is the baseline the speed targets divide by).
-CPU_BACKENDS = ["torch-fp32+generate", "torch-fp32", "torch-bf16", "dynamic-int8+generate", "dynamic-int8", "onnx-fp32",
-                "onnx-dynamic-int8", "onnx-static-int8", "ct2-int8", "ct2-direct"]
-GPU_BACKENDS = ["torch-fp32+generate", "torch-fp32", "torch-bf16+generate", "torch-bf16", "torchao-int8", "quanto-int8",
-                "ct2-int8", "ct2-direct"]
+CPU_BACKENDS = [
+    "torch-fp32+generate",
+    "torch-fp32",
+    "torch-bf16",
+    "dynamic-int8+generate",
+    "dynamic-int8",
+    "onnx-fp32",
+    "onnx-dynamic-int8",
+    "onnx-static-int8",
+    "ct2-int8",
+    "ct2-direct",
+]
+GPU_BACKENDS = [
+    "torch-fp32+generate",
+    "torch-fp32",
+    "torch-bf16+generate",
+    "torch-bf16",
+    "torchao-int8",
+    "quanto-int8",
+    "ct2-int8",
+    "ct2-direct",
+]
 # Teacher rows of these backends get one extra, untimed batch under torch.profiler (the notes cite it).
 PROFILED_BACKENDS = ("torch-fp32+generate", "dynamic-int8+generate", "dynamic-int8")
 # Backend -> the ``llmdiet quantize`` method that makes its artifact (None: the float random-init checkpoint).
-ARTIFACT_METHOD = {"torch-fp32": None, "torch-fp32+generate": None, "torch-bf16": "torch-bf16",
-                   "torch-bf16+generate": "torch-bf16", "dynamic-int8+generate": "dynamic-int8", "ct2-direct": "ct2-int8"}
+ARTIFACT_METHOD = {
+    "torch-fp32": None,
+    "torch-fp32+generate": None,
+    "torch-bf16": "torch-bf16",
+    "torch-bf16+generate": "torch-bf16",
+    "dynamic-int8+generate": "dynamic-int8",
+    "ct2-direct": "ct2-int8",
+}
 # Quick mode on 2 CPU cores: the teacher shape skips the ONNX rows (documented in BENCHMARKS.md). Each ONNX
 # method exports the 3 GB model again (and static int8 also calibrates it): one export plus quantization of
 # flan-t5-large took 405 s here, so the three would take more than the 20-minute budget. The student rows and the
 # full run keep them.
-_QUICK_ONNX = ("quick mode: exporting and quantizing the 3 GB large shape to ONNX takes minutes per method on 2 cores "
-               "(405 s measured for onnx-dynamic-int8); see the student rows, or run without --quick")
+_QUICK_ONNX = (
+    "quick mode: exporting and quantizing the 3 GB large shape to ONNX takes minutes per method on 2 cores "
+    "(405 s measured for onnx-dynamic-int8); see the student rows, or run without --quick"
+)
 QUICK_TEACHER_SKIP = {name: _QUICK_ONNX for name in ("onnx-fp32", "onnx-dynamic-int8", "onnx-static-int8")}
 
 
@@ -59,48 +85,97 @@ def default_work_dir() -> str:
 
 @dataclass
 class BenchArguments:
-    quick: bool = field(default=False, metadata={"help": "Small run for a 2-core CPU machine (< 20 minutes): "
-                                                         "teacher rows on the large shape, student rows on small, "
-                                                         "fewer sentences and steps."})
-    device: str = field(default="cpu", metadata={"help": "cpu, cuda or cuda:N (GPU backends and the 2,000-sentence eval)."})
-    student_shape: str = field(default="flan-t5-small", metadata={"help": "Student shape (generation, distillation, harness)."})
+    quick: bool = field(
+        default=False,
+        metadata={
+            "help": "Small run for a 2-core CPU machine (< 20 minutes): "
+            "teacher rows on the large shape, student rows on small, "
+            "fewer sentences and steps."
+        },
+    )
+    device: str = field(
+        default="cpu", metadata={"help": "cpu, cuda or cuda:N (GPU backends and the 2,000-sentence eval)."}
+    )
+    student_shape: str = field(
+        default="flan-t5-small", metadata={"help": "Student shape (generation, distillation, harness)."}
+    )
     teacher_shape: str = field(default="flan-t5-large", metadata={"help": "Teacher shape (generation, distillation)."})
-    extra_shapes: list[str] = field(default_factory=list, metadata={
-        "help": "More shapes for the generation table (default: flan-t5-base in full mode, none with --quick)."})
-    backends: list[str] = field(default_factory=list, metadata={
-        "help": "Backends to time (default: every backend of the device: " + ", ".join(CPU_BACKENDS) + " on CPU)."})
-    sections: list[str] = field(default_factory=lambda: ["generation", "distillation", "harness"], metadata={
-        "help": "What to run: generation, distillation, harness."})
+    extra_shapes: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "More shapes for the generation table (default: flan-t5-base in full mode, none with --quick)."
+        },
+    )
+    backends: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Backends to time (default: every backend of the device: " + ", ".join(CPU_BACKENDS) + " on CPU)."
+        },
+    )
+    sections: list[str] = field(
+        default_factory=lambda: ["generation", "distillation", "harness"],
+        metadata={"help": "What to run: generation, distillation, harness."},
+    )
     new_tokens: int = field(default=40, metadata={"help": "Tokens generated per sentence (fixed: min = max)."})
     source_tokens: int = field(default=40, metadata={"help": "Tokens per source sentence in the generation table."})
-    batch1_sentences: Optional[int] = field(default=None, metadata={
-        "help": "Sentences timed at batch 1 (default: quick 8 student / 4 teacher; full 16)."})
-    batch16_sentences: Optional[int] = field(default=None, metadata={
-        "help": "Sentences timed at batch 16 (default: quick 32 student / 16 teacher; full 64)."})
+    batch1_sentences: Optional[int] = field(
+        default=None, metadata={"help": "Sentences timed at batch 1 (default: quick 8 student / 4 teacher; full 16)."}
+    )
+    batch16_sentences: Optional[int] = field(
+        default=None,
+        metadata={"help": "Sentences timed at batch 16 (default: quick 32 student / 16 teacher; full 64)."},
+    )
     train_batch_size: int = field(default=8, metadata={"help": "Sentences per distillation step."})
-    train_steps: Optional[int] = field(default=None, metadata={
-        "help": "Timed rounds of distillation steps, one step of each kind per round (default: quick 5, full 10)."})
+    train_steps: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "Timed rounds of distillation steps, one step of each kind per round (default: quick 5, full 10)."
+        },
+    )
     train_warmup_steps: int = field(default=2, metadata={"help": "Untimed rounds of distillation steps before timing."})
     topk: int = field(default=32, metadata={"help": "k of the cached teacher top-k log-probs."})
     harness_sentences: int = field(default=64, metadata={"help": "Sentences in the harness-overhead benchmark."})
-    harness_batch_size: int = field(default=16, metadata={"help": "Batch size of the batched harness (llmdiet eval's default)."})
+    harness_batch_size: int = field(
+        default=16, metadata={"help": "Batch size of the batched harness (llmdiet eval's default)."}
+    )
     gpu_eval_sentences: int = field(default=2000, metadata={"help": "Sentences of the GPU student eval (cuda only)."})
     gpu_eval_batch_size: int = field(default=128, metadata={"help": "Batch size of the GPU student eval."})
-    profile_generation: bool = field(default=True, metadata={
-        "help": "Profile one extra batch-16 batch of the teacher's torch-fp32 and dynamic-int8 rows (torch.profiler)."})
-    calibration_count: Optional[int] = field(default=None, metadata={
-        "help": "Calibration sources for onnx-static-int8 / quanto-int8 (default: quick 16, full 128 as llmdiet quantize)."})
+    profile_generation: bool = field(
+        default=True,
+        metadata={
+            "help": "Profile one extra batch-16 batch of the teacher's torch-fp32 and dynamic-int8 rows (torch.profiler)."
+        },
+    )
+    calibration_count: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "Calibration sources for onnx-static-int8 / quanto-int8 (default: quick 16, full 128 as llmdiet quantize)."
+        },
+    )
     work_dir: str = field(default_factory=default_work_dir, metadata={"help": "Where models and artifacts are built."})
     reuse_artifacts: bool = field(default=False, metadata={"help": "Reuse models/artifacts already in --work_dir."})
-    results_dir: str = field(default=str(REPO_ROOT / "bench" / "results"), metadata={"help": "Where the results JSON goes."})
-    markdown: Optional[str] = field(default=str(REPO_ROOT / "BENCHMARKS.md"), metadata={
-        "help": "Markdown report to regenerate ('' to skip)."})
-    tag: Optional[str] = field(default=None, metadata={"help": "Results file name part instead of <date>-<mode>-<device>."})
-    repeat_of: Optional[str] = field(default=None, metadata={
-        "help": "This run repeats an earlier one (its results file name in --results_dir): BENCHMARKS.md keeps showing "
-                "that run and lists this one as run-to-run spread."})
-    wait_idle_minutes: float = field(default=0.0, metadata={
-        "help": "Before starting, wait up to this long for the 1-minute load average to drop below --idle_load."})
+    results_dir: str = field(
+        default=str(REPO_ROOT / "bench" / "results"), metadata={"help": "Where the results JSON goes."}
+    )
+    markdown: Optional[str] = field(
+        default=str(REPO_ROOT / "BENCHMARKS.md"), metadata={"help": "Markdown report to regenerate ('' to skip)."}
+    )
+    tag: Optional[str] = field(
+        default=None, metadata={"help": "Results file name part instead of <date>-<mode>-<device>."}
+    )
+    repeat_of: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "This run repeats an earlier one (its results file name in --results_dir): BENCHMARKS.md keeps showing "
+            "that run and lists this one as run-to-run spread."
+        },
+    )
+    wait_idle_minutes: float = field(
+        default=0.0,
+        metadata={
+            "help": "Before starting, wait up to this long for the 1-minute load average to drop below --idle_load."
+        },
+    )
     idle_load: float = field(default=0.5, metadata={"help": "Load average under which the machine counts as idle."})
     job_timeout_s: float = field(default=1800.0, metadata={"help": "Time limit of one measurement process."})
 
@@ -119,8 +194,16 @@ class BenchArguments:
         for shape in [self.student_shape, self.teacher_shape, *self.extra_shapes]:
             if shape not in known_shapes():
                 raise ConfigError(f"unknown shape '{shape}' (known: {', '.join(known_shapes())})")
-        for name in ("new_tokens", "source_tokens", "train_batch_size", "topk", "harness_sentences",
-                     "harness_batch_size", "gpu_eval_sentences", "gpu_eval_batch_size"):
+        for name in (
+            "new_tokens",
+            "source_tokens",
+            "train_batch_size",
+            "topk",
+            "harness_sentences",
+            "harness_batch_size",
+            "gpu_eval_sentences",
+            "gpu_eval_batch_size",
+        ):
             check_range(name, getattr(self, name), 1)
         for name in ("batch1_sentences", "batch16_sentences", "train_steps", "calibration_count"):
             check_range(name, getattr(self, name), 1)
@@ -165,8 +248,12 @@ def write_side_study(script: str, argv: list[str] | None, fields: dict, out: str
     """Write a side study's results file: its exact command, provenance and CPU flags, then ``fields``."""
     from llmdiet.provenance import provenance
 
-    record = {"command": " ".join(["python", script, *(argv if argv is not None else sys.argv[1:])]),
-              "provenance": provenance(seed=0), "cpu_flags": cpu_flags(), **fields}
+    record = {
+        "command": " ".join(["python", script, *(argv if argv is not None else sys.argv[1:])]),
+        "provenance": provenance(seed=0),
+        "cpu_flags": cpu_flags(),
+        **fields,
+    }
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))
@@ -220,12 +307,19 @@ class Runner:
     def artifact(self, shape: str, method: str, model_dir: str) -> dict:
         self.log(f"  llmdiet quantize {shape} --method {method}")
         device = self.args.device if method in ("ct2-int8", "quanto-int8", "torchao-int8", "torch-bf16") else "cpu"
-        return self.job("bench.artifacts", {
-            "kind": "quantize", "method": method, "model": model_dir, "out": str(self.work / f"{shape}-{method}"),
-            "device": device, "reuse": self.args.reuse_artifacts,
-            "calibration_count": self.args.calibration_count or (16 if self.args.quick else 128),
-            "calibration_max_new_tokens": self.args.new_tokens,
-        })
+        return self.job(
+            "bench.artifacts",
+            {
+                "kind": "quantize",
+                "method": method,
+                "model": model_dir,
+                "out": str(self.work / f"{shape}-{method}"),
+                "device": device,
+                "reuse": self.args.reuse_artifacts,
+                "calibration_count": self.args.calibration_count or (16 if self.args.quick else 128),
+                "calibration_max_new_tokens": self.args.new_tokens,
+            },
+        )
 
     # -- sections
 
@@ -244,8 +338,14 @@ class Runner:
             small_run = a.quick and role.startswith("student")
             b1 = a.batch1_sentences or (16 if not a.quick else 8 if small_run else 4)
             b16 = a.batch16_sentences or (64 if not a.quick else 32 if small_run else 16)
-            plan.append((shape, role, backends, [{"batch_size": 1, "num_sentences": b1},
-                                                 {"batch_size": 16, "num_sentences": b16}]))
+            plan.append(
+                (
+                    shape,
+                    role,
+                    backends,
+                    [{"batch_size": 1, "num_sentences": b1}, {"batch_size": 16, "num_sentences": b16}],
+                )
+            )
         return plan
 
     def run_generation(self, models: dict) -> tuple[list[dict], dict]:
@@ -271,20 +371,41 @@ class Runner:
                         artifacts[shape][method] = self.artifact(shape, method, model["dir"])
                     built = artifacts[shape][method]
                     if "error" in built:
-                        rows.append({**row, "status": "skipped", "reason": f"llmdiet quantize --method {method}: {built['error']}"})
+                        rows.append(
+                            {
+                                **row,
+                                "status": "skipped",
+                                "reason": f"llmdiet quantize --method {method}: {built['error']}",
+                            }
+                        )
                         continue
                     model_dir = built["dir"]
                 sizes = ", ".join(f"batch {r['batch_size']} x {r['num_sentences']}" for r in runs)
                 self.log(f"  timing {shape} {backend} ({sizes})")
                 profile = a.profile_generation and not a.on_gpu and "teacher" in role and backend in PROFILED_BACKENDS
-                result = self.job("bench.generation", {
-                    "backend": backend, "shape": shape, "model_dir": model_dir, "device": a.device, "runs": runs,
-                    "source_tokens": a.source_tokens, "new_tokens": a.new_tokens, "warmup_batches": 1,
-                    "profile_batch_size": max(r["batch_size"] for r in runs) if profile else None,
-                })
+                result = self.job(
+                    "bench.generation",
+                    {
+                        "backend": backend,
+                        "shape": shape,
+                        "model_dir": model_dir,
+                        "device": a.device,
+                        "runs": runs,
+                        "source_tokens": a.source_tokens,
+                        "new_tokens": a.new_tokens,
+                        "warmup_batches": 1,
+                        "profile_batch_size": max(r["batch_size"] for r in runs) if profile else None,
+                    },
+                )
                 if "error" in result:
-                    rows.append({**row, "status": "skipped", "reason": result["error"],
-                                 "load_average": result.get("load_average")})
+                    rows.append(
+                        {
+                            **row,
+                            "status": "skipped",
+                            "reason": result["error"],
+                            "load_average": result.get("load_average"),
+                        }
+                    )
                 else:
                     rows.append({**row, "status": "ok", **result})
         return rows, artifacts
@@ -297,11 +418,19 @@ class Runner:
         if "error" in built:
             return {"status": "skipped", "reason": built["error"]}
         self.log(f"GPU eval: {a.gpu_eval_sentences} sentences, {shape} torch-bf16, batch {a.gpu_eval_batch_size}")
-        result = self.job("bench.generation", {
-            "backend": "torch-bf16", "shape": shape, "model_dir": built["dir"], "device": a.device,
-            "runs": [{"batch_size": a.gpu_eval_batch_size, "num_sentences": a.gpu_eval_sentences}],
-            "source_tokens": a.source_tokens, "new_tokens": a.new_tokens, "warmup_batches": 1,
-        })
+        result = self.job(
+            "bench.generation",
+            {
+                "backend": "torch-bf16",
+                "shape": shape,
+                "model_dir": built["dir"],
+                "device": a.device,
+                "runs": [{"batch_size": a.gpu_eval_batch_size, "num_sentences": a.gpu_eval_sentences}],
+                "source_tokens": a.source_tokens,
+                "new_tokens": a.new_tokens,
+                "warmup_batches": 1,
+            },
+        )
         return {"status": "skipped", "reason": result["error"]} if "error" in result else {"status": "ok", **result}
 
     def run_distillation(self, models: dict) -> dict:
@@ -311,13 +440,24 @@ class Runner:
             if "error" in models[shape]:
                 return {"status": "skipped", "reason": f"random model {shape}: {models[shape]['error']}"}
         steps = a.train_steps or (5 if a.quick else 10)
-        self.log(f"distillation step: student {a.student_shape}, teacher {a.teacher_shape}, "
-                 f"batch {a.train_batch_size}, {a.train_warmup_steps} warm-up + {steps} timed rounds of the three kinds of step")
+        self.log(
+            f"distillation step: student {a.student_shape}, teacher {a.teacher_shape}, "
+            f"batch {a.train_batch_size}, {a.train_warmup_steps} warm-up + {steps} timed rounds of the three kinds of step"
+        )
         spec = {
-            "student_dir": models[a.student_shape]["dir"], "teacher_dir": models[a.teacher_shape]["dir"],
-            "device": a.device, "batch_size": a.train_batch_size, "source_tokens": a.source_tokens,
-            "target_tokens": a.new_tokens, "warmup_steps": a.train_warmup_steps, "steps": steps, "topk": a.topk,
-            "temperature": 2.0, "alpha": 0.5, "profile": True, "flush_denormal": True,
+            "student_dir": models[a.student_shape]["dir"],
+            "teacher_dir": models[a.teacher_shape]["dir"],
+            "device": a.device,
+            "batch_size": a.train_batch_size,
+            "source_tokens": a.source_tokens,
+            "target_tokens": a.new_tokens,
+            "warmup_steps": a.train_warmup_steps,
+            "steps": steps,
+            "topk": a.topk,
+            "temperature": 2.0,
+            "alpha": 0.5,
+            "profile": True,
+            "flush_denormal": True,
         }
         result = self.job("bench.train_step", spec)
         out = {"student_shape": a.student_shape, "teacher_shape": a.teacher_shape}
@@ -326,13 +466,23 @@ class Runner:
         out = {**out, "status": "ok", **result}
         if not a.on_gpu:  # evidence for the flush-to-zero choice: a few plain steps with subnormals kept
             self.log("  plain fine-tuning steps again, subnormal floats not flushed (evidence for the notes)")
-            check = self.job("bench.train_step", {**spec, "modes": ["plain"], "flush_denormal": False, "profile": False,
-                                                  "warmup_steps": 1, "steps": 3})
-            out["subnormal_check"] = check if "error" in check else {
-                "plain_median_s": check["modes"]["plain"]["median_s"], "steps_s": check["modes"]["plain"]["steps_s"],
-                "subnormal_softmax_share": check["subnormal_softmax_share"],
-                "ratio_vs_flushed_plain": check["modes"]["plain"]["median_s"] / result["modes"]["plain"]["median_s"],
-                "contention": check.get("contention"), "load_average": check.get("load_average")}
+            check = self.job(
+                "bench.train_step",
+                {**spec, "modes": ["plain"], "flush_denormal": False, "profile": False, "warmup_steps": 1, "steps": 3},
+            )
+            out["subnormal_check"] = (
+                check
+                if "error" in check
+                else {
+                    "plain_median_s": check["modes"]["plain"]["median_s"],
+                    "steps_s": check["modes"]["plain"]["steps_s"],
+                    "subnormal_softmax_share": check["subnormal_softmax_share"],
+                    "ratio_vs_flushed_plain": check["modes"]["plain"]["median_s"]
+                    / result["modes"]["plain"]["median_s"],
+                    "contention": check.get("contention"),
+                    "load_average": check.get("load_average"),
+                }
+            )
         return out
 
     def run_harness(self, models: dict) -> dict:
@@ -342,14 +492,26 @@ class Runner:
         if "error" in models[shape]:
             return {"status": "skipped", "reason": f"random model {shape}: {models[shape]['error']}"}
         backend = "torch-bf16" if a.on_gpu else "torch-fp32"
-        self.log(f"harness overhead: {shape} {backend}, {a.harness_sentences} sentences, batch {a.harness_batch_size} "
-                 "vs one at a time")
-        result = self.job("bench.harness_overhead", {
-            "backend": backend, "model_dir": models[shape]["dir"], "device": a.device, "num_sentences": a.harness_sentences,
-            "batch_size": a.harness_batch_size, "new_tokens": a.new_tokens,
-        })
-        return {"shape": shape, "status": "skipped", "reason": result["error"]} if "error" in result else \
-            {"shape": shape, "status": "ok", **result}
+        self.log(
+            f"harness overhead: {shape} {backend}, {a.harness_sentences} sentences, batch {a.harness_batch_size} "
+            "vs one at a time"
+        )
+        result = self.job(
+            "bench.harness_overhead",
+            {
+                "backend": backend,
+                "model_dir": models[shape]["dir"],
+                "device": a.device,
+                "num_sentences": a.harness_sentences,
+                "batch_size": a.harness_batch_size,
+                "new_tokens": a.new_tokens,
+            },
+        )
+        return (
+            {"shape": shape, "status": "skipped", "reason": result["error"]}
+            if "error" in result
+            else {"shape": shape, "status": "ok", **result}
+        )
 
 
 def results_path(args: BenchArguments, date: str) -> Path:
@@ -364,17 +526,27 @@ def run(args: BenchArguments, argv: list[str]) -> dict:
 
     runner = Runner(args)
     load_before_wait = load_average()
-    load_start = wait_for_idle(args.wait_idle_minutes, args.idle_load, runner.log) if args.wait_idle_minutes else load_before_wait
+    load_start = (
+        wait_for_idle(args.wait_idle_minutes, args.idle_load, runner.log)
+        if args.wait_idle_minutes
+        else load_before_wait
+    )
     runner.started = time.perf_counter()
     started_at = _dt.datetime.now(_dt.timezone.utc)
-    runner.log(f"llmdiet benchmarks, {args.mode} mode on {args.device}; 1-minute load average {load_start[0] if load_start else '?'}")
+    runner.log(
+        f"llmdiet benchmarks, {args.mode} mode on {args.device}; 1-minute load average {load_start[0] if load_start else '?'}"
+    )
     Path(args.work_dir).mkdir(parents=True, exist_ok=True)
     load_tokenizer(Path(args.work_dir) / "tokenizer")
     command = "python bench/run.py " + " ".join(argv)
     results: dict = {
-        "mode": args.mode, "device": args.device, "command": command.strip(), "settings": asdict(args),
+        "mode": args.mode,
+        "device": args.device,
+        "command": command.strip(),
+        "settings": asdict(args),
         "repeat_of": args.repeat_of,
-        "provenance": provenance(seed=0, command=["python", "bench/run.py", *argv]), "cpu_flags": cpu_flags(),
+        "provenance": provenance(seed=0, command=["python", "bench/run.py", *argv]),
+        "cpu_flags": cpu_flags(),
         "started": started_at.isoformat(timespec="seconds"),
     }
     models: dict = {}
@@ -405,8 +577,12 @@ def run(args: BenchArguments, argv: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        (args,) = parse_config([BenchArguments], argv, prog="python bench/run.py",
-                               description="llmdiet benchmarks on random-init flan-T5 shapes (see bench/README.md).")
+        (args,) = parse_config(
+            [BenchArguments],
+            argv,
+            prog="python bench/run.py",
+            description="llmdiet benchmarks on random-init flan-T5 shapes (see bench/README.md).",
+        )
     except ConfigError as err:
         print(f"bench/run.py: error: {err}", file=sys.stderr)
         return 2
@@ -414,8 +590,11 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         if not torch.cuda.is_available():
-            print(f"bench/run.py: error: --device {args.device} asked for, but CUDA is not available on this machine "
-                  "(GPU figures need a GPU; run the CPU benchmarks with --device cpu)", file=sys.stderr)
+            print(
+                f"bench/run.py: error: --device {args.device} asked for, but CUDA is not available on this machine "
+                "(GPU figures need a GPU; run the CPU benchmarks with --device cpu)",
+                file=sys.stderr,
+            )
             return 2
     results = run(args, argv)
     for target in results["targets"]:

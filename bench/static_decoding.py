@@ -38,7 +38,7 @@ def compiled_decoder(model, length: int):
     import torch
 
     decoder, heads, d_kv = model.decoder, model.config.num_heads, model.config.d_kv
-    tied_scale = model.config.d_model ** -0.5 if model.config.tie_word_embeddings else None
+    tied_scale = model.config.d_model**-0.5 if model.config.tie_word_embeddings else None
 
     def step(tokens, position, keys, values, cross_keys, cross_values, cross_bias, self_bias):
         batch = tokens.shape[0]
@@ -71,12 +71,18 @@ def compiled_decoder(model, length: int):
     def generate(ids, mask):
         batch = ids.shape[0]
         encoded = model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        cross_keys = [b.layer[1].EncDecAttention.k(encoded).view(batch, -1, heads, d_kv).transpose(1, 2).contiguous()
-                      for b in decoder.block]
-        cross_values = [b.layer[1].EncDecAttention.v(encoded).view(batch, -1, heads, d_kv).transpose(1, 2).contiguous()
-                        for b in decoder.block]
+        cross_keys = [
+            b.layer[1].EncDecAttention.k(encoded).view(batch, -1, heads, d_kv).transpose(1, 2).contiguous()
+            for b in decoder.block
+        ]
+        cross_values = [
+            b.layer[1].EncDecAttention.v(encoded).view(batch, -1, heads, d_kv).transpose(1, 2).contiguous()
+            for b in decoder.block
+        ]
         dtype = encoded.dtype
-        cross_bias = torch.zeros(1, heads, 1, encoded.shape[1], dtype=dtype) + model.invert_attention_mask(mask).to(dtype)
+        cross_bias = torch.zeros(1, heads, 1, encoded.shape[1], dtype=dtype) + model.invert_attention_mask(mask).to(
+            dtype
+        )
         keys = [torch.zeros(batch, heads, length, d_kv, dtype=dtype) for _ in decoder.block]
         values = [torch.zeros(batch, heads, length, d_kv, dtype=dtype) for _ in decoder.block]
         bias = decoder.block[0].layer[0].SelfAttention.compute_bias(length, length).to(dtype)
@@ -84,8 +90,16 @@ def compiled_decoder(model, length: int):
         tokens = torch.full((batch,), model.config.decoder_start_token_id, dtype=torch.long)
         out = [tokens]
         for t in range(length):
-            tokens = compiled(tokens, torch.tensor([t]), keys, values, cross_keys, cross_values, cross_bias,
-                              bias[:, :, t:t + 1, :].contiguous())
+            tokens = compiled(
+                tokens,
+                torch.tensor([t]),
+                keys,
+                values,
+                cross_keys,
+                cross_values,
+                cross_bias,
+                bias[:, :, t : t + 1, :].contiguous(),
+            )
             out.append(tokens)
         return torch.stack(out, 1)
 
@@ -112,10 +126,15 @@ def measure(shape: str, kind: str, batches: list[int], rounds: int) -> list[dict
         ids[:, -1] = 1
         mask = torch.ones_like(ids)
         ways = {
-            "generate": lambda: model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=NEW_TOKENS,
-                                               min_new_tokens=NEW_TOKENS, do_sample=False),
-            "static": lambda: static.generate(ids, mask, NEW_TOKENS, NEW_TOKENS),
-            "compiled": lambda: compiled(ids, mask),
+            "generate": lambda ids=ids, mask=mask: model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=NEW_TOKENS,
+                min_new_tokens=NEW_TOKENS,
+                do_sample=False,
+            ),
+            "static": lambda ids=ids, mask=mask: static.generate(ids, mask, NEW_TOKENS, NEW_TOKENS),
+            "compiled": lambda ids=ids, mask=mask: compiled(ids, mask),
         }
         outputs, times, first = {}, {name: [] for name in ways}, {}
         with torch.inference_mode():
@@ -129,15 +148,38 @@ def measure(shape: str, kind: str, batches: list[int], rounds: int) -> list[dict
                     fn()
                     times[name].append(time.perf_counter() - start)
         medians = {name: statistics.median(v) for name, v in times.items()}
-        row = {"shape": shape, "kind": kind, "batch_size": batch, "new_tokens": NEW_TOKENS, "rounds": rounds,
-               "median_s": medians, "times_s": times, "first_call_s": first,
-               "compile_s": first["compiled"] - medians["compiled"],
-               "static_speedup_vs_generate": medians["generate"] / medians["static"],
-               "compiled_speedup_vs_static": medians["static"] / medians["compiled"],
-               "static_equals_generate": bool(torch.equal(outputs["static"], outputs["generate"])),
-               "compiled_equal_share_vs_static": float((outputs["compiled"] == outputs["static"]).float().mean())}
-        print(json.dumps({k: row[k] for k in ("shape", "kind", "batch_size", "median_s", "compile_s",
-                                              "static_equals_generate", "compiled_equal_share_vs_static")}), flush=True)
+        row = {
+            "shape": shape,
+            "kind": kind,
+            "batch_size": batch,
+            "new_tokens": NEW_TOKENS,
+            "rounds": rounds,
+            "median_s": medians,
+            "times_s": times,
+            "first_call_s": first,
+            "compile_s": first["compiled"] - medians["compiled"],
+            "static_speedup_vs_generate": medians["generate"] / medians["static"],
+            "compiled_speedup_vs_static": medians["static"] / medians["compiled"],
+            "static_equals_generate": bool(torch.equal(outputs["static"], outputs["generate"])),
+            "compiled_equal_share_vs_static": float((outputs["compiled"] == outputs["static"]).float().mean()),
+        }
+        print(
+            json.dumps(
+                {
+                    k: row[k]
+                    for k in (
+                        "shape",
+                        "kind",
+                        "batch_size",
+                        "median_s",
+                        "compile_s",
+                        "static_equals_generate",
+                        "compiled_equal_share_vs_static",
+                    )
+                }
+            ),
+            flush=True,
+        )
         rows.append(row)
     return rows
 
@@ -156,8 +198,9 @@ def main(argv=None) -> int:
     rows = []
     for kind in args.kinds:
         rows += measure(args.shape, kind, args.batches, args.rounds)
-    write_side_study("bench/static_decoding.py", argv, {"rows": rows},
-                     args.out or f"bench/results/static-decoding-{args.shape}.json")
+    write_side_study(
+        "bench/static_decoding.py", argv, {"rows": rows}, args.out or f"bench/results/static-decoding-{args.shape}.json"
+    )
     return 0
 
 

@@ -80,13 +80,25 @@ def _profile(step, top: int = 8) -> list[dict]:
         step()
     rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in rows) or 1
-    return [{"op": e.key, "self_cpu_ms": round(e.self_cpu_time_total / 1000, 1), "calls": e.count,
-             "share": round(e.self_cpu_time_total / total, 3)} for e in rows[:top]]
+    return [
+        {
+            "op": e.key,
+            "self_cpu_ms": round(e.self_cpu_time_total / 1000, 1),
+            "calls": e.count,
+            "share": round(e.self_cpu_time_total / total, 3),
+        }
+        for e in rows[:top]
+    ]
 
 
 def _stats(times: list[float]) -> dict:
-    return {"median_s": statistics.median(times), "mean_s": statistics.fmean(times), "min_s": min(times),
-            "max_s": max(times), "steps_s": times}
+    return {
+        "median_s": statistics.median(times),
+        "mean_s": statistics.fmean(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "steps_s": times,
+    }
 
 
 def run(spec: dict) -> dict:
@@ -95,9 +107,9 @@ def run(spec: dict) -> dict:
     from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq
 
     from llmdiet.distill.losses import distillation_loss, topk_distillation_loss
+    from llmdiet.distill.teacher_cache import TeacherCache, build_teacher_cache
     from llmdiet.evaluation.generation import lifetime_peak_rss_bytes
     from llmdiet.provenance import available_cores
-    from llmdiet.distill.teacher_cache import TeacherCache, build_teacher_cache
 
     from .workload import load_tokenizer
 
@@ -110,7 +122,9 @@ def run(spec: dict) -> dict:
         raise ValueError(f"device '{device}' asked for, but CUDA is not available")
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     tokenizer = load_tokenizer(spec["tokenizer_dir"])
-    batch = make_batch(tokenizer, spec.get("batch_size", 8), spec.get("source_tokens", 40), spec.get("target_tokens", 40))
+    batch = make_batch(
+        tokenizer, spec.get("batch_size", 8), spec.get("source_tokens", 40), spec.get("target_tokens", 40)
+    )
     batch = {key: value.to(device) for key, value in batch.items()}
     warmup, steps = spec.get("warmup_steps", 2), spec.get("steps", 5)
     alpha, temperature, k = spec.get("alpha", 0.5), spec.get("temperature", 2.0), spec.get("topk", 32)
@@ -152,12 +166,22 @@ def run(spec: dict) -> dict:
 
         # the cache on disk: built once, outside timing (what `llmdiet distill --teacher_cache` does first)
         with tempfile.TemporaryDirectory(prefix="llmdiet-bench-cache-") as cache_dir:
-            rows = {"input_ids": batch["input_ids"].tolist(), "attention_mask": batch["attention_mask"].tolist(),
-                    "labels": labels.tolist()}  # the cache build moves its batches to the teacher's device
+            rows = {
+                "input_ids": batch["input_ids"].tolist(),
+                "attention_mask": batch["attention_mask"].tolist(),
+                "labels": labels.tolist(),
+            }  # the cache build moves its batches to the teacher's device
             collator = DataCollatorForSeq2Seq(tokenizer, model=student, padding=True)
             t0 = time.perf_counter()
-            build_teacher_cache(teacher, Dataset.from_dict(rows), collator, cache_dir, k=k, temperature=temperature,
-                                batch_size=len(labels))
+            build_teacher_cache(
+                teacher,
+                Dataset.from_dict(rows),
+                collator,
+                cache_dir,
+                k=k,
+                temperature=temperature,
+                batch_size=len(labels),
+            )
             cache_build_s = time.perf_counter() - t0
             cache = TeacherCache(cache_dir)  # reads every shard into memory
             cache.check_matches(rows["labels"], temperature)
@@ -181,15 +205,28 @@ def run(spec: dict) -> dict:
     plain = results["plain"]["median_s"]
     for name in results:
         results[name]["ratio_vs_plain"] = results[name]["median_s"] / plain
-    common = {"batch_size": len(labels), "source_tokens": batch["input_ids"].shape[1], "target_tokens": labels.shape[1],
-              "warmup_steps": warmup, "steps": steps, "timing": "interleaved rounds", "flush_denormal": flush,
-              "subnormal_softmax_share": subnormal}
+    common = {
+        "batch_size": len(labels),
+        "source_tokens": batch["input_ids"].shape[1],
+        "target_tokens": labels.shape[1],
+        "warmup_steps": warmup,
+        "steps": steps,
+        "timing": "interleaved rounds",
+        "flush_denormal": flush,
+        "subnormal_softmax_share": subnormal,
+    }
     if modes == ["plain"]:
         return {"modes": results, **common, "device": str(device), "torch_threads": torch.get_num_threads()}
     return {
-        "modes": results, **common, "topk": k,
-        "temperature": temperature, "alpha": alpha, "optimizer": "AdamW(lr=1e-5)",
-        "device": str(device), "torch_threads": torch.get_num_threads(), "lifetime_peak_rss_bytes": lifetime_peak_rss_bytes(),
+        "modes": results,
+        **common,
+        "topk": k,
+        "temperature": temperature,
+        "alpha": alpha,
+        "optimizer": "AdamW(lr=1e-5)",
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "lifetime_peak_rss_bytes": lifetime_peak_rss_bytes(),
         "student_parameters": sum(p.numel() for p in student.parameters()),
     }
 

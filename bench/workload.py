@@ -76,7 +76,9 @@ def sources_of_lengths(tokenizer, lengths: list[int]) -> list[str]:
     start = 0
     for tokens in lengths:
         if tokens < token_count(tokenizer, PREFIX.rstrip()) + 1:
-            raise ValueError(f"a source needs more than the prefix's {token_count(tokenizer, PREFIX.rstrip())} tokens, got {tokens}")
+            raise ValueError(
+                f"a source needs more than the prefix's {token_count(tokenizer, PREFIX.rstrip())} tokens, got {tokens}"
+            )
         text = PREFIX.rstrip()
         i = start
         while token_count(tokenizer, text) < tokens:
@@ -93,7 +95,9 @@ def sources_of_lengths(tokenizer, lengths: list[int]) -> list[str]:
                 text = f"{text} {piece}" if piece else text + " ."
             i += 1
         if token_count(tokenizer, text) != tokens:
-            raise RuntimeError(f"could not build a source of exactly {tokens} tokens (got {token_count(tokenizer, text)})")
+            raise RuntimeError(
+                f"could not build a source of exactly {tokens} tokens (got {token_count(tokenizer, text)})"
+            )
         out.append(text)
         start = i + 7  # the next source starts elsewhere in the corpus, so sources differ
     return out

@@ -68,8 +68,14 @@ class Translator:
     def name(self) -> str:
         return self.backend.name
 
-    def translate(self, sources: list[str], batch_size: int = 16, max_new_tokens: int = 128, num_beams: int = 1,
-                  max_source_length: int = 512) -> list[str]:
+    def translate(
+        self,
+        sources: list[str],
+        batch_size: int = 16,
+        max_new_tokens: int = 128,
+        num_beams: int = 1,
+        max_source_length: int = 512,
+    ) -> list[str]:
         """Hypotheses for ``sources`` (give them with their task prefix), in input order; batched by length."""
         from llmdiet.engines import GenerationSettings
         from llmdiet.evaluation.generation import generate_all
@@ -80,12 +86,17 @@ class Translator:
         bad = [(i, type(s).__name__) for i, s in enumerate(sources) if not isinstance(s, str)]
         if bad:
             raise ArgumentTypeError(f"translate(): sources[{bad[0][0]}] is a {bad[0][1]}, not a string; pass text only")
-        for name, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens), ("num_beams", num_beams),
-                            ("max_source_length", max_source_length)):
+        for name, value in (
+            ("batch_size", batch_size),
+            ("max_new_tokens", max_new_tokens),
+            ("num_beams", num_beams),
+            ("max_source_length", max_source_length),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ArgumentTypeError(f"translate(): {name} must be an integer >= 1, got {value!r}")
-        settings = GenerationSettings(max_new_tokens=max_new_tokens, num_beams=num_beams,
-                                      max_source_length=max_source_length)
+        settings = GenerationSettings(
+            max_new_tokens=max_new_tokens, num_beams=num_beams, max_source_length=max_source_length
+        )
         from llmdiet.evaluation.generation import source_lengths
 
         lengths, unit = source_lengths(self.backend, sources)
@@ -95,15 +106,20 @@ class Translator:
 
             logging.getLogger("llmdiet").warning(
                 "translate(): %d of %d sources are longer than max_source_length=%d tokens and are truncated (only "
-                "their first %d tokens are translated); split long inputs into sentences", long, len(sources),
-                max_source_length, max_source_length)
+                "their first %d tokens are translated); split long inputs into sentences",
+                long,
+                len(sources),
+                max_source_length,
+                max_source_length,
+            )
         # an empty source has no translation: it comes back empty (a model would invent text from nothing)
         todo = [i for i, s in enumerate(sources) if s.strip()]
         out = [""] * len(sources)
         if todo:
             with quiet_libraries():
-                result = generate_all(self.backend, [sources[i] for i in todo], settings, batch_size, warmup_batches=0,
-                                      progress=False)
+                result = generate_all(
+                    self.backend, [sources[i] for i in todo], settings, batch_size, warmup_batches=0, progress=False
+                )
             for i, t in zip(todo, result.translations):
                 out[i] = t.hypothesis
         return out
@@ -134,6 +150,7 @@ def evaluate(model: str, eval_sets: list[str] | str, out: str | Path, **options)
         value = options.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise ArgumentTypeError(f"evaluate(): {name} must be an integer, got {value!r}")
-    args = EvalArguments(model=str(model), eval_set=sets, out=str(out), progress=options.pop("progress", False),
-                         **options)
+    args = EvalArguments(
+        model=str(model), eval_set=sets, out=str(out), progress=options.pop("progress", False), **options
+    )
     return run_eval(args, command=["llmdiet.evaluate", str(model), *sets, str(out)])

@@ -24,9 +24,13 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmdiet.modeling import directory_bytes
 from llmdiet.provenance import provenance
+
+if TYPE_CHECKING:  # torch loads only when a tensor is read or written
+    import torch
 
 ARTIFACT_FILE = "llmdiet_artifact.json"
 ALIASES_KEY = "llmdiet_aliases"
@@ -45,15 +49,19 @@ def check_output_dir(out: str | Path, overwrite: bool) -> Path:
         raise BackendError(f"--out {out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
         if not (out / ARTIFACT_FILE).is_file():
-            raise BackendError(f"--out {out}: not empty and not an llmdiet artifact (no {ARTIFACT_FILE}); "
-                               "refusing to replace it, choose another --out")
+            raise BackendError(
+                f"--out {out}: not empty and not an llmdiet artifact (no {ARTIFACT_FILE}); "
+                "refusing to replace it, choose another --out"
+            )
         if not overwrite:
             raise BackendError(f"--out {out}: already holds an artifact (pass --overwrite to replace it)")
         foreign = foreign_files(out)
         if foreign:
             shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-            raise BackendError(f"--out {out}: --overwrite replaces only what llmdiet wrote, and the directory also "
-                               f"holds {shown}; move them out first (or choose another --out)")
+            raise BackendError(
+                f"--out {out}: --overwrite replaces only what llmdiet wrote, and the directory also "
+                f"holds {shown}; move them out first (or choose another --out)"
+            )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -141,8 +149,18 @@ def fp32_disk_bytes(source_model: str | Path, config) -> int | None:
     return size if size and stored == "float32" else None
 
 
-def write_artifact(out: str | Path, *, method: str, backend: str, source_model: str, parameters: int,
-                   fp32_bytes: int | None, seed: int | None = None, command: list[str] | None = None, **extra) -> dict:
+def write_artifact(
+    out: str | Path,
+    *,
+    method: str,
+    backend: str,
+    source_model: str,
+    parameters: int,
+    fp32_bytes: int | None,
+    seed: int | None = None,
+    command: list[str] | None = None,
+    **extra,
+) -> dict:
     """Write ``llmdiet_artifact.json`` (size measured after every other file is in place) and return it."""
     out = Path(out)
     meta_path = out / ARTIFACT_FILE
@@ -187,11 +205,11 @@ def read_artifact(path: str | Path, expected_backend: str | None = None) -> dict
     return meta
 
 
-def save_tensors(tensors: dict[str, "torch.Tensor"], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """safetensors ``save_file`` that stores tensors sharing one storage once and records the aliases."""
     from safetensors.torch import save_file
 
-    unique: dict[str, "torch.Tensor"] = {}
+    unique: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
     seen: dict[tuple, str] = {}
     for name, tensor in tensors.items():
@@ -206,8 +224,18 @@ def save_tensors(tensors: dict[str, "torch.Tensor"], path: str | Path, metadata:
     save_file(unique, str(path), metadata=meta)
 
 
-_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
-                       "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+_SAFETENSORS_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
 
 
 def _read_safetensors(path: Path) -> tuple[dict, dict]:
@@ -237,7 +265,7 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
     return tensors, metadata
 
 
-def load_tensors(path: str | Path) -> tuple[dict[str, "torch.Tensor"], dict[str, str]]:
+def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """``(tensors, metadata)`` from :func:`save_tensors`; aliased names point at the same tensor again."""
     path = Path(path)
     if not path.is_file():
@@ -245,8 +273,10 @@ def load_tensors(path: str | Path) -> tuple[dict[str, "torch.Tensor"], dict[str,
     try:
         tensors, metadata = _read_safetensors(path)
     except (ValueError, KeyError, struct_error(), RuntimeError, TypeError) as err:
-        raise BackendError(f"{path}: not a readable safetensors file (truncated or corrupted? {err}); "
-                           "re-create the artifact with llmdiet quantize --overwrite") from None
+        raise BackendError(
+            f"{path}: not a readable safetensors file (truncated or corrupted? {err}); "
+            "re-create the artifact with llmdiet quantize --overwrite"
+        ) from None
     for alias, target in json.loads(metadata.pop(ALIASES_KEY, "{}")).items():
         tensors[alias] = tensors[target]
     return tensors, metadata
@@ -269,11 +299,13 @@ def save_tokenizer_and_config(model_or_config, tokenizer, out: str | Path) -> No
         tokenizer.save_pretrained(out)
 
 
-def check_no_meta_tensors(model: "torch.nn.Module", path: str | Path) -> None:
+def check_no_meta_tensors(model: torch.nn.Module, path: str | Path) -> None:
     """After loading into a meta-device skeleton, every tensor must have been filled from the file."""
     missing = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.device.type == "meta"]
     if missing:
-        raise BackendError(f"{path}: weights file lacks {len(missing)} tensors, e.g. {missing[:3]} (corrupt or wrong artifact)")
+        raise BackendError(
+            f"{path}: weights file lacks {len(missing)} tensors, e.g. {missing[:3]} (corrupt or wrong artifact)"
+        )
 
 
 # ----------------------------------------------------------------------------- helpers for the backends
@@ -282,16 +314,26 @@ def check_no_meta_tensors(model: "torch.nn.Module", path: str | Path) -> None:
 def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
-    names = ("tokenizer.json", "tokenizer_config.json", "spiece.model", "sentencepiece.bpe.model", "vocab.json",
-             "source.spm")
+    names = (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "spiece.model",
+        "sentencepiece.bpe.model",
+        "vocab.json",
+        "source.spm",
+    )
     if Path(path).is_dir() and not any((Path(path) / n).is_file() for n in names):
-        raise BackendError(f"{path}: the artifact has no tokenizer files (tokenizer.json, spiece.model, ...); copy "
-                           "them from the model it was made from (AutoTokenizer.from_pretrained(MODEL)"
-                           f".save_pretrained('{path}')), or re-run llmdiet quantize")
+        raise BackendError(
+            f"{path}: the artifact has no tokenizer files (tokenizer.json, spiece.model, ...); copy "
+            "them from the model it was made from (AutoTokenizer.from_pretrained(MODEL)"
+            f".save_pretrained('{path}')), or re-run llmdiet quantize"
+        )
     try:
         return AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError) as err:
-        raise BackendError(f"{path}: cannot load the tokenizer saved with the artifact: {str(err).splitlines()[0]}") from None
+        raise BackendError(
+            f"{path}: cannot load the tokenizer saved with the artifact: {str(err).splitlines()[0]}"
+        ) from None
 
 
 def parameters_from_artifact(meta: dict, path: str | Path) -> int:

@@ -39,8 +39,9 @@ def configure_logging(verbose: bool = False) -> None:
 
     level_name = os.environ.get("LLMDIET_LOG_LEVEL", "INFO" if verbose else "").upper()
     level = getattr(logging, level_name, None) if level_name else None
-    logging.basicConfig(level=level or logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        force=True)
+    logging.basicConfig(
+        level=level or logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
     logging.getLogger("llmdiet").setLevel(level or logging.INFO)
     if level is None or level > logging.INFO:
         warnings.filterwarnings("ignore", module=r"^(?!llmdiet)")
@@ -69,8 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llmdiet {argv[0]}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"llmdiet {argv[0]}: interrupted; what was finished is kept (finished batches, checkpoints, jobs): "
-              "run the same command again to resume", file=sys.stderr)
+        print(
+            f"llmdiet {argv[0]}: interrupted; what was finished is kept (finished batches, checkpoints, jobs): "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
         return 130
     except OSError as err:  # disk full, read-only directory, ...: one line, and how to resume
         print(f"llmdiet {argv[0]}: error: {os_error_line(err)}", file=sys.stderr)
@@ -80,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         import errno
 
-        print(f"llmdiet {argv[0]}: error: {os_error_line(OSError(errno.ENOSPC, 'No space left on device'))}",
-              file=sys.stderr)
+        print(
+            f"llmdiet {argv[0]}: error: {os_error_line(OSError(errno.ENOSPC, 'No space left on device'))}",
+            file=sys.stderr,
+        )
         return 2
 
 
@@ -90,12 +96,13 @@ def os_error_line(err: OSError) -> str:
     import errno
 
     where = f"{err.filename}: " if getattr(err, "filename", None) else ""
-    hint = {errno.ENOSPC: "the disk is full: free space (or choose an output directory on another disk), then run "
-                          "the same command again to resume; finished work is kept",
-            errno.EROFS: "the file system is read-only: choose a writable output directory",
-            errno.EACCES: "permission denied: choose a directory you can write to",
-            errno.EDQUOT: "disk quota exceeded: free space, then run the same command again to resume"}.get(
-        err.errno, "run the same command again once this is fixed; finished work is kept")
+    hint = {
+        errno.ENOSPC: "the disk is full: free space (or choose an output directory on another disk), then run "
+        "the same command again to resume; finished work is kept",
+        errno.EROFS: "the file system is read-only: choose a writable output directory",
+        errno.EACCES: "permission denied: choose a directory you can write to",
+        errno.EDQUOT: "disk quota exceeded: free space, then run the same command again to resume",
+    }.get(err.errno, "run the same command again once this is fixed; finished work is kept")
     return f"{where}{err.strerror or err}; {hint}"
 
 

@@ -7,9 +7,10 @@ Precedence, lowest to highest: dataclass defaults < ``--preset NAME`` < ``--conf
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import yaml
 
@@ -51,7 +52,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key '{key}' (line {key_node.start_mark.line + 1}): keep one", key_node.start_mark)
+                    None,
+                    None,
+                    f"duplicate key '{key}' (line {key_node.start_mark.line + 1}): keep one",
+                    key_node.start_mark,
+                )
             seen.add(key)
         return super().construct_mapping(node, deep)
 
@@ -108,11 +113,17 @@ def parse_config(
             raise ConfigError(f"{message} (see {self.prog} --help)")
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _Parser(dataclass_types, prog=prog, description=description, allow_abbrev=False)  # no --temp = --temperature
+    parser = _Parser(
+        dataclass_types, prog=prog, description=description, allow_abbrev=False
+    )  # no --temp = --temperature
     parser.add_argument("--config", default=None, help="YAML file of option: value pairs (command-line flags win).")
     if presets:
-        parser.add_argument("--preset", default=default_preset, choices=sorted(presets),
-                            help=f"Named set of defaults (default: {default_preset}).")
+        parser.add_argument(
+            "--preset",
+            default=default_preset,
+            choices=sorted(presets),
+            help=f"Named set of defaults (default: {default_preset}).",
+        )
     if "-h" in argv or "--help" in argv:
         parser.parse_args(argv)  # prints help and exits
     known = {f.name for dc in dataclass_types for f in fields(dc)}
@@ -200,3 +211,64 @@ def precheck(
         names = {f.name for f in fields(dc)}
         dc(**{k: v for k, v in values.items() if k in names})
     return values
+
+
+# ----------------------------------------------------------------------------- settings as objects
+
+
+def _scalar_kind(hint):
+    """int/float/bool/str of a field type (``Optional[int]`` -> int), or None for anything else."""
+    import types
+    import typing
+
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, getattr(types, "UnionType", None)):
+        hint = args[0] if len(args) == 1 else None
+    return hint if hint in (int, float, bool, str) else None
+
+
+def coerce_value(name: str, hint, value):
+    """``value`` as the field's scalar type: numbers and flags also from text (YAML reads ``1e-5`` as text);
+    a value of the wrong kind is a ConfigError naming ``--name``."""
+    kind = _scalar_kind(hint)
+    if value is None or kind is None:
+        return value
+    if isinstance(value, str) and kind is not str:
+        text = value.strip().lower()
+        if kind is bool:
+            if text in ("true", "1", "yes"):
+                return True
+            if text in ("false", "0", "no"):
+                return False
+            raise ConfigError(f"--{name}: expected true or false, got {value!r}")
+        try:
+            return kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
+        except ValueError:
+            raise ConfigError(
+                f"--{name}: expected {'an integer' if kind is int else 'a number'}, got {value!r}"
+            ) from None
+    if kind in (int, float) and (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (kind is int and isinstance(value, float) and not value.is_integer())
+    ):
+        raise ConfigError(f"--{name}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+    if kind is int and isinstance(value, float):
+        return int(value)
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"--{name}: expected true or false, got {value!r}")
+    if kind is str and not isinstance(value, str):
+        raise ConfigError(f"--{name}: expected text, got {value!r}")
+    return value
+
+
+def coerce_fields(dataclass_type: type, values: dict) -> dict:
+    """The entries of ``values`` that are init fields of ``dataclass_type``, each as its field's type."""
+    import typing
+
+    hints = typing.get_type_hints(dataclass_type)
+    return {
+        f.name: coerce_value(f.name, hints.get(f.name), values[f.name])
+        for f in fields(dataclass_type)
+        if f.init and f.name in values
+    }

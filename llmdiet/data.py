@@ -20,9 +20,9 @@ import csv
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +49,15 @@ class SkipReport:
     def total(self) -> int:
         return sum(self.reasons.values())
 
-    def merge(self, other: "SkipReport") -> None:
+    def merge(self, other: SkipReport) -> None:
         self.reasons.update(other.reasons)
         self.examples.extend(other.examples[: max(0, 5 - len(self.examples))])
 
     def log(self, what: str) -> None:
         if self.total:
-            logger.warning("%s: skipped %d bad rows %s, e.g. %s", what, self.total, dict(self.reasons), self.examples[:3])
+            logger.warning(
+                "%s: skipped %d bad rows %s, e.g. %s", what, self.total, dict(self.reasons), self.examples[:3]
+            )
 
 
 @dataclass
@@ -130,7 +132,9 @@ def _records(path: Path, lines: list[tuple[int, str]], delimiter: str) -> Iterat
     CSV follows RFC 4180 (quoted fields may hold delimiters, quotes and newlines); TSV has no quoting:
     a tab always separates fields and a newline always ends the record.
     """
-    options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if delimiter == "\t" else {"delimiter": ",", "strict": True}
+    options = (
+        {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if delimiter == "\t" else {"delimiter": ",", "strict": True}
+    )
     reader = csv.reader((text + "\n" for _, text in lines), **options)
     consumed = 0
     while True:
@@ -141,8 +145,10 @@ def _records(path: Path, lines: list[tuple[int, str]], delimiter: str) -> Iterat
             return
         except csv.Error as err:
             at = lines[min(reader.line_num, len(lines)) - 1][0]
-            raise DataError(f"{path}:{first}: malformed CSV record (lines {first}-{at}): {err}; "
-                            "quote fields that hold commas, quotes or newlines") from None
+            raise DataError(
+                f"{path}:{first}: malformed CSV record (lines {first}-{at}): {err}; "
+                "quote fields that hold commas, quotes or newlines"
+            ) from None
         consumed = reader.line_num
         yield first, lines[consumed - 1][0], fields
 
@@ -166,7 +172,9 @@ def _read_delimited(path, src_col, tgt_col, skip, report, delimiter, header=True
     else:  # declared headerless: exactly two columns, source then reference
         width, src_i, tgt_i = 2, 0, 1
     for first_line, last_line, fields in records:
-        if not fields or (len(fields) == 1 and not fields[0].strip()):  # a blank line is no row; "  \t  " is a row of empty fields
+        if not fields or (
+            len(fields) == 1 and not fields[0].strip()
+        ):  # a blank line is no row; "  \t  " is a row of empty fields
             continue
         origin = f"{path}:{first_line}" if first_line == last_line else f"{path}:{first_line}-{last_line}"
         if len(fields) != width:
@@ -241,7 +249,10 @@ def read_parallel_file(
         if row is not None:
             rows.append(row)
     if not rows:
-        raise DataError(f"{path}: no usable rows" + (f" ({report.total} skipped: {dict(report.reasons)})" if report.total else " (file is empty)"))
+        raise DataError(
+            f"{path}: no usable rows"
+            + (f" ({report.total} skipped: {dict(report.reasons)})" if report.total else " (file is empty)")
+        )
     return rows
 
 
@@ -286,8 +297,12 @@ def read_hub_dataset(
     for i, item in enumerate(ds.select(range(start, stop)), start=start):
         item = _flatten_translation(item) if nested else item
         row = _check_row(
-            item.get(source_column), item.get(target_column), f"{name}[{split}]:row {i}",
-            (source_column, target_column), report, skip_bad_rows,
+            item.get(source_column),
+            item.get(target_column),
+            f"{name}[{split}]:row {i}",
+            (source_column, target_column),
+            report,
+            skip_bad_rows,
         )
         if row is not None:
             rows.append(row)
@@ -336,6 +351,11 @@ def tokenize_rows(rows: list[ParallelRow], tokenizer, prefix: str, max_source_le
     if stats.sources or stats.targets:
         logger.warning(
             "truncated %d/%d sources to %d tokens and %d/%d targets to %d tokens",
-            stats.sources, stats.total, max_source_length, stats.targets, stats.total, max_target_length,
+            stats.sources,
+            stats.total,
+            max_source_length,
+            stats.targets,
+            stats.total,
+            max_target_length,
         )
     return datasets.Dataset.from_dict(dict(enc)), stats

@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from llmdiet.config import ConfigError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".onnx_data")
-TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json", "vocab.json", "merges.txt", "sentencepiece.bpe.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "spiece.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "sentencepiece.bpe.model",
+)
 
 _FILE_CACHE: dict[tuple[str, int, int], str] = {}
 
@@ -49,16 +57,25 @@ def model_identity(name_or_path: str, tokenizer: str | None = None) -> dict:
     root = Path(name_or_path)
     identity: dict = {}
     if root.is_dir():
-        weights = [p for p in root.rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)
-                   and not any(part.startswith("checkpoint-") for part in p.relative_to(root).parts)]
+        weights = [
+            p
+            for p in root.rglob("*")
+            if p.is_file()
+            and p.name.endswith(WEIGHT_SUFFIXES)
+            and not any(part.startswith("checkpoint-") for part in p.relative_to(root).parts)
+        ]
         config = root / "config.json"
-        identity = {"config": file_sha256(config)[:32] if config.is_file() else None,
-                    "weights": _files_sha256(root, weights)}
+        identity = {
+            "config": file_sha256(config)[:32] if config.is_file() else None,
+            "weights": _files_sha256(root, weights),
+        }
     else:
         identity = {"hub_id": str(name_or_path)}
     tok_root = Path(tokenizer) if tokenizer else root
     if tok_root.is_dir():
-        identity["tokenizer"] = _files_sha256(tok_root, [tok_root / n for n in TOKENIZER_FILES if (tok_root / n).is_file()])
+        identity["tokenizer"] = _files_sha256(
+            tok_root, [tok_root / n for n in TOKENIZER_FILES if (tok_root / n).is_file()]
+        )
     else:
         identity["tokenizer"] = {"hub_id": str(tokenizer or name_or_path)}
     return identity

@@ -37,7 +37,9 @@ def file_lock(path: str | Path, what: str, wait: bool = False, shown: Path | Non
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a+", encoding="utf-8")
     except OSError as err:
-        raise ConfigError(f"{directory}: cannot write there ({err.strerror}); choose a directory you can write to") from None
+        raise ConfigError(
+            f"{directory}: cannot write there ({err.strerror}); choose a directory you can write to"
+        ) from None
     locked = False
     try:
         try:
@@ -49,8 +51,10 @@ def file_lock(path: str | Path, what: str, wait: bool = False, shown: Path | Non
         except OSError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise ConfigError(f"{directory} is in use by a running {what} ({holder}); wait for it to finish, "
-                              "or choose another output directory") from None
+            raise ConfigError(
+                f"{directory} is in use by a running {what} ({holder}); wait for it to finish, "
+                "or choose another output directory"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}: {' '.join(sys.argv[:6])}\n")

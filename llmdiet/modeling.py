@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch and transformers load only when a model does
+    import torch
 
 
 class ModelLoadError(ValueError):
     """A user-facing problem loading a model (not found, not seq2seq, offline, ...)."""
 
 
-def load_seq2seq(name_or_path: str, dtype: "torch.dtype | None" = None, tokenizer_path: str | None = None):
+def load_seq2seq(name_or_path: str, dtype: torch.dtype | None = None, tokenizer_path: str | None = None):
     """``(model, tokenizer)`` for a hub id or local directory; refuses non-seq2seq models clearly.
 
     fp16 is refused for T5-family models: they overflow to NaN in float16.
@@ -23,8 +27,9 @@ def load_seq2seq(name_or_path: str, dtype: "torch.dtype | None" = None, tokenize
     name_or_path = str(name_or_path)
     local = Path(name_or_path)
     if local.is_dir() and not (local / "config.json").is_file():
-        raise ModelLoadError(f"'{name_or_path}' has no config.json: not a saved model (save_pretrained) or llmdiet "
-                             "artifact directory")
+        raise ModelLoadError(
+            f"'{name_or_path}' has no config.json: not a saved model (save_pretrained) or llmdiet artifact directory"
+        )
     try:
         config = AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as err:
@@ -38,14 +43,18 @@ def load_seq2seq(name_or_path: str, dtype: "torch.dtype | None" = None, tokenize
             f"'{name_or_path}' is a '{config.model_type}' model, not a sequence-to-sequence (encoder-decoder) model"
         )
     if dtype == torch.float16 and config.model_type in ("t5", "mt5", "umt5"):
-        raise ModelLoadError("float16 is not supported for T5 models (activations overflow to NaN); use bfloat16 or float32")
+        raise ModelLoadError(
+            "float16 is not supported for T5 models (activations overflow to NaN); use bfloat16 or float32"
+        )
     from safetensors import SafetensorError
 
     try:
         model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path, dtype=dtype)
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ModelLoadError(f"cannot load the weights of '{name_or_path}' (missing, truncated or corrupted file?): {first}") from None
+        raise ModelLoadError(
+            f"cannot load the weights of '{name_or_path}' (missing, truncated or corrupted file?): {first}"
+        ) from None
     tokenizer = load_tokenizer_for(name_or_path, tokenizer_path)
     return model.eval(), tokenizer
 
@@ -59,7 +68,9 @@ def load_tokenizer_for(name_or_path: str, tokenizer_path: str | None = None):
         return AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError, TypeError) as err:
         if tokenizer_path:
-            raise ModelLoadError(f"--tokenizer {tokenizer_path}: cannot load a tokenizer there: {str(err).splitlines()[0]}") from None
+            raise ModelLoadError(
+                f"--tokenizer {tokenizer_path}: cannot load a tokenizer there: {str(err).splitlines()[0]}"
+            ) from None
         raise ModelLoadError(
             f"'{name_or_path}' has no usable tokenizer files (tokenizer.json / spiece.model); pass --tokenizer with the "
             "directory or hub id of the model's tokenizer (e.g. the model it was trained from)"
@@ -71,23 +82,54 @@ def looks_local(name: str) -> bool:
     return name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1] or name.count("/") != 1
 
 
-def parse_dtype(name: str) -> "torch.dtype":
+def parse_dtype(name: str) -> torch.dtype:
     import torch
 
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if name not in table:
         raise ValueError(f"unknown dtype '{name}' (use float32 or bfloat16)")
     return table[name]
 
 
 # What a model or artifact needs to run: weights, engine files, configs and tokenizer files, by suffix.
-MODEL_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".onnx", ".onnx_data", ".data", ".json", ".model", ".spm",
-                  ".txt", ".vocab"}
+MODEL_SUFFIXES = {
+    ".safetensors",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".onnx",
+    ".onnx_data",
+    ".data",
+    ".json",
+    ".model",
+    ".spm",
+    ".txt",
+    ".vocab",
+}
 # By-products that a training, quantization or eval run leaves beside the model.
-BYPRODUCTS = {"training_args.bin", "training_log.json", "trainer_state.json", "all_results.json", "train_results.json",
-              "eval_results.json", "results.json", "statistics.json", "eval_settings.json", "optimizer.pt",
-              "scheduler.pt", "rng_state.pth", "skipped_rows.json", "README.md"}
+BYPRODUCTS = {
+    "training_args.bin",
+    "training_log.json",
+    "trainer_state.json",
+    "all_results.json",
+    "train_results.json",
+    "eval_results.json",
+    "results.json",
+    "statistics.json",
+    "eval_settings.json",
+    "optimizer.pt",
+    "scheduler.pt",
+    "rng_state.pth",
+    "skipped_rows.json",
+    "README.md",
+}
 
 
 def counted_files(path: str | Path) -> list[str]:
@@ -126,14 +168,18 @@ def directory_bytes(path: str | Path) -> int:
 
 
 def _is_run_output(directory: Path) -> bool:
-    return directory.name.startswith("checkpoint-") or directory.name == "runs" or (directory / "eval_settings.json").exists()
+    return (
+        directory.name.startswith("checkpoint-")
+        or directory.name == "runs"
+        or (directory / "eval_settings.json").exists()
+    )
 
 
 def _is_nested_model(directory: Path) -> bool:
     return (directory / "config.json").exists() or (directory / "llmdiet_artifact.json").exists()
 
 
-def module_bytes(module: "torch.nn.Module") -> int:
+def module_bytes(module: torch.nn.Module) -> int:
     """Bytes held by a module's parameters and buffers, including packed quantized weights."""
     total = sum(t.numel() * t.element_size() for t in module.parameters())
     total += sum(t.numel() * t.element_size() for t in module.buffers())
@@ -153,7 +199,7 @@ def resolve_model(name: str) -> str:
         return name
     from llmdiet.config import ConfigError
 
-    role = name[len(DEMO_MODEL_PREFIX):]
+    role = name[len(DEMO_MODEL_PREFIX) :]
     if role not in ("teacher", "student"):
         raise ConfigError(f"unknown demo model '{name}' (use {DEMO_MODEL_PREFIX}teacher or {DEMO_MODEL_PREFIX}student)")
     assets = ensure_demo_assets(demo_cache_dir())

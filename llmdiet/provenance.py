@@ -10,8 +10,22 @@ import subprocess
 import sys
 from pathlib import Path
 
-LIBRARIES = ("llmdiet", "torch", "transformers", "accelerate", "datasets", "sacrebleu", "rouge-score", "optimum",
-             "optimum-onnx", "onnxruntime", "ctranslate2", "torchao", "optimum-quanto", "tokenizers")
+LIBRARIES = (
+    "llmdiet",
+    "torch",
+    "transformers",
+    "accelerate",
+    "datasets",
+    "sacrebleu",
+    "rouge-score",
+    "optimum",
+    "optimum-onnx",
+    "onnxruntime",
+    "ctranslate2",
+    "torchao",
+    "optimum-quanto",
+    "tokenizers",
+)
 
 
 def git_sha(path: str | Path | None = None) -> str | None:
@@ -21,8 +35,13 @@ def git_sha(path: str | Path | None = None) -> str | None:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return sha.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None

@@ -11,9 +11,17 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 _COMMON = dict(
-    vocab_size=32128, d_kv=64, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
-    relative_attention_num_buckets=32, relative_attention_max_distance=128, dropout_rate=0.1,
-    layer_norm_epsilon=1e-6, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    vocab_size=32128,
+    d_kv=64,
+    feed_forward_proj="gated-gelu",
+    tie_word_embeddings=False,
+    relative_attention_num_buckets=32,
+    relative_attention_max_distance=128,
+    dropout_rate=0.1,
+    layer_norm_epsilon=1e-6,
+    pad_token_id=0,
+    eos_token_id=1,
+    decoder_start_token_id=0,
 )
 
 FLAN_T5_SHAPES: dict[str, dict] = {

@@ -1,7 +1,7 @@
 """Evaluate one model on one or more eval sets: ``llmdiet eval`` as a script (same options, see ``--help``).
 
-    python recipes/evaluate.py --model runs/distill-demo --eval-set demo-en-fr demo-ko-en --out runs/eval-student
-    python recipes/evaluate.py --preset demo
+python recipes/evaluate.py --model runs/distill-demo --eval-set demo-en-fr demo-ko-en --out runs/eval-student
+python recipes/evaluate.py --preset demo
 """
 
 import logging

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from llmdiet.engines import GenerationSettings
 from llmdiet.demo import DEMO_EN_FR
+from llmdiet.engines import GenerationSettings
 from llmdiet.quantize import CalibrationSpec, QuantizeJob, quantize
 
 PREFIX = "translate English to French: "
@@ -33,8 +33,12 @@ def teacher_forced(tokenizer, sources: list[str], references: list[str]) -> dict
     labels = tokenizer(text_target=references, return_tensors="pt", padding=True)
     start = torch.zeros_like(labels["input_ids"][:, :1])  # T5 decoder start token = pad = 0
     decoder_input_ids = torch.cat([start, labels["input_ids"][:, :-1]], dim=1)
-    return {"inputs": dict(enc), "decoder_input_ids": decoder_input_ids, "labels": labels["input_ids"],
-            "mask": labels["attention_mask"].bool()}
+    return {
+        "inputs": dict(enc),
+        "decoder_input_ids": decoder_input_ids,
+        "labels": labels["input_ids"],
+        "mask": labels["attention_mask"].bool(),
+    }
 
 
 @torch.inference_mode()

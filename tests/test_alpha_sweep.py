@@ -2,20 +2,30 @@
 
 import json
 
-from llmdiet.study.alpha_sweep import SweepArguments, run_sweep
-from llmdiet.distill.job import DataArguments, DistillationArguments, demo_preset
 from transformers import Seq2SeqTrainingArguments
+
+from llmdiet.distill.job import DataArguments, DistillationArguments, demo_preset
+from llmdiet.study.alpha_sweep import SweepArguments, run_sweep
 
 
 def test_alpha_sweep_trains_evaluates_and_compares(demo_assets, tmp_path):
     preset = demo_preset()
     dist = DistillationArguments(teacher_model=str(demo_assets.teacher), student_model=str(demo_assets.student))
-    data = DataArguments(data_files=preset["data_files"], train_rows=64, eval_rows=0, max_source_length=64,
-                         max_target_length=64)
-    training = Seq2SeqTrainingArguments(output_dir="unused", max_steps=3, per_device_train_batch_size=16,
-                                        learning_rate=3e-3, report_to="none", save_strategy="no", disable_tqdm=True)
-    sweep = SweepArguments(alphas=[0.0, 1.0], eval_sets=["demo-en-fr"], eval_limit=16, sweep_dir=str(tmp_path),
-                           eval_teacher=True)
+    data = DataArguments(
+        data_files=preset["data_files"], train_rows=64, eval_rows=0, max_source_length=64, max_target_length=64
+    )
+    training = Seq2SeqTrainingArguments(
+        output_dir="unused",
+        max_steps=3,
+        per_device_train_batch_size=16,
+        learning_rate=3e-3,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    sweep = SweepArguments(
+        alphas=[0.0, 1.0], eval_sets=["demo-en-fr"], eval_limit=16, sweep_dir=str(tmp_path), eval_teacher=True
+    )
     dirs = run_sweep(sweep, dist, data, training)
     assert [d.split("/")[-1] for d in dirs] == ["eval-alpha-0", "eval-alpha-1", "eval-teacher"]
     for alpha in ("0", "1"):
@@ -55,14 +65,26 @@ def test_alpha_sweep_shares_one_teacher_translation_file(demo_assets, tmp_path, 
 
     monkeypatch.setattr(generation, "generate_all", counting)
     preset = demo_preset()
-    dist = DistillationArguments(teacher_model=str(demo_assets.teacher), student_model=str(demo_assets.student),
-                                 sequence_kd="replace", sequence_kd_beams=1)
-    data = DataArguments(data_files=preset["data_files"], train_rows=24, eval_rows=0, max_source_length=64,
-                         max_target_length=32)
-    training = Seq2SeqTrainingArguments(output_dir="unused", max_steps=1, per_device_train_batch_size=8,
-                                        report_to="none", save_strategy="no", disable_tqdm=True)
-    sweep = SweepArguments(alphas=[0.0, 0.5], eval_sets=["demo-en-fr"], eval_limit=4, sweep_dir=str(tmp_path),
-                           eval_teacher=False)
+    dist = DistillationArguments(
+        teacher_model=str(demo_assets.teacher),
+        student_model=str(demo_assets.student),
+        sequence_kd="replace",
+        sequence_kd_beams=1,
+    )
+    data = DataArguments(
+        data_files=preset["data_files"], train_rows=24, eval_rows=0, max_source_length=64, max_target_length=32
+    )
+    training = Seq2SeqTrainingArguments(
+        output_dir="unused",
+        max_steps=1,
+        per_device_train_batch_size=8,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    sweep = SweepArguments(
+        alphas=[0.0, 0.5], eval_sets=["demo-en-fr"], eval_limit=4, sweep_dir=str(tmp_path), eval_teacher=False
+    )
     run_sweep(sweep, dist, data, training)
     assert (tmp_path / "shared" / "teacher_translations.jsonl").exists()
     assert calls.count(24) == 1  # the 24 training sources were translated by the teacher once, for both alphas

@@ -39,8 +39,10 @@ def test_import_llmdiet_does_not_import_torch():
 @pytest.fixture(scope="module")
 def artifacts(demo_assets, tmp_path_factory):
     root = tmp_path_factory.mktemp("api-artifacts")
-    return {m: (root / m, build_artifact(demo_assets.teacher, m, root / m))
-            for m in ("dynamic-int8", "onnx-dynamic-int8", "ct2-int8", "torch-bf16", "quanto-int8", "torchao-int8")}
+    return {
+        m: (root / m, build_artifact(demo_assets.teacher, m, root / m))
+        for m in ("dynamic-int8", "onnx-dynamic-int8", "ct2-int8", "torch-bf16", "quanto-int8", "torchao-int8")
+    }
 
 
 def test_load_translates_every_artifact_kind(demo_assets, artifacts):
@@ -108,9 +110,24 @@ def test_distilled_student_card_and_push_to_hub_keeps_it(demo_assets, tmp_path):
     from llmdiet.distill.job import run
 
     out = tmp_path / "student"
-    summary = run(*parse(small_run_argv(demo_assets, out, "--max_steps", "4", "--eval_strategy", "steps",
-                                        "--eval_steps", "4", "--predict_with_generate", "true",
-                                        "--eval_rows", "16")))
+    summary = run(
+        *parse(
+            small_run_argv(
+                demo_assets,
+                out,
+                "--max_steps",
+                "4",
+                "--eval_strategy",
+                "steps",
+                "--eval_steps",
+                "4",
+                "--predict_with_generate",
+                "true",
+                "--eval_rows",
+                "16",
+            )
+        )
+    )
     card = (out / "README.md").read_text()
     bleu = [e["eval_bleu"] for e in summary["log_history"] if "eval_bleu" in e][-1]
     assert f"{bleu:.2f}" in card and "alpha = 0.5" in card and "pipeline_tag: translation" in card
@@ -120,8 +137,11 @@ def test_distilled_student_card_and_push_to_hub_keeps_it(demo_assets, tmp_path):
 
     from llmdiet.distill.trainer import DistillationTrainer
 
-    trainer = DistillationTrainer(model=AutoModelForSeq2SeqLM.from_pretrained(out), alpha=0.0,
-                                  args=Seq2SeqTrainingArguments(output_dir=str(out), report_to="none", use_cpu=True))
+    trainer = DistillationTrainer(
+        model=AutoModelForSeq2SeqLM.from_pretrained(out),
+        alpha=0.0,
+        args=Seq2SeqTrainingArguments(output_dir=str(out), report_to="none", use_cpu=True),
+    )
     trainer.create_model_card(model_name="x")
     assert (out / "README.md").read_text() == card
 
@@ -155,8 +175,13 @@ def test_evaluate_modules_load_offline_and_equal_the_harness(tmp_path):
 
 
 def test_evaluate_modules_as_compute_metrics_in_a_users_trainer(demo_assets, tmp_path):
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainer
-    from transformers import Seq2SeqTrainingArguments
+    from transformers import (
+        AutoModelForSeq2SeqLM,
+        AutoTokenizer,
+        DataCollatorForSeq2Seq,
+        Seq2SeqTrainer,
+        Seq2SeqTrainingArguments,
+    )
 
     from llmdiet.data import read_parallel_file, tokenize_rows
     from llmdiet.evaluation.metrics import corpus_scores, seq2seq_compute_metrics
@@ -165,13 +190,25 @@ def test_evaluate_modules_as_compute_metrics_in_a_users_trainer(demo_assets, tmp
     model = AutoModelForSeq2SeqLM.from_pretrained(demo_assets.teacher)
     rows = read_parallel_file(DEMO_EN_FR, "en", "fr")[1000:1016]
     ds, _ = tokenize_rows(rows, tok, "translate English to French: ", 64, 64)
-    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), predict_with_generate=True, report_to="none",
-                                    use_cpu=True, per_device_eval_batch_size=16, generation_max_length=48)
-    trainer = Seq2SeqTrainer(model=model, args=args, eval_dataset=ds, data_collator=DataCollatorForSeq2Seq(tok, model=model),
-                             compute_metrics=seq2seq_compute_metrics(tok))
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(tmp_path),
+        predict_with_generate=True,
+        report_to="none",
+        use_cpu=True,
+        per_device_eval_batch_size=16,
+        generation_max_length=48,
+    )
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=args,
+        eval_dataset=ds,
+        data_collator=DataCollatorForSeq2Seq(tok, model=model),
+        compute_metrics=seq2seq_compute_metrics(tok),
+    )
     metrics = trainer.evaluate()
-    hyps = llmdiet.load(str(demo_assets.teacher)).translate(["translate English to French: " + r.source for r in rows],
-                                                           max_new_tokens=47)
+    hyps = llmdiet.load(str(demo_assets.teacher)).translate(
+        ["translate English to French: " + r.source for r in rows], max_new_tokens=47
+    )
     # a user's Trainer only has the tokenised labels: the references are decoded from them, as the helper does
     refs = [t.strip() for t in tok.batch_decode(ds["labels"], skip_special_tokens=True)]
     assert metrics["eval_bleu"] == pytest.approx(corpus_scores(hyps, refs)["bleu"], abs=1e-6)
@@ -182,12 +219,16 @@ def test_translate_checks_its_input_in_one_line(demo_assets):
     from llmdiet.config import ConfigError
 
     translator = llmdiet.load(str(demo_assets.teacher))
-    for call, message in ((lambda: translator.translate([42]), r"sources\[0\] is a int, not a string"),
-                          (lambda: translator.translate(["ok", None]), r"sources\[1\] is a NoneType"),
-                          (lambda: translator.translate(["x"], batch_size="8"), "batch_size must be an integer >= 1"),
-                          (lambda: translator.translate("x"), "wrap a single sentence in a list"),
-                          (lambda: llmdiet.evaluate(str(demo_assets.teacher), "demo-en-fr", "/tmp/x", limit="5"),
-                           "limit must be an integer")):
+    for call, message in (
+        (lambda: translator.translate([42]), r"sources\[0\] is a int, not a string"),
+        (lambda: translator.translate(["ok", None]), r"sources\[1\] is a NoneType"),
+        (lambda: translator.translate(["x"], batch_size="8"), "batch_size must be an integer >= 1"),
+        (lambda: translator.translate("x"), "wrap a single sentence in a list"),
+        (
+            lambda: llmdiet.evaluate(str(demo_assets.teacher), "demo-en-fr", "/tmp/x", limit="5"),
+            "limit must be an integer",
+        ),
+    ):
         with pytest.raises(ConfigError, match=message):
             call()
     out = translator.translate(["", SOURCES[0], "   "], max_new_tokens=24)
@@ -197,7 +238,6 @@ def test_translate_checks_its_input_in_one_line(demo_assets):
 def test_loading_a_wrong_directory_says_so_in_one_short_line(demo_assets, tmp_path):
     """llmdiet.load on a garbage directory printed 4,827 characters; an artifact without its tokenizer said
     "Either model_file or model_proto must be specified"."""
-    import shutil
 
     from llmdiet.artifacts import BackendError
     from llmdiet.modeling import ModelLoadError
@@ -233,8 +273,9 @@ def test_the_api_is_quiet_and_says_when_it_truncates(demo_assets, tmp_path, capf
         warnings.simplefilter("always")
         translator = llmdiet.load(str(artifact))
         with caplog.at_level(logging.WARNING, logger="llmdiet"):
-            out = translator.translate(["translate English to French: " + "The children read a book. " * 2000],
-                                       max_new_tokens=8)
+            out = translator.translate(
+                ["translate English to French: " + "The children read a book. " * 2000], max_new_tokens=8
+            )
     printed = capfd.readouterr()
     assert len(out) == 1
     assert not [w for w in caught if "llmdiet" not in str(w.filename)], [str(w.message) for w in caught]

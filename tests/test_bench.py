@@ -26,10 +26,32 @@ BACKENDS = ["torch-fp32+generate", "torch-fp32", "dynamic-int8+generate", "dynam
 
 
 def tiny_argv(root: Path, *extra: str) -> list[str]:
-    return ["--quick", "--student_shape", "tiny-student", "--teacher_shape", "tiny-student",
-            "--batch1_sentences", "2", "--batch16_sentences", "16", "--train_steps", "2", "--train_warmup_steps", "1",
-            "--harness_sentences", "8", "--work_dir", str(root / "work"), "--results_dir", str(root / "results"),
-            "--markdown", str(root / "BENCHMARKS.md"), "--tag", "smoke", *extra]
+    return [
+        "--quick",
+        "--student_shape",
+        "tiny-student",
+        "--teacher_shape",
+        "tiny-student",
+        "--batch1_sentences",
+        "2",
+        "--batch16_sentences",
+        "16",
+        "--train_steps",
+        "2",
+        "--train_warmup_steps",
+        "1",
+        "--harness_sentences",
+        "8",
+        "--work_dir",
+        str(root / "work"),
+        "--results_dir",
+        str(root / "results"),
+        "--markdown",
+        str(root / "BENCHMARKS.md"),
+        "--tag",
+        "smoke",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +111,8 @@ def test_generation_rows_hold_consistent_numbers(smoke_run):
     assert rows["ct2-direct"]["artifact_bytes"] == rows["ct2-int8"]["artifact_bytes"]
     artifacts = results["artifacts"]["tiny-student"]
     assert artifacts["dynamic-int8"]["size_ratio"] == pytest.approx(
-        artifacts["dynamic-int8"]["disk_bytes"] / artifacts["dynamic-int8"]["fp32_disk_bytes"], abs=1e-4)
+        artifacts["dynamic-int8"]["disk_bytes"] / artifacts["dynamic-int8"]["fp32_disk_bytes"], abs=1e-4
+    )
     assert artifacts["ct2-int8"]["command"].startswith("llmdiet quantize --model")
 
 
@@ -138,7 +161,9 @@ def test_results_carry_provenance_and_targets(smoke_run):
     assert len(by_name) == 10  # 5 speed, 2 size/memory, cached KD, live-KD expectation, harness
     for t in results["targets"]:
         assert t["status"] in {"MET", "MISSED", "IN RANGE", "OUTSIDE"}, t
-    speed = next(t for t in results["targets"] if "batch 16: fastest T5-safe llmdiet int8 backend vs torch fp32" in t["name"])
+    speed = next(
+        t for t in results["targets"] if "batch 16: fastest T5-safe llmdiet int8 backend vs torch fp32" in t["name"]
+    )
     rows = rows_by_backend(results)
     best = rows["dynamic-int8"]["runs"][1]["tokens_per_s"]  # the only T5-safe llmdiet int8 backend of this run
     assert speed["measured"] == pytest.approx(best / rows["torch-fp32+generate"]["runs"][1]["tokens_per_s"])
@@ -150,8 +175,15 @@ def test_results_carry_provenance_and_targets(smoke_run):
 
 def test_markdown_renders_every_section(smoke_run):
     root, results, markdown = smoke_run
-    for heading in ("## Machine and run", "## Targets", "## Generation on CPU", "### Artifacts", "## Distillation step",
-                    "## Eval-harness overhead", "## GPU (H100 / H200)"):
+    for heading in (
+        "## Machine and run",
+        "## Targets",
+        "## Generation on CPU",
+        "### Artifacts",
+        "## Distillation step",
+        "## Eval-harness overhead",
+        "## GPU (H100 / H200)",
+    ):
         assert heading in markdown
     for backend in BACKENDS:
         assert f"| `{backend}` | 1 | 2 |" in markdown and f"| `{backend}` | 16 | 16 |" in markdown
@@ -166,7 +198,9 @@ def test_markdown_renders_every_section(smoke_run):
     # a second results file of the same mode and machine shows up as the run-to-run spread
     repeat = root / "repeat.json"
     repeat.write_text(json.dumps({**results, "started": "2000-01-01T00:00:00+00:00", "repeat_of": "smoke.json"}))
-    with_repeat = report.write_markdown(root / "results" / "smoke.json", root / "with_repeat.md", others=[repeat]).read_text()
+    with_repeat = report.write_markdown(
+        root / "results" / "smoke.json", root / "with_repeat.md", others=[repeat]
+    ).read_text()
     assert "Run-to-run spread" in with_repeat and "`repeat.json` (2000-01-01T00:00)" in with_repeat
     assert "Run-to-run spread" not in markdown
     # rendering from the repeat shows the run it repeats, not itself
@@ -208,27 +242,55 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
     assert not list(tmp_path.glob("*.json"))  # no results file that would pass for GPU figures
 
 
-def _fake_results(generate_tps, int8_tps, direct_tps, dyn_ratio, dyn_peak, dyn_bytes, plain, cached, live, speedup,
-                  onnx_tps=None):
+def _fake_results(
+    generate_tps, int8_tps, direct_tps, dyn_ratio, dyn_peak, dyn_bytes, plain, cached, live, speedup, onnx_tps=None
+):
     """Batch-16 and batch-1 rows of the teacher shape (batch 1 at a tenth of the batch-16 rates), plus the student."""
-    def gen(backend, tps, peak=1, size=1, shape="flan-t5-large"):
-        return {"shape": shape, "role": "teacher", "backend": backend, "status": "ok", "artifact_bytes": size,
-                "runs": [{"batch_size": 1, "tokens_per_s": tps / 10, "peak_rss_bytes": peak},
-                         {"batch_size": 16, "tokens_per_s": tps, "peak_rss_bytes": peak}]}
 
-    generation = [gen("torch-fp32+generate", generate_tps), gen("ct2-int8", 1000), gen("ct2-direct", direct_tps),
-                  gen("dynamic-int8", int8_tps, dyn_peak, dyn_bytes),
-                  gen("torch-fp32", 2 * direct_tps, shape="flan-t5-small"), gen("ct2-direct", direct_tps, shape="flan-t5-small")]
+    def gen(backend, tps, peak=1, size=1, shape="flan-t5-large"):
+        return {
+            "shape": shape,
+            "role": "teacher",
+            "backend": backend,
+            "status": "ok",
+            "artifact_bytes": size,
+            "runs": [
+                {"batch_size": 1, "tokens_per_s": tps / 10, "peak_rss_bytes": peak},
+                {"batch_size": 16, "tokens_per_s": tps, "peak_rss_bytes": peak},
+            ],
+        }
+
+    generation = [
+        gen("torch-fp32+generate", generate_tps),
+        gen("ct2-int8", 1000),
+        gen("ct2-direct", direct_tps),
+        gen("dynamic-int8", int8_tps, dyn_peak, dyn_bytes),
+        gen("torch-fp32", 2 * direct_tps, shape="flan-t5-small"),
+        gen("ct2-direct", direct_tps, shape="flan-t5-small"),
+    ]
     if onnx_tps:
         generation.append(gen("onnx-static-int8", onnx_tps))
     return {
-        "device": "cpu", "settings": {"teacher_shape": "flan-t5-large", "student_shape": "flan-t5-small"},
+        "device": "cpu",
+        "settings": {"teacher_shape": "flan-t5-large", "student_shape": "flan-t5-small"},
         "generation": generation,
-        "artifacts": {"flan-t5-large": {"dynamic-int8": {"size_ratio": dyn_ratio, "disk_bytes": dyn_bytes,
-                                                         "fp32_disk_bytes": dyn_bytes / dyn_ratio}}},
-        "distillation": {"status": "ok", "modes": {"plain": {"ratio_vs_plain": 1.0},
-                                                    "kd-cached": {"ratio_vs_plain": cached / plain},
-                                                    "kd-live": {"ratio_vs_plain": live / plain}}},
+        "artifacts": {
+            "flan-t5-large": {
+                "dynamic-int8": {
+                    "size_ratio": dyn_ratio,
+                    "disk_bytes": dyn_bytes,
+                    "fp32_disk_bytes": dyn_bytes / dyn_ratio,
+                }
+            }
+        },
+        "distillation": {
+            "status": "ok",
+            "modes": {
+                "plain": {"ratio_vs_plain": 1.0},
+                "kd-cached": {"ratio_vs_plain": cached / plain},
+                "kd-live": {"ratio_vs_plain": live / plain},
+            },
+        },
         "harness": {"status": "ok", "modes": {"batched-sorted": {"speedup_vs_loop": speedup}}},
     }
 
@@ -241,8 +303,18 @@ def test_target_verdicts_follow_the_numbers():
     assert good[2]["measured"] == pytest.approx(50 / 30) and good[4]["measured"] == pytest.approx(2.0)
     assert "dynamic-int8 / ct2-direct" in good[0]["measured_text"]
     bad = report.evaluate_targets(_fake_results(10, 25, 30, 0.41, 2e9, 1e9, 1.0, 1.5, 6.0, 3.0))
-    assert [t["status"] for t in bad] == ["MISSED", "MISSED", "MISSED", "MISSED", "MET", "MISSED", "MISSED",
-                                          "MISSED", "OUTSIDE", "MISSED"]
+    assert [t["status"] for t in bad] == [
+        "MISSED",
+        "MISSED",
+        "MISSED",
+        "MISSED",
+        "MET",
+        "MISSED",
+        "MISSED",
+        "MISSED",
+        "OUTSIDE",
+        "MISSED",
+    ]
     assert bad[6]["measured"] == pytest.approx(2.0)
     # the fastest T5-safe backend counts for the "fastest" targets; the dynamic-int8 target stays dynamic-int8's
     onnx = report.evaluate_targets(_fake_results(10, 25, 30, 0.28, 1e9, 1e9, 1.0, 1.0, 4.0, 6.0, onnx_tps=60))
@@ -250,8 +322,12 @@ def test_target_verdicts_follow_the_numbers():
     assert onnx[2]["status"] == "MISSED" and onnx[2]["measured"] == pytest.approx(25 / 30)
     # a baseline that did not run gives NOT RUN with its reason, not a verdict
     results = _fake_results(10, 35, 34, 0.28, 1e9, 1e9, 1.0, 1.0, 4.0, 6.0)
-    results["generation"][0] = {"shape": "flan-t5-large", "backend": "torch-fp32+generate", "status": "skipped",
-                                "reason": "timed out after 1800 s"}
+    results["generation"][0] = {
+        "shape": "flan-t5-large",
+        "backend": "torch-fp32+generate",
+        "status": "skipped",
+        "reason": "timed out after 1800 s",
+    }
     second = report.evaluate_targets(results)[1]
     assert second["status"] == "NOT RUN" and "timed out" in second["reason"]
 

@@ -2,14 +2,22 @@
 
 import json
 
-from llmdiet.study.bit_sweep import BitSweepArguments, run_sweep
 from llmdiet.demo import DEMO_EN_FR
+from llmdiet.study.bit_sweep import BitSweepArguments, run_sweep
 
 
 def test_sweep_scores_resumes_and_plots(demo_assets, tmp_path):
-    args = BitSweepArguments(models=[str(demo_assets.teacher)], bits=[3], methods=["rtn", "gpfq"],
-                             eval_set="demo-en-fr", limit=64, calibration_file=str(DEMO_EN_FR), calibration_rows=64,
-                             max_new_tokens=32, out=str(tmp_path / "sweep"))
+    args = BitSweepArguments(
+        models=[str(demo_assets.teacher)],
+        bits=[3],
+        methods=["rtn", "gpfq"],
+        eval_set="demo-en-fr",
+        limit=64,
+        calibration_file=str(DEMO_EN_FR),
+        calibration_rows=64,
+        max_new_tokens=32,
+        out=str(tmp_path / "sweep"),
+    )
     summary = run_sweep(args)
     points = {p["method"]: p for p in summary["points"]}
     assert set(points) == {"float", "rtn", "gpfq"}
@@ -43,8 +51,15 @@ def test_points_of_other_settings_are_not_reused(demo_assets, tmp_path):
 
     from llmdiet.config import ConfigError
 
-    args = BitSweepArguments(models=[str(demo_assets.teacher)], bits=[4], methods=["rtn"], eval_set="demo-en-fr",
-                             limit=8, max_new_tokens=16, out=str(tmp_path / "sweep"))
+    args = BitSweepArguments(
+        models=[str(demo_assets.teacher)],
+        bits=[4],
+        methods=["rtn"],
+        eval_set="demo-en-fr",
+        limit=8,
+        max_new_tokens=16,
+        out=str(tmp_path / "sweep"),
+    )
     run_sweep(args)
     args.limit = 12
     with pytest.raises(ConfigError, match=r"changed: limit \(8 -> 12\)"):

@@ -24,11 +24,19 @@ BAD_FLAGS = [
     (["distill", "--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be >= 1, got 0"),
     (["distill", "--fp16", "true"], "--fp16 is refused: T5 activations overflow"),
     (["distill", "--preset", "demo", "--temperature", "0"], "--temperature must be > 0.0"),
-    (["eval", "--model", "m", "--eval-set", "s", "--out", "o", "--batch-size", "0"], "--batch_size must be >= 1, got 0"),
-    (["eval", "--model", "m", "--eval-set", "s", "--out", "o", "--max_source_length", "1"], "--max_source_length must be >= 2"),
+    (
+        ["eval", "--model", "m", "--eval-set", "s", "--out", "o", "--batch-size", "0"],
+        "--batch_size must be >= 1, got 0",
+    ),
+    (
+        ["eval", "--model", "m", "--eval-set", "s", "--out", "o", "--max_source_length", "1"],
+        "--max_source_length must be >= 2",
+    ),
     (["quantize", "--model", "m", "--out", "o", "--method", "int4-magic"], "unknown --method 'int4-magic'"),
-    (["quantize", "--model", "m", "--out", "o", "--method", "dynamic-int8", "--calibration_count", "0"],
-     "--calibration_count must be >= 1"),
+    (
+        ["quantize", "--model", "m", "--out", "o", "--method", "dynamic-int8", "--calibration_count", "0"],
+        "--calibration_count must be >= 1",
+    ),
     (["alpha-sweep", "--alphas", "0", "1.5"], "--alphas must be <= 1.0, got 1.5"),
     (["bit-sweep", "--bits", "9"], "--bits must be <= 8, got 9"),
     # before: 6.7 s (an unknown eval flag waited for transformers) and ~3 s (a study config error)
@@ -43,12 +51,15 @@ def test_bad_flag_is_one_line_exit_2_before_torch_loads(argv, message, tmp_path)
     bad_study = tmp_path / "bad.yaml"
     bad_study.write_text("study_dir: x\nteacher: llmdiet-demo:teacher\nstudent: llmdiet-demo:student\ncolour: blue\n")
     argv = [str(bad_study) if a == "BAD_STUDY" else a for a in argv]
-    proc = subprocess.run([sys.executable, "-c", CHECK_NO_TORCH, *argv], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHECK_NO_TORCH, *argv], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
     err = proc.stderr.strip()
     assert proc.returncode == 2, (proc.returncode, err)
     assert message in err and len(err.splitlines()) == 1, err
-    assert "HEAVY:" in proc.stdout and proc.stdout.strip().endswith("HEAVY:"), proc.stdout  # neither torch nor transformers
+    assert "HEAVY:" in proc.stdout and proc.stdout.strip().endswith("HEAVY:"), (
+        proc.stdout
+    )  # neither torch nor transformers
 
 
 def test_output_dir_that_is_a_file(tmp_path, capsys):
@@ -80,8 +91,18 @@ def test_alpha_sweep_checks_eval_sets_before_training(tmp_path, capsys, monkeypa
         raise AssertionError("training started before the eval sets were checked")
 
     monkeypatch.setattr(sweep, "run", no_training)
-    rc = cli.main(["alpha-sweep", "--preset", "demo", "--eval_sets", "demo-en-fr", "no-such-set",
-                   "--sweep_dir", str(tmp_path / "sweep")])
+    rc = cli.main(
+        [
+            "alpha-sweep",
+            "--preset",
+            "demo",
+            "--eval_sets",
+            "demo-en-fr",
+            "no-such-set",
+            "--sweep_dir",
+            str(tmp_path / "sweep"),
+        ]
+    )
     assert rc == 2 and "unknown eval set 'no-such-set'" in capsys.readouterr().err
 
 
@@ -100,13 +121,19 @@ def test_verbose_flag_and_env_bring_library_logs_back(monkeypatch):
     cli.configure_logging(verbose=False)
 
 
-@pytest.mark.parametrize("raised, expected, code", [
-    (KeyboardInterrupt(), "interrupted; what was finished is kept", 130),
-    (OSError(28, "No space left on device", "/data/run/results.json"),
-     "/data/run/results.json: No space left on device; the disk is full", 2),
-    (OSError(30, "Read-only file system", "/ro/study/STUDY.md"), "the file system is read-only", 2),
-    (RuntimeError("SafetensorError: IoError: No space left on device (os error 28)"), "the disk is full", 2),
-])
+@pytest.mark.parametrize(
+    "raised, expected, code",
+    [
+        (KeyboardInterrupt(), "interrupted; what was finished is kept", 130),
+        (
+            OSError(28, "No space left on device", "/data/run/results.json"),
+            "/data/run/results.json: No space left on device; the disk is full",
+            2,
+        ),
+        (OSError(30, "Read-only file system", "/ro/study/STUDY.md"), "the file system is read-only", 2),
+        (RuntimeError("SafetensorError: IoError: No space left on device (os error 28)"), "the disk is full", 2),
+    ],
+)
 def test_interrupts_and_disk_errors_are_one_line_with_how_to_resume(monkeypatch, capsys, raised, expected, code):
     """Ctrl-C printed a KeyboardInterrupt traceback; disk full and read-only directories OSError/SafetensorError
     tracebacks."""

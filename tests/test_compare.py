@@ -10,8 +10,18 @@ import pytest
 
 from llmdiet import cli
 
-RUN = ["--eval-set", "demo-en-fr", "demo-ko-en", "--limit", "16", "--max-new-tokens", "16", "--batch-size", "8",
-       "--no_progress"]
+RUN = [
+    "--eval-set",
+    "demo-en-fr",
+    "demo-ko-en",
+    "--limit",
+    "16",
+    "--max-new-tokens",
+    "16",
+    "--batch-size",
+    "8",
+    "--no_progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +41,9 @@ def test_markdown_table_and_png_plots(two_runs, tmp_path, capsys):
     assert cli.main(["compare", str(teacher), str(student), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     header, rule, *rows = out.splitlines()[:4]
-    assert header.startswith("| run | model | backend | size MB | demo-en-fr BLEU | demo-en-fr chrF | demo-en-fr ROUGE-L |")
+    assert header.startswith(
+        "| run | model | backend | size MB | demo-en-fr BLEU | demo-en-fr chrF | demo-en-fr ROUGE-L |"
+    )
     assert header.endswith("| demo-en-fr sent/s | demo-ko-en sent/s | peak RSS MB |")  # per set, never pooled
     for row, run in zip(rows, (teacher, student)):
         r = results(run)
@@ -56,8 +68,23 @@ def test_markdown_table_and_png_plots(two_runs, tmp_path, capsys):
 
 def test_csv_output_has_the_exact_numbers(two_runs, tmp_path, capsys):
     teacher, student = two_runs
-    assert cli.main(["compare", str(teacher), str(student), "--format", "csv", "--out", str(tmp_path),
-                     "--labels", "teacher", "student"]) == 0
+    assert (
+        cli.main(
+            [
+                "compare",
+                str(teacher),
+                str(student),
+                "--format",
+                "csv",
+                "--out",
+                str(tmp_path),
+                "--labels",
+                "teacher",
+                "student",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     rows = list(csv.DictReader(io.StringIO(printed)))
     assert [r["run"] for r in rows] == ["teacher", "student"]
@@ -79,8 +106,12 @@ def test_default_output_directory_is_the_first_runs_parent(two_runs, capsys):
 
 def test_a_set_missing_from_one_run_shows_a_dash(two_runs, demo_assets, tmp_path, capsys):
     other = tmp_path / "ko-only"
-    assert cli.main(["eval", "--model", str(demo_assets.student), "--out", str(other), "--eval-set", "demo-ko-en",
-                     *RUN[3:]]) == 0
+    assert (
+        cli.main(
+            ["eval", "--model", str(demo_assets.student), "--out", str(other), "--eval-set", "demo-ko-en", *RUN[3:]]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert cli.main(["compare", str(two_runs[0]), str(other), "--out", str(tmp_path)]) == 0
     last = capsys.readouterr().out.splitlines()[3]  # header, rule, teacher, ko-only

@@ -21,8 +21,12 @@ def test_reads_every_format(tmp_path):
     import pyarrow.parquet as pq
 
     rows = [("Hello.", "Bonjour."), ("The château is old.", "Le château est vieux.")]
-    jsonl = write(tmp_path / "a.jsonl", "".join(json.dumps({"en": s, "fr": t}, ensure_ascii=False) + "\n" for s, t in rows))
-    nested = write(tmp_path / "n.jsonl", "".join(json.dumps({"translation": {"en": s, "fr": t}}) + "\n" for s, t in rows))
+    jsonl = write(
+        tmp_path / "a.jsonl", "".join(json.dumps({"en": s, "fr": t}, ensure_ascii=False) + "\n" for s, t in rows)
+    )
+    nested = write(
+        tmp_path / "n.jsonl", "".join(json.dumps({"translation": {"en": s, "fr": t}}) + "\n" for s, t in rows)
+    )
     tsv = write(tmp_path / "a.tsv", "en\tfr\n" + "".join(f"{s}\t{t}\n" for s, t in rows))
     headerless = write(tmp_path / "h.tsv", "".join(f"{s}\t{t}\n" for s, t in rows))
     csv_path = write(tmp_path / "a.csv", "id,en,fr\n" + "".join(f'{i},"{s}","{t}"\n' for i, (s, t) in enumerate(rows)))
@@ -46,7 +50,9 @@ def test_missing_column_names_line_and_columns(tmp_path):
     with pytest.raises(DataError, match=r"a.jsonl:1: no field 'fr' \(fields present: \['en', 'french'\]\)"):
         read_parallel_file(path, "en", "fr")
     csv_path = write(tmp_path / "b.csv", "english,fr\nHi.,Salut.\n")
-    with pytest.raises(DataError, match=r"b.csv:1: the header row has columns \['english', 'fr'\], not the requested \['en'\]"):
+    with pytest.raises(
+        DataError, match=r"b.csv:1: the header row has columns \['english', 'fr'\], not the requested \['en'\]"
+    ):
         read_parallel_file(csv_path, "en", "fr")
 
 
@@ -71,7 +77,9 @@ def test_invalid_utf8_names_the_line(tmp_path):
 
 @pytest.mark.parametrize("source,target,field", [("", "Salut.", "en"), ("Hi.", "   ", "fr"), (None, "x", "en")])
 def test_empty_or_whitespace_fields(tmp_path, source, target, field):
-    path = write(tmp_path / "a.jsonl", '{"en": "Fine.", "fr": "Bien."}\n' + json.dumps({"en": source, "fr": target}) + "\n")
+    path = write(
+        tmp_path / "a.jsonl", '{"en": "Fine.", "fr": "Bien."}\n' + json.dumps({"en": source, "fr": target}) + "\n"
+    )
     with pytest.raises(DataError, match=f"a.jsonl:2: field '{field}'"):
         read_parallel_file(path, "en", "fr")
     report = SkipReport()
@@ -164,14 +172,14 @@ def test_headerless_file_needs_two_columns(tmp_path):
 
 def test_csv_quoted_fields_with_embedded_newlines_commas_and_quotes(tmp_path):
     """Before: rejected line by line, and with --skip_bad_rows misaligned pairs were scored silently."""
-    text = ('en,fr\n'
-            '"Hello,\nworld.","Bonjour,\nle monde."\n'
-            '"He said ""hi"".","Il a dit « salut »."\n'
-            'Plain.,Simple.\n')
+    text = 'en,fr\n"Hello,\nworld.","Bonjour,\nle monde."\n"He said ""hi"".","Il a dit « salut »."\nPlain.,Simple.\n'
     path = write(tmp_path / "q.csv", text)
     rows = read_parallel_file(path, "en", "fr")
     assert [(r.source, r.target) for r in rows] == [
-        ("Hello,\nworld.", "Bonjour,\nle monde."), ('He said "hi".', "Il a dit « salut »."), ("Plain.", "Simple.")]
+        ("Hello,\nworld.", "Bonjour,\nle monde."),
+        ('He said "hi".', "Il a dit « salut »."),
+        ("Plain.", "Simple."),
+    ]
     assert [r.origin for r in rows] == [f"{path}:2-4", f"{path}:5", f"{path}:6"]  # both fields span lines
     report = SkipReport()
     assert len(read_parallel_file(path, "en", "fr", skip_bad_rows=True, report=report)) == 3 and report.total == 0

@@ -19,16 +19,44 @@ REPO = Path(__file__).resolve().parents[1]
 def parse(argv):
     from transformers import Seq2SeqTrainingArguments
 
-    return parse_config((DistillationArguments, DataArguments, Seq2SeqTrainingArguments), argv, presets=PRESETS,
-                        default_preset="reference")
+    return parse_config(
+        (DistillationArguments, DataArguments, Seq2SeqTrainingArguments),
+        argv,
+        presets=PRESETS,
+        default_preset="reference",
+    )
 
 
 def small_run_argv(demo_assets, out, *extra):
     return [
-        "--preset", "demo", "--teacher_model", str(demo_assets.teacher), "--student_model", str(demo_assets.student),
-        "--output_dir", str(out), "--train_rows", "128", "--eval_rows", "32", "--max_steps", "12",
-        "--per_device_train_batch_size", "16", "--logging_steps", "2", "--eval_strategy", "no",
-        "--save_strategy", "no", "--disable_tqdm", "true", "--learning_rate", "3e-3", "--load_best_model_at_end", "false",
+        "--preset",
+        "demo",
+        "--teacher_model",
+        str(demo_assets.teacher),
+        "--student_model",
+        str(demo_assets.student),
+        "--output_dir",
+        str(out),
+        "--train_rows",
+        "128",
+        "--eval_rows",
+        "32",
+        "--max_steps",
+        "12",
+        "--per_device_train_batch_size",
+        "16",
+        "--logging_steps",
+        "2",
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--disable_tqdm",
+        "true",
+        "--learning_rate",
+        "3e-3",
+        "--load_best_model_at_end",
+        "false",
         *extra,
     ]
 
@@ -38,10 +66,10 @@ def state_dict_copy(model):
 
 
 def test_teacher_frozen_student_trained_and_kd_logged(demo_assets, tmp_path):
-    from llmdiet.distill.trainer import DistillationTrainer
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
 
     from llmdiet.data import read_parallel_file, tokenize_rows
+    from llmdiet.distill.trainer import DistillationTrainer
 
     tok = AutoTokenizer.from_pretrained(demo_assets.tokenizer)
     teacher = AutoModelForSeq2SeqLM.from_pretrained(demo_assets.teacher)
@@ -49,18 +77,39 @@ def test_teacher_frozen_student_trained_and_kd_logged(demo_assets, tmp_path):
     teacher_before, student_before = state_dict_copy(teacher), state_dict_copy(student)
     rows = read_parallel_file(DEMO_EN_FR, "en", "fr")[:64]
     ds, _ = tokenize_rows(rows, tok, "translate English to French: ", 64, 64)
-    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), max_steps=6, per_device_train_batch_size=16,
-                                    learning_rate=3e-3, logging_steps=1, report_to="none", save_strategy="no",
-                                    disable_tqdm=True, use_cpu=True)
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, alpha=0.5, temperature=2.0, args=args,
-                                  train_dataset=ds, data_collator=DataCollatorForSeq2Seq(tok, model=student))
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=6,
+        per_device_train_batch_size=16,
+        learning_rate=3e-3,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        alpha=0.5,
+        temperature=2.0,
+        args=args,
+        train_dataset=ds,
+        data_collator=DataCollatorForSeq2Seq(tok, model=student),
+    )
     grads_seen = {}
 
     def capture(*_):
         grads_seen["student"] = any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
         grads_seen["teacher"] = any(p.grad is not None for p in teacher.parameters())
 
-    trainer.add_callback(type("C", (__import__("transformers").TrainerCallback,), {"on_pre_optimizer_step": lambda self, *a, **k: capture()})())
+    trainer.add_callback(
+        type(
+            "C",
+            (__import__("transformers").TrainerCallback,),
+            {"on_pre_optimizer_step": lambda self, *a, **k: capture()},
+        )()
+    )
     trainer.train()
     assert grads_seen == {"student": True, "teacher": False}
     assert all(not p.requires_grad for p in teacher.parameters()) and not teacher.training
@@ -113,8 +162,12 @@ def test_alpha_zero_equals_plain_fine_tuning(demo_assets, tmp_path):
     rows = read_parallel_file(DEMO_EN_FR, "en", "fr")[:128]
     ds, _ = tokenize_rows(rows, tok, data.source_prefix, data.max_source_length, data.max_target_length)
     training.output_dir = str(tmp_path / "plain")
-    Seq2SeqTrainer(model=plain, args=training, train_dataset=ds,
-                   data_collator=DataCollatorForSeq2Seq(tok, model=plain, label_pad_token_id=-100)).train()
+    Seq2SeqTrainer(
+        model=plain,
+        args=training,
+        train_dataset=ds,
+        data_collator=DataCollatorForSeq2Seq(tok, model=plain, label_pad_token_id=-100),
+    ).train()
     for (k, a), b in zip(plain.state_dict().items(), distilled.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"weight {k} differs")
 
@@ -122,8 +175,10 @@ def test_alpha_zero_equals_plain_fine_tuning(demo_assets, tmp_path):
 def test_gradient_accumulation_gives_the_full_batch_update(demo_assets, tmp_path):
     """Batch 16 in one step == two accumulated micro-batches of 8 (global token normalisation)."""
     weights = []
-    for name, extra in (("full", ["--per_device_train_batch_size", "16"]),
-                        ("accum", ["--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "2"])):
+    for name, extra in (
+        ("full", ["--per_device_train_batch_size", "16"]),
+        ("accum", ["--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "2"]),
+    ):
         args, data, training = parse(small_run_argv(demo_assets, tmp_path / name, "--max_steps", "3", *extra))
         run(args, data, training)
         weights.append(load_file(tmp_path / name / "model.safetensors"))
@@ -132,9 +187,10 @@ def test_gradient_accumulation_gives_the_full_batch_update(demo_assets, tmp_path
 
 
 def test_vocab_mismatch_is_refused(demo_assets):
+    from transformers import Seq2SeqTrainingArguments
+
     from llmdiet.demo import build_tiny_t5
     from llmdiet.distill.trainer import DistillationTrainer
-    from transformers import Seq2SeqTrainingArguments
 
     args = Seq2SeqTrainingArguments(output_dir="unused", report_to="none", use_cpu=True)
     with pytest.raises(ValueError, match="vocab size"):
@@ -163,9 +219,21 @@ def test_cli_reports_bad_data_without_traceback(demo_assets, tmp_path):
     bad = tmp_path / "bad.tsv"
     bad.write_text("en\tfr\nHello.\tBonjour.\nBroken row\n", encoding="utf-8")
     proc = subprocess.run(
-        [sys.executable, str(REPO / "recipes" / "distill.py"), "--data_files", str(bad), "--teacher_model",
-         str(demo_assets.teacher), "--student_model", str(demo_assets.student), "--output_dir", str(tmp_path / "o")],
-        capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+        [
+            sys.executable,
+            str(REPO / "recipes" / "distill.py"),
+            "--data_files",
+            str(bad),
+            "--teacher_model",
+            str(demo_assets.teacher),
+            "--student_model",
+            str(demo_assets.student),
+            "--output_dir",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
     )
     assert proc.returncode == 2
     assert "bad.tsv:3: expected 2 TSV fields, found 1" in proc.stderr
@@ -173,21 +241,52 @@ def test_cli_reports_bad_data_without_traceback(demo_assets, tmp_path):
 
 
 def test_help_documents_every_option():
-    proc = subprocess.run([sys.executable, str(REPO / "recipes" / "distill.py"), "--help"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "recipes" / "distill.py"), "--help"], capture_output=True, text=True
+    )
     assert proc.returncode == 0
-    for flag in ("--alpha", "--temperature", "--teacher_dtype", "--data_files", "--source_prefix", "--skip_bad_rows",
-                 "--learning_rate", "--gradient_accumulation_steps", "--resume_from_checkpoint", "--config", "--preset"):
+    for flag in (
+        "--alpha",
+        "--temperature",
+        "--teacher_dtype",
+        "--data_files",
+        "--source_prefix",
+        "--skip_bad_rows",
+        "--learning_rate",
+        "--gradient_accumulation_steps",
+        "--resume_from_checkpoint",
+        "--config",
+        "--preset",
+    ):
         assert flag in proc.stdout, flag
 
 
 @pytest.mark.slow
 def test_two_cpu_processes_under_accelerate(demo_assets, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "recipes" / "distill.py"),
-           *small_run_argv(demo_assets, out, "--max_steps", "6", "--per_device_train_batch_size", "8")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(REPO / "recipes" / "distill.py"),
+        *small_run_argv(demo_assets, out, "--max_steps", "6", "--per_device_train_batch_size", "8"),
+    ]
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = json.loads((out / "training_log.json").read_text())
     assert log["world_size"] == 2 and log["global_step"] == 6
@@ -205,19 +304,39 @@ def test_kill_and_resume_continues_from_the_checkpoint(demo_assets, tmp_path):
     import time
 
     out = tmp_path / "resume"
-    argv = small_run_argv(demo_assets, out, "--max_steps", "40", "--save_strategy", "steps", "--save_steps", "10",
-                          "--logging_steps", "5", "--save_total_limit", "5")
+    argv = small_run_argv(
+        demo_assets,
+        out,
+        "--max_steps",
+        "40",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "10",
+        "--logging_steps",
+        "5",
+        "--save_total_limit",
+        "5",
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, str(REPO / "recipes" / "distill.py"), *argv], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "recipes" / "distill.py"), *argv],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and not (out / "checkpoint-20").exists():
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (out / "checkpoint-20").exists() and not (out / "training_log.json").exists()
-    resumed = subprocess.run([sys.executable, str(REPO / "recipes" / "distill.py"), *argv,
-                              "--resume_from_checkpoint", "latest"], env=env, capture_output=True, text=True)
+    resumed = subprocess.run(
+        [sys.executable, str(REPO / "recipes" / "distill.py"), *argv, "--resume_from_checkpoint", "latest"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = json.loads((out / "training_log.json").read_text())
     assert log["global_step"] == 40
@@ -229,7 +348,7 @@ def test_resume_latest_skips_checkpoints_killed_while_saving(tmp_path, caplog):
     """A kill during a save leaves checkpoint-N without (or with a truncated) trainer_state.json, which the Trainer
     writes last; ``latest`` resumes from the newest complete one instead of crashing (seen in CI when the kill of
     the test above landed inside the save of checkpoint-20)."""
-    from llmdiet.distill.job import _resume_target
+    from llmdiet.distill.run import resume_target as _resume_target
 
     for step, state in ((10, '{"global_step": 10}'), (20, None), (30, '{"global_st'), (5, '{"global_step": 5}')):
         folder = tmp_path / f"checkpoint-{step}"
@@ -256,12 +375,19 @@ def test_teacher_cache_training_matches_live_teacher_with_full_support(demo_asse
 
     vocab = AutoConfig.from_pretrained(demo_assets.teacher).vocab_size
     runs = {}
-    for name, extra in (("live", []), ("cached", ["--teacher_cache", str(tmp_path / "cache"),
-                                                  "--teacher_cache_topk", str(vocab)])):
-        args, data, training = parse(small_run_argv(demo_assets, tmp_path / name, "--max_steps", "4", "--eval_rows", "0",
-                                                    *extra))
+    for name, extra in (
+        ("live", []),
+        ("cached", ["--teacher_cache", str(tmp_path / "cache"), "--teacher_cache_topk", str(vocab)]),
+    ):
+        args, data, training = parse(
+            small_run_argv(demo_assets, tmp_path / name, "--max_steps", "4", "--eval_rows", "0", *extra)
+        )
         runs[name] = run(args, data, training)
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".llmdiet.lock", "meta.json", "shard-00000.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        ".llmdiet.lock",
+        "meta.json",
+        "shard-00000.safetensors",
+    ]
     live = [e["loss"] for e in runs["live"]["log_history"] if "loss" in e]
     cached = [e["loss"] for e in runs["cached"]["log_history"] if "loss" in e]
     # fp16 storage of the log-probs is the only difference
@@ -303,8 +429,20 @@ def test_sequence_level_kd_trains_on_teacher_translations_and_resumes(demo_asset
     from llmdiet.distill.pseudo_labels import generate_pseudo_labels
 
     out = tmp_path / "seqkd"
-    args, data, training = parse(small_run_argv(demo_assets, out, "--sequence_kd", "replace", "--sequence_kd_beams", "2",
-                                                "--train_rows", "48", "--max_steps", "3"))
+    args, data, training = parse(
+        small_run_argv(
+            demo_assets,
+            out,
+            "--sequence_kd",
+            "replace",
+            "--sequence_kd_beams",
+            "2",
+            "--train_rows",
+            "48",
+            "--max_steps",
+            "3",
+        )
+    )
     summary = run(args, data, training)
     lines = [json.loads(x) for x in (out / "teacher_translations.jsonl").read_text().splitlines()]
     assert sorted(x["index"] for x in lines) == list(range(48))
@@ -316,8 +454,14 @@ def test_sequence_level_kd_trains_on_teacher_translations_and_resumes(demo_asset
     # Resume: drop the last 10 lines and leave a torn line; only the missing rows are regenerated.
     text = (out / "teacher_translations.jsonl").read_text().splitlines()
     (out / "teacher_translations.jsonl").write_text("\n".join(text[:38]) + '\n{"index": 4')
-    targets = generate_pseudo_labels(str(demo_assets.teacher), rows, "translate English to French: ",
-                                     out / "teacher_translations.jsonl", num_beams=2, max_new_tokens=64)
+    targets = generate_pseudo_labels(
+        str(demo_assets.teacher),
+        rows,
+        "translate English to French: ",
+        out / "teacher_translations.jsonl",
+        num_beams=2,
+        max_new_tokens=64,
+    )
     assert targets == [{x["index"]: x["target"] for x in lines}[i] for i in range(48)]
     assert len((out / "teacher_translations.jsonl").read_text().splitlines()) == 48
 
@@ -327,8 +471,11 @@ def test_quiet_runs_log_progress_lines_not_trainer_dicts(demo_assets, tmp_path, 
     log one line per logging step (the values stay in training_log.json)."""
     import logging
 
-    args, data, training = parse(small_run_argv(demo_assets, tmp_path / "q", "--max_steps", "4", "--logging_steps", "2",
-                                                "--disable_tqdm", "true"))
+    args, data, training = parse(
+        small_run_argv(
+            demo_assets, tmp_path / "q", "--max_steps", "4", "--logging_steps", "2", "--disable_tqdm", "true"
+        )
+    )
     with caplog.at_level(logging.INFO, logger="llmdiet"):
         summary = run(args, data, training, quiet=True)
     assert "{'loss'" not in capsys.readouterr().out

@@ -57,10 +57,13 @@ def batch():
 def test_each_divergence_equals_the_float64_reference_with_masking_and_t2(batch, name, temperature):
     student, teacher, labels = batch
     mask = labels != -100
-    expected = sum(reference_divergence(s, t, name, temperature, 0.3, 0.2)
-                   for s, t in zip(student[mask], teacher[mask])) / mask.sum().item()
-    got = distillation_loss(student, teacher, labels, alpha=1.0, temperature=temperature, divergence=name,
-                            jsd_beta=0.3, skew_alpha=0.2)
+    expected = (
+        sum(reference_divergence(s, t, name, temperature, 0.3, 0.2) for s, t in zip(student[mask], teacher[mask]))
+        / mask.sum().item()
+    )
+    got = distillation_loss(
+        student, teacher, labels, alpha=1.0, temperature=temperature, divergence=name, jsd_beta=0.3, skew_alpha=0.2
+    )
     assert got.kd.item() == pytest.approx(expected, rel=1e-5)
     assert got.loss.item() == pytest.approx(temperature**2 * expected, rel=1e-5)  # alpha = 1: T^2 * divergence
 
@@ -78,9 +81,12 @@ def test_jsd_ends_and_skew_zero(batch):
     s, t = student.reshape(-1, 17), teacher.reshape(-1, 17)
     torch.testing.assert_close(token_divergence(s, t, "jsd", 1.0, jsd_beta=0.0), token_divergence(s, t, "forward_kl"))
     torch.testing.assert_close(token_divergence(s, t, "jsd", 1.0, jsd_beta=1.0), token_divergence(s, t, "reverse_kl"))
-    torch.testing.assert_close(token_divergence(s, t, "skew_kl", 1.0, skew_alpha=0.0), token_divergence(s, t, "forward_kl"))
-    torch.testing.assert_close(token_divergence(s, t, "skew_reverse_kl", 1.0, skew_alpha=0.0),
-                               token_divergence(s, t, "reverse_kl"))
+    torch.testing.assert_close(
+        token_divergence(s, t, "skew_kl", 1.0, skew_alpha=0.0), token_divergence(s, t, "forward_kl")
+    )
+    torch.testing.assert_close(
+        token_divergence(s, t, "skew_reverse_kl", 1.0, skew_alpha=0.0), token_divergence(s, t, "reverse_kl")
+    )
     # strictly inside, JSD is bounded by log 2 (the GKD paper's property) and far from either KL
     inner = token_divergence(s, t, "jsd", 1.0, jsd_beta=0.5)
     assert inner.max().item() <= math.log(2) + 1e-6
@@ -119,9 +125,16 @@ def test_dkd_parts_equal_the_float64_reference(batch):
     assert got.loss.item() == pytest.approx(ce / n + temperature**2 * (a * tckd / n + b * nckd / n), rel=1e-4)
 
 
-@pytest.mark.parametrize("extra", [["--divergence", "reverse_kl"], ["--divergence", "jsd", "--jsd_beta", "0.5"],
-                                   ["--divergence", "skew_kl"], ["--method", "dkd", "--temperature", "4"]],
-                         ids=["reverse_kl", "jsd", "skew_kl", "dkd"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--divergence", "reverse_kl"],
+        ["--divergence", "jsd", "--jsd_beta", "0.5"],
+        ["--divergence", "skew_kl"],
+        ["--method", "dkd", "--temperature", "4"],
+    ],
+    ids=["reverse_kl", "jsd", "skew_kl", "dkd"],
+)
 def test_each_method_trains_the_demo_student_and_lowers_its_loss(demo_assets, tmp_path, extra):
     from test_distill import parse, small_run_argv
 
@@ -158,14 +171,21 @@ def test_cached_topk_loss_equals_the_float64_reference_and_the_full_loss_at_k_v(
     student, teacher, labels = batch
     mask, temperature = labels != -100, 2.0
     ids, logprobs = _topk(teacher, temperature, 5)
-    expected = sum(reference_on(*reference_categories(s, t, i.tolist(), temperature), name, 0.3, 0.2)
-                   for s, t, i in zip(student[mask], teacher[mask], ids[mask])) / mask.sum().item()
-    got = topk_distillation_loss(student, ids, logprobs, labels, 1.0, temperature, divergence=name, jsd_beta=0.3,
-                                 skew_alpha=0.2)
+    expected = (
+        sum(
+            reference_on(*reference_categories(s, t, i.tolist(), temperature), name, 0.3, 0.2)
+            for s, t, i in zip(student[mask], teacher[mask], ids[mask])
+        )
+        / mask.sum().item()
+    )
+    got = topk_distillation_loss(
+        student, ids, logprobs, labels, 1.0, temperature, divergence=name, jsd_beta=0.3, skew_alpha=0.2
+    )
     assert got.kd.item() == pytest.approx(expected, rel=1e-4)
     full_ids, full_logprobs = _topk(teacher, temperature, 17)  # k = V: the tail is empty
-    full = topk_distillation_loss(student, full_ids, full_logprobs, labels, 0.5, temperature, divergence=name,
-                                  jsd_beta=0.3, skew_alpha=0.2)
+    full = topk_distillation_loss(
+        student, full_ids, full_logprobs, labels, 0.5, temperature, divergence=name, jsd_beta=0.3, skew_alpha=0.2
+    )
     exact = distillation_loss(student, teacher, labels, 0.5, temperature, divergence=name, jsd_beta=0.3, skew_alpha=0.2)
     assert full.loss.item() == pytest.approx(exact.loss.item(), rel=1e-4, abs=1e-6)
 
@@ -183,8 +203,10 @@ def test_cached_topk_dkd_equals_the_float64_reference_and_dkd_at_k_v(batch):
         c = i.index(g) if g in i else k  # the gold token's category: its top-k slot, or the tail
         in_tail += c == k
         tckd += _kl64([p_t[c], 1 - p_t[c]], [p_s[c], 1 - p_s[c]])
-        nckd += _kl64([x / (1 - p_t[c]) for j, x in enumerate(p_t) if j != c],
-                      [x / (1 - p_s[c]) for j, x in enumerate(p_s) if j != c])
+        nckd += _kl64(
+            [x / (1 - p_t[c]) for j, x in enumerate(p_t) if j != c],
+            [x / (1 - p_s[c]) for j, x in enumerate(p_s) if j != c],
+        )
     assert 0 < in_tail < mask.sum().item()  # both cases are exercised
     n = mask.sum().item()
     got = topk_dkd_loss(student, ids, logprobs, labels, temperature, 1.0, 8.0)
@@ -192,19 +214,30 @@ def test_cached_topk_dkd_equals_the_float64_reference_and_dkd_at_k_v(batch):
     assert got.parts["nckd"].item() == pytest.approx(nckd / n, rel=1e-4)
     full_ids, full_logprobs = _topk(teacher, temperature, 17)
     full = topk_dkd_loss(student, full_ids, full_logprobs, labels, temperature, 1.0, 8.0)
-    assert full.loss.item() == pytest.approx(dkd_loss(student, teacher, labels, temperature, 1.0, 8.0).loss.item(),
-                                             rel=1e-4)
+    assert full.loss.item() == pytest.approx(
+        dkd_loss(student, teacher, labels, temperature, 1.0, 8.0).loss.item(), rel=1e-4
+    )
 
 
-@pytest.mark.parametrize("extra", [["--divergence", "jsd"], ["--method", "dkd", "--temperature", "4"]],
-                         ids=["jsd", "dkd"])
+@pytest.mark.parametrize(
+    "extra", [["--divergence", "jsd"], ["--method", "dkd", "--temperature", "4"]], ids=["jsd", "dkd"]
+)
 def test_the_teacher_cache_trains_every_fixed_target_method(demo_assets, tmp_path, extra):
     from test_distill import parse, small_run_argv
 
     from llmdiet.distill.job import run
 
-    argv = small_run_argv(demo_assets, tmp_path / "run", "--max_steps", "12", "--teacher_cache",
-                          str(tmp_path / "cache"), "--teacher_cache_topk", "8", *extra)
+    argv = small_run_argv(
+        demo_assets,
+        tmp_path / "run",
+        "--max_steps",
+        "12",
+        "--teacher_cache",
+        str(tmp_path / "cache"),
+        "--teacher_cache_topk",
+        "8",
+        *extra,
+    )
     summary = run(*parse(argv))
     kd = [e["kd"] for e in summary["log_history"] if "kd" in e]
     assert (tmp_path / "cache" / "meta.json").exists() and kd[-1] < kd[0], kd

@@ -6,11 +6,10 @@ import math
 
 import pytest
 import torch
-
-from llmdiet.distill.losses import mutual_learning_loss
-
 from test_distill import parse, small_run_argv
 from test_divergences import _kl64, _softmax64
+
+from llmdiet.distill.losses import mutual_learning_loss
 
 
 def test_mutual_loss_equals_the_float64_reference_and_gradients_stay_with_each_student():
@@ -27,8 +26,9 @@ def test_mutual_loss_equals_the_float64_reference_and_gradients_stay_with_each_s
         kl_a, kl_b = kl_a + _kl64(pb, pa), kl_b + _kl64(pa, pb)
         kt_a, kt_b = kt_a + _kl64(pt, pa), kt_b + _kl64(pt, pb)
     n = mask.sum().item()
-    expected = ((1 - alpha) * (ce_a + ce_b) + alpha * temperature**2 * (kl_a + kl_b)
-                + w * temperature**2 * (kt_a + kt_b)) / n
+    expected = (
+        (1 - alpha) * (ce_a + ce_b) + alpha * temperature**2 * (kl_a + kl_b) + w * temperature**2 * (kt_a + kt_b)
+    ) / n
     la, lb = a.clone().requires_grad_(True), b.clone().requires_grad_(True)
     got = mutual_learning_loss(la, lb, labels, alpha, temperature, teacher_logits=t, teacher_weight=w)
     assert got.loss.item() == pytest.approx(expected, rel=1e-5)
@@ -49,7 +49,9 @@ def test_dml_trains_two_students_and_saves_both(demo_assets, tmp_path):
     from llmdiet.distill.job import run
 
     out = tmp_path / "dml"
-    summary = run(*parse(small_run_argv(demo_assets, out, "--method", "dml", "--max_steps", "12", "--learning_rate", "1e-3")))
+    summary = run(
+        *parse(small_run_argv(demo_assets, out, "--method", "dml", "--max_steps", "12", "--learning_rate", "1e-3"))
+    )
     history = [e for e in summary["log_history"] if "loss" in e]
     assert history[-1]["loss"] < 0.9 * history[0]["loss"], [e["loss"] for e in history]  # measured 0.162 -> 0.091
     assert all({"ce_a", "ce_b", "kl_peer_a", "kl_peer_b"} <= set(e) for e in history)
@@ -58,17 +60,36 @@ def test_dml_trains_two_students_and_saves_both(demo_assets, tmp_path):
     b = AutoModelForSeq2SeqLM.from_pretrained(out / "student_b")
     assert not torch.equal(a.lm_head.weight, b.lm_head.weight)  # two students, not one saved twice
     assert (out / "student_a" / "README.md").exists() and (out / "student_b" / "tokenizer.json").exists()
-    assert cli.main(["eval", "--model", str(out / "student_b"), "--eval-set", "demo-en-fr", "--limit", "8",
-                     "--out", str(tmp_path / "eval-b"), "--batch-size", "8", "--max-new-tokens", "16",
-                     "--no_progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--model",
+                str(out / "student_b"),
+                "--eval-set",
+                "demo-en-fr",
+                "--limit",
+                "8",
+                "--out",
+                str(tmp_path / "eval-b"),
+                "--batch-size",
+                "8",
+                "--max-new-tokens",
+                "16",
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
 
 
 def test_dml_resumes_from_its_checkpoint(demo_assets, tmp_path):
     from llmdiet.distill.job import run
 
     out = tmp_path / "dml"
-    args = small_run_argv(demo_assets, out, "--method", "dml", "--max_steps", "6", "--save_strategy", "steps",
-                          "--save_steps", "3")
+    args = small_run_argv(
+        demo_assets, out, "--method", "dml", "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "3"
+    )
     run(*parse(args))
     assert (out / "checkpoint-3" / "student_a" / "model.safetensors").exists()
     summary = run(*parse(args + ["--max_steps", "8", "--resume_from_checkpoint", str(out / "checkpoint-6")]))
@@ -86,11 +107,29 @@ def test_dml_under_two_ddp_processes(demo_assets, tmp_path):
     from test_distill import REPO
 
     out = tmp_path / "ddp-dml"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
-           "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "recipes" / "distill.py"),
-           *small_run_argv(demo_assets, out, "--method", "dml", "--max_steps", "4", "--per_device_train_batch_size", "8")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(REPO / "recipes" / "distill.py"),
+        *small_run_argv(demo_assets, out, "--method", "dml", "--max_steps", "4", "--per_device_train_batch_size", "8"),
+    ]
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = json.loads((out / "training_log.json").read_text())
     assert log["world_size"] == 2 and log["global_step"] == 4
@@ -98,11 +137,25 @@ def test_dml_under_two_ddp_processes(demo_assets, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [["--method", "dml"], ["--student_fake_quant", "4", "--fake_quant_init", "gpfq"],
-                                   ["--student_init", "copy_layers", "--student_encoder_layers", "1",
-                                    "--student_decoder_layers", "1", "--hidden_weight", "1.0"],
-                                   ["--divergence", "jsd", "--teacher_cache", "CACHE"]],
-                         ids=["dml", "fake-quant-gpfq", "copy-layers-hidden", "jsd-cached"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--method", "dml"],
+        ["--student_fake_quant", "4", "--fake_quant_init", "gpfq"],
+        [
+            "--student_init",
+            "copy_layers",
+            "--student_encoder_layers",
+            "1",
+            "--student_decoder_layers",
+            "1",
+            "--hidden_weight",
+            "1.0",
+        ],
+        ["--divergence", "jsd", "--teacher_cache", "CACHE"],
+    ],
+    ids=["dml", "fake-quant-gpfq", "copy-layers-hidden", "jsd-cached"],
+)
 def test_new_methods_under_accelerate_launch(demo_assets, tmp_path, extra):
     import subprocess
     import sys
@@ -111,8 +164,16 @@ def test_new_methods_under_accelerate_launch(demo_assets, tmp_path, extra):
 
     out = tmp_path / "launched"
     extra = [str(tmp_path / "cache") if x == "CACHE" else x for x in extra]
-    argv = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu",
-            str(REPO / "recipes" / "distill.py"), *small_run_argv(demo_assets, out, "--max_steps", "4", *extra)]
+    argv = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "1",
+        "--cpu",
+        str(REPO / "recipes" / "distill.py"),
+        *small_run_argv(demo_assets, out, "--max_steps", "4", *extra),
+    ]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / "training_log.json").exists()

@@ -30,14 +30,17 @@ def test_shipped_sets_are_declared_and_valid():
 def test_offline_demo_sets_have_the_documented_rows():
     corpus, korean = lines(DEMO_EN_FR), lines(DEMO_KO_EN)
     en_fr = resolve_eval_set("demo-en-fr").load()
-    assert len(en_fr) == 600 and [(r.source, r.target) for r in en_fr] == [(x["en"], x["fr"]) for x in corpus[1000:1600]]
+    assert len(en_fr) == 600 and [(r.source, r.target) for r in en_fr] == [
+        (x["en"], x["fr"]) for x in corpus[1000:1600]
+    ]
     fr_en = resolve_eval_set("demo-fr-en")
     rows = fr_en.load()
     assert fr_en.prefix == "translate French to English: "
     assert len(rows) == 200 and [(r.source, r.target) for r in rows] == [(x["fr"], x["en"]) for x in corpus[1600:1800]]
     dev = resolve_eval_set("demo-en-fr-dev")
-    assert dev.role == "dev" and [(r.source, r.target) for r in dev.load()] == \
-        [(x["en"], x["fr"]) for x in corpus[1800:2000]]
+    assert dev.role == "dev" and [(r.source, r.target) for r in dev.load()] == [
+        (x["en"], x["fr"]) for x in corpus[1800:2000]
+    ]
     ko_en = resolve_eval_set("demo-ko-en")
     assert ko_en.prefix == "translate Korean to English: " and ko_en.demo
     assert [(r.source, r.target) for r in ko_en.load()] == [(x["ko"], x["en"]) for x in korean[1000:1200]]
@@ -53,13 +56,18 @@ def test_hub_sets_are_pinned_and_fail_clearly_offline():
     korean = resolve_eval_set("opus100-ko-en")
     assert (korean.hub, korean.config, korean.split) == ("Helsinki-NLP/opus-100", "en-ko", "test")
     assert len(korean.revision) == 40 and korean.prefix == "translate Korean to English: "
-    assert pgv.fingerprint() == "Nicolas-BZRD/Parallel_Global_Voices_English_French@fddb328cad72d4e8eff6368bc2a8da9e86fd4c02"
+    assert (
+        pgv.fingerprint()
+        == "Nicolas-BZRD/Parallel_Global_Voices_English_French@fddb328cad72d4e8eff6368bc2a8da9e86fd4c02"
+    )
     with pytest.raises(DataError, match=r"needs the hub dataset .* Offline\? Use the offline sets \(demo-en-fr"):
         pgv.load()  # tests run with HF_DATASETS_OFFLINE=1
 
 
 def test_unknown_name_lists_the_known_sets():
-    with pytest.raises(ConfigError, match=r"unknown eval set 'pgv-en-de' \(known: demo-en-fr-dev, demo-en-fr, demo-fr-en, demo-ko-en"):
+    with pytest.raises(
+        ConfigError, match=r"unknown eval set 'pgv-en-de' \(known: demo-en-fr-dev, demo-en-fr, demo-fr-en, demo-ko-en"
+    ):
         resolve_eval_set("pgv-en-de")
 
 
@@ -93,16 +101,22 @@ def test_yaml_set_with_relative_file_and_env_override(tmp_path, monkeypatch):
         resolve_eval_set("demo-en-fr")
 
 
-@pytest.mark.parametrize("text, message", [
-    (GOOD + "colour: red\n", r"unknown key\(s\) \['colour'\]"),
-    (GOOD.replace("version: 2\n", ""), "missing required key 'version'"),
-    (GOOD.replace("source: {file: data.jsonl}", "source: {file: data.jsonl, hub: a/b}"), "exactly one of 'file'"),
-    (GOOD.replace("rows: [1, 3]", "rows: [3, 1]"), "'rows' must be"),
-    (GOOD.replace("columns: {source: en, reference: fr}", "columns: {source: en}"), "columns: missing required key 'reference'"),
-    (GOOD.replace('prefix: "translate English to French: "', "prefix: 3"), "'prefix' must be str"),
-    ("name: other\n" + GOOD, "'name' is 'other' but the file is named 'bad.yaml'"),
-    ("version: [1\n", "invalid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (GOOD + "colour: red\n", r"unknown key\(s\) \['colour'\]"),
+        (GOOD.replace("version: 2\n", ""), "missing required key 'version'"),
+        (GOOD.replace("source: {file: data.jsonl}", "source: {file: data.jsonl, hub: a/b}"), "exactly one of 'file'"),
+        (GOOD.replace("rows: [1, 3]", "rows: [3, 1]"), "'rows' must be"),
+        (
+            GOOD.replace("columns: {source: en, reference: fr}", "columns: {source: en}"),
+            "columns: missing required key 'reference'",
+        ),
+        (GOOD.replace('prefix: "translate English to French: "', "prefix: 3"), "'prefix' must be str"),
+        ("name: other\n" + GOOD, "'name' is 'other' but the file is named 'bad.yaml'"),
+        ("version: [1\n", "invalid YAML"),
+    ],
+)
 def test_bad_yaml_is_refused_naming_the_file(tmp_path, text, message):
     path = write_yaml(tmp_path, "bad", text)
     with pytest.raises(ConfigError, match=message) as err:
@@ -137,8 +151,9 @@ def test_local_file_errors_name_the_file_line_and_field(tmp_path):
     with pytest.raises(DataError, match=r"empty.jsonl: no usable rows \(file is empty\)"):
         resolve_eval_set(str(empty)).load()
     blank_source = tmp_path / "blank.jsonl"
-    blank_source.write_text(json.dumps({"source": "ok", "reference": "ok"}) + "\n"
-                            + json.dumps({"source": "  ", "reference": "x"}) + "\n")
+    blank_source.write_text(
+        json.dumps({"source": "ok", "reference": "ok"}) + "\n" + json.dumps({"source": "  ", "reference": "x"}) + "\n"
+    )
     with pytest.raises(DataError, match=r"blank.jsonl:2: field 'source' is empty"):
         resolve_eval_set(str(blank_source)).load()
     report = SkipReport()

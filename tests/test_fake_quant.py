@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_distill import parse, small_run_argv
 
 from llmdiet.distill.fake_quant import FakeQuant, rtn_per_channel
-
-from test_distill import parse, small_run_argv
 
 
 def test_rtn_grid_and_straight_through_gradient():
@@ -44,6 +43,7 @@ def test_saved_student_lies_on_the_grid(demo_assets, tmp_path, bits):
 
 
 def test_gpfq_initialised_fake_quant_starts_from_gpfq_and_ends_on_its_grid(demo_assets, tiny_tokenizer, tmp_path):
+    from test_gpfq import _calibration
     from transformers import AutoModelForSeq2SeqLM
 
     from llmdiet.distill.fake_quant import apply_fake_quant, fixed_grid
@@ -51,7 +51,6 @@ def test_gpfq_initialised_fake_quant_starts_from_gpfq_and_ends_on_its_grid(demo_
 
     # at step 0 the gpfq-initialised student IS the GPFQ-quantized student, and differs from the RTN start
     from llmdiet.quantize.lowbit import quantize_linears
-    from test_gpfq import _calibration
 
     base = AutoModelForSeq2SeqLM.from_pretrained(demo_assets.student)
     calib = _calibration(tiny_tokenizer)
@@ -68,8 +67,13 @@ def test_gpfq_initialised_fake_quant_starts_from_gpfq_and_ends_on_its_grid(demo_
     assert torch.equal(init.lm_head.weight, base.lm_head.weight)  # the LM head stays float
 
     out = tmp_path / "gpfq3"
-    summary = run(*parse(small_run_argv(demo_assets, out, "--student_fake_quant", "3", "--fake_quant_init", "gpfq",
-                                        "--max_steps", "4")))
+    summary = run(
+        *parse(
+            small_run_argv(
+                demo_assets, out, "--student_fake_quant", "3", "--fake_quant_init", "gpfq", "--max_steps", "4"
+            )
+        )
+    )
     student = AutoModelForSeq2SeqLM.from_pretrained(out)
     deltas = {layer["name"]: layer["delta"] for layer in report.per_layer}
     for name, module in student.named_modules():

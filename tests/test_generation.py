@@ -43,8 +43,15 @@ class RecordingBackend(TranslationBackend):
 def test_translations_come_back_in_original_order_and_batches_go_longest_first():
     backend = RecordingBackend()
     seen = []
-    result = generate_all(backend, SOURCES, SETTINGS, batch_size=3, warmup_batches=1,
-                          on_batch=lambda idx, tr: seen.append((idx, [t.hypothesis for t in tr])), progress=False)
+    result = generate_all(
+        backend,
+        SOURCES,
+        SETTINGS,
+        batch_size=3,
+        warmup_batches=1,
+        on_batch=lambda idx, tr: seen.append((idx, [t.hypothesis for t in tr])),
+        progress=False,
+    )
     assert [t.hypothesis for t in result.translations] == [s.upper() for s in SOURCES]
     by_length = sorted(SOURCES, key=len, reverse=True)  # no tokenizer here: character length
     assert result.sorted_by == "chars"
@@ -76,7 +83,9 @@ def test_warmup_is_excluded_from_timing_and_rates_are_consistent():
 
 def test_without_warmup_or_sorting():
     backend = RecordingBackend()
-    result = generate_all(backend, SOURCES, SETTINGS, batch_size=3, warmup_batches=0, sort_by_length=False, progress=False)
+    result = generate_all(
+        backend, SOURCES, SETTINGS, batch_size=3, warmup_batches=0, sort_by_length=False, progress=False
+    )
     assert backend.calls == [SOURCES[0:3], SOURCES[3:6], SOURCES[6:]]
     assert result.sorted_by == "none" and result.warmup_batches == 0
 
@@ -95,8 +104,14 @@ def test_plan_batches_is_stable_and_checks_batch_size():
 
 def test_peak_rss_sees_memory_allocated_during_generation():
     baseline = psutil.Process().memory_info().rss
-    result = generate_all(RecordingBackend(allocate_bytes=300 * 2**20), ["a", "b"], SETTINGS, batch_size=1,
-                          warmup_batches=0, progress=False)
+    result = generate_all(
+        RecordingBackend(allocate_bytes=300 * 2**20),
+        ["a", "b"],
+        SETTINGS,
+        batch_size=1,
+        warmup_batches=0,
+        progress=False,
+    )
     assert result.peak_rss_bytes - baseline > 200 * 2**20
     assert result.lifetime_peak_rss_bytes >= result.peak_rss_bytes - 16 * 2**20
     with PeakRSSMonitor() as monitor:
@@ -127,11 +142,15 @@ def test_real_model_sorts_by_tokens_and_batching_matches_one_by_one(demo_assets)
     from llmdiet.engines import load_backend
 
     backend = load_backend("torch-fp32", str(demo_assets.teacher))
-    sources = ["translate English to French: " + s for s in
-               ["The farmers buy bread today.", "My sister reads.", "The teacher buys a new car on Sundays."]]
+    sources = [
+        "translate English to French: " + s
+        for s in ["The farmers buy bread today.", "My sister reads.", "The teacher buys a new car on Sundays."]
+    ]
     lengths, unit = source_lengths(backend, sources)
     assert unit == "tokens" and lengths == [len(backend.tokenizer(s)["input_ids"]) for s in sources]
     result = generate_all(backend, sources, SETTINGS, batch_size=1, progress=False)
-    assert [t.hypothesis for t in result.translations] == [backend.translate([s], SETTINGS)[0].hypothesis for s in sources]
+    assert [t.hypothesis for t in result.translations] == [
+        backend.translate([s], SETTINGS)[0].hypothesis for s in sources
+    ]
     assert all(0 < t.generated_tokens <= SETTINGS.max_new_tokens for t in result.translations)
     assert result.sorted_by == "tokens"

@@ -9,24 +9,29 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_distill import parse, small_run_argv
 from transformers import AutoModelForSeq2SeqLM
 from transformers.training_args import OptimizerNames
 
-from llmdiet.distill.gkd import generated_to_labels
-
-from test_distill import parse, small_run_argv
+from llmdiet.distill.methods.gkd import generated_to_labels
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_generated_sequences_become_labels_masked_after_the_first_eos():
     eos, pad = 1, 0
-    sequences = torch.tensor([[0, 5, 6, 1, 0, 0],    # start, 5, 6, EOS, padding
-                              [0, 7, 1, 9, 1, 3],    # tokens after the first EOS carry no loss
-                              [0, 4, 4, 4, 4, 4]])   # never finished: every token is a target
-    assert generated_to_labels(sequences, eos, pad).tolist() == [[5, 6, 1, -100, -100],
-                                                                 [7, 1, -100, -100, -100],
-                                                                 [4, 4, 4, 4, 4]]
+    sequences = torch.tensor(
+        [
+            [0, 5, 6, 1, 0, 0],  # start, 5, 6, EOS, padding
+            [0, 7, 1, 9, 1, 3],  # tokens after the first EOS carry no loss
+            [0, 4, 4, 4, 4, 4],
+        ]
+    )  # never finished: every token is a target
+    assert generated_to_labels(sequences, eos, pad).tolist() == [
+        [5, 6, 1, -100, -100],
+        [7, 1, -100, -100, -100],
+        [4, 4, 4, 4, 4],
+    ]
 
 
 def _trainer(demo_assets, tmp_path, lmbda, seed=0):
@@ -40,14 +45,40 @@ def _trainer(demo_assets, tmp_path, lmbda, seed=0):
     teacher = AutoModelForSeq2SeqLM.from_pretrained(demo_assets.teacher)
     student = AutoModelForSeq2SeqLM.from_pretrained(demo_assets.student)
     ds, _ = tokenize_rows(read_parallel_file(DEMO_EN_FR, "en", "fr")[:16], tok, "translate English to French: ", 64, 64)
-    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=8,
-                                    report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, seed=seed,
-                                    learning_rate=1e-3)
-    options = {"divergence": "jsd", "jsd_beta": 0.5, "skew_alpha": 0.1,
-               "gkd": {"lmbda": lmbda, "temperature": 1.0, "max_new_tokens": 12, "seq_kd": False}}
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, alpha=0.5, temperature=1.0, args=args,
-                                  train_dataset=ds, data_collator=DataCollatorForSeq2Seq(tok, model=student),
-                                  processing_class=tok, method="gkd", loss_options=options)
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=8,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=seed,
+        learning_rate=1e-3,
+    )
+    from llmdiet.distill.methods.gkd import GKDConfig
+
+    config = GKDConfig(
+        divergence="jsd",
+        jsd_beta=0.5,
+        skew_alpha=0.1,
+        lmbda=lmbda,
+        gkd_temperature=1.0,
+        gkd_max_new_tokens=12,
+        gkd_seq_kd=False,
+    )
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        alpha=0.5,
+        temperature=1.0,
+        args=args,
+        train_dataset=ds,
+        data_collator=DataCollatorForSeq2Seq(tok, model=student),
+        processing_class=tok,
+        method="gkd",
+        method_config=config,
+    )
     return trainer, student, teacher, tok
 
 
@@ -62,10 +93,12 @@ def test_lmbda_one_trains_on_the_students_own_samples(demo_assets, tmp_path):
         return out
 
     student.generate = recording_generate
-    student.decoder.register_forward_pre_hook(lambda m, a, kw: seen_by_student.append(kw["input_ids"].clone()),
-                                              with_kwargs=True)
-    teacher.decoder.register_forward_pre_hook(lambda m, a, kw: seen_by_teacher.append(kw["input_ids"].clone()),
-                                              with_kwargs=True)
+    student.decoder.register_forward_pre_hook(
+        lambda m, a, kw: seen_by_student.append(kw["input_ids"].clone()), with_kwargs=True
+    )
+    teacher.decoder.register_forward_pre_hook(
+        lambda m, a, kw: seen_by_teacher.append(kw["input_ids"].clone()), with_kwargs=True
+    )
     trainer.train()
     assert len(generated) == 2 and trainer.on_policy_batches == 2
     training_inputs = [x for x in seen_by_student if x.shape[1] > 1]  # generate()'s own steps have length 1
@@ -90,8 +123,24 @@ def test_lmbda_zero_is_exactly_kd_with_the_same_divergence(demo_assets, tmp_path
 def test_gkd_trains_the_demo_student(demo_assets, tmp_path):
     from llmdiet.distill.job import run
 
-    summary = run(*parse(small_run_argv(demo_assets, tmp_path / "gkd", "--method", "gkd", "--lmbda", "0.5",
-                                        "--divergence", "reverse_kl", "--max_steps", "12", "--gkd_max_new_tokens", "16")))
+    summary = run(
+        *parse(
+            small_run_argv(
+                demo_assets,
+                tmp_path / "gkd",
+                "--method",
+                "gkd",
+                "--lmbda",
+                "0.5",
+                "--divergence",
+                "reverse_kl",
+                "--max_steps",
+                "12",
+                "--gkd_max_new_tokens",
+                "16",
+            )
+        )
+    )
     assert 0 < summary["on_policy_batches"] < 12
     kd = [e["kd"] for e in summary["log_history"] if "kd" in e]
     assert kd[-1] < kd[0], kd
@@ -108,9 +157,18 @@ def test_gkd_refuses_the_teacher_cache():
 @pytest.mark.slow
 def test_gkd_under_accelerate_launch(demo_assets, tmp_path):
     out = tmp_path / "launched"
-    argv = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu",
-            str(REPO / "recipes" / "distill.py"), *small_run_argv(demo_assets, out, "--method", "gkd", "--lmbda", "1",
-                                                                 "--max_steps", "4", "--gkd_max_new_tokens", "8")]
+    argv = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "1",
+        "--cpu",
+        str(REPO / "recipes" / "distill.py"),
+        *small_run_argv(
+            demo_assets, out, "--method", "gkd", "--lmbda", "1", "--max_steps", "4", "--gkd_max_new_tokens", "8"
+        ),
+    ]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / "model.safetensors").exists()
@@ -121,7 +179,8 @@ def _gkd_step(demo_assets, tmp_path, batch_size, accumulation, divergence_temper
     trainer.args.per_device_train_batch_size, trainer.args.gradient_accumulation_steps = batch_size, accumulation
     trainer.args.max_steps = 1
     trainer.args.optim = OptimizerNames.SGD  # Adam's first step hides a scaled gradient; SGD shows it
-    trainer.gkd.update(temperature=1e-4, divergence_temperature=divergence_temperature)  # sampling ~ greedy
+    trainer.method_config.gkd_temperature = 1e-4  # sampling ~ greedy
+    trainer.method_config.gkd_divergence_temperature = divergence_temperature
     trainer.train()
     return {k: v.detach().clone() for k, v in student.state_dict().items()}
 
@@ -146,7 +205,7 @@ def test_on_policy_loss_is_the_papers_objective_by_default(demo_assets, tmp_path
     trainer, student, teacher, tok = _trainer(demo_assets, tmp_path, lmbda=1.0)
     trainer.temperature = 2.0  # kd's --temperature: never used on sampled targets
     captured = []
-    import llmdiet.distill.trainer as module
+    import llmdiet.distill.losses as module
 
     original = module.distillation_loss
 

@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from llmdiet.quantize.gpfq import gpfq_quantize, gpfq_quantize_path, layer_error, make_alphabet, packed_bytes, rtn_quantize
+from llmdiet.quantize.gpfq import (
+    gpfq_quantize,
+    gpfq_quantize_path,
+    layer_error,
+    make_alphabet,
+    packed_bytes,
+    rtn_quantize,
+)
 
 
 def correlated_inputs(tokens=256, d=48, seed=0):
@@ -107,8 +114,11 @@ def _expected_groups(model):
         if not isinstance(module, torch.nn.Linear):
             continue
         last = groups[-1][-1] if groups else ""
-        joins = (name.endswith((".SelfAttention.k", ".SelfAttention.v")) or name.endswith(".wi_1")
-                 or name.endswith(".EncDecAttention.v"))
+        joins = (
+            name.endswith((".SelfAttention.k", ".SelfAttention.v"))
+            or name.endswith(".wi_1")
+            or name.endswith(".EncDecAttention.v")
+        )
         if joins and last.rsplit(".", 1)[0] == name.rsplit(".", 1)[0]:
             groups[-1].append(name)
         else:
@@ -142,7 +152,9 @@ def test_gpfq_is_deterministic(demo_assets, tiny_tokenizer):
     base = AutoModelForSeq2SeqLM.from_pretrained(demo_assets.teacher).eval()
     sources = ["translate English to French: the cat sleeps", "translate English to French: a dog runs home"]
     enc = tiny_tokenizer(sources, return_tensors="pt", padding=True)
-    labels = tiny_tokenizer(text_target=["le chat dort", "un chien rentre"], return_tensors="pt", padding=True)["input_ids"]
+    labels = tiny_tokenizer(text_target=["le chat dort", "un chien rentre"], return_tensors="pt", padding=True)[
+        "input_ids"
+    ]
     labels[labels == tiny_tokenizer.pad_token_id] = -100
     calib = [{**enc, "labels": labels, "decoder_input_ids": base._shift_right(labels)}]
     runs = []

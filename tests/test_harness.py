@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from test_metrics import sacrebleu_cli
 
 from llmdiet import cli
 from llmdiet.engines.torch_engine import TorchSeq2SeqBackend
 from llmdiet.evaluation.harness import merge_repeated_option, parse_args
 from llmdiet.evaluation.metrics import rouge_l
-
-from test_metrics import sacrebleu_cli
 
 FAST = ["--max-new-tokens", "24", "--batch-size", "8", "--no_progress"]
 
@@ -36,8 +35,22 @@ def read_samples(path: Path) -> list[dict]:
 def teacher_run(demo_assets, tmp_path_factory):
     """One uninterrupted eval of the demo teacher: the first 40 rows of demo-en-fr and of demo-ko-en."""
     out = tmp_path_factory.mktemp("eval") / "teacher"
-    rc = cli.main(["eval", "--model", str(demo_assets.teacher), "--eval-set", "demo-en-fr", "--eval-set", "demo-ko-en",
-                   "--limit", "40", "--out", str(out), *FAST])
+    rc = cli.main(
+        [
+            "eval",
+            "--model",
+            str(demo_assets.teacher),
+            "--eval-set",
+            "demo-en-fr",
+            "--eval-set",
+            "demo-ko-en",
+            "--limit",
+            "40",
+            "--out",
+            str(out),
+            *FAST,
+        ]
+    )
     assert rc == 0
     return out
 
@@ -58,8 +71,12 @@ def test_results_json_has_the_documented_blocks(teacher_run, demo_assets):
     assert size["parameters"] == sum(p.numel() for p in TorchSeq2SeqBackend(demo_assets.teacher).model.parameters())
     assert size["disk_bytes"] == sum(f.stat().st_size for f in Path(demo_assets.teacher).rglob("*") if f.is_file())
     assert size["memory_bytes"] == size["parameters"] * 4 and size["artifact"] is None
-    assert results["model"]["backend"] == {"backend": "torch-fp32", "device": "cpu", "dtype": "float32",
-                                           "decoding": "llmdiet static KV cache (greedy; beam search uses generate)"}
+    assert results["model"]["backend"] == {
+        "backend": "torch-fp32",
+        "device": "cpu",
+        "dtype": "float32",
+        "decoding": "llmdiet static KV cache (greedy; beam search uses generate)",
+    }
     prov = results["provenance"]
     assert prov["command"].startswith("llmdiet eval --model") and "--limit 40" in prov["command"]
     assert prov["libraries"]["sacrebleu"] and prov["hardware"]["torch_threads"] >= 1 and prov["seed"] == 0
@@ -82,7 +99,9 @@ def test_scores_in_results_equal_the_reference_tools_on_the_samples(teacher_run)
         assert metrics["bleu_signature"] == cli_scores["bleu_signature"] + "|unicode:NFC"
         assert metrics["rougeL"] == pytest.approx(rouge_l(hyps, refs))
     # the demo teacher is "pretrained" on En->Fr and Ko->En (training rows only): it translates both held-out sets
-    assert results["sets"]["demo-en-fr"]["metrics"]["bleu"] > 50 and results["sets"]["demo-ko-en"]["metrics"]["bleu"] > 50
+    assert (
+        results["sets"]["demo-en-fr"]["metrics"]["bleu"] > 50 and results["sets"]["demo-ko-en"]["metrics"]["bleu"] > 50
+    )
 
 
 def _interrupt_after(monkeypatch, calls: int):
@@ -99,8 +118,19 @@ def _interrupt_after(monkeypatch, calls: int):
 
 
 def _resume_command(demo_assets, out):
-    return ["eval", "--model", str(demo_assets.teacher), "--eval-set", "demo-en-fr", "demo-ko-en", "--limit", "40",
-            "--out", str(out), *FAST]
+    return [
+        "eval",
+        "--model",
+        str(demo_assets.teacher),
+        "--eval-set",
+        "demo-en-fr",
+        "demo-ko-en",
+        "--limit",
+        "40",
+        "--out",
+        str(out),
+        *FAST,
+    ]
 
 
 def test_interrupted_run_resumes_without_duplicates_and_same_metrics(demo_assets, teacher_run, tmp_path, monkeypatch):
@@ -151,13 +181,14 @@ def test_resuming_with_other_settings_is_refused(demo_assets, teacher_run, capsy
     rc, _, err = run_cli(capsys, *[a if a != "24" else "30" for a in argv])
     assert rc == 2 and "different settings" in err and "max_new_tokens: was 24, now 30" in err
     assert "use a new --out" in err and "Traceback" not in err
-    rc, _, err = run_cli(capsys, *argv[:-len(FAST)], "--limit", "20", *FAST)
+    rc, _, err = run_cli(capsys, *argv[: -len(FAST)], "--limit", "20", *FAST)
     assert rc == 2 and "demo-en-fr.limit: was 40, now 20" in err
 
 
 def test_repeated_and_multi_value_eval_set_flags():
-    assert merge_repeated_option(["--eval-set", "a", "--out", "x", "--eval_set", "b", "c", "--eval-set=d"],
-                                 ("--eval_set", "--eval-set")) == ["--out", "x", "--eval_set", "a", "b", "c", "d"]
+    assert merge_repeated_option(
+        ["--eval-set", "a", "--out", "x", "--eval_set", "b", "c", "--eval-set=d"], ("--eval_set", "--eval-set")
+    ) == ["--out", "x", "--eval_set", "a", "b", "c", "d"]
     args = parse_args(["--model", "m", "--out", "o", "--eval-set", "a", "--eval-set", "b", "c"])
     assert args.eval_set == ["a", "b", "c"]
 
@@ -182,27 +213,68 @@ def test_demo_preset_evaluates_the_teacher_on_the_three_offline_sets(demo_assets
 
 def test_local_file_sets_and_counted_skips(demo_assets, tmp_path, capsys):
     tsv = tmp_path / "pairs.tsv"  # headerless two-column TSV, as parallel corpora are often shipped
-    tsv.write_text("My sister buys bread.\tMa sœur achète du pain.\nThe children read.\tLes enfants lisent.\n",
-                   encoding="utf-8")
+    tsv.write_text(
+        "My sister buys bread.\tMa sœur achète du pain.\nThe children read.\tLes enfants lisent.\n", encoding="utf-8"
+    )
     bad = tmp_path / "with_blank.jsonl"
-    bad.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in [
-        {"en": "The farmers buy bread today.", "fr": "Les agriculteurs achètent du pain aujourd'hui."},
-        {"en": "", "fr": "Vide."},
-        {"en": "My parents read the report today.", "fr": "Mes parents lisent le rapport aujourd'hui."},
-    ]) + "\n", encoding="utf-8")
-    rc, out, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", tsv, bad, "--source-column", "en",
-                           "--reference-column", "fr", "--no-header", "--out", tmp_path / "run", *FAST)
+    bad.write_text(
+        "\n".join(
+            json.dumps(r, ensure_ascii=False)
+            for r in [
+                {"en": "The farmers buy bread today.", "fr": "Les agriculteurs achètent du pain aujourd'hui."},
+                {"en": "", "fr": "Vide."},
+                {"en": "My parents read the report today.", "fr": "Mes parents lisent le rapport aujourd'hui."},
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    rc, out, err = run_cli(
+        capsys,
+        "--model",
+        demo_assets.teacher,
+        "--eval-set",
+        tsv,
+        bad,
+        "--source-column",
+        "en",
+        "--reference-column",
+        "fr",
+        "--no-header",
+        "--out",
+        tmp_path / "run",
+        *FAST,
+    )
     assert rc == 2 and "with_blank.jsonl:2: field 'en' is empty" in err
-    rc, out, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", bad, "--source-column", "en",
-                           "--reference-column", "fr", "--skip-bad-rows", "--out", tmp_path / "run2", *FAST)
+    rc, out, err = run_cli(
+        capsys,
+        "--model",
+        demo_assets.teacher,
+        "--eval-set",
+        bad,
+        "--source-column",
+        "en",
+        "--reference-column",
+        "fr",
+        "--skip-bad-rows",
+        "--out",
+        tmp_path / "run2",
+        *FAST,
+    )
     assert rc == 0
     entry = json.loads((tmp_path / "run2" / "results.json").read_text())["sets"]["with_blank"]
-    assert entry["num_samples"] == 2 and entry["skipped_rows"]["total"] == 1 and entry["skipped_rows"]["reasons"] == {"empty": 1}
+    assert (
+        entry["num_samples"] == 2
+        and entry["skipped_rows"]["total"] == 1
+        and entry["skipped_rows"]["reasons"] == {"empty": 1}
+    )
     # without --no-header the first row is a header, and "My sister buys bread." is no column name: refused
     rc, out, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", tsv, "--out", tmp_path / "run4", *FAST)
     assert rc == 2 and "pairs.tsv:1: the header row has columns" in err and "--no_header" in err
     assert not (tmp_path / "run4" / "results.json").exists()
-    rc, out, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", tsv, "--no-header", "--out", tmp_path / "run3", *FAST)
+    rc, out, err = run_cli(
+        capsys, "--model", demo_assets.teacher, "--eval-set", tsv, "--no-header", "--out", tmp_path / "run3", *FAST
+    )
     assert rc == 0
     samples = read_samples(tmp_path / "run3" / "pairs" / "samples.jsonl")
     assert {s["reference"] for s in samples} == {"Ma sœur achète du pain.", "Les enfants lisent."}
@@ -217,8 +289,21 @@ def not_seq2seq_model(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("case", ["unknown_set", "missing_columns", "empty_file", "not_seq2seq", "missing_model",
-                                  "hub_offline", "bad_limit", "unknown_backend", "bad_decoding", "no_model"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "unknown_set",
+        "missing_columns",
+        "empty_file",
+        "not_seq2seq",
+        "missing_model",
+        "hub_offline",
+        "bad_limit",
+        "unknown_backend",
+        "bad_decoding",
+        "no_model",
+    ],
+)
 def test_bad_input_gives_a_clear_error_without_traceback(case, demo_assets, not_seq2seq_model, tmp_path, capsys):
     model, eval_set, extra = str(demo_assets.teacher), "demo-en-fr", []
     columns = tmp_path / "columns.jsonl"
@@ -288,8 +373,13 @@ def test_killed_process_resumes_to_identical_metrics(demo_assets, tmp_path):
     assert resumed["demo-en-fr"]["timing"]["resumed_from"] >= 6
     # the same command never interrupted gives exactly the same scores
     fresh = tmp_path / "fresh"
-    subprocess.run([*argv[:argv.index(str(out))], str(fresh), *argv[argv.index(str(out)) + 1:]], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [*argv[: argv.index(str(out))], str(fresh), *argv[argv.index(str(out)) + 1 :]],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     reference = json.loads((fresh / "results.json").read_text())["sets"]
     for name in resumed:
         for key in ("bleu", "chrf", "rougeL"):
@@ -299,12 +389,24 @@ def test_killed_process_resumes_to_identical_metrics(demo_assets, tmp_path):
 def test_huge_source_is_truncated_and_counted(demo_assets, tmp_path, capsys):
     """Before: a 100,000-character source tried to allocate 172 GB (eval sources were not truncated)."""
     path = tmp_path / "long.jsonl"
-    rows = [{"source": "The farmers buy bread today. " * 3500, "reference": "Les agriculteurs achètent du pain."},
-            {"source": "My sister reads.", "reference": "Ma sœur lit."}]
+    rows = [
+        {"source": "The farmers buy bread today. " * 3500, "reference": "Les agriculteurs achètent du pain."},
+        {"source": "My sister reads.", "reference": "Ma sœur lit."},
+    ]
     assert len(rows[0]["source"]) > 100_000
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    rc, out, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", path, "--max_source_length", "64",
-                           "--out", tmp_path / "run", *FAST)
+    rc, out, err = run_cli(
+        capsys,
+        "--model",
+        demo_assets.teacher,
+        "--eval-set",
+        path,
+        "--max_source_length",
+        "64",
+        "--out",
+        tmp_path / "run",
+        *FAST,
+    )
     assert rc == 0, err
     entry = json.loads((tmp_path / "run" / "results.json").read_text())["sets"]["long"]
     assert entry["truncated_sources"] == 1 and entry["max_source_length"] == 64 and entry["num_samples"] == 2
@@ -316,11 +418,14 @@ def test_second_run_into_a_locked_directory_stops_at_once(demo_assets, tmp_path,
 
     out = tmp_path / "run"
     with directory_lock(out, "llmdiet eval"):  # a first run holds the directory
-        rc, _, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", "demo-en-fr", "--limit", "4",
-                             "--out", out, *FAST)
+        rc, _, err = run_cli(
+            capsys, "--model", demo_assets.teacher, "--eval-set", "demo-en-fr", "--limit", "4", "--out", out, *FAST
+        )
         assert rc == 2 and "is in use by a running llmdiet eval (pid" in err and len(err.strip().splitlines()) == 1
         assert [p.name for p in out.iterdir()] == [".llmdiet.lock"]  # nothing of the first run's was touched
-    rc, _, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", "demo-en-fr", "--limit", "4", "--out", out, *FAST)
+    rc, _, err = run_cli(
+        capsys, "--model", demo_assets.teacher, "--eval-set", "demo-en-fr", "--limit", "4", "--out", out, *FAST
+    )
     assert rc == 0, err  # the lock died with its holder
 
 
@@ -329,7 +434,9 @@ def test_out_that_is_a_file_or_not_creatable(demo_assets, tmp_path, capsys):
     a_file.write_text("keep me")
     rc, _, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", "demo-en-fr", "--out", a_file, *FAST)
     assert rc == 2 and "exists and is not a directory" in err and a_file.read_text() == "keep me"
-    rc, _, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", "demo-en-fr", "--out", a_file / "sub", *FAST)
+    rc, _, err = run_cli(
+        capsys, "--model", demo_assets.teacher, "--eval-set", "demo-en-fr", "--out", a_file / "sub", *FAST
+    )
     assert rc == 2 and "cannot write there" in err
 
 
@@ -338,8 +445,15 @@ def test_a_run_killed_before_its_results_keeps_the_sets_timing(demo_assets, tmp_
     study's throughput column went '-'); now it times the set again, without rewriting the samples."""
     from llmdiet.evaluation.harness import EvalArguments, run_eval
 
-    args = EvalArguments(model=str(demo_assets.teacher), eval_set=["demo-en-fr"], out=str(tmp_path / "run"),
-                         limit=16, batch_size=8, max_new_tokens=24, progress=False)
+    args = EvalArguments(
+        model=str(demo_assets.teacher),
+        eval_set=["demo-en-fr"],
+        out=str(tmp_path / "run"),
+        limit=16,
+        batch_size=8,
+        max_new_tokens=24,
+        progress=False,
+    )
     first = run_eval(args)
     samples = (tmp_path / "run" / "demo-en-fr" / "samples.jsonl").read_text()
     (tmp_path / "run" / "results.json").unlink()  # the kill

@@ -102,7 +102,9 @@ def test_gradient_accumulation_normalisation_matches_full_batch(logits):
     full = distillation_loss(student, teacher, labels, alpha=0.5, temperature=2.0).loss
     total = int((labels != -100).sum())
     halves = sum(
-        distillation_loss(student[i : i + 1], teacher[i : i + 1], labels[i : i + 1], 0.5, 2.0, num_valid_tokens=total).loss
+        distillation_loss(
+            student[i : i + 1], teacher[i : i + 1], labels[i : i + 1], 0.5, 2.0, num_valid_tokens=total
+        ).loss
         for i in range(2)
     )
     assert halves.item() == pytest.approx(full.item(), rel=1e-6)  # float32 sums in another order (CPU-dependent)

@@ -11,7 +11,13 @@ import pytest
 from rouge_score import rouge_scorer
 from rouge_score.tokenizers import DefaultTokenizer
 
-from llmdiet.evaluation.metrics import ROUGE_TOKENIZER_NAME, UnicodeWordTokenizer, corpus_scores, rouge_l, rouge_l_per_sentence
+from llmdiet.evaluation.metrics import (
+    ROUGE_TOKENIZER_NAME,
+    UnicodeWordTokenizer,
+    corpus_scores,
+    rouge_l,
+    rouge_l_per_sentence,
+)
 
 SACREBLEU = Path(sys.executable).parent / "sacrebleu"
 
@@ -36,11 +42,19 @@ def sacrebleu_cli(hypotheses: list[str], references: list[str], tmp_path: Path) 
     ref, hyp = tmp_path / "ref.txt", tmp_path / "hyp.txt"
     ref.write_text("\n".join(references) + "\n", encoding="utf-8")
     hyp.write_text("\n".join(hypotheses) + "\n", encoding="utf-8")
-    out = subprocess.run([str(SACREBLEU), str(ref), "-i", str(hyp), "-m", "bleu", "chrf", "-w", "4", "--format", "json"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [str(SACREBLEU), str(ref), "-i", str(hyp), "-m", "bleu", "chrf", "-w", "4", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     bleu, chrf = json.loads(out.stdout)
-    return {"bleu": bleu["score"], "chrf": chrf["score"], "bleu_signature": bleu["signature"],
-            "chrf_signature": chrf["signature"]}
+    return {
+        "bleu": bleu["score"],
+        "chrf": chrf["score"],
+        "bleu_signature": bleu["signature"],
+        "chrf_signature": chrf["signature"],
+    }
 
 
 def test_bleu_and_chrf_equal_the_sacrebleu_command_line(tmp_path):

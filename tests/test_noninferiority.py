@@ -26,7 +26,9 @@ def test_resampled_scores_equal_sacrebleu_on_the_same_resamples(metric):
     scorer = BLEU() if metric == "bleu" else CHRF()
     stats = ni.sentence_statistics(hyps, refs, metric)
     # the full-corpus score is sacreBLEU's corpus score
-    assert ni.scores_from_statistics(stats.sum(0), metric) == pytest.approx(scorer.corpus_score(hyps, [refs]).score, abs=1e-9)
+    assert ni.scores_from_statistics(stats.sum(0), metric) == pytest.approx(
+        scorer.corpus_score(hyps, [refs]).score, abs=1e-9
+    )
     idx = ni.bootstrap_indices(len(hyps), 200, 7)
     # the draw is sacreBLEU's paired-bootstrap draw for that seed
     assert np.array_equal(idx, np.random.default_rng(7).choice(len(hyps), size=(200, len(hyps)), replace=True))
@@ -37,10 +39,17 @@ def test_resampled_scores_equal_sacrebleu_on_the_same_resamples(metric):
 
 
 def test_bleu_edge_cases_match_sacrebleu():
-    for hyps, refs in [(["x y"], ["a b c d"]), (["a b"], ["a b c d e"]), (["a"], ["a"]), ([""], ["a b"]),
-                       (["a b c d e", "q"], ["a b c d e", "r s"])]:
+    for hyps, refs in [
+        (["x y"], ["a b c d"]),
+        (["a b"], ["a b c d e"]),
+        (["a"], ["a"]),
+        ([""], ["a b"]),
+        (["a b c d e", "q"], ["a b c d e", "r s"]),
+    ]:
         stats = ni.sentence_statistics(hyps, refs, "bleu")
-        assert ni.scores_from_statistics(stats.sum(0), "bleu") == pytest.approx(BLEU().corpus_score(hyps, [refs]).score, abs=1e-9)
+        assert ni.scores_from_statistics(stats.sum(0), "bleu") == pytest.approx(
+            BLEU().corpus_score(hyps, [refs]).score, abs=1e-9
+        )
 
 
 def test_paired_deltas_equal_sacrebleu_paired_bootstrap_internals():
@@ -51,8 +60,9 @@ def test_paired_deltas_equal_sacrebleu_paired_bootstrap_internals():
     bleu = BLEU()
     b = np.array(bleu._extract_corpus_statistics(base, [refs]), dtype="float32")
     s = np.array(bleu._extract_corpus_statistics(system, [refs]), dtype="float32")
-    theirs = np.array([bleu._compute_score_from_stats(x.sum(0)).score for x in s[idx]]) - \
-        np.array([bleu._compute_score_from_stats(x.sum(0)).score for x in b[idx]])
+    theirs = np.array([bleu._compute_score_from_stats(x.sum(0)).score for x in s[idx]]) - np.array(
+        [bleu._compute_score_from_stats(x.sum(0)).score for x in b[idx]]
+    )
     assert np.allclose(deltas, theirs, atol=1e-6)
     assert observed == pytest.approx(bleu.corpus_score(system, [refs]).score - bleu.corpus_score(base, [refs]).score)
 
@@ -84,12 +94,20 @@ def test_noninferiority_labels_follow_the_margin_not_significance():
     a much worse one is inferior. The old rule (not significantly worse = accepted) got the second wrong."""
     teacher, refs = _corpus(40, 3, 0.1)
     rng = random.Random(4)
-    slightly = [h if rng.random() > 0.15 else refs[i].replace(refs[i].split()[0], "chien", 1) + " x"
-                for i, h in enumerate(teacher)]
+    slightly = [
+        h if rng.random() > 0.15 else refs[i].replace(refs[i].split()[0], "chien", 1) + " x"
+        for i, h in enumerate(teacher)
+    ]
     broken = ["chat chat chat." for _ in teacher]
-    res = ni.noninferiority({"s": teacher}, {"same": {"s": list(teacher)}, "slightly": {"s": slightly},
-                                              "broken": {"s": broken}}, {"s": refs}, {"bleu": 1.0, "chrf": 0.5},
-                            alpha=0.05, n_resamples=2000, seed=11)
+    res = ni.noninferiority(
+        {"s": teacher},
+        {"same": {"s": list(teacher)}, "slightly": {"s": slightly}, "broken": {"s": broken}},
+        {"s": refs},
+        {"bleu": 1.0, "chrf": 0.5},
+        alpha=0.05,
+        n_resamples=2000,
+        seed=11,
+    )
     labels = {k: v["label"] for k, v in res["models"].items()}
     assert labels == {"same": "non-inferior", "slightly": "inconclusive", "broken": "inferior"}
     slight = res["models"]["slightly"]
@@ -97,4 +115,6 @@ def test_noninferiority_labels_follow_the_margin_not_significance():
     assert slight["sentences_needed"] is None or slight["sentences_needed"] > 40
     assert res["rule"]["candidates"] == 3 and res["rule"]["interval_level"] == pytest.approx(1 - 0.1 / 3)
     for t in slight["tests"].values():
-        assert t["p_noninferior_mc_error"] == pytest.approx((t["p_noninferior"] * (1 - t["p_noninferior"]) / 2000) ** 0.5)
+        assert t["p_noninferior_mc_error"] == pytest.approx(
+            (t["p_noninferior"] * (1 - t["p_noninferior"]) / 2000) ** 0.5
+        )

@@ -8,11 +8,10 @@ import shutil
 
 import pytest
 import torch
+from test_distill import parse, small_run_argv
 
 from llmdiet.config import ConfigError
 from llmdiet.demo import DEMO_EN_FR
-
-from test_distill import parse, small_run_argv
 
 
 def _tokenised(tok, n=40, prefix="translate English to French: "):
@@ -41,19 +40,35 @@ def test_teacher_cache_refuses_other_prefix_retrained_teacher_and_dtype(demo_ass
     cache = tmp_path / "cache"
     build_teacher_cache(teacher, ds, collate, cache, k=4, shard_size=16, teacher_identity=model_identity(str(path)))
     with pytest.raises(TeacherCacheError, match="inputs_fingerprint"):  # another source prefix
-        build_teacher_cache(teacher, _tokenised(tok, prefix="translate English to German: "), collate, cache, k=4,
-                            shard_size=16, teacher_identity=model_identity(str(path)))
+        build_teacher_cache(
+            teacher,
+            _tokenised(tok, prefix="translate English to German: "),
+            collate,
+            cache,
+            k=4,
+            shard_size=16,
+            teacher_identity=model_identity(str(path)),
+        )
     with pytest.raises(TeacherCacheError, match="teacher_dtype"):
-        build_teacher_cache(teacher, ds, collate, cache, k=4, shard_size=16, teacher_identity=model_identity(str(path)),
-                            teacher_dtype="bfloat16")
+        build_teacher_cache(
+            teacher,
+            ds,
+            collate,
+            cache,
+            k=4,
+            shard_size=16,
+            teacher_identity=model_identity(str(path)),
+            teacher_dtype="bfloat16",
+        )
     with torch.no_grad():  # "retrain" the teacher in place: same path, other weights
         next(teacher.parameters()).add_(0.01)
     teacher.save_pretrained(path)
     with pytest.raises(TeacherCacheError, match=r"teacher_identity\.weights") as err:
         build_teacher_cache(teacher, ds, collate, cache, k=4, shard_size=16, teacher_identity=model_identity(str(path)))
     assert "--rebuild_caches" in str(err.value)
-    build_teacher_cache(teacher, ds, collate, cache, k=4, shard_size=16, teacher_identity=model_identity(str(path)),
-                        rebuild=True)
+    build_teacher_cache(
+        teacher, ds, collate, cache, k=4, shard_size=16, teacher_identity=model_identity(str(path)), rebuild=True
+    )
     assert json.loads((cache / "meta.json").read_text())["teacher_identity"] == model_identity(str(path))
 
 
@@ -66,13 +81,16 @@ def test_pseudo_labels_refuse_other_settings_and_drop_a_torn_first_line(demo_ass
     out = tmp_path / "tt.jsonl"
     prefix = "translate English to French: "
     first = generate_pseudo_labels(str(demo_assets.teacher), rows, prefix, out, num_beams=1, max_new_tokens=32)
-    for change, kwargs in (("num_beams", {"num_beams": 2, "max_new_tokens": 32}),
-                           ("max_new_tokens", {"num_beams": 1, "max_new_tokens": 16})):
+    for change, kwargs in (
+        ("num_beams", {"num_beams": 2, "max_new_tokens": 32}),
+        ("max_new_tokens", {"num_beams": 1, "max_new_tokens": 16}),
+    ):
         with pytest.raises(ConfigError, match=change):
             generate_pseudo_labels(str(demo_assets.teacher), rows, prefix, out, **kwargs)
     with pytest.raises(ConfigError, match="prefix"):
-        generate_pseudo_labels(str(demo_assets.teacher), rows, "translate English to German: ", out, num_beams=1,
-                               max_new_tokens=32)
+        generate_pseudo_labels(
+            str(demo_assets.teacher), rows, "translate English to German: ", out, num_beams=1, max_new_tokens=32
+        )
     with pytest.raises(ConfigError, match=r"teacher\.weights"):
         generate_pseudo_labels(str(demo_assets.student), rows, prefix, out, num_beams=1, max_new_tokens=32)
     # killed while writing the very first record: a torn first line, then good lines
@@ -99,10 +117,24 @@ def test_eval_loss_is_the_distillation_objective_when_generating(demo_assets, tm
     student = AutoModelForSeq2SeqLM.from_pretrained(demo_assets.student)
     ds = _tokenised(tok, n=16)
     collate = DataCollatorForSeq2Seq(tok, model=student, label_pad_token_id=-100)
-    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=16, report_to="none",
-                                    use_cpu=True, predict_with_generate=True, disable_tqdm=True)
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, alpha=0.5, temperature=2.0, args=args,
-                                  eval_dataset=ds, data_collator=collate, eval_generation={"max_new_tokens": 8})
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_eval_batch_size=16,
+        report_to="none",
+        use_cpu=True,
+        predict_with_generate=True,
+        disable_tqdm=True,
+    )
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        alpha=0.5,
+        temperature=2.0,
+        args=args,
+        eval_dataset=ds,
+        data_collator=collate,
+        eval_generation={"max_new_tokens": 8},
+    )
     metrics = trainer.evaluate()
     batch = collate([ds[i] for i in range(16)])
     with torch.no_grad():
@@ -122,14 +154,42 @@ def test_in_training_bleu_equals_the_harness_bleu(demo_assets, tmp_path, capsys)
     from llmdiet.distill.job import run
 
     out = tmp_path / "student"
-    argv = small_run_argv(demo_assets, out, "--train_rows", "1000", "--eval_rows", "200", "--max_steps", "120",
-                          "--eval_strategy", "steps", "--eval_steps", "120", "--predict_with_generate", "true",
-                          "--per_device_eval_batch_size", "64")
+    argv = small_run_argv(
+        demo_assets,
+        out,
+        "--train_rows",
+        "1000",
+        "--eval_rows",
+        "200",
+        "--max_steps",
+        "120",
+        "--eval_strategy",
+        "steps",
+        "--eval_steps",
+        "120",
+        "--predict_with_generate",
+        "true",
+        "--per_device_eval_batch_size",
+        "64",
+    )
     summary = run(*parse(argv))
     in_training = [e["eval_bleu"] for e in summary["log_history"] if "eval_bleu" in e][-1]
     # in-training BLEU is on the dev rows (1800-1999 = the demo-en-fr-dev set), never on a test set
-    assert cli.main(["eval", "--model", str(out), "--eval-set", "demo-en-fr-dev", "--out", str(tmp_path / "ev"),
-                     "--no_progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--model",
+                str(out),
+                "--eval-set",
+                "demo-en-fr-dev",
+                "--out",
+                str(tmp_path / "ev"),
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
     harness = json.loads((tmp_path / "ev" / "results.json").read_text())["sets"]["demo-en-fr-dev"]["metrics"]["bleu"]
     assert 1 < harness < 99  # a partly trained student: a test that can fail
     assert in_training == pytest.approx(harness, abs=0.01)
@@ -160,9 +220,24 @@ def test_demo_preset_without_generation_picks_the_best_checkpoint_by_loss(demo_a
     """Before: --predict_with_generate false with the demo preset crashed (metric_for_best_model 'eval_bleu')."""
     from llmdiet.distill.job import run
 
-    argv = small_run_argv(demo_assets, tmp_path / "r", "--predict_with_generate", "false", "--eval_strategy", "steps",
-                          "--eval_steps", "6", "--save_strategy", "steps", "--save_steps", "6",
-                          "--load_best_model_at_end", "true", "--metric_for_best_model", "bleu")
+    argv = small_run_argv(
+        demo_assets,
+        tmp_path / "r",
+        "--predict_with_generate",
+        "false",
+        "--eval_strategy",
+        "steps",
+        "--eval_steps",
+        "6",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "6",
+        "--load_best_model_at_end",
+        "true",
+        "--metric_for_best_model",
+        "bleu",
+    )
     args, data, training = parse(argv)
     summary = run(args, data, training)
     assert training.metric_for_best_model == "loss" and training.greater_is_better is False
@@ -180,16 +255,32 @@ def test_fp16_and_generation_max_length_are_refused(demo_assets, tmp_path):
 # ----------------------------------------------------------------------------- 6. a gradient test that sees scale
 
 
-def test_accumulated_sgd_step_equals_the_full_batch_step_and_sees_a_half_scaled_loss(demo_assets, tmp_path, monkeypatch):
+def test_accumulated_sgd_step_equals_the_full_batch_step_and_sees_a_half_scaled_loss(
+    demo_assets, tmp_path, monkeypatch
+):
     """Plain SGD, no clipping: the update is lr * gradient, so a loss off by any factor changes the weights.
     (The earlier test used AdamW with clipping, which a half-scaled loss passes.)"""
     from safetensors.torch import load_file
 
-    import llmdiet.distill.trainer as trainer_module
+    import llmdiet.distill.losses as trainer_module
     from llmdiet.distill.job import run
 
-    common = ["--max_steps", "2", "--optim", "sgd", "--max_grad_norm", "0", "--learning_rate", "0.5",
-              "--lr_scheduler_type", "constant", "--warmup_ratio", "0", "--weight_decay", "0"]
+    common = [
+        "--max_steps",
+        "2",
+        "--optim",
+        "sgd",
+        "--max_grad_norm",
+        "0",
+        "--learning_rate",
+        "0.5",
+        "--lr_scheduler_type",
+        "constant",
+        "--warmup_ratio",
+        "0",
+        "--weight_decay",
+        "0",
+    ]
     initial = load_file(demo_assets.student / "model.safetensors")
 
     def train(name, *extra):
@@ -222,8 +313,9 @@ def test_one_process_with_several_gpus_is_refused():
 
     from llmdiet.distill.job import check_training_arguments
 
-    args = SimpleNamespace(fp16=False, n_gpu=2, generation_max_length=None, predict_with_generate=False,
-                           metric_for_best_model=None)
+    args = SimpleNamespace(
+        fp16=False, n_gpu=2, generation_max_length=None, predict_with_generate=False, metric_for_best_model=None
+    )
     with pytest.raises(ConfigError, match="accelerate launch --multi_gpu"):
         check_training_arguments(args)
     with pytest.raises(ConfigError, match="--fp16 is refused"):

@@ -13,9 +13,20 @@ def test_merged_decoder_with_t5_head_size_not_d_model_over_heads(demo_assets, tm
     from llmdiet.quantize import quantize_model
 
     tokenizer = AutoTokenizer.from_pretrained(demo_assets.tokenizer)
-    config = T5Config(vocab_size=len(tokenizer), d_model=48, d_ff=64, d_kv=8, num_heads=3, num_layers=1,
-                      num_decoder_layers=2, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
-                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=48,
+        d_ff=64,
+        d_kv=8,
+        num_heads=3,
+        num_layers=1,
+        num_decoder_layers=2,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
     assert config.num_heads * config.d_kv != config.d_model
     torch.manual_seed(0)
     model_dir = tmp_path / "odd-heads"
@@ -41,8 +52,9 @@ def test_merge_removes_the_unmerged_graphs_and_their_external_data(demo_assets, 
     from llmdiet.quantize.onnx_runtime import merge_decoder_graphs
 
     unmerged = tmp_path / "unmerged"
-    ORTModelForSeq2SeqLM.from_pretrained(str(demo_assets.teacher), export=True, use_cache=True,
-                                         use_merged=False).save_pretrained(unmerged)
+    ORTModelForSeq2SeqLM.from_pretrained(
+        str(demo_assets.teacher), export=True, use_cache=True, use_merged=False
+    ).save_pretrained(unmerged)
     for stale in ("decoder_model.onnx.data", "decoder_with_past_model.onnx_data"):
         (unmerged / stale).write_bytes(b"x" * 1000)  # unreferenced side files as a large export leaves them
     record = merge_decoder_graphs(unmerged)

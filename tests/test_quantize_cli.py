@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from llmdiet import cli
-from llmdiet.engines import ARTIFACT_FILE, load_backend
 from llmdiet.demo import DEMO_EN_FR
+from llmdiet.engines import ARTIFACT_FILE, load_backend
 
 from quantize_helpers import EVAL_ROWS, GREEDY, demo_rows
 
@@ -46,7 +46,11 @@ def test_list_methods(capsys):
 def test_unknown_method_lists_the_methods(demo_assets, tmp_path, capsys):
     assert run_cli("--model", demo_assets.teacher, "--method", "int4-magic", "--out", tmp_path / "x") == 2
     err = capsys.readouterr().err
-    assert "unknown --method 'int4-magic'" in err and "dynamic-int8" in err and "usable with the installed libraries" in err
+    assert (
+        "unknown --method 'int4-magic'" in err
+        and "dynamic-int8" in err
+        and "usable with the installed libraries" in err
+    )
     assert not (tmp_path / "x").exists()
 
 
@@ -60,8 +64,17 @@ def test_method_whose_library_is_missing(demo_assets, tmp_path, capsys, monkeypa
 def test_calibration_with_zero_usable_rows(demo_assets, tmp_path, capsys):
     bad = tmp_path / "cal.jsonl"
     bad.write_text('{"en": "   ", "fr": "x"}\n{"en": "", "fr": "y"}\n', encoding="utf-8")
-    code = run_cli("--model", demo_assets.teacher, "--method", "onnx-static-int8", "--out", tmp_path / "x",
-                   "--calibration_file", bad, "--skip_bad_rows")
+    code = run_cli(
+        "--model",
+        demo_assets.teacher,
+        "--method",
+        "onnx-static-int8",
+        "--out",
+        tmp_path / "x",
+        "--calibration_file",
+        bad,
+        "--skip_bad_rows",
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "zero usable rows" in err
@@ -69,15 +82,33 @@ def test_calibration_with_zero_usable_rows(demo_assets, tmp_path, capsys):
 
 
 def test_calibration_rows_out_of_range(demo_assets, tmp_path, capsys):
-    code = run_cli("--model", demo_assets.teacher, "--method", "quanto-int8", "--out", tmp_path / "x",
-                   "--calibration_file", DEMO_EN_FR, "--calibration_start", 5000)
+    code = run_cli(
+        "--model",
+        demo_assets.teacher,
+        "--method",
+        "quanto-int8",
+        "--out",
+        tmp_path / "x",
+        "--calibration_file",
+        DEMO_EN_FR,
+        "--calibration_start",
+        5000,
+    )
     assert code == 2
     assert "zero usable rows in rows [5000, 5128)" in capsys.readouterr().err
 
 
 def test_calibration_count_must_be_positive(demo_assets, tmp_path, capsys):
-    code = run_cli("--model", demo_assets.teacher, "--method", "onnx-static-int8", "--out", tmp_path / "x",
-                   "--calibration_count", 0)
+    code = run_cli(
+        "--model",
+        demo_assets.teacher,
+        "--method",
+        "onnx-static-int8",
+        "--out",
+        tmp_path / "x",
+        "--calibration_count",
+        0,
+    )
     assert code == 2 and "--calibration_count must be >= 1" in capsys.readouterr().err
 
 
@@ -108,10 +139,18 @@ def test_refuses_to_overwrite_without_flag(demo_assets, tmp_path, capsys):
 def test_cuda_without_a_gpu_and_cpu_only_methods(demo_assets, tmp_path, capsys):
     import torch
 
-    assert run_cli("--model", demo_assets.teacher, "--method", "dynamic-int8", "--out", tmp_path / "x", "--device", "cuda") == 2
+    assert (
+        run_cli("--model", demo_assets.teacher, "--method", "dynamic-int8", "--out", tmp_path / "x", "--device", "cuda")
+        == 2
+    )
     assert "quantizes on cpu only" in capsys.readouterr().err
     if not torch.cuda.is_available():
-        assert run_cli("--model", demo_assets.teacher, "--method", "torchao-int8", "--out", tmp_path / "x", "--device", "cuda") == 2
+        assert (
+            run_cli(
+                "--model", demo_assets.teacher, "--method", "torchao-int8", "--out", tmp_path / "x", "--device", "cuda"
+            )
+            == 2
+        )
         assert "CUDA is not available" in capsys.readouterr().err
 
 
@@ -149,7 +188,7 @@ def test_demo_preset_defaults(monkeypatch, tmp_path):
 def test_failed_or_killed_quantize_leaves_nothing_that_blocks_a_rerun(demo_assets, tmp_path, capsys, monkeypatch):
     """Before: a killed run left a half-written --out (no artifact file) plus an llmdiet-onnx-* temp dir beside it;
     re-running said "pass --overwrite", and --overwrite said "refusing to delete it"."""
-    import llmdiet.quantize as quantize_pkg
+    import llmdiet.quantize.driver as quantize_driver
 
     out = tmp_path / "art"
     # a run killed earlier (pid 999999999 is not alive) left its partial directory
@@ -160,7 +199,7 @@ def test_failed_or_killed_quantize_leaves_nothing_that_blocks_a_rerun(demo_asset
     def boom(*args, **kwargs):
         raise RuntimeError("simulated failure in the middle of the export")
 
-    monkeypatch.setattr(quantize_pkg, "_run_method", boom)
+    monkeypatch.setattr(quantize_driver, "_run_method", boom)
     with pytest.raises(RuntimeError, match="simulated failure"):
         run_cli("--model", demo_assets.teacher, "--method", "onnx-dynamic-int8", "--out", out)
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither --out, nor the partial dirs, nor temp dirs
@@ -189,13 +228,47 @@ def test_model_without_tokenizer_names_the_tokenizer_option(demo_assets, tmp_pat
     err = capsys.readouterr().err.strip()
     assert "has no usable tokenizer files" in err and "--tokenizer" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "q").exists()
-    assert run_cli("--model", bare, "--tokenizer", demo_assets.tokenizer, "--method", "dynamic-int8",
-                   "--out", tmp_path / "q") == 0
-    rc = cli.main(["eval", "--model", str(bare), "--eval-set", "demo-en-fr", "--limit", "4", "--max-new-tokens", "8",
-                   "--out", str(tmp_path / "ev"), "--no_progress"])
+    assert (
+        run_cli(
+            "--model", bare, "--tokenizer", demo_assets.tokenizer, "--method", "dynamic-int8", "--out", tmp_path / "q"
+        )
+        == 0
+    )
+    rc = cli.main(
+        [
+            "eval",
+            "--model",
+            str(bare),
+            "--eval-set",
+            "demo-en-fr",
+            "--limit",
+            "4",
+            "--max-new-tokens",
+            "8",
+            "--out",
+            str(tmp_path / "ev"),
+            "--no_progress",
+        ]
+    )
     assert rc == 2 and "--tokenizer" in capsys.readouterr().err
-    rc = cli.main(["eval", "--model", str(bare), "--tokenizer", str(demo_assets.tokenizer), "--eval-set", "demo-en-fr",
-                   "--limit", "4", "--max-new-tokens", "8", "--out", str(tmp_path / "ev"), "--no_progress"])
+    rc = cli.main(
+        [
+            "eval",
+            "--model",
+            str(bare),
+            "--tokenizer",
+            str(demo_assets.tokenizer),
+            "--eval-set",
+            "demo-en-fr",
+            "--limit",
+            "4",
+            "--max-new-tokens",
+            "8",
+            "--out",
+            str(tmp_path / "ev"),
+            "--no_progress",
+        ]
+    )
     assert rc == 0
 
 
@@ -211,8 +284,10 @@ def test_truncated_weights_file_is_one_line(demo_assets, tmp_path, capsys):
     assert "cannot load the weights of" in err and len(err.splitlines()) == 1
 
 
-@pytest.mark.parametrize("method,engine_file", [("ct2-int8", "model.bin"), ("dynamic-int8", "model_int8.safetensors"),
-                                                ("onnx-fp32", "decoder_model_merged.onnx")])
+@pytest.mark.parametrize(
+    "method,engine_file",
+    [("ct2-int8", "model.bin"), ("dynamic-int8", "model_int8.safetensors"), ("onnx-fp32", "decoder_model_merged.onnx")],
+)
 def test_artifact_with_missing_or_truncated_engine_file_is_one_line(demo_assets, tmp_path, capsys, method, engine_file):
     out = tmp_path / method
     assert run_cli("--model", demo_assets.teacher, "--method", method, "--out", out) == 0
@@ -223,8 +298,22 @@ def test_artifact_with_missing_or_truncated_engine_file_is_one_line(demo_assets,
         else:
             path.unlink()
         capsys.readouterr()
-        rc = cli.main(["eval", "--model", str(out), "--eval-set", "demo-en-fr", "--limit", "2", "--max-new-tokens", "4",
-                       "--out", str(tmp_path / f"ev-{damage}"), "--no_progress"])
+        rc = cli.main(
+            [
+                "eval",
+                "--model",
+                str(out),
+                "--eval-set",
+                "demo-en-fr",
+                "--limit",
+                "2",
+                "--max-new-tokens",
+                "4",
+                "--out",
+                str(tmp_path / f"ev-{damage}"),
+                "--no_progress",
+            ]
+        )
         err = capsys.readouterr().err.strip()
         assert rc == 2 and len(err.splitlines()) == 1 and str(out) in err, (damage, err)
 

@@ -27,18 +27,33 @@ import torch
 
 from llmdiet.engines import ARTIFACT_FILE, GenerationSettings, detect_backend, load_backend
 from llmdiet.modeling import directory_bytes
+from llmdiet.quantize.registry import METHODS
 
-from quantize_helpers import CALIBRATION_COUNT, EVAL_ROWS, GREEDY, build_artifact, demo_rows, logit_errors, logits_of, teacher_forced
+from quantize_helpers import (
+    CALIBRATION_COUNT,
+    EVAL_ROWS,
+    GREEDY,
+    build_artifact,
+    demo_rows,
+    logit_errors,
+    logits_of,
+    teacher_forced,
+)
 
-CPU_METHODS = ["dynamic-int8", "onnx-fp32", "onnx-dynamic-int8", "onnx-static-int8", "ct2-int8",
-               "quanto-int8", "torchao-int8", "torch-bf16"]
-TORCH_METHODS = ["dynamic-int8", "quanto-int8", "torchao-int8", "torch-bf16"]
-FILE_METHODS = ["onnx-fp32", "onnx-dynamic-int8", "onnx-static-int8", "ct2-int8"]
+# every registered method is tested: a new row in llmdiet/quantize/registry.py joins these lists by itself
+CPU_METHODS = [name for name, m in METHODS.items() if "cpu" in m.devices]
+TORCH_METHODS = [name for name, m in METHODS.items() if m.kind == "torch"]
+FILE_METHODS = [name for name, m in METHODS.items() if m.kind == "files"]
 MIN_IDENTICAL_SHARE = 0.85
 MIN_ARGMAX_AGREEMENT = 0.98
 MAX_REL_LOGIT_ERROR = {
-    "torch-bf16": 0.05, "torchao-int8": 0.30, "onnx-dynamic-int8": 0.10, "dynamic-int8": 0.12,
-    "quanto-int8": 0.30, "onnx-static-int8": 0.45, "onnx-fp32": 1e-4,
+    "torch-bf16": 0.05,
+    "torchao-int8": 0.30,
+    "onnx-dynamic-int8": 0.10,
+    "dynamic-int8": 0.12,
+    "quanto-int8": 0.30,
+    "onnx-static-int8": 0.45,
+    "onnx-fp32": 1e-4,
 }
 
 
@@ -49,9 +64,15 @@ def fp32(demo_assets):
     sources, references = demo_rows(*EVAL_ROWS)
     translations = backend.translate(sources, GREEDY)
     batch = teacher_forced(backend.tokenizer, sources, references)
-    return {"backend": backend, "sources": sources, "references": references, "batch": batch,
-            "hypotheses": [t.hypothesis for t in translations], "counts": [t.generated_tokens for t in translations],
-            "logits": logits_of(backend.model, batch)}
+    return {
+        "backend": backend,
+        "sources": sources,
+        "references": references,
+        "batch": batch,
+        "hypotheses": [t.hypothesis for t in translations],
+        "counts": [t.generated_tokens for t in translations],
+        "logits": logits_of(backend.model, batch),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +135,9 @@ def test_token_counts_follow_the_torch_convention(method, outputs, artifacts, fp
     for t, hyp, count in zip(outputs(method), fp32["hypotheses"], fp32["counts"]):
         if t.hypothesis == hyp:
             assert t.generated_tokens == count
-    fixed = artifacts(method)[2].translate(fp32["sources"][:4], GenerationSettings(max_new_tokens=12, min_new_tokens=12))
+    fixed = artifacts(method)[2].translate(
+        fp32["sources"][:4], GenerationSettings(max_new_tokens=12, min_new_tokens=12)
+    )
     assert [t.generated_tokens for t in fixed] == [12] * 4
 
 
@@ -131,8 +154,9 @@ def test_ct2_log_probs_close_to_fp32(artifacts, fp32):
     tok = fp32["backend"].tokenizer
     targets = tok(text_target=fp32["references"])["input_ids"]
     # CTranslate2 appends </s> to the target itself
-    scored = backend.translator.score_batch(backend.source_tokens(fp32["sources"]),
-                                            [tok.convert_ids_to_tokens(t[:-1]) for t in targets])
+    scored = backend.translator.score_batch(
+        backend.source_tokens(fp32["sources"]), [tok.convert_ids_to_tokens(t[:-1]) for t in targets]
+    )
     log_probs = fp32["logits"].log_softmax(-1)
     diffs = []
     for row, (result, ids) in enumerate(zip(scored, targets)):
@@ -148,18 +172,9 @@ def test_torch_artifacts_load_bit_identical(method, artifacts, demo_assets, fp32
     """The model quantized in memory and the one loaded from disk give the same logits, bit for bit."""
     from transformers import AutoModelForSeq2SeqLM
 
-    from llmdiet.quantize import gpu_int8, torch_dynamic
-
     model = AutoModelForSeq2SeqLM.from_pretrained(demo_assets.teacher).eval()
-    if method == "dynamic-int8":
-        model = torch_dynamic.quantize_dynamic_int8(model)
-    elif method == "quanto-int8":
-        calibration = demo_rows(0, CALIBRATION_COUNT)[0]  # the rows the artifact was calibrated on
-        model = gpu_int8.quantize_quanto_int8(model, fp32["backend"].tokenizer, calibration)
-    elif method == "torchao-int8":
-        model = gpu_int8.quantize_torchao_int8(model)
-    else:
-        model = model.to(torch.bfloat16)
+    calibration = demo_rows(0, CALIBRATION_COUNT)[0] if METHODS[method].calibrated else None  # the artifact's rows
+    model = METHODS[method].function("in_memory")(model, fp32["backend"].tokenizer, calibration)
     loaded = artifacts(method)[2].model
     assert torch.equal(logits_of(model, fp32["batch"]), logits_of(loaded, fp32["batch"]))
 
@@ -206,7 +221,11 @@ def test_onnx_graphs_are_int8(artifacts):
         assert onnx_type[artifacts("onnx-static-int8")[1]["weight_type"]] in types
     meta = artifacts("onnx-static-int8")[1]
     assert all(count > 0 for count in meta["calibration_feeds"].values()), meta["calibration_feeds"]
-    assert set(meta["calibration_feeds"]) == {"encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx"}
+    assert set(meta["calibration_feeds"]) == {
+        "encoder_model.onnx",
+        "decoder_model.onnx",
+        "decoder_with_past_model.onnx",
+    }
     assert meta["calibration"]["rows_used"] == 32
 
 
@@ -279,8 +298,11 @@ def _wo_weight_is_dequantized(path) -> dict[str, bool]:
     """For each feed-forward output MatMul (``DenseReluDense/wo``): does its weight come through a DequantizeLinear?"""
     nodes = [node for graph in _graphs(path) for node in graph.node]
     produced_by = {out: node.op_type for node in nodes for out in node.output}
-    return {node.name: produced_by.get(node.input[1]) == "DequantizeLinear" for node in nodes
-            if node.op_type == "MatMul" and "/DenseReluDense/wo/" in node.name}
+    return {
+        node.name: produced_by.get(node.input[1]) == "DequantizeLinear"
+        for node in nodes
+        if node.op_type == "MatMul" and "/DenseReluDense/wo/" in node.name
+    }
 
 
 def test_static_int8_keeps_t5_feed_forward_outputs_float_by_default(artifacts, demo_assets, fp32, tmp_path):
@@ -293,7 +315,11 @@ def test_static_int8_keeps_t5_feed_forward_outputs_float_by_default(artifacts, d
         safe, everything = _wo_weight_is_dequantized(safe_dir / name), _wo_weight_is_dequantized(unsafe_dir / name)
         assert safe and not any(safe.values()), name  # every wo MatMul reads its float weight directly
         assert everything and all(everything.values()), name  # the old recipe quantized them
-    for name in ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx"):  # quantized before the merge
+    for name in (
+        "encoder_model.onnx",
+        "decoder_model.onnx",
+        "decoder_with_past_model.onnx",
+    ):  # quantized before the merge
         assert meta["static_quantized_nodes"][name] < unsafe["static_quantized_nodes"][name]
     # keeping wo float costs size (its weights stay 4 bytes each)
     assert meta["disk_bytes"] > unsafe["disk_bytes"]
@@ -302,8 +328,12 @@ def test_static_int8_keeps_t5_feed_forward_outputs_float_by_default(artifacts, d
 def test_static_keep_float_flag_is_checked(capsys):
     from llmdiet import cli
 
-    assert cli.main(["quantize", "--preset", "demo", "--method", "onnx-static-int8", "--out", "x",
-                     "--static_keep_float", "wi"]) == 2
+    assert (
+        cli.main(
+            ["quantize", "--preset", "demo", "--method", "onnx-static-int8", "--out", "x", "--static_keep_float", "wi"]
+        )
+        == 2
+    )
     assert "--static_keep_float: unknown ['wi']" in capsys.readouterr().err
 
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM
 
-from llmdiet.engines import ARTIFACT_FILE, load_backend
 from llmdiet.demo import build_demo_tokenizer
+from llmdiet.engines import ARTIFACT_FILE, load_backend
 from llmdiet.modeling import directory_bytes
 from llmdiet.quantize import QuantizeJob, quantize
 from llmdiet.quantize.torch_dynamic import quantize_dynamic_int8
@@ -45,7 +45,9 @@ def test_flan_t5_small_dynamic_int8_is_at_most_045_of_fp32(tmp_path):
     reference = quantize_dynamic_int8(AutoModelForSeq2SeqLM.from_pretrained(fp32_dir))
     backend = load_backend("auto", str(out))
     ids = torch.tensor([[13, 71, 5, 1], [200, 30, 1, 0]])
-    inputs = dict(input_ids=ids, attention_mask=(ids != 0).long(), decoder_input_ids=torch.tensor([[0, 5, 9], [0, 7, 7]]))
+    inputs = dict(
+        input_ids=ids, attention_mask=(ids != 0).long(), decoder_input_ids=torch.tensor([[0, 5, 9], [0, 7, 7]])
+    )
     with torch.inference_mode():
         assert torch.equal(reference(**inputs).logits, backend.model(**inputs).logits)
     assert backend.size_info()["memory_bytes"] < 0.45 * 4 * FLAN_T5_PARAMS["flan-t5-small"]
@@ -56,4 +58,6 @@ def test_flan_t5_large_dynamic_int8_is_at_most_030_of_fp32(tmp_path):
     _, meta = _quantize_shape("flan-t5-large", tmp_path)
     assert meta["parameters"] == FLAN_T5_PARAMS["flan-t5-large"]
     assert meta["fp32_disk_bytes"] > 3.0e9
-    assert meta["disk_bytes"] <= 0.30 * meta["fp32_disk_bytes"], meta["size_ratio"]  # measured: 0.28 (3.13 GB -> 0.88 GB)
+    assert meta["disk_bytes"] <= 0.30 * meta["fp32_disk_bytes"], meta[
+        "size_ratio"
+    ]  # measured: 0.28 (3.13 GB -> 0.88 GB)

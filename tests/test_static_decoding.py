@@ -52,22 +52,28 @@ def test_dynamic_int8_backend_static_equals_generate(demo_assets, tmp_path):
     plain = load_backend("auto", str(out), decoding="generate")
     assert static.static_decoder is not None and plain.static_decoder is None
     assert "static KV cache" in static.describe()["decoding"] and "generate" in plain.describe()["decoding"]
-    assert [t.hypothesis for t in static.translate(SOURCES, settings)] == [t.hypothesis for t in plain.translate(SOURCES, settings)]
-    assert [t.generated_tokens for t in static.translate(SOURCES, settings)] == \
-        [t.generated_tokens for t in plain.translate(SOURCES, settings)]
+    assert [t.hypothesis for t in static.translate(SOURCES, settings)] == [
+        t.hypothesis for t in plain.translate(SOURCES, settings)
+    ]
+    assert [t.generated_tokens for t in static.translate(SOURCES, settings)] == [
+        t.generated_tokens for t in plain.translate(SOURCES, settings)
+    ]
 
 
 def test_torch_backend_reports_first_token_and_uses_generate_for_beams(demo_assets):
     backend = load_backend("torch-fp32", str(demo_assets.teacher))
     calls = []
-    greedy = backend.translate(SOURCES[:1], GenerationSettings(max_new_tokens=10), on_first_token=lambda: calls.append(1))
+    greedy = backend.translate(
+        SOURCES[:1], GenerationSettings(max_new_tokens=10), on_first_token=lambda: calls.append(1)
+    )
     assert calls == [1] and greedy[0].generated_tokens >= 1
     beams = GenerationSettings(max_new_tokens=10, num_beams=3)
     reference = load_backend("torch-fp32", str(demo_assets.teacher), decoding="generate").translate(SOURCES, beams)
     assert [t.hypothesis for t in backend.translate(SOURCES, beams)] == [t.hypothesis for t in reference]
     generate_calls = []
     load_backend("torch-fp32", str(demo_assets.teacher), decoding="generate").translate(
-        SOURCES[:1], GenerationSettings(max_new_tokens=10), on_first_token=lambda: generate_calls.append(1))
+        SOURCES[:1], GenerationSettings(max_new_tokens=10), on_first_token=lambda: generate_calls.append(1)
+    )
     assert generate_calls == [1]
 
 
@@ -94,5 +100,7 @@ def test_random_init_flan_t5_small_shape_same_ids():
     mask = torch.ones_like(ids)
     mask[2, 12:] = 0
     for m in (model, quantize_dynamic_int8(copy.deepcopy(model))):
-        reference = m.generate(input_ids=ids, attention_mask=mask, max_new_tokens=16, min_new_tokens=16, do_sample=False)
+        reference = m.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=16, min_new_tokens=16, do_sample=False
+        )
         assert torch.equal(StaticCacheT5Decoder(m).generate(ids, mask, 16, 16), reference)

@@ -29,16 +29,28 @@ def _cli(*args, env_seed="12345"):
     import os
 
     env = {**os.environ, "SACREBLEU_SEED": env_seed}
-    return subprocess.run([sys.executable, "-m", "sacrebleu", *map(str, args)], capture_output=True, text=True,
-                          env=env, check=True).stdout
+    return subprocess.run(
+        [sys.executable, "-m", "sacrebleu", *map(str, args)], capture_output=True, text=True, env=env, check=True
+    ).stdout
 
 
 def test_confidence_interval_equals_sacrebleu_cli(systems):
     root, refs, good, _ = systems
     for metric in ("bleu", "chrf"):
         ours = confidence_interval(good, refs, metric, n_bootstrap=200, seed=7)
-        out = _cli(root / "ref.txt", "-i", root / "good.txt", "-m", metric, "--confidence", "--confidence-n", "200",
-                   "-f", "text", env_seed="7")
+        out = _cli(
+            root / "ref.txt",
+            "-i",
+            root / "good.txt",
+            "-m",
+            metric,
+            "--confidence",
+            "--confidence-n",
+            "200",
+            "-f",
+            "text",
+            env_seed="7",
+        )
         # e.g. "BLEU|nrefs:1|bs:200|seed:7|... = 80.43 (μ = 80.36 ± 2.85) ..."
         score, mean, ci = re.search(r"= ([0-9.]+) \(μ = ([0-9.]+) ± ([0-9.]+)\)", out).groups()
         assert ours["score"] == pytest.approx(float(score), abs=0.051)  # chrF is printed to 0.1
@@ -51,8 +63,21 @@ def test_confidence_interval_equals_sacrebleu_cli(systems):
 def test_paired_test_equals_sacrebleu_cli(systems):
     root, refs, good, bad = systems
     ours = paired_significance(("good", good), [("bad", bad)], refs, test="bs", n_samples=300, seed=3)
-    out = _cli(root / "ref.txt", "-i", root / "good.txt", root / "bad.txt", "-m", "bleu", "chrf", "--paired-bs",
-               "--paired-bs-n", "300", "-f", "text", env_seed="3")
+    out = _cli(
+        root / "ref.txt",
+        "-i",
+        root / "good.txt",
+        root / "bad.txt",
+        "-m",
+        "bleu",
+        "chrf",
+        "--paired-bs",
+        "--paired-bs-n",
+        "300",
+        "-f",
+        "text",
+        env_seed="3",
+    )
     # the CLI's table: the second system's row carries its p-value per metric, e.g. "(p = 0.0033)*"
     p_values = [float(x) for x in re.findall(r"p = ([0-9.]+)", out)]
     assert len(p_values) == 2

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_distill import parse, small_run_argv
 
 from llmdiet.distill.student_init import copy_layers_student, layers_to_copy
-
-from test_distill import parse, small_run_argv
 
 
 def test_evenly_spaced_layers_keep_first_and_last():
@@ -28,10 +27,19 @@ def test_copy_layers_copies_the_right_tensors(demo_assets, tmp_path):
     assert mapping == {"encoder": [0, 3], "decoder": [0, 2]}
     assert student.config.num_layers == 2 and student.config.d_model == teacher.config.d_model
     t, s = teacher.state_dict(), student.state_dict()
-    assert torch.equal(s["encoder.block.1.layer.1.DenseReluDense.wo.weight"], t["encoder.block.3.layer.1.DenseReluDense.wo.weight"])
-    assert torch.equal(s["decoder.block.1.layer.1.EncDecAttention.q.weight"], t["decoder.block.2.layer.1.EncDecAttention.q.weight"])
-    for name in ("shared.weight", "lm_head.weight", "encoder.final_layer_norm.weight", "decoder.final_layer_norm.weight",
-                 "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"):
+    assert torch.equal(
+        s["encoder.block.1.layer.1.DenseReluDense.wo.weight"], t["encoder.block.3.layer.1.DenseReluDense.wo.weight"]
+    )
+    assert torch.equal(
+        s["decoder.block.1.layer.1.EncDecAttention.q.weight"], t["decoder.block.2.layer.1.EncDecAttention.q.weight"]
+    )
+    for name in (
+        "shared.weight",
+        "lm_head.weight",
+        "encoder.final_layer_norm.weight",
+        "decoder.final_layer_norm.weight",
+        "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+    ):
         assert torch.equal(s[name], t[name]), name
     biased = [k for k in s if "relative_attention_bias" in k]
     assert all(".block.0." in k for k in biased) and len(biased) == 2  # block 0 of each stack only
@@ -42,9 +50,24 @@ def test_copy_layers_copies_the_right_tensors(demo_assets, tmp_path):
 def test_copy_layers_student_distils_with_any_method(demo_assets, tmp_path):
     from llmdiet.distill.job import run
 
-    summary = run(*parse(small_run_argv(demo_assets, tmp_path / "s", "--student_init", "copy_layers",
-                                        "--student_encoder_layers", "1", "--student_decoder_layers", "1",
-                                        "--method", "dkd", "--max_steps", "4")))
+    summary = run(
+        *parse(
+            small_run_argv(
+                demo_assets,
+                tmp_path / "s",
+                "--student_init",
+                "copy_layers",
+                "--student_encoder_layers",
+                "1",
+                "--student_decoder_layers",
+                "1",
+                "--method",
+                "dkd",
+                "--max_steps",
+                "4",
+            )
+        )
+    )
     assert summary["copied_layers"] == {"encoder": [0], "decoder": [0]}
     from transformers import AutoModelForSeq2SeqLM
 
@@ -77,17 +100,47 @@ def test_hidden_weight_compares_each_block_with_the_block_it_was_copied_from(dem
 
     # every teacher block copied and nothing trained (lr 0): the student IS the teacher, so a correct block mapping
     # gives a hidden loss of exactly 0 (a shifted or swapped mapping would not)
-    same = run(*parse(small_run_argv(demo_assets, tmp_path / "same", "--student_init", "copy_layers",
-                                     "--student_encoder_layers", "2", "--student_decoder_layers", "2",
-                                     "--hidden_weight", "1.0", "--max_steps", "4", "--learning_rate", "0")))
+    same = run(
+        *parse(
+            small_run_argv(
+                demo_assets,
+                tmp_path / "same",
+                "--student_init",
+                "copy_layers",
+                "--student_encoder_layers",
+                "2",
+                "--student_decoder_layers",
+                "2",
+                "--hidden_weight",
+                "1.0",
+                "--max_steps",
+                "4",
+                "--learning_rate",
+                "0",
+            )
+        )
+    )
     assert [e["hidden"] for e in same["log_history"] if "hidden" in e] == [0.0, 0.0]
     # a shrunk student (decoder 2 -> 1 block): starts equal to its teacher blocks (hidden 0), drifts while it learns;
     # weighting the hidden term keeps it closer to them than a negligible weight does (the term is optimised)
     finals = {}
     for weight in ("1e-9", "5.0"):
-        argv = small_run_argv(demo_assets, tmp_path / weight, "--student_init", "copy_layers", "--student_encoder_layers",
-                              "2", "--student_decoder_layers", "1", "--hidden_weight", weight, "--max_steps", "12",
-                              "--learning_rate", "1e-3")
+        argv = small_run_argv(
+            demo_assets,
+            tmp_path / weight,
+            "--student_init",
+            "copy_layers",
+            "--student_encoder_layers",
+            "2",
+            "--student_decoder_layers",
+            "1",
+            "--hidden_weight",
+            weight,
+            "--max_steps",
+            "12",
+            "--learning_rate",
+            "1e-3",
+        )
         summary = run(*parse(argv))
         hidden = [e["hidden"] for e in summary["log_history"] if "hidden" in e]
         assert summary["copied_layers"] == {"encoder": [0, 1], "decoder": [0]} and len(hidden) == 6

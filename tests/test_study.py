@@ -24,18 +24,42 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def tiny_config(demo_assets, study_dir: Path, **changes) -> dict:
     config = {
-        "study_dir": str(study_dir), "teacher": str(demo_assets.teacher), "student": str(demo_assets.student),
-        "seed": 0, "alphas": [0, 0.5],
-        "distill": {"preset": "demo", "max_steps": 8, "eval_strategy": "no", "save_strategy": "steps",
-                    "save_steps": 4, "load_best_model_at_end": False, "predict_with_generate": False,
-                    "logging_steps": 2, "disable_tqdm": True, "teacher_cache": "teacher-topk"},
+        "study_dir": str(study_dir),
+        "teacher": str(demo_assets.teacher),
+        "student": str(demo_assets.student),
+        "seed": 0,
+        "alphas": [0, 0.5],
+        "distill": {
+            "preset": "demo",
+            "max_steps": 8,
+            "eval_strategy": "no",
+            "save_strategy": "steps",
+            "save_steps": 4,
+            "load_best_model_at_end": False,
+            "predict_with_generate": False,
+            "logging_steps": 2,
+            "disable_tqdm": True,
+            "teacher_cache": "teacher-topk",
+        },
         "quantize": {"methods": ["dynamic-int8"], "students": ["alpha-0.5"], "calibration_count": 8},
-        "bit_sweep": {"bits": [4], "methods": ["rtn", "gpfq"], "models": ["teacher", "alpha-0.5"], "limit": 16,
-                      "calibration_rows": 8},
+        "bit_sweep": {
+            "bits": [4],
+            "methods": ["rtn", "gpfq"],
+            "models": ["teacher", "alpha-0.5"],
+            "limit": 16,
+            "calibration_rows": 8,
+        },
         # out of domain given as a file path (before: every job ran, then the report crashed with a KeyError)
-        "eval": {"in_domain": ["demo-en-fr"], "out_of_domain": [str(ROOT / "eval_sets" / "demo-ko-en.yaml")],
-                 "limit": 24, "batch_size": 8,
-                 "max_new_tokens": 24, "latency_sentences": 4, "speed_sentences": 8, "dev": "demo-en-fr-dev"},
+        "eval": {
+            "in_domain": ["demo-en-fr"],
+            "out_of_domain": [str(ROOT / "llmdiet" / "evaluation" / "sets" / "demo-ko-en.yaml")],
+            "limit": 24,
+            "batch_size": 8,
+            "max_new_tokens": 24,
+            "latency_sentences": 4,
+            "speed_sentences": 8,
+            "dev": "demo-en-fr-dev",
+        },
         "statistics": {"n_bootstrap": 200},
         "verdict": {"n_resamples": 2000},
     }
@@ -76,16 +100,38 @@ def test_every_job_figure_and_table_exists(study):
     config, run = study
     plan = build_plan(load_study_config(config))
     assert all(status(plan, name) == "done" for name in plan.jobs)
-    assert set(plan.jobs) >= {"train/alpha-0", "train/alpha-0.5", "quantize/teacher+dynamic-int8",
-                              "quantize/alpha-0.5+dynamic-int8", "eval/teacher", "eval/student-vanilla",
-                              "eval/alpha-0.5+dynamic-int8", "bits/teacher", "bits/alpha-0.5"}
+    assert set(plan.jobs) >= {
+        "train/alpha-0",
+        "train/alpha-0.5",
+        "quantize/teacher+dynamic-int8",
+        "quantize/alpha-0.5+dynamic-int8",
+        "eval/teacher",
+        "eval/student-vanilla",
+        "eval/alpha-0.5+dynamic-int8",
+        "bits/teacher",
+        "bits/alpha-0.5",
+    }
     assert (run / "shared" / "teacher-topk-k32-T2" / "meta.json").exists()  # one teacher cache, shared
     figures = {p.name for p in (run / "figures").glob("*.png")}
-    assert figures == {"bleu_by_alpha.png", "rougeL_by_alpha.png", "loss_curves.png", "bleu_vs_size.png",
-                       "bleu_vs_latency.png", "bleu_vs_throughput.png", "bleu_vs_bits.png"}
+    assert figures == {
+        "bleu_by_alpha.png",
+        "rougeL_by_alpha.png",
+        "loss_curves.png",
+        "bleu_vs_size.png",
+        "bleu_vs_latency.png",
+        "bleu_vs_throughput.png",
+        "bleu_vs_bits.png",
+    }
     text = (run / "STUDY.md").read_text()
-    for heading in ("## Distill, quantize or both?", "## Verdict", "## All results", "## Bit width", "## Provenance",
-                    "## Reproduce", "**Answer for this study"):
+    for heading in (
+        "## Distill, quantize or both?",
+        "## Verdict",
+        "## All results",
+        "## Bit width",
+        "## Provenance",
+        "## Reproduce",
+        "**Answer for this study",
+    ):
         assert heading in text
     # local model paths, but the demo eval sets: the page carries the demo banner
     assert "> DEMO: tiny locally-built models" in text.split("##")[0] and "written for llmdiet" in text
@@ -95,9 +141,13 @@ def test_every_job_figure_and_table_exists(study):
     timings = [json.loads(x) for x in (run / "speed" / "timings.jsonl").read_text().splitlines()]
     assert sorted((t["round"], t["model"]) for t in timings) == sorted((r, m) for r in range(3) for m in data["models"])
     for m in data["models"].values():
-        assert m["latency"]["repeats"] == 3 and m["latency"]["min"] <= m["latency"]["ms_per_sentence"] <= m["latency"]["max"]
-        assert m["size_counted"] and not any(f.endswith((".png", "training_log.json", "training_args.bin"))
-                                             for f in m["size_counted"])
+        assert (
+            m["latency"]["repeats"] == 3
+            and m["latency"]["min"] <= m["latency"]["ms_per_sentence"] <= m["latency"]["max"]
+        )
+        assert m["size_counted"] and not any(
+            f.endswith((".png", "training_log.json", "training_args.bin")) for f in m["size_counted"]
+        )
         assert m["batch_invariance"]["rows"] == 4 and "dev" not in data["decisions"]["teacher"]["rule"]["sets"]
     assert "## Batch composition" in text and "demo-en-fr-dev" in text
 
@@ -154,7 +204,7 @@ def test_statistics_in_the_study_equal_sacrebleu_on_the_samples(study):
     assert 0 <= ci["low"] <= ci["high"] <= 100
 
 
-def _sacrebleu_resampled(hyps: list[str], refs: list[str], metric: str, idx) -> "np.ndarray":
+def _sacrebleu_resampled(hyps: list[str], refs: list[str], metric: str, idx):
     import numpy as np
     from sacrebleu.metrics import BLEU, CHRF
 
@@ -227,22 +277,41 @@ def test_jobs_one_by_one_in_separate_processes_give_the_same_study(study, demo_a
     run_two = tmp_path / "run"
     config = write_config(tmp_path / "study.yaml", tiny_config(demo_assets, run_two))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    listing = subprocess.run([sys.executable, "-m", "llmdiet.cli", "study", "--config", str(config), "--list"],
-                             capture_output=True, text=True, env=env, check=True).stdout
+    listing = subprocess.run(
+        [sys.executable, "-m", "llmdiet.cli", "study", "--config", str(config), "--list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
     jobs = [line.split()[0] for line in listing.splitlines()[1:]]
     assert "quantize/alpha-0.5+dynamic-int8" in listing and "alpha-0+dynamic-int8" not in listing
     assert all(line.split()[1] == "pending" for line in listing.splitlines()[1:])
     for kind in ("train/", "quantize/", "eval/", "bits/"):
-        subprocess.run([sys.executable, "-m", "llmdiet.cli", "study", "--config", str(config), "--job",
-                        *[j for j in jobs if j.startswith(kind)]], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "llmdiet.cli",
+                "study",
+                "--config",
+                str(config),
+                "--job",
+                *[j for j in jobs if j.startswith(kind)],
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
     assert cli.main(["study", "--config", str(config), "--report"]) == 0
     one, two = (json.loads((r / "study_results.json").read_text()) for r in (run_one, run_two))
     assert one["fingerprints"] == two["fingerprints"]
     for label in one["models"]:
         for set_name, entry in one["models"][label]["sets"].items():
             other = two["models"][label]["sets"][set_name]
-            assert {k: entry[k] for k in ("bleu", "chrf", "rougeL", "bleu_ci", "chrf_ci")} == \
-                   {k: other[k] for k in ("bleu", "chrf", "rougeL", "bleu_ci", "chrf_ci")}
+            assert {k: entry[k] for k in ("bleu", "chrf", "rougeL", "bleu_ci", "chrf_ci")} == {
+                k: other[k] for k in ("bleu", "chrf", "rougeL", "bleu_ci", "chrf_ci")
+            }
     assert one["decisions"] == two["decisions"] and one["bits"] == two["bits"]
     # the quality sections of STUDY.md are identical; only measured speed may differ
     text_one, text_two = ((r / "STUDY.md").read_text() for r in (run_one, run_two))
@@ -260,8 +329,7 @@ def test_a_job_needs_its_dependencies_and_unknown_jobs_are_refused(demo_assets, 
 
 def test_changed_settings_redo_only_the_affected_jobs_and_keep_the_old_output(study, demo_assets, tmp_path):
     config, run = study
-    changed = write_config(tmp_path / "changed.yaml",
-                           tiny_config(demo_assets, run, eval={"max_new_tokens": 20}))
+    changed = write_config(tmp_path / "changed.yaml", tiny_config(demo_assets, run, eval={"max_new_tokens": 20}))
     plan = build_plan(load_study_config(changed))
     states = {name: status(plan, name) for name in plan.jobs}
     # the evaluations, the bit sweeps and the speed rounds decode with max_new_tokens; training and quantization do not
@@ -270,34 +338,42 @@ def test_changed_settings_redo_only_the_affected_jobs_and_keep_the_old_output(st
     assert all(states[n] == "done" for n in plan.jobs if n not in redo)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"alphas": [0, 1.5]}, "alphas: expected a list of numbers in [0, 1]"),
-    ({"eval": {"batch_size": 0}}, "eval: batch_size must be >= 1, got 0"),
-    ({"eval": {"bach_size": 4}}, "eval: unknown key(s) ['bach_size']"),
-    ({"quantize": {"methods": ["int3-magic"]}}, "quantize: methods: unknown ['int3-magic']"),
-    ({"bit_sweep": {"models": ["alpha-0.9"]}}, "bit_sweep.models: unknown ['alpha-0.9']"),
-    ({"statistics": {"paired_test": "t"}}, "statistics: paired_test: expected bs or ar"),
-    ({"statistics": {"seed": 0}}, "statistics: seed: 0 is not a usable seed (sacreBLEU treats 0 as unseeded)"),
-    ({"verdict": {"margin": {"bleu": -1}}}, "verdict: margin.bleu: expected a number >= 0"),
-    ({"verdict": {"minimise": "price"}}, "verdict: minimise: expected one of size, latency, throughput, memory"),
-    ({"eval": {"speed_repeats": 1}}, "eval: speed_repeats must be >= 3, got 1"),
-    ({"distill": {"eval_start": 1000}}, "selection would use test rows: the dev rows [1000, 1200) are test rows of "
-                                        "demo-en-fr (rows 1000-1199)"),
-    ({"eval": {"dev": "demo-en-fr"}}, "eval.dev demo-en-fr is also a test set"),
-    ({"alphas": [0.1, 0.1000001]}, "give the same student name twice (alpha-0.1)"),
-    ({"alphas": [True]}, "alphas: expected a list of numbers in [0, 1] (not true/false)"),
-    ({"methods": {"teacher": {"alpha": 0.5}}}, "methods: name 'teacher' is reserved"),
-    ({"methods": {"student-vanilla": {"alpha": 0.5}}}, "methods: name 'student-vanilla' is reserved"),
-    ({"methods": {"pair": {"method": "dml"}, "pair-b": {"alpha": 0.5}}}, "collides with the second student of dml"),
-    ({"eval": {"batch_size": "abc"}}, "eval.batch_size: expected an integer, got 'abc'"),
-    ({"statistics": {"n_bootstrap": True}}, "statistics.n_bootstrap: expected an integer, got True"),
-    ({"teacher": "/nonexistent/teacher"}, "teacher: /nonexistent/teacher does not exist"),
-    ({"student": "/"}, "student: / has no config.json"),
-    ({"quantize": {"calibration_file": "/nonexistent.tsv"}}, "calibration_file: /nonexistent.tsv does not exist"),
-    ({"eval": {"device": "tpu"}}, "eval: device: expected cpu, cuda or cuda:N, got 'tpu'"),
-    ({"distill": {"temp": 4}}, "not used by the HfArgumentParser: ['--temp', '4']"),  # no abbreviation of --temperature
-    ({"colour": "blue"}, "unknown key(s) ['colour']"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"alphas": [0, 1.5]}, "alphas: expected a list of numbers in [0, 1]"),
+        ({"eval": {"batch_size": 0}}, "eval: batch_size must be >= 1, got 0"),
+        ({"eval": {"bach_size": 4}}, "eval: unknown key(s) ['bach_size']"),
+        ({"quantize": {"methods": ["int3-magic"]}}, "quantize: methods: unknown ['int3-magic']"),
+        ({"bit_sweep": {"models": ["alpha-0.9"]}}, "bit_sweep.models: unknown ['alpha-0.9']"),
+        ({"statistics": {"paired_test": "t"}}, "statistics: paired_test: expected bs or ar"),
+        ({"statistics": {"seed": 0}}, "statistics: seed: 0 is not a usable seed (sacreBLEU treats 0 as unseeded)"),
+        ({"verdict": {"margin": {"bleu": -1}}}, "verdict: margin.bleu: expected a number >= 0"),
+        ({"verdict": {"minimise": "price"}}, "verdict: minimise: expected one of size, latency, throughput, memory"),
+        ({"eval": {"speed_repeats": 1}}, "eval: speed_repeats must be >= 3, got 1"),
+        (
+            {"distill": {"eval_start": 1000}},
+            "selection would use test rows: the dev rows [1000, 1200) are test rows of demo-en-fr (rows 1000-1199)",
+        ),
+        ({"eval": {"dev": "demo-en-fr"}}, "eval.dev demo-en-fr is also a test set"),
+        ({"alphas": [0.1, 0.1000001]}, "give the same student name twice (alpha-0.1)"),
+        ({"alphas": [True]}, "alphas: expected a list of numbers in [0, 1] (not true/false)"),
+        ({"methods": {"teacher": {"alpha": 0.5}}}, "methods: name 'teacher' is reserved"),
+        ({"methods": {"student-vanilla": {"alpha": 0.5}}}, "methods: name 'student-vanilla' is reserved"),
+        ({"methods": {"pair": {"method": "dml"}, "pair-b": {"alpha": 0.5}}}, "collides with the second student of dml"),
+        ({"eval": {"batch_size": "abc"}}, "eval.batch_size: expected an integer, got 'abc'"),
+        ({"statistics": {"n_bootstrap": True}}, "statistics.n_bootstrap: expected an integer, got True"),
+        ({"teacher": "/nonexistent/teacher"}, "teacher: /nonexistent/teacher does not exist"),
+        ({"student": "/"}, "student: / has no config.json"),
+        ({"quantize": {"calibration_file": "/nonexistent.tsv"}}, "calibration_file: /nonexistent.tsv does not exist"),
+        ({"eval": {"device": "tpu"}}, "eval: device: expected cpu, cuda or cuda:N, got 'tpu'"),
+        (
+            {"distill": {"temp": 4}},
+            "not used by the HfArgumentParser: ['--temp', '4']",
+        ),  # no abbreviation of --temperature
+        ({"colour": "blue"}, "unknown key(s) ['colour']"),
+    ],
+)
 def test_bad_config_is_one_line_naming_file_and_key(demo_assets, tmp_path, capsys, change, message):
     config = tiny_config(demo_assets, tmp_path / "run")
     for key, value in change.items():
@@ -341,32 +417,71 @@ def test_the_answer_never_reads_inconclusive_as_as_good():
     from llmdiet.study.markdown import answer
 
     def model(label, role, bleu, size, base=None, method=None, dev=None):
-        return {"label": label, "role": role, "base": base or label, "method": method, "alpha": 0.5,
-                "distill_method": "kd", "size_mb": size, "size_x": 10.0 / size,
-                "sets": {"in": {"bleu": bleu, "chrf": bleu}, "dev": {"bleu": dev if dev is not None else bleu}}}
+        return {
+            "label": label,
+            "role": role,
+            "base": base or label,
+            "method": method,
+            "alpha": 0.5,
+            "distill_method": "kd",
+            "size_mb": size,
+            "size_x": 10.0 / size,
+            "sets": {"in": {"bleu": bleu, "chrf": bleu}, "dev": {"bleu": dev if dev is not None else bleu}},
+        }
 
     def decision(label, delta, low, high):
         t = {"delta": delta, "low": low, "high": high, "margin": 1.0}
         return {"label": label, "tests": {"in/bleu": t, "in/chrf": t}, "sentences_needed": 5000}
 
-    rule = {"sets": ["in"], "margins": {"bleu": 1.0, "chrf": 0.5}, "confidence": 0.95, "alpha": 0.05, "candidates": 4,
-            "interval_level": 0.975, "n_resamples": 10000, "seed": 12345}
-    data = {"study": {"in_domain": ["in"], "out_of_domain": [], "dev": "dev",
-                      "verdict": {"minimise": "size", "tie": 0.02, "require_out_of_domain": False}},
-            "models": {"teacher": model("teacher", "teacher", 40.0, 10.0),
-                       "student-vanilla": model("student-vanilla", "vanilla", 30.0, 1.0),
-                       "alpha-1+int8": model("alpha-1+int8", "quantized", 33.6, 1.000006, "alpha-1", "int8"),
-                       "teacher+int8": model("teacher+int8", "quantized", 39.9, 2.5, "teacher", "int8", dev=41.0),
-                       "teacher+int8b": model("teacher+int8b", "quantized", 39.8, 2.49, "teacher", "int8b", dev=40.0)},
-            "decisions": {"teacher": {"rule": rule, "models": {
-                "alpha-1+int8": decision("inconclusive", -6.43, -13.96, 1.20),
-                "student-vanilla": decision("inferior", -10.0, -12.0, -8.0),
-                "teacher+int8": decision("non-inferior", -0.1, -0.6, 0.4),
-                "teacher+int8b": decision("non-inferior", -0.2, -0.7, 0.3)}},
-                "out_of_domain": {}, "vanilla": {}}}
+    rule = {
+        "sets": ["in"],
+        "margins": {"bleu": 1.0, "chrf": 0.5},
+        "confidence": 0.95,
+        "alpha": 0.05,
+        "candidates": 4,
+        "interval_level": 0.975,
+        "n_resamples": 10000,
+        "seed": 12345,
+    }
+    data = {
+        "study": {
+            "in_domain": ["in"],
+            "out_of_domain": [],
+            "dev": "dev",
+            "verdict": {"minimise": "size", "tie": 0.02, "require_out_of_domain": False},
+        },
+        "models": {
+            "teacher": model("teacher", "teacher", 40.0, 10.0),
+            "student-vanilla": model("student-vanilla", "vanilla", 30.0, 1.0),
+            "alpha-1+int8": model("alpha-1+int8", "quantized", 33.6, 1.000006, "alpha-1", "int8"),
+            "teacher+int8": model("teacher+int8", "quantized", 39.9, 2.5, "teacher", "int8", dev=41.0),
+            "teacher+int8b": model("teacher+int8b", "quantized", 39.8, 2.49, "teacher", "int8b", dev=40.0),
+        },
+        "decisions": {
+            "teacher": {
+                "rule": rule,
+                "models": {
+                    "alpha-1+int8": decision("inconclusive", -6.43, -13.96, 1.20),
+                    "student-vanilla": decision("inferior", -10.0, -12.0, -8.0),
+                    "teacher+int8": decision("non-inferior", -0.1, -0.6, 0.4),
+                    "teacher+int8b": decision("non-inferior", -0.2, -0.7, 0.3),
+                },
+            },
+            "out_of_domain": {},
+            "vanilla": {},
+        },
+    }
     data["study"]["out_of_domain"] = ["ood"]
-    data["decisions"]["out_of_domain"] = {"ood": {"models": {"teacher+int8": {
-        "label": "inferior", "tests": {"ood/bleu": {"delta": -7.5, "low": -9.0, "high": -6.0, "margin": 1.0}}}}}}
+    data["decisions"]["out_of_domain"] = {
+        "ood": {
+            "models": {
+                "teacher+int8": {
+                    "label": "inferior",
+                    "tests": {"ood/bleu": {"delta": -7.5, "low": -9.0, "high": -6.0, "margin": 1.0}},
+                }
+            }
+        }
+    }
     text = " ".join(answer(data))
     assert "ood ΔBLEU -7.50 [-9.00, -6.00] **beyond the margin**" in text  # out of domain is stated, flagged
     assert "**Answer for this study: quantize: `teacher+int8`**" in text  # 2.49 vs 2.5 MB is a tie: dev BLEU wins
@@ -394,24 +509,34 @@ def test_training_job_resumes_after_a_kill(demo_assets, tmp_path):
     one = write_config(tmp_path / "one.yaml", tiny_config(demo_assets, tmp_path / "one", alphas=[0.5]))
     two = write_config(tmp_path / "two.yaml", tiny_config(demo_assets, tmp_path / "two", alphas=[0.5]))
     job = ["--job", "train/alpha-0.5"]
-    subprocess.run([sys.executable, "-m", "llmdiet.cli", "study", "--config", str(one), *job], env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "llmdiet.cli", "study", "--config", str(one), *job],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     # the interrupted run: stopped right after its first checkpoint (step 4 of 8) by a kill from a Trainer callback
-    code = ("import os, signal, sys, transformers\n"
-            "orig = transformers.Trainer._save_checkpoint\n"
-            "def save_then_die(self, *a, **k):\n"
-            "    orig(self, *a, **k)\n"
-            "    os.kill(os.getpid(), signal.SIGKILL)\n"
-            "transformers.Trainer._save_checkpoint = save_then_die\n"
-            "from llmdiet.cli import main\n"
-            f"sys.exit(main(['study', '--config', {str(two)!r}, '--job', 'train/alpha-0.5']))\n")
+    code = (
+        "import os, signal, sys, transformers\n"
+        "orig = transformers.Trainer._save_checkpoint\n"
+        "def save_then_die(self, *a, **k):\n"
+        "    orig(self, *a, **k)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "transformers.Trainer._save_checkpoint = save_then_die\n"
+        "from llmdiet.cli import main\n"
+        f"sys.exit(main(['study', '--config', {str(two)!r}, '--job', 'train/alpha-0.5']))\n"
+    )
     killed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)
     assert killed.returncode == -9
     plan = build_plan(load_study_config(two))
     assert status(plan, "train/alpha-0.5") == "interrupted"
     assert (tmp_path / "two" / "students" / "alpha-0.5" / "checkpoint-4").is_dir()
-    subprocess.run([sys.executable, "-m", "llmdiet.cli", "study", "--config", str(two), *job], env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "llmdiet.cli", "study", "--config", str(two), *job],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     assert status(plan, "train/alpha-0.5") == "done"
     from safetensors.torch import load_file
 
@@ -423,15 +548,20 @@ def test_training_job_resumes_after_a_kill(demo_assets, tmp_path):
 
 
 def test_the_shared_teacher_cache_serves_fixed_target_students_only():
-    from llmdiet.study.jobs import distill_argv
+    from llmdiet.study.jobs import distill_options
 
     cfg = load_study_config(ROOT / "recipes" / "configs" / "demo.yaml")
     assert cfg.distill["teacher_cache"] == "teacher-topk"
-    for overrides, uses_cache in (({"alpha": 0.5}, True), ({"method": "dkd"}, True), ({"divergence": "jsd"}, True),
-                                  ({"method": "gkd"}, False), ({"method": "dml"}, False),
-                                  ({"student_init": "copy_layers", "hidden_weight": 1.0}, False)):
-        argv = distill_argv(cfg, overrides, "out")
-        assert ("--teacher_cache" in argv) == uses_cache, overrides
+    for overrides, uses_cache in (
+        ({"alpha": 0.5}, True),
+        ({"method": "dkd"}, True),
+        ({"divergence": "jsd"}, True),
+        ({"method": "gkd"}, False),
+        ({"method": "dml"}, False),
+        ({"student_init": "copy_layers", "hidden_weight": 1.0}, False),
+    ):
+        _, options = distill_options(cfg, overrides, "out")
+        assert ("teacher_cache" in options) == uses_cache, overrides
 
 
 def test_damaged_outputs_are_redone_and_running_jobs_are_told_apart(study, tmp_path, capsys):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from llmdiet.config import ConfigError
@@ -17,10 +15,23 @@ def test_size_counts_the_model_not_its_by_products(tmp_path):
     model (before: 627 KB counted for a 542 KB model; an inner artifact added 45%)."""
     model = tmp_path / "student"
     model.mkdir()
-    files = {"model.safetensors": 5000, "config.json": 300, "generation_config.json": 100, "tokenizer.json": 800,
-             "tokenizer_config.json": 200, "special_tokens_map.json": 50, "spiece.model": 400}
-    junk = {"training_log.json": 4000, "loss_curve.png": 9000, "training_args.bin": 700, "README.md": 600,
-            "trainer_state.json": 100, "notes.txt.tmp": 10}
+    files = {
+        "model.safetensors": 5000,
+        "config.json": 300,
+        "generation_config.json": 100,
+        "tokenizer.json": 800,
+        "tokenizer_config.json": 200,
+        "special_tokens_map.json": 50,
+        "spiece.model": 400,
+    }
+    junk = {
+        "training_log.json": 4000,
+        "loss_curve.png": 9000,
+        "training_args.bin": 700,
+        "README.md": 600,
+        "trainer_state.json": 100,
+        "notes.txt.tmp": 10,
+    }
     for name, size in {**files, **junk}.items():
         (model / name).write_bytes(b"x" * size)
     for sub in ("checkpoint-20", "int8"):  # a Trainer checkpoint and a nested artifact
@@ -54,8 +65,10 @@ def test_speed_is_a_gain_only_when_the_spreads_do_not_overlap():
     assert speed_ratio({"median": 50.0, "min": 45.0, "max": 60.0}, teacher, False) == {"x": 2.0, "verdict": "faster"}
     # rounds alternate the order; the summary is the median and the min-max of the rounds
     assert round_order(["a", "b", "c"], 1) == ["c", "b", "a"]
-    timings = [{"round": r, "model": "m", "batch1": {"ms_per_sentence": v}, "batched": {"sentences_per_s": 10 * v}}
-               for r, v in enumerate([3.0, 1.0, 2.0])]
+    timings = [
+        {"round": r, "model": "m", "batch1": {"ms_per_sentence": v}, "batched": {"sentences_per_s": 10 * v}}
+        for r, v in enumerate([3.0, 1.0, 2.0])
+    ]
     s = summarise(timings)["m"]
     assert (s["latency_ms"]["median"], s["latency_ms"]["min"], s["latency_ms"]["max"]) == (2.0, 1.0, 3.0)
     assert s["throughput"]["repeats"] == 3
@@ -73,7 +86,19 @@ def test_distill_refuses_dev_rows_that_are_test_rows(demo_assets, tmp_path, caps
     assert DataArguments(data_files=preset["data_files"], train_rows=1000, eval_start=1800, eval_rows=200).leaks() == []
     with pytest.raises(ConfigError, match="overlap the training rows"):
         DataArguments(train_rows=1000, eval_start=500, eval_rows=10)
-    code = cli.main(["distill", "--preset", "demo", "--eval_start", "1000", "--output_dir", str(tmp_path / "out"), "--max_steps", "1"])
+    code = cli.main(
+        [
+            "distill",
+            "--preset",
+            "demo",
+            "--eval_start",
+            "1000",
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--max_steps",
+            "1",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "test rows of demo-en-fr" in err[-1]
 
@@ -83,8 +108,16 @@ def test_the_demo_teacher_is_good_but_not_perfect(demo_assets, tmp_path):
     corpus has ambiguous references (several correct translations), so it is good but not perfect."""
     from llmdiet.evaluation.harness import EvalArguments, run_eval
 
-    res = run_eval(EvalArguments(model=str(demo_assets.teacher), eval_set=["demo-en-fr", "demo-en-fr-dev"],
-                                 out=str(tmp_path / "eval"), batch_size=64, max_new_tokens=64, progress=False))
+    res = run_eval(
+        EvalArguments(
+            model=str(demo_assets.teacher),
+            eval_set=["demo-en-fr", "demo-en-fr-dev"],
+            out=str(tmp_path / "eval"),
+            batch_size=64,
+            max_new_tokens=64,
+            progress=False,
+        )
+    )
     for name in ("demo-en-fr", "demo-en-fr-dev"):
         assert 40 <= res["sets"][name]["metrics"]["bleu"] <= 85, res["sets"][name]["metrics"]["bleu"]
     assert res["sets"]["demo-en-fr"]["num_samples"] == 600

@@ -19,7 +19,10 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:  # transformers loads only when the demo models are built
+    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +39,11 @@ DEMO_BANNER = (
 
 DEMO_PREFIXES = ["translate English to French: ", "translate French to English: ", "translate Korean to English: "]
 # (file, source column, target column, prefix): the directions both demo models are pretrained on
-PRETRAINING_DIRECTIONS = [(DEMO_EN_FR, "en", "fr", DEMO_PREFIXES[0]), (DEMO_EN_FR, "fr", "en", DEMO_PREFIXES[1]),
-                          (DEMO_KO_EN, "ko", "en", DEMO_PREFIXES[2])]
+PRETRAINING_DIRECTIONS = [
+    (DEMO_EN_FR, "en", "fr", DEMO_PREFIXES[0]),
+    (DEMO_EN_FR, "fr", "en", DEMO_PREFIXES[1]),
+    (DEMO_KO_EN, "ko", "en", DEMO_PREFIXES[2]),
+]
 # pretraining steps (batch 32, mixed directions): the teacher learns all three; the student, smaller and
 # trained briefly, is a weaker starting point that distillation can improve
 PRETRAINING_STEPS = {"teacher": 1800, "student": 250}
@@ -49,14 +55,13 @@ TINY_SHAPES = {
 }
 
 
-def build_demo_tokenizer(vocab_size: int = 800) -> "PreTrainedTokenizerFast":
+def build_demo_tokenizer(vocab_size: int = 800) -> PreTrainedTokenizerFast:
     """A byte-level-free BPE tokenizer (SentencePiece-style ``▁`` word marks) trained on the demo corpora.
 
     Special ids follow T5: pad=0, eos=1, unk=2; every encoded sequence ends with ``</s>``.
     """
-    from transformers import PreTrainedTokenizerFast
-
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers  # noqa: I001
+    from transformers import PreTrainedTokenizerFast
 
     texts = []
     for path in (DEMO_EN_FR, DEMO_KO_EN):
@@ -69,27 +74,39 @@ def build_demo_tokenizer(vocab_size: int = 800) -> "PreTrainedTokenizerFast":
     tok.decoder = decoders.Metaspace()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512,
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=512,
         model_input_names=["input_ids", "attention_mask"],
     )
     assert (fast.pad_token_id, fast.eos_token_id, fast.unk_token_id) == (0, 1, 2)
     return fast
 
 
-def tiny_t5_config(role: str, vocab_size: int) -> "T5Config":
+def tiny_t5_config(role: str, vocab_size: int) -> T5Config:
     """A toy T5 config with the flan-T5 recipe; ``role`` is 'teacher' or 'student'."""
     from transformers import T5Config
 
     vocab = (vocab_size + 7) // 8 * 8  # padded like flan-T5's 32128 for 32100 tokens
     return T5Config(
-        vocab_size=vocab, feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0,
-        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, **TINY_SHAPES[role],
+        vocab_size=vocab,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        dropout_rate=0.0,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        **TINY_SHAPES[role],
     )
 
 
-def build_tiny_t5(role: str, vocab_size: int, seed: int = 0) -> "T5ForConditionalGeneration":
+def build_tiny_t5(role: str, vocab_size: int, seed: int = 0) -> T5ForConditionalGeneration:
     import torch
     from transformers import T5ForConditionalGeneration
 
@@ -122,8 +139,12 @@ def ensure_demo_assets(root: str | Path, steps: dict | None = None, seed: int = 
     for role, path, role_seed in (("teacher", assets.teacher, seed), ("student", assets.student, seed + 1)):
         if (path / "config.json").exists():
             continue
-        logger.info("building the demo %s: %d pretraining steps on En->Fr, Fr->En, Ko->En (once; cached in %s)",
-                    role, steps[role], path)
+        logger.info(
+            "building the demo %s: %d pretraining steps on En->Fr, Fr->En, Ko->En (once; cached in %s)",
+            role,
+            steps[role],
+            path,
+        )
         model = build_tiny_t5(role, len(tokenizer), seed=role_seed)
         train_on_demo_corpus(model, tokenizer, steps=steps[role], seed=role_seed, name=role)
         model.save_pretrained(path)
@@ -141,8 +162,9 @@ def pretraining_rows() -> list[tuple[str, str]]:
     return rows
 
 
-def train_on_demo_corpus(model, tokenizer, steps: int, seed: int = 0, lr: float = 3e-3, batch_size: int = 32,
-                         name: str = "model") -> list[float]:
+def train_on_demo_corpus(
+    model, tokenizer, steps: int, seed: int = 0, lr: float = 3e-3, batch_size: int = 32, name: str = "model"
+) -> list[float]:
     """A minimal supervised "pretraining" of ``model`` on the mixed demo directions (the demo models only)."""
     import torch
     from datasets import Dataset
@@ -167,7 +189,9 @@ def train_on_demo_corpus(model, tokenizer, steps: int, seed: int = 0, lr: float 
         opt.zero_grad()
         losses.append(loss.item())
         if step % 100 == 0 or step == steps:
-            logger.info("demo %s: step %d/%d, loss %.3f, %.0f s", name, step, steps, losses[-1], time.perf_counter() - start)
+            logger.info(
+                "demo %s: step %d/%d, loss %.3f, %.0f s", name, step, steps, losses[-1], time.perf_counter() - start
+            )
     model.eval()
     return losses
 
@@ -176,8 +200,11 @@ def demo_recipe_key() -> str:
     """Short hash of everything that decides the demo models: recipe version, shapes, steps, corpora bytes."""
     import hashlib
 
-    digest = hashlib.sha256(json.dumps([DEMO_RECIPE_VERSION, TINY_SHAPES, PRETRAINING_STEPS, DEMO_TRAIN_ROWS,
-                                        DEMO_PREFIXES], sort_keys=True).encode())
+    digest = hashlib.sha256(
+        json.dumps(
+            [DEMO_RECIPE_VERSION, TINY_SHAPES, PRETRAINING_STEPS, DEMO_TRAIN_ROWS, DEMO_PREFIXES], sort_keys=True
+        ).encode()
+    )
     for path in (DEMO_EN_FR, DEMO_KO_EN):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:10]

@@ -44,8 +44,14 @@ def fake_quant_layers(model: nn.Module, skip: tuple[str, ...] = ("lm_head",)) ->
     return [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and name not in skip]
 
 
-def apply_fake_quant(model: nn.Module, bits: int, skip: tuple[str, ...] = ("lm_head",), init: str = "rtn",
-                     calibration: list[dict] | None = None, scale: float = 1.16) -> list[str]:
+def apply_fake_quant(
+    model: nn.Module,
+    bits: int,
+    skip: tuple[str, ...] = ("lm_head",),
+    init: str = "rtn",
+    calibration: list[dict] | None = None,
+    scale: float = 1.16,
+) -> list[str]:
     """Parametrize every Linear (but ``skip``) with :class:`FakeQuant`. ``init="gpfq"``: first quantize the weights
     with GPFQ (:mod:`llmdiet.quantize.lowbit`, on ``calibration`` batches), then train on GPFQ's per-layer grid, so
     training starts exactly from the GPFQ-quantized model."""
@@ -84,7 +90,12 @@ def finalize(model: nn.Module) -> dict:
         return {}
     total = sum(p.numel() for p in model.parameters())
     packed = (linear_weights * bits + 7) // 8 + 4 * scales + 4 * (total - linear_weights)
-    return {"bits": bits, "grid": grid, "quantized_weights": linear_weights, "packed_bytes": packed,
-            "fp32_bytes": 4 * total,
-            "size_note": "packed: b bits per Linear weight + one fp32 scale per output row (rtn) or per layer (gpfq) "
-                         "+ other tensors at 4 bytes"}
+    return {
+        "bits": bits,
+        "grid": grid,
+        "quantized_weights": linear_weights,
+        "packed_bytes": packed,
+        "fp32_bytes": 4 * total,
+        "size_note": "packed: b bits per Linear weight + one fp32 scale per output row (rtn) or per layer (gpfq) "
+        "+ other tensors at 4 bytes",
+    }

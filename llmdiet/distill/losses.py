@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from llmdiet.constants import DIVERGENCES
+
 IGNORE_INDEX = -100
 
 
@@ -41,9 +43,6 @@ def _denominator(count: torch.Tensor, num_valid_tokens) -> torch.Tensor:
     return denom.clamp(min=1).to(torch.float32)  # a fully masked batch gives 0, not NaN
 
 
-DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl")
-
-
 def _kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """KL(p || q) per row from log-probabilities (0 * log 0 = 0)."""
     p = log_p.exp()
@@ -57,8 +56,14 @@ def _log_mixture(log_a: torch.Tensor, log_b: torch.Tensor, weight_a: float) -> t
     return torch.logsumexp(torch.stack([log_a + math.log(weight_a), log_b + math.log1p(-weight_a)]), dim=0)
 
 
-def token_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, divergence: str = "forward_kl",
-                     temperature: float = 1.0, jsd_beta: float = 0.5, skew_alpha: float = 0.1) -> torch.Tensor:
+def token_divergence(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    divergence: str = "forward_kl",
+    temperature: float = 1.0,
+    jsd_beta: float = 0.5,
+    skew_alpha: float = 0.1,
+) -> torch.Tensor:
     """Per-row divergence between teacher and student distributions at temperature T (rows: valid tokens, (N, V)).
 
     * ``forward_kl``: KL(p_T || p_S) (mode-covering; the classic KD term).
@@ -75,8 +80,13 @@ def token_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return divergence_from_logprobs(log_s, log_t, divergence, jsd_beta, skew_alpha)
 
 
-def divergence_from_logprobs(log_s: torch.Tensor, log_t: torch.Tensor, divergence: str = "forward_kl",
-                             jsd_beta: float = 0.5, skew_alpha: float = 0.1) -> torch.Tensor:
+def divergence_from_logprobs(
+    log_s: torch.Tensor,
+    log_t: torch.Tensor,
+    divergence: str = "forward_kl",
+    jsd_beta: float = 0.5,
+    skew_alpha: float = 0.1,
+) -> torch.Tensor:
     """:func:`token_divergence` on normalised log-probabilities (rows: any categories, e.g. top-k + tail)."""
     if divergence == "forward_kl":
         return _kl_rows(log_t, log_s)
@@ -135,15 +145,21 @@ def distillation_loss(
     s_valid = student_logits[mask]  # (N, V): select first, then softmax (memory)
     ce = F.cross_entropy(s_valid.float(), labels[mask], reduction="sum", label_smoothing=label_smoothing) / denom
     if alpha > 0:
-        kd = token_divergence(s_valid, teacher_logits[mask], divergence, temperature, jsd_beta, skew_alpha).sum() / denom
+        kd = (
+            token_divergence(s_valid, teacher_logits[mask], divergence, temperature, jsd_beta, skew_alpha).sum() / denom
+        )
     else:
         kd = torch.zeros((), device=ce.device)
     loss = alpha * temperature**2 * kd + (1.0 - alpha) * ce
     return DistillationLoss(loss=loss, ce=ce.detach(), kd=kd.detach(), num_tokens=count)
 
 
-def topk_categories(student_logits_valid: torch.Tensor, teacher_topk_ids: torch.Tensor,
-                    teacher_topk_logprobs: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def topk_categories(
+    student_logits_valid: torch.Tensor,
+    teacher_topk_ids: torch.Tensor,
+    teacher_topk_logprobs: torch.Tensor,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The (k+1)-way distributions of the cache: the teacher's k cached tokens plus one "tail" category holding
     the rest of its mass, and the student's distribution collapsed onto the same k tokens + tail. Rows: valid
     tokens; returns (student, teacher) log-probabilities of shape (N, k+1). With k = V the tail is empty and
@@ -250,8 +266,13 @@ def _dkd(ce, log_s, log_t, gold, temperature, dkd_alpha, dkd_beta, denom, count)
     nckd = _kl_rows(log_t_ng, log_s_ng).sum() / denom
     kd = dkd_alpha * tckd + dkd_beta * nckd
     loss = ce + temperature**2 * kd
-    return DistillationLoss(loss=loss, ce=ce.detach(), kd=kd.detach(), num_tokens=count,
-                            parts={"tckd": tckd.detach(), "nckd": nckd.detach()})
+    return DistillationLoss(
+        loss=loss,
+        ce=ce.detach(),
+        kd=kd.detach(),
+        num_tokens=count,
+        parts={"tckd": tckd.detach(), "nckd": nckd.detach()},
+    )
 
 
 def topk_dkd_loss(
@@ -298,7 +319,9 @@ def mutual_learning_loss(
     (KL(p_b || p_a), KL(p_a || p_b)) and, with a teacher, ``kl_teacher_a``/``kl_teacher_b``.
     """
     if logits_a.shape != logits_b.shape:
-        raise ValueError(f"the two students' logits differ in shape: {tuple(logits_a.shape)} vs {tuple(logits_b.shape)}")
+        raise ValueError(
+            f"the two students' logits differ in shape: {tuple(logits_a.shape)} vs {tuple(logits_b.shape)}"
+        )
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     mask, count = _valid_positions(labels)
@@ -316,12 +339,14 @@ def mutual_learning_loss(
         kt_b = token_divergence(b, t, "forward_kl", temperature).sum() / denom
         loss = loss + teacher_weight * temperature**2 * (kt_a + kt_b)
         parts.update(kl_teacher_a=kt_a.detach(), kl_teacher_b=kt_b.detach())
-    return DistillationLoss(loss=loss, ce=((ce_a + ce_b) / 2).detach(), kd=((kl_a + kl_b) / 2).detach(),
-                            num_tokens=count, parts=parts)
+    return DistillationLoss(
+        loss=loss, ce=((ce_a + ce_b) / 2).detach(), kd=((kl_a + kl_b) / 2).detach(), num_tokens=count, parts=parts
+    )
 
 
-def hidden_state_loss(student_states: list[torch.Tensor], teacher_states: list[torch.Tensor],
-                      masks: list[torch.Tensor]) -> torch.Tensor:
+def hidden_state_loss(
+    student_states: list[torch.Tensor], teacher_states: list[torch.Tensor], masks: list[torch.Tensor]
+) -> torch.Tensor:
     """Shrink-and-fine-tune's hidden-state term: the mean over copied layers of the mean squared error between a
     student block's output and the output of the teacher block it was copied from, over the valid positions of
     each (``masks[i]``: (batch, length), 1 = real token) and the hidden size. Teacher states are detached."""

@@ -30,19 +30,25 @@ class MutualStudents(nn.Module):
         self.generation_config = student_a.generation_config
         self.main_input_name = student_a.main_input_name
 
-    def forward(self, input_ids=None, attention_mask=None, decoder_input_ids=None, labels=None, both: bool = False,
-                **kwargs):
+    def forward(
+        self, input_ids=None, attention_mask=None, decoder_input_ids=None, labels=None, both: bool = False, **kwargs
+    ):
         # the named arguments are the columns the Trainer keeps (it reads this signature)
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "decoder_input_ids": decoder_input_ids,
-                  "labels": labels, **kwargs}
+        inputs = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "decoder_input_ids": decoder_input_ids,
+            "labels": labels,
+            **kwargs,
+        }
         out_a = self.student_a(**inputs)
         return (out_a, self.student_b(**inputs)) if both else out_a
 
     def generate(self, *args, **kwargs):
         return self.student_a.generate(*args, **kwargs)
 
-    def _shift_right(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.student_a._shift_right(ids)
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        return self.student_a.prepare_decoder_input_ids_from_labels(labels=labels)
 
 
 def perturbed_copy(model: nn.Module, noise: float, seed: int) -> nn.Module:

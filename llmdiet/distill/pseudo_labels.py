@@ -13,8 +13,8 @@ import json
 import logging
 from pathlib import Path
 
-from llmdiet.engines import GenerationSettings
 from llmdiet.data import DataError, ParallelRow
+from llmdiet.engines import GenerationSettings
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +38,10 @@ def read_pseudo_labels(path: Path, rows: list[ParallelRow]) -> dict[int, str]:
             torn += 1
             continue
         if not isinstance(i, int) or not 0 <= i < len(rows) or source != rows[i].source:
-            raise DataError(f"{path}:{lineno}: does not match the training rows (other data?); "
-                            "pass --rebuild_caches true or use another --sequence_kd_file")
+            raise DataError(
+                f"{path}:{lineno}: does not match the training rows (other data?); "
+                "pass --rebuild_caches true or use another --sequence_kd_file"
+            )
         done[i] = target
         kept.append(line)
     if torn:
@@ -48,18 +50,34 @@ def read_pseudo_labels(path: Path, rows: list[ParallelRow]) -> dict[int, str]:
     return done
 
 
-def pseudo_label_parts(teacher_identity: dict, dtype: str, prefix: str, num_beams: int, max_new_tokens: int,
-                       rows: list[ParallelRow]) -> dict:
+def pseudo_label_parts(
+    teacher_identity: dict, dtype: str, prefix: str, num_beams: int, max_new_tokens: int, rows: list[ParallelRow]
+) -> dict:
     """Everything that changes the teacher's translations (the cache key of the JSONL file)."""
     from llmdiet.fingerprint import rows_sha256
 
-    return {"teacher": teacher_identity, "dtype": dtype, "prefix": prefix, "num_beams": num_beams,
-            "max_new_tokens": max_new_tokens, "sources": rows_sha256((r.source, "") for r in rows)}
+    return {
+        "teacher": teacher_identity,
+        "dtype": dtype,
+        "prefix": prefix,
+        "num_beams": num_beams,
+        "max_new_tokens": max_new_tokens,
+        "sources": rows_sha256((r.source, "") for r in rows),
+    }
 
 
-def generate_pseudo_labels(teacher_path: str, rows: list[ParallelRow], prefix: str, out_file: str | Path,
-                           num_beams: int = 4, max_new_tokens: int = 256, batch_size: int = 32,
-                           device: str = "cpu", dtype: str = "float32", rebuild: bool = False) -> list[str]:
+def generate_pseudo_labels(
+    teacher_path: str,
+    rows: list[ParallelRow],
+    prefix: str,
+    out_file: str | Path,
+    num_beams: int = 4,
+    max_new_tokens: int = 256,
+    batch_size: int = 32,
+    device: str = "cpu",
+    dtype: str = "float32",
+    rebuild: bool = False,
+) -> list[str]:
     """Teacher translations of ``rows`` (resuming from ``out_file``), in row order.
 
     ``out_file`` is keyed by :func:`pseudo_label_parts` (stored in ``<out_file>.meta.json``): another teacher
@@ -78,30 +96,46 @@ def generate_pseudo_labels(teacher_path: str, rows: list[ParallelRow], prefix: s
         out_file.unlink(missing_ok=True)
         meta_file.unlink(missing_ok=True)
     if meta_file.exists():
-        check_parts(json.loads(meta_file.read_text()), parts, out_file,
-                    "pass --rebuild_caches true to translate again, or use another --sequence_kd_file")
+        check_parts(
+            json.loads(meta_file.read_text()),
+            parts,
+            out_file,
+            "pass --rebuild_caches true to translate again, or use another --sequence_kd_file",
+        )
     elif out_file.exists() and out_file.stat().st_size:
-        raise DataError(f"{out_file}: teacher translations without {meta_file.name}, so their settings are unknown; "
-                        "pass --rebuild_caches true or use another --sequence_kd_file")
+        raise DataError(
+            f"{out_file}: teacher translations without {meta_file.name}, so their settings are unknown; "
+            "pass --rebuild_caches true or use another --sequence_kd_file"
+        )
     else:
         meta_file.write_text(json.dumps(parts, indent=2))
     done = read_pseudo_labels(out_file, rows)
     if len(done) < len(rows):
         todo = [i for i in range(len(rows)) if i not in done]
-        logger.info("sequence-level KD: the teacher translates %d sources (%d already in %s)", len(todo), len(done), out_file)
+        logger.info(
+            "sequence-level KD: the teacher translates %d sources (%d already in %s)", len(todo), len(done), out_file
+        )
         backend = load_backend("torch-bf16" if dtype == "bfloat16" else "torch-fp32", teacher_path, device=device)
         with out_file.open("a", encoding="utf-8") as f:
+
             def write(batch_indices, translations):
                 for j, t in zip(batch_indices, translations):
                     i = todo[j]
                     done[i] = t.hypothesis
-                    f.write(json.dumps({"index": i, "source": rows[i].source, "target": t.hypothesis},
-                                       ensure_ascii=False) + "\n")
+                    f.write(
+                        json.dumps({"index": i, "source": rows[i].source, "target": t.hypothesis}, ensure_ascii=False)
+                        + "\n"
+                    )
                 f.flush()
 
-            generate_all(backend, [prefix + rows[i].source for i in todo],
-                         GenerationSettings(max_new_tokens=max_new_tokens, num_beams=num_beams), batch_size,
-                         warmup_batches=0, on_batch=write)
+            generate_all(
+                backend,
+                [prefix + rows[i].source for i in todo],
+                GenerationSettings(max_new_tokens=max_new_tokens, num_beams=num_beams),
+                batch_size,
+                warmup_batches=0,
+                on_batch=write,
+            )
     empty = [i for i, t in done.items() if not t.strip()]
     if empty:
         logger.warning("sequence-level KD: %d empty teacher translations fall back to the reference", len(empty))

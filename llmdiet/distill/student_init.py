@@ -24,8 +24,10 @@ def layers_to_copy(teacher_layers: int, student_layers: int) -> list[int]:
 def copy_layers_student(teacher, encoder_layers: int, decoder_layers: int):
     """``(student, {"encoder": [...], "decoder": [...]})``: the student built from the teacher's blocks."""
     config = copy.deepcopy(teacher.config)
-    mapping = {"encoder": layers_to_copy(config.num_layers, encoder_layers),
-               "decoder": layers_to_copy(config.num_decoder_layers, decoder_layers)}
+    mapping = {
+        "encoder": layers_to_copy(config.num_layers, encoder_layers),
+        "decoder": layers_to_copy(config.num_decoder_layers, decoder_layers),
+    }
     config.num_layers, config.num_decoder_layers = encoder_layers, decoder_layers
     student = type(teacher)(config)
     source = teacher.state_dict()

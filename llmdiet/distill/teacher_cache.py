@@ -45,10 +45,20 @@ def labels_fingerprint(labels: list[list[int]]) -> str:
 
 
 @torch.no_grad()
-def build_teacher_cache(teacher, dataset, collator, out_dir: str | Path, k: int = 32, temperature: float = 1.0,
-                        batch_size: int = 16, shard_size: int = 512, teacher_name: str = "",
-                        teacher_identity: dict | None = None, teacher_dtype: str = "float32",
-                        rebuild: bool = False) -> Path:
+def build_teacher_cache(
+    teacher,
+    dataset,
+    collator,
+    out_dir: str | Path,
+    k: int = 32,
+    temperature: float = 1.0,
+    batch_size: int = 16,
+    shard_size: int = 512,
+    teacher_name: str = "",
+    teacher_identity: dict | None = None,
+    teacher_dtype: str = "float32",
+    rebuild: bool = False,
+) -> Path:
     """Write (or finish writing) the top-k cache of ``teacher`` over a tokenised ``dataset``.
 
     The cache is keyed by everything that changes its content: the teacher's identity (content hashes of its
@@ -64,15 +74,26 @@ def build_teacher_cache(teacher, dataset, collator, out_dir: str | Path, k: int 
         for old in [meta_path, *out.glob("shard-*.safetensors"), *out.glob("shard-*.tmp")]:
             old.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"teacher": teacher_name, "teacher_identity": teacher_identity or {"name": teacher_name},
-            "teacher_dtype": teacher_dtype, "k": k, "temperature": temperature, "num_examples": len(dataset),
-            "shard_size": shard_size, "labels_fingerprint": labels_fingerprint(dataset["labels"]),
-            "inputs_fingerprint": labels_fingerprint(dataset["input_ids"])}
+    meta = {
+        "teacher": teacher_name,
+        "teacher_identity": teacher_identity or {"name": teacher_name},
+        "teacher_dtype": teacher_dtype,
+        "k": k,
+        "temperature": temperature,
+        "num_examples": len(dataset),
+        "shard_size": shard_size,
+        "labels_fingerprint": labels_fingerprint(dataset["labels"]),
+        "inputs_fingerprint": labels_fingerprint(dataset["input_ids"]),
+    }
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
-        check_parts({k_: v for k_, v in old.items() if k_ != "teacher"}, {k_: v for k_, v in meta.items() if k_ != "teacher"},
-                    out, "pass --rebuild_caches true to rebuild it, or use another --teacher_cache directory",
-                    error=TeacherCacheError)
+        check_parts(
+            {k_: v for k_, v in old.items() if k_ != "teacher"},
+            {k_: v for k_, v in meta.items() if k_ != "teacher"},
+            out,
+            "pass --rebuild_caches true to rebuild it, or use another --teacher_cache directory",
+            error=TeacherCacheError,
+        )
     else:
         meta_path.write_text(json.dumps(meta, indent=2))
     teacher.eval()
@@ -85,8 +106,10 @@ def build_teacher_cache(teacher, dataset, collator, out_dir: str | Path, k: int 
         start, stop = shard * shard_size, min((shard + 1) * shard_size, len(dataset))
         ids, logprobs, lengths = [], [], []
         for b in range(start, stop, batch_size):
-            feats = [{key: dataset[i][key] for key in ("input_ids", "attention_mask", "labels")}
-                     for i in range(b, min(b + batch_size, stop))]
+            feats = [
+                {key: dataset[i][key] for key in ("input_ids", "attention_mask", "labels")}
+                for i in range(b, min(b + batch_size, stop))
+            ]
             batch = {key: v.to(device) for key, v in collator(feats).items()}
             labels = batch.pop("labels")
             logits = teacher(**batch, use_cache=False).logits.float()
@@ -98,8 +121,14 @@ def build_teacher_cache(teacher, dataset, collator, out_dir: str | Path, k: int 
                 logprobs.append(top.values[row, :n].to(torch.float16).cpu())
                 lengths.append(n)
         tmp = path.with_suffix(".tmp")
-        save_file({"ids": torch.cat(ids), "logprobs": torch.cat(logprobs),
-                   "lengths": torch.tensor(lengths, dtype=torch.int64)}, str(tmp))
+        save_file(
+            {
+                "ids": torch.cat(ids),
+                "logprobs": torch.cat(logprobs),
+                "lengths": torch.tensor(lengths, dtype=torch.int64),
+            },
+            str(tmp),
+        )
         os.replace(tmp, path)
         logger.info("teacher cache: shard %d/%d written (%s)", shard + 1, num_shards, path.name)
     return out
@@ -127,8 +156,8 @@ class TeacherCache:
             for length in lengths[:-1]:
                 offsets.append(offsets[-1] + length)
             for off, length in zip(offsets, lengths):
-                self._ids.append(data["ids"][off:off + length].view(length, self.k))
-                self._logprobs.append(data["logprobs"][off:off + length].view(length, self.k))
+                self._ids.append(data["ids"][off : off + length].view(length, self.k))
+                self._logprobs.append(data["logprobs"][off : off + length].view(length, self.k))
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -139,7 +168,9 @@ class TeacherCache:
         if labels_fingerprint(labels) != self.meta["labels_fingerprint"]:
             raise TeacherCacheError(f"{self.dir}: cache was built for other training targets")
         if abs(temperature - self.temperature) > 1e-9:
-            raise TeacherCacheError(f"{self.dir}: cache was built at temperature {self.temperature}, run uses {temperature}")
+            raise TeacherCacheError(
+                f"{self.dir}: cache was built at temperature {self.temperature}, run uses {temperature}"
+            )
 
     def batch(self, indices: list[int], target_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, target_len, k) ids and log-probs for the examples ``indices``, zero-padded."""

@@ -1,4 +1,5 @@
-"""``DistillationTrainer``: a ``Seq2SeqTrainer`` whose loss is ``alpha*T^2*KD + (1-alpha)*CE``.
+"""``DistillationTrainer``: a ``Seq2SeqTrainer`` whose loss is the chosen method's (``alpha*T^2*KD + (1-alpha)*CE``
+for kd; see :mod:`llmdiet.distill.methods`).
 
 The teacher is frozen (``eval()``, ``requires_grad_(False)``, ``torch.no_grad()``), prepared by
 accelerate in evaluation mode (so never wrapped in DDP), and is not an attribute of the
@@ -23,173 +24,118 @@ settings (``eval_generation``: 128 new tokens, greedy) so that in-training BLEU 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel, Seq2SeqTrainer
 
-from llmdiet.distill.losses import (
-    IGNORE_INDEX, distillation_loss, dkd_loss, hidden_state_loss, mutual_learning_loss, topk_distillation_loss,
-    topk_dkd_loss,
-)
+from llmdiet.distill.losses import DistillationLoss
+from llmdiet.distill.methods import LossStep, get_method
 
 
 class DistillationTrainer(Seq2SeqTrainer):
-    def __init__(self, *args, teacher_model: PreTrainedModel | None = None, alpha: float = 0.5,
-                 temperature: float = 1.0, eval_generation: dict | None = None, method: str = "kd",
-                 loss_options: dict | None = None, hidden_layers: dict | None = None, hidden_weight: float = 0.0,
-                 **kwargs):
-        super().__init__(*args, **kwargs)
-        if method not in ("kd", "dkd", "gkd", "dml"):
-            raise ValueError(f"unknown method '{method}' (use kd, dkd, gkd or dml)")
-        # kd/gkd: divergence, jsd_beta, skew_alpha; dkd: dkd_alpha, dkd_beta; gkd also takes its ``gkd`` options
-        self.method, self.loss_options = method, dict(loss_options or {})
-        self.gkd = self.loss_options.pop("gkd", None)
-        if self.gkd is not None:
-            self.gkd.setdefault("divergence_temperature", 1.0)
-        self.dml_teacher_weight = self.loss_options.pop("dml_teacher_weight", 0.0)
-        if method == "gkd":
-            import random
+    """Dispatches the loss, the on-policy sampling and the model wrapping to the method's registry entry
+    (:mod:`llmdiet.distill.methods`); everything shared (teacher handling, token normalisation, logging of the loss
+    parts, the hidden-state term, saving two students) is here."""
 
-            self._gkd_rng = random.Random(self.args.seed * 1000 + self.args.process_index)  # per rank
-            self.on_policy_batches = 0
-        # generate() settings of the in-training eval (max_new_tokens, num_beams): the harness's, by default
-        self.eval_generation = dict(eval_generation or {"max_new_tokens": 128, "num_beams": 1})
+    def __init__(
+        self,
+        *args: Any,
+        teacher_model: PreTrainedModel | None = None,
+        alpha: float = 0.5,
+        temperature: float = 1.0,
+        eval_generation: dict | None = None,
+        method: str = "kd",
+        method_config: Any = None,
+        hidden_layers: dict | None = None,
+        hidden_weight: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.method = get_method(method)
+        self.method_config = method_config if method_config is not None else self.method.config()
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.alpha, self.temperature = alpha, temperature
+        # generate() settings of the in-training eval (max_new_tokens, num_beams): the harness's, by default
+        self.eval_generation = dict(eval_generation or {"max_new_tokens": 128, "num_beams": 1})
         self.teacher = None
-        needs_teacher = (alpha > 0 and method != "dml") or method in ("dkd", "gkd") or hidden_weight > 0 \
-            or (method == "dml" and self.dml_teacher_weight > 0)
-        if needs_teacher and teacher_model is not None:
-            student_vocab = self.accelerator.unwrap_model(self.model).config.vocab_size
-            if teacher_model.config.vocab_size != student_vocab:
-                raise ValueError(
-                    f"teacher vocab size {teacher_model.config.vocab_size} != student vocab size {student_vocab}: "
-                    "logit distillation needs a shared vocabulary"
-                )
-            if teacher_model.dtype == torch.float16:
-                raise ValueError("the teacher must run in float32 or bfloat16: T5 overflows in float16")
+        if teacher_model is not None and (self.method.needs_teacher(alpha, self.method_config) or hidden_weight > 0):
+            self._check_teacher(teacher_model)
             teacher_model.eval().requires_grad_(False)
             self.teacher = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
+        if self.method.setup:
+            self.method.setup(self)
         # We normalise by num_items_in_batch ourselves, so the Trainer must pass it and must not
         # divide again by the accumulation steps.
         self.model_accepts_loss_kwargs = True
-        self._parts = {"train": defaultdict(float), "eval": defaultdict(float)}
+        self._parts: dict[str, defaultdict] = {"train": defaultdict(float), "eval": defaultdict(float)}
         # shrink-and-fine-tune: block outputs of the student and of the teacher blocks they were copied from
         self.hidden_weight, self._hidden = hidden_weight, None
         if hidden_weight > 0:
+            from llmdiet.distill.methods.shrink import hidden_state_hooks
+
             if self.teacher is None or not hidden_layers:
                 raise ValueError("the hidden-state loss needs the live teacher and a copy_layers student")
-            self._hidden = self._register_hidden_hooks(hidden_layers)
+            self._hidden = hidden_state_hooks(
+                self.accelerator.unwrap_model(self.model), self.accelerator.unwrap_model(self.teacher), hidden_layers
+            )
 
-    def _register_hidden_hooks(self, layers: dict) -> dict:
-        """Forward hooks that keep each copied student block's output and its teacher block's output."""
-        store: dict = {"student": {}, "teacher": {}}
-        student = self.accelerator.unwrap_model(self.model)
-        teacher = self.accelerator.unwrap_model(self.teacher)
-        for stack in ("encoder", "decoder"):
-            for i, t in enumerate(layers[stack]):
-                for role, model, index in (("student", student, i), ("teacher", teacher, t)):
-                    block = getattr(model, stack).block[index]
-                    block.register_forward_hook(lambda m, a, out, role=role, key=(stack, i): store[role].__setitem__(key, out[0]))
-        store["keys"] = [(stack, i) for stack in ("encoder", "decoder") for i in range(len(layers[stack]))]
-        return store
-
-    def _hidden_term(self, inputs: dict, labels: torch.Tensor) -> torch.Tensor:
-        store = self._hidden
-        masks = {"encoder": inputs["attention_mask"], "decoder": labels != IGNORE_INDEX}
-        keys = store["keys"]
-        return hidden_state_loss([store["student"][k] for k in keys], [store["teacher"][k] for k in keys],
-                                 [masks[k[0]] for k in keys])
-
-    def _gkd_targets(self, model, inputs) -> dict | None:
-        """GKD: with probability lmbda the student's samples (or, with seq_kd, the teacher's) replace the targets."""
-        from llmdiet.distill.gkd import sample_targets
-
-        on_policy = self._gkd_rng.random() < self.gkd["lmbda"]
-        if not on_policy and not self.gkd["seq_kd"]:
-            return None
-        generator = self.accelerator.unwrap_model(model if on_policy else self.teacher)
-        tok = self.processing_class
-        labels = sample_targets(generator, inputs["input_ids"], inputs["attention_mask"], self.gkd["temperature"],
-                                self.gkd["max_new_tokens"], tok.eos_token_id, tok.pad_token_id)
-        self.on_policy_batches += int(on_policy)
-        shift = self.accelerator.unwrap_model(model)._shift_right
-        return {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"], "labels": labels,
-                "decoder_input_ids": shift(labels.masked_fill(labels == IGNORE_INDEX, tok.pad_token_id))}
+    def _check_teacher(self, teacher_model: PreTrainedModel) -> None:
+        student_vocab = self.accelerator.unwrap_model(self.model).config.vocab_size
+        if teacher_model.config.vocab_size != student_vocab:
+            raise ValueError(
+                f"teacher vocab size {teacher_model.config.vocab_size} != student vocab size {student_vocab}: "
+                "logit distillation needs a shared vocabulary"
+            )
+        if teacher_model.dtype == torch.float16:
+            raise ValueError("the teacher must run in float32 or bfloat16: T5 overflows in float16")
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
-        """gkd: the whole accumulation window's targets are sampled before its first forward, so the loss is
-        normalised by the window's (and, with ``average_tokens_across_devices``, every process's) count of the
-        targets actually trained on: gradient accumulation and DDP give the full-batch gradient, as for kd."""
+        """Methods with on-policy targets (gkd) replace the window's targets before its first forward; the loss is
+        then normalised by the count of the targets actually trained on."""
         batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
-        if self.method != "gkd" or not batches:
-            return batches, num_items
-        changed = False
-        for i, batch in enumerate(batches):
-            sampled = self._gkd_targets(self.model, self._prepare_inputs(batch))
-            if sampled is not None:
-                batches[i], changed = {**sampled, "gkd_sampled": True}, True
-        if changed:
+        if self.method.sample_batches and batches and self.method.sample_batches(self, batches):
             num_items = self._get_num_items_in_batch(batches, device)
         return batches, num_items
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        sampled = inputs.pop("gkd_sampled", None) if isinstance(inputs, dict) else None
+        sampled = bool(inputs.pop("gkd_sampled", None)) if isinstance(inputs, dict) else False
         labels = inputs["labels"]
         cached = {k: inputs[k] for k in ("teacher_topk_ids", "teacher_topk_logprobs") if k in inputs}
         model_inputs = {k: v for k, v in inputs.items() if k != "labels" and k not in cached}
         if "decoder_input_ids" not in model_inputs:
-            shift = self.accelerator.unwrap_model(model)._shift_right
-            model_inputs["decoder_input_ids"] = shift(labels.masked_fill(labels == IGNORE_INDEX, 0))
-        if self.method == "dml":
-            return self._mutual_loss(model, model_inputs, labels, num_items_in_batch, return_outputs)
-        outputs = model(**model_inputs, use_cache=False)
-        if cached and self.method == "dkd":  # teacher top-k log-probs from llmdiet.distill.teacher_cache
-            parts = topk_dkd_loss(outputs.logits, cached["teacher_topk_ids"], cached["teacher_topk_logprobs"], labels,
-                                  self.temperature, num_valid_tokens=num_items_in_batch,
-                                  label_smoothing=self.args.label_smoothing_factor, **self.loss_options)
-        elif cached and self.alpha > 0:
-            parts = topk_distillation_loss(outputs.logits, cached["teacher_topk_ids"], cached["teacher_topk_logprobs"],
-                                           labels, self.alpha, self.temperature, num_valid_tokens=num_items_in_batch,
-                                           label_smoothing=self.args.label_smoothing_factor, **self.loss_options)
-        else:
-            if self.teacher is not None:
-                with torch.no_grad():
-                    teacher_logits = self.teacher(**model_inputs, use_cache=False).logits
-            elif self.alpha > 0 or self.method in ("dkd", "gkd"):
-                raise ValueError("this loss needs a teacher_model or cached teacher log-probs in the batch")
-            else:  # alpha == 0: plain fine-tuning, no teacher forward
-                teacher_logits = outputs.logits.detach()
-            if self.method == "dkd":
-                parts = dkd_loss(outputs.logits, teacher_logits, labels, self.temperature,
-                                 num_valid_tokens=num_items_in_batch, label_smoothing=self.args.label_smoothing_factor,
-                                 **self.loss_options)
-            elif sampled:  # gkd on sampled targets: the divergence only (no CE), at the GKD temperature (1: no T^2)
-                parts = distillation_loss(outputs.logits, teacher_logits, labels, 1.0, self.gkd["divergence_temperature"],
-                                          num_valid_tokens=num_items_in_batch, **self.loss_options)
-            else:  # kd, and gkd's reference batches (kd)
-                parts = distillation_loss(outputs.logits, teacher_logits, labels, self.alpha, self.temperature,
-                                          num_valid_tokens=num_items_in_batch,
-                                          label_smoothing=self.args.label_smoothing_factor, **self.loss_options)
-        hidden = self._hidden_term(model_inputs, labels) if self._hidden is not None and self.teacher is not None else None
+            student = self.accelerator.unwrap_model(model)
+            model_inputs["decoder_input_ids"] = student.prepare_decoder_input_ids_from_labels(labels=labels)
+        step = LossStep(
+            trainer=self,
+            model=model,
+            inputs=model_inputs,
+            labels=labels,
+            num_items=num_items_in_batch,
+            config=self.method_config,
+            cached=cached or None,
+            sampled=sampled,
+        )
+        parts, outputs = self.method.loss(step)
+        hidden = None
+        if self._hidden is not None and self.teacher is not None:
+            from llmdiet.distill.methods.shrink import hidden_term
+
+            hidden = hidden_term(self._hidden, model_inputs, labels)
         return self._finish(model, parts, outputs, num_items_in_batch, return_outputs, hidden)
 
-    def _mutual_loss(self, model, model_inputs, labels, num_items_in_batch, return_outputs):
-        out_a, out_b = model(**model_inputs, use_cache=False, both=True)
-        teacher_logits = None
-        if self.teacher is not None and self.dml_teacher_weight > 0:
-            with torch.no_grad():
-                teacher_logits = self.teacher(**model_inputs, use_cache=False).logits
-        parts = mutual_learning_loss(out_a.logits, out_b.logits, labels, self.alpha, self.temperature,
-                                     num_valid_tokens=num_items_in_batch,
-                                     label_smoothing=self.args.label_smoothing_factor, teacher_logits=teacher_logits,
-                                     teacher_weight=self.dml_teacher_weight)
-        return self._finish(model, parts, out_a, num_items_in_batch, return_outputs)
-
-    def _finish(self, model, parts, outputs, num_items_in_batch, return_outputs, hidden=None):
+    def _finish(
+        self,
+        model,
+        parts: DistillationLoss,
+        outputs,
+        num_items_in_batch,
+        return_outputs: bool,
+        hidden: torch.Tensor | None = None,
+    ):
         loss = parts.loss
         if num_items_in_batch is not None and self.args.average_tokens_across_devices:
             # num_items_in_batch counts all processes' tokens; DDP averages gradients over processes.
@@ -256,13 +202,16 @@ class DistillationTrainer(Seq2SeqTrainer):
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", **gen_kwargs):
         for key, value in self.eval_generation.items():  # explicit gen_kwargs win
             gen_kwargs.setdefault(key, value)
-        return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **gen_kwargs)
+        return super().evaluate(
+            eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **gen_kwargs
+        )
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
         """With ``predict_with_generate`` the parent computes the student's plain CE as the eval loss; here the eval
         loss is the training objective (distillation loss, teacher forward included), logged with its parts."""
-        loss, generated, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys,
-                                                          **gen_kwargs)
+        loss, generated, labels = super().prediction_step(
+            model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs
+        )
         if self.args.predict_with_generate and not prediction_loss_only and "labels" in inputs:
             with torch.no_grad():
                 loss = self.compute_loss(model, self._prepare_inputs(inputs)).detach()

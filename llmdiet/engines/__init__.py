@@ -5,7 +5,8 @@ A backend turns a batch of source strings into hypotheses. The eval harness
 interface, so every method is timed and scored by the same code.
 
 Backends register themselves by name with :func:`register_backend`; modules that
-provide them are imported lazily by :func:`load_backend` (see ``_BACKEND_MODULES``)
+provide them are imported lazily by :func:`load_backend` (see ``_BACKEND_MODULES``, which reads each
+quantization method's engine module from :mod:`llmdiet.quantize.registry`)
 so that optional engines (ONNX Runtime, CTranslate2, ...) cost nothing unless used.
 
 A quantized artifact directory carries ``llmdiet_artifact.json`` with at least
@@ -21,11 +22,12 @@ from __future__ import annotations
 import importlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 from llmdiet.artifacts import ARTIFACT_FILE, BackendError  # noqa: F401  (re-exported; the artifact format lives below the engines)
+from llmdiet.quantize.registry import METHODS as QUANTIZATION_METHODS
 
 
 @dataclass
@@ -33,7 +35,9 @@ class GenerationSettings:
     max_new_tokens: int = 128
     min_new_tokens: int = 0  # set equal to max_new_tokens for fixed-length timing runs
     num_beams: int = 1
-    max_source_length: int | None = 512  # sources are truncated to this many tokens (None: never; T5 was trained on 512)
+    max_source_length: int | None = (
+        512  # sources are truncated to this many tokens (None: never; T5 was trained on 512)
+    )
 
     def tokenizer_options(self) -> dict:
         """Keyword arguments for the tokenizer call that encodes a batch of sources."""
@@ -76,17 +80,11 @@ class TranslationBackend(ABC):
 BackendFactory = Callable[..., TranslationBackend]
 _REGISTRY: dict[str, BackendFactory] = {}
 
-# backend name -> module that registers it (imported on first use)
+# backend name -> module that registers it (imported on first use): the float engines, then one per quantization
+# method as its llmdiet.quantize.registry row declares (the backend name is the method name)
 _BACKEND_MODULES: dict[str, str] = {
     "torch-fp32": "llmdiet.engines.torch_engine",
-    "torch-bf16": "llmdiet.engines.torch_engine",
-    "dynamic-int8": "llmdiet.engines.torch_dynamic",
-    "onnx-fp32": "llmdiet.engines.onnx",
-    "onnx-dynamic-int8": "llmdiet.engines.onnx",
-    "onnx-static-int8": "llmdiet.engines.onnx",
-    "ct2-int8": "llmdiet.engines.ct2",
-    "quanto-int8": "llmdiet.engines.gpu_int8",
-    "torchao-int8": "llmdiet.engines.gpu_int8",
+    **{name: method.engine for name, method in QUANTIZATION_METHODS.items()},
 }
 
 

@@ -21,16 +21,18 @@ from pathlib import Path
 
 import torch
 
+from llmdiet.artifacts import load_tokenizer, parameters_from_artifact, read_artifact
 from llmdiet.engines import BackendError, GenerationSettings, Translation, TranslationBackend, register_backend
 from llmdiet.modeling import directory_bytes
-from llmdiet.artifacts import load_tokenizer, parameters_from_artifact, read_artifact
 from llmdiet.provenance import available_cores, rss_bytes
 
 
 class CTranslate2Backend(TranslationBackend):
     name = "ct2-int8"
 
-    def __init__(self, model_path, device: str = "cpu", compute_type: str | None = None, threads: int | None = None, **_):
+    def __init__(
+        self, model_path, device: str = "cpu", compute_type: str | None = None, threads: int | None = None, **_
+    ):
         import ctranslate2
 
         from llmdiet.quantize.ctranslate2_export import COMPUTE_TYPES, TOKENIZER_DIR, check_compute_type
@@ -42,11 +44,15 @@ class CTranslate2Backend(TranslationBackend):
             raise BackendError(f"device '{device}': use cpu or cuda")
         if dev.type == "cuda" and ctranslate2.get_cuda_device_count() == 0:
             raise BackendError(f"device '{device}' asked for, but CTranslate2 sees no CUDA device")
-        self.compute_type = compute_type or self.artifact.get("compute_type", COMPUTE_TYPES).get(dev.type, COMPUTE_TYPES[dev.type])
+        self.compute_type = compute_type or self.artifact.get("compute_type", COMPUTE_TYPES).get(
+            dev.type, COMPUTE_TYPES[dev.type]
+        )
         check_compute_type(self.compute_type, self.artifact.get("model_type"))
         supported = ctranslate2.get_supported_compute_types(dev.type, dev.index or 0)
         if self.compute_type not in supported:
-            raise BackendError(f"compute type '{self.compute_type}' is not supported on {dev.type} here (supported: {sorted(supported)})")
+            raise BackendError(
+                f"compute type '{self.compute_type}' is not supported on {dev.type} here (supported: {sorted(supported)})"
+            )
         self.device = dev
         cores = available_cores()
         if dev.type == "cpu" and threads is None:  # data-parallel workers, one thread each
@@ -54,17 +60,25 @@ class CTranslate2Backend(TranslationBackend):
         else:
             self.inter_threads, self.threads = 1, threads or cores
         if not (Path(self.model_path) / "model.bin").is_file():
-            raise BackendError(f"{Path(self.model_path) / 'model.bin'}: missing; the CTranslate2 artifact is incomplete, "
-                               "re-create it with llmdiet quantize --method ct2-int8 --overwrite")
+            raise BackendError(
+                f"{Path(self.model_path) / 'model.bin'}: missing; the CTranslate2 artifact is incomplete, "
+                "re-create it with llmdiet quantize --method ct2-int8 --overwrite"
+            )
         before = rss_bytes()
         try:
             self.translator = ctranslate2.Translator(
-                self.model_path, device=dev.type, device_index=dev.index or 0, compute_type=self.compute_type,
-                inter_threads=self.inter_threads, intra_threads=self.threads if dev.type == "cpu" else 0,
+                self.model_path,
+                device=dev.type,
+                device_index=dev.index or 0,
+                compute_type=self.compute_type,
+                inter_threads=self.inter_threads,
+                intra_threads=self.threads if dev.type == "cpu" else 0,
             )
         except RuntimeError as err:
-            raise BackendError(f"{self.model_path}: CTranslate2 cannot load the model ({str(err).splitlines()[0]}); "
-                               "re-create it with llmdiet quantize --method ct2-int8 --overwrite") from None
+            raise BackendError(
+                f"{self.model_path}: CTranslate2 cannot load the model ({str(err).splitlines()[0]}); "
+                "re-create it with llmdiet quantize --method ct2-int8 --overwrite"
+            ) from None
         self.load_rss_bytes = max(0, rss_bytes() - before)
         self.tokenizer = load_tokenizer(Path(self.model_path) / self.artifact.get("tokenizer_dir", TOKENIZER_DIR))
 
@@ -77,10 +91,15 @@ class CTranslate2Backend(TranslationBackend):
         if on_first_token is not None and settings.num_beams == 1:  # CTranslate2 calls back per token in greedy search
             options["callback"] = lambda step: on_first_token() if step.step == 0 and step.batch_id == 0 else None
         results = self.translator.translate_batch(
-            self.source_tokens(sources, settings), beam_size=settings.num_beams,
+            self.source_tokens(sources, settings),
+            beam_size=settings.num_beams,
             max_batch_size=-(-len(sources) // self.inter_threads) if self.inter_threads > 1 else 0,
-            max_decoding_length=settings.max_new_tokens, min_decoding_length=settings.min_new_tokens,
-            max_input_length=0, return_end_token=True, return_scores=False, **options,
+            max_decoding_length=settings.max_new_tokens,
+            min_decoding_length=settings.min_new_tokens,
+            max_input_length=0,
+            return_end_token=True,
+            return_scores=False,
+            **options,
         )
         out = []
         for result in results:
@@ -98,8 +117,14 @@ class CTranslate2Backend(TranslationBackend):
         }
 
     def describe(self) -> dict:
-        return {"backend": self.name, "device": str(self.device), "engine": "ctranslate2",
-                "compute_type": self.compute_type, "intra_threads": self.threads, "inter_threads": self.inter_threads}
+        return {
+            "backend": self.name,
+            "device": str(self.device),
+            "engine": "ctranslate2",
+            "compute_type": self.compute_type,
+            "intra_threads": self.threads,
+            "inter_threads": self.inter_threads,
+        }
 
 
 @register_backend("ct2-int8")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 
+from llmdiet.artifacts import load_tokenizer, parameters_from_artifact, read_artifact
 from llmdiet.engines import register_backend
 from llmdiet.engines.torch_engine import TorchSeq2SeqBackend
 from llmdiet.modeling import directory_bytes
-from llmdiet.artifacts import load_tokenizer, parameters_from_artifact, read_artifact
 
 
 class TorchInt8Backend(TorchSeq2SeqBackend):
@@ -27,8 +27,15 @@ class TorchInt8Backend(TorchSeq2SeqBackend):
         else:
             dtype = torch.bfloat16
             model = gpu_int8.load_torchao(model_path, device=device)
-        super().__init__(model_path, device=device, dtype=dtype, model=model, tokenizer=load_tokenizer(model_path), name=name,
-                         decoding=decoding)
+        super().__init__(
+            model_path,
+            device=device,
+            dtype=dtype,
+            model=model,
+            tokenizer=load_tokenizer(model_path),
+            name=name,
+            decoding=decoding,
+        )
 
     def size_info(self) -> dict:
         from llmdiet.quantize.gpu_int8 import model_storage_bytes

@@ -12,10 +12,17 @@ from pathlib import Path
 
 import torch
 
-from llmdiet.engines import ARTIFACT_FILE, BackendError, GenerationSettings, Translation, TranslationBackend, register_backend
+from llmdiet.artifacts import load_tokenizer, read_artifact
+from llmdiet.engines import (
+    ARTIFACT_FILE,
+    BackendError,
+    GenerationSettings,
+    Translation,
+    TranslationBackend,
+    register_backend,
+)
 from llmdiet.engines.torch_engine import generate_translations
 from llmdiet.modeling import directory_bytes
-from llmdiet.artifacts import load_tokenizer, read_artifact
 from llmdiet.provenance import available_cores, rss_bytes
 
 ONNX_BACKENDS = ("onnx-fp32", "onnx-dynamic-int8", "onnx-static-int8")
@@ -25,7 +32,9 @@ def _ort_load_errors() -> tuple[type[BaseException], ...]:
     """ONNX Runtime's own exception types for unreadable or invalid graph files (truncated, corrupted)."""
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 
-    return tuple(getattr(state, n) for n in ("InvalidProtobuf", "InvalidGraph", "Fail", "NoSuchFile") if hasattr(state, n))
+    return tuple(
+        getattr(state, n) for n in ("InvalidProtobuf", "InvalidGraph", "Fail", "NoSuchFile") if hasattr(state, n)
+    )
 
 
 class OnnxSeq2SeqBackend(TranslationBackend):
@@ -36,12 +45,16 @@ class OnnxSeq2SeqBackend(TranslationBackend):
         self.name = name
         self.model_path = str(model_path)
         # A plain optimum export (no llmdiet artifact) is accepted; a mismatched artifact is not.
-        self.artifact = read_artifact(model_path, expected_backend=name) if (Path(model_path) / ARTIFACT_FILE).is_file() else {}
+        self.artifact = (
+            read_artifact(model_path, expected_backend=name) if (Path(model_path) / ARTIFACT_FILE).is_file() else {}
+        )
         dev = torch.device(device)
         if dev.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise BackendError(f"device '{device}': this onnxruntime build has no CUDAExecutionProvider "
-                                   f"(available: {ort.get_available_providers()}); install onnxruntime-gpu")
+                raise BackendError(
+                    f"device '{device}': this onnxruntime build has no CUDAExecutionProvider "
+                    f"(available: {ort.get_available_providers()}); install onnxruntime-gpu"
+                )
             provider = "CUDAExecutionProvider"
         elif dev.type == "cpu":
             provider = "CPUExecutionProvider"
@@ -55,14 +68,20 @@ class OnnxSeq2SeqBackend(TranslationBackend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         missing = [f for f in self.artifact.get("onnx_files", []) if not (Path(model_path) / f).is_file()]
         if missing:
-            raise BackendError(f"{model_path}: the ONNX artifact lacks {missing}; re-create it with llmdiet quantize --overwrite")
+            raise BackendError(
+                f"{model_path}: the ONNX artifact lacks {missing}; re-create it with llmdiet quantize --overwrite"
+            )
         from llmdiet.quantize.onnx_runtime import DECODER_MERGED
 
         self.merged = (Path(model_path) / DECODER_MERGED).is_file()
         before = rss_bytes()
         try:
             self.model = ORTModelForSeq2SeqLM.from_pretrained(
-                self.model_path, use_cache=True, use_merged=self.merged, provider=provider, session_options=options,
+                self.model_path,
+                use_cache=True,
+                use_merged=self.merged,
+                provider=provider,
+                session_options=options,
             )
         except (OSError, ValueError, FileNotFoundError, RuntimeError, *_ort_load_errors()) as err:
             raise BackendError(f"{model_path}: cannot load ONNX graphs: {str(err).splitlines()[0]}") from None
@@ -75,7 +94,9 @@ class OnnxSeq2SeqBackend(TranslationBackend):
         self.tokenizer = load_tokenizer(model_path)
 
     def translate(self, sources: list[str], settings: GenerationSettings, on_first_token=None) -> list[Translation]:
-        return generate_translations(self.model, self.tokenizer, self.device, sources, settings, on_first_token=on_first_token)
+        return generate_translations(
+            self.model, self.tokenizer, self.device, sources, settings, on_first_token=on_first_token
+        )
 
     def size_info(self) -> dict:
         onnx_bytes = sum(f.stat().st_size for f in Path(self.model_path).glob("*.onnx*"))
@@ -90,10 +111,15 @@ class OnnxSeq2SeqBackend(TranslationBackend):
         }
 
     def describe(self) -> dict:
-        return {"backend": self.name, "device": str(self.device), "engine": "onnxruntime",
-                "provider": self.model.providers[0] if getattr(self.model, "providers", None) else None,
-                "intra_op_threads": self.threads, "quantization": self.artifact.get("quantization", "none"),
-                "decoder": "merged (decoder_model_merged.onnx)" if self.merged else "unmerged pair"}
+        return {
+            "backend": self.name,
+            "device": str(self.device),
+            "engine": "onnxruntime",
+            "provider": self.model.providers[0] if getattr(self.model, "providers", None) else None,
+            "intra_op_threads": self.threads,
+            "quantization": self.artifact.get("quantization", "none"),
+            "decoder": "merged (decoder_model_merged.onnx)" if self.merged else "unmerged pair",
+        }
 
 
 def _factory(name):

@@ -29,10 +29,20 @@ import torch
 
 # generation_config attributes whose non-default values change greedy output; the static decoder does not implement them
 _UNSUPPORTED_GENERATION = {
-    "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
-    "encoder_no_repeat_ngram_size": 0, "bad_words_ids": None, "force_words_ids": None, "forced_bos_token_id": None,
-    "forced_eos_token_id": None, "suppress_tokens": None, "begin_suppress_tokens": None, "sequence_bias": None,
-    "exponential_decay_length_penalty": None, "renormalize_logits": False, "min_length": 0,
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "bad_words_ids": None,
+    "force_words_ids": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "sequence_bias": None,
+    "exponential_decay_length_penalty": None,
+    "renormalize_logits": False,
+    "min_length": 0,
 }
 
 
@@ -66,7 +76,7 @@ class StaticCacheT5Decoder:
         self.n_heads, self.d_kv = config.num_heads, config.d_kv
         self.inner = self.n_heads * self.d_kv
         self.tied = bool(getattr(config, "tie_word_embeddings", True))
-        self.scale = config.d_model ** -0.5
+        self.scale = config.d_model**-0.5
         start = getattr(gen, "decoder_start_token_id", None)
         self.start_id = config.decoder_start_token_id if start is None else start
         pad = getattr(gen, "pad_token_id", None)
@@ -92,7 +102,7 @@ class StaticCacheT5Decoder:
     @staticmethod
     def _grow(buffer: torch.Tensor, capacity: int) -> torch.Tensor:
         grown = buffer.new_empty((*buffer.shape[:2], capacity, buffer.shape[3]))
-        grown[:, :, :buffer.shape[2]] = buffer
+        grown[:, :, : buffer.shape[2]] = buffer
         return grown
 
     @staticmethod
@@ -105,8 +115,14 @@ class StaticCacheT5Decoder:
     # ------------------------------------------------------------------ decoding
 
     @torch.inference_mode()
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, max_new_tokens: int = 128,
-                 min_new_tokens: int = 0, on_token=None) -> torch.Tensor:
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        max_new_tokens: int = 128,
+        min_new_tokens: int = 0,
+        on_token=None,
+    ) -> torch.Tensor:
         """``(batch, 1 + n)`` ids: the start token then n <= max_new_tokens generated tokens, pad after EOS.
 
         ``on_token(step)`` is called after each token is chosen (the benchmarks time the first token with it).
@@ -119,13 +135,19 @@ class StaticCacheT5Decoder:
         dtype = encoded.dtype
         # cross-attention: keys/values once per batch, the padding mask as T5's additive bias (zeros + mask)
         inverted = model.invert_attention_mask(attention_mask)
-        cross_bias = torch.zeros((1, self.n_heads, 1, encoded.shape[1]), dtype=dtype, device=device) + inverted.to(dtype)
+        cross_bias = torch.zeros((1, self.n_heads, 1, encoded.shape[1]), dtype=dtype, device=device) + inverted.to(
+            dtype
+        )
         cross = []
         for block in decoder.block:
             attention = block.layer[1].EncDecAttention
             # contiguous once, not copied by every step's matmul
-            cross.append((self._heads(attention.k(encoded), batch).contiguous(),
-                          self._heads(attention.v(encoded), batch).contiguous()))
+            cross.append(
+                (
+                    self._heads(attention.k(encoded), batch).contiguous(),
+                    self._heads(attention.v(encoded), batch).contiguous(),
+                )
+            )
 
         capacity = min(max_new_tokens, 64)
         keys: list[torch.Tensor] = []
@@ -139,7 +161,7 @@ class StaticCacheT5Decoder:
                 capacity = min(max_new_tokens, 2 * capacity)
                 keys = [self._grow(k, capacity) for k in keys]
                 values = [self._grow(v, capacity) for v in values]
-            self_bias = self._self_bias(step + 1, device)[:, :, step:step + 1, :step + 1].to(dtype)
+            self_bias = self._self_bias(step + 1, device)[:, :, step : step + 1, : step + 1].to(dtype)
             hidden = decoder.embed_tokens(tokens[:, None])
             for i, block in enumerate(decoder.block):
                 layer_sa, layer_ca, layer_ff = block.layer[0], block.layer[1], block.layer[2]
@@ -153,7 +175,7 @@ class StaticCacheT5Decoder:
                     values.append(v.new_empty((batch, self.n_heads, capacity, self.d_kv)))
                 keys[i][:, :, step] = k[:, :, 0]
                 values[i][:, :, step] = v[:, :, 0]
-                context = self._attend(q, keys[i][:, :, :step + 1], values[i][:, :, :step + 1], self_bias)
+                context = self._attend(q, keys[i][:, :, : step + 1], values[i][:, :, : step + 1], self_bias)
                 hidden = hidden + attention.o(context.transpose(1, 2).contiguous().view(batch, -1, self.inner))
 
                 attention = layer_ca.EncDecAttention

@@ -43,8 +43,9 @@ class _FirstToken:
 
 
 @torch.inference_mode()
-def generate_translations(model, tokenizer, device, sources: list[str], settings: GenerationSettings,
-                          static_decoder=None, on_first_token=None) -> list[Translation]:
+def generate_translations(
+    model, tokenizer, device, sources: list[str], settings: GenerationSettings, static_decoder=None, on_first_token=None
+) -> list[Translation]:
     """One batch through a ``generate()``-style model (transformers or optimum ONNX Runtime).
 
     With ``static_decoder`` (a :class:`StaticCacheT5Decoder`) greedy batches use it instead of ``generate``.
@@ -53,13 +54,23 @@ def generate_translations(model, tokenizer, device, sources: list[str], settings
     enc = tokenizer(sources, return_tensors="pt", padding=True, **settings.tokenizer_options()).to(device)
     if static_decoder is not None and settings.num_beams == 1:
         out = static_decoder.generate(
-            enc["input_ids"], enc["attention_mask"], settings.max_new_tokens, settings.min_new_tokens,
-            on_token=(lambda step: on_first_token() if step == 0 else None) if on_first_token else None)
+            enc["input_ids"],
+            enc["attention_mask"],
+            settings.max_new_tokens,
+            settings.min_new_tokens,
+            on_token=(lambda step: on_first_token() if step == 0 else None) if on_first_token else None,
+        )
     else:
-        streamer = _FirstToken(on_first_token) if on_first_token and len(sources) == 1 and settings.num_beams == 1 else None
+        streamer = (
+            _FirstToken(on_first_token) if on_first_token and len(sources) == 1 and settings.num_beams == 1 else None
+        )
         out = model.generate(
-            **enc, max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens or None,
-            num_beams=settings.num_beams, do_sample=False, **({"streamer": streamer} if streamer else {}),
+            **enc,
+            max_new_tokens=settings.max_new_tokens,
+            min_new_tokens=settings.min_new_tokens or None,
+            num_beams=settings.num_beams,
+            do_sample=False,
+            **({"streamer": streamer} if streamer else {}),
         )
     texts = tokenizer.batch_decode(out, skip_special_tokens=True)
     counts = count_generated_tokens(out, tokenizer.eos_token_id)
@@ -69,8 +80,17 @@ def generate_translations(model, tokenizer, device, sources: list[str], settings
 class TorchSeq2SeqBackend(TranslationBackend):
     """Runs a ``transformers`` seq2seq model (or a ready ``nn.Module``) with ``generate``."""
 
-    def __init__(self, model_path, device: str = "cpu", dtype: torch.dtype = torch.float32, model=None, tokenizer=None,
-                 name=None, tokenizer_path: str | None = None, decoding: str = "static"):
+    def __init__(
+        self,
+        model_path,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        model=None,
+        tokenizer=None,
+        name=None,
+        tokenizer_path: str | None = None,
+        decoding: str = "static",
+    ):
         self.name = name or {torch.float32: "torch-fp32", torch.bfloat16: "torch-bf16"}.get(dtype, "torch")
         self.model_path = str(model_path)
         self.device = torch.device(device)
@@ -85,12 +105,21 @@ class TorchSeq2SeqBackend(TranslationBackend):
             raise BackendError(f"decoding '{decoding}': use one of {', '.join(DECODINGS)}")
         from llmdiet.engines.t5_static_decoding import StaticCacheT5Decoder, static_decoding_unsupported
 
-        self.static_unsupported = static_decoding_unsupported(self.model) if decoding == "static" else "decoding='generate' asked for"
+        self.static_unsupported = (
+            static_decoding_unsupported(self.model) if decoding == "static" else "decoding='generate' asked for"
+        )
         self.static_decoder = None if self.static_unsupported else StaticCacheT5Decoder(self.model)
 
     def translate(self, sources: list[str], settings: GenerationSettings, on_first_token=None) -> list[Translation]:
-        return generate_translations(self.model, self.tokenizer, self.device, sources, settings,
-                                     static_decoder=self.static_decoder, on_first_token=on_first_token)
+        return generate_translations(
+            self.model,
+            self.tokenizer,
+            self.device,
+            sources,
+            settings,
+            static_decoder=self.static_decoder,
+            on_first_token=on_first_token,
+        )
 
     def size_info(self) -> dict:
         return {
@@ -100,9 +129,14 @@ class TorchSeq2SeqBackend(TranslationBackend):
         }
 
     def describe(self) -> dict:
-        return {"backend": self.name, "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
-                "decoding": "llmdiet static KV cache (greedy; beam search uses generate)" if self.static_decoder
-                else f"transformers generate ({self.static_unsupported})"}
+        return {
+            "backend": self.name,
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "decoding": "llmdiet static KV cache (greedy; beam search uses generate)"
+            if self.static_decoder
+            else f"transformers generate ({self.static_unsupported})",
+        }
 
 
 @register_backend("torch-fp32")

@@ -3,7 +3,7 @@
 - ``harness.py``: ``llmdiet eval`` — translate eval sets in timed batches, resumable, write ``results.json``.
 - ``generation.py``: batching, timing and memory sampling around an engine's ``translate``.
 - ``metrics.py``: BLEU/chrF (sacrebleu) and ROUGE-L (rouge_score, Unicode tokenizer), pure functions.
-- ``eval_sets.py``: the versioned eval set declarations (``eval_sets/*.yaml``) and local files.
+- ``eval_sets.py``: the versioned eval set declarations (``evaluation/sets/*.yaml``) and local files.
 - ``reports.py``, ``compare.py``: ``summary.md`` and ``llmdiet compare`` tables and plots.
 
 May import: the core modules (``llmdiet.config``, ``data``, ``modeling``, ``provenance``, ``artifacts``),

@@ -34,9 +34,16 @@ OUTPUT_FILES = ("compare.md", "compare.csv", "bleu_vs_size.png", "bleu_vs_latenc
 @dataclass
 class CompareArguments:
     runs: list[str] = field(default_factory=list, metadata={"help": "Eval run directories (positional)."})
-    format: str = field(default="markdown", metadata={"help": "What to print: markdown or csv.", "choices": ["markdown", "csv"]})
-    out: Optional[str] = field(default=None, metadata={"help": "Where to write compare.md/.csv and the plots (default: parent of the first run)."})
-    labels: list[str] = field(default_factory=list, metadata={"help": "Names for the runs in the table and plots (default: directory names)."})
+    format: str = field(
+        default="markdown", metadata={"help": "What to print: markdown or csv.", "choices": ["markdown", "csv"]}
+    )
+    out: Optional[str] = field(
+        default=None,
+        metadata={"help": "Where to write compare.md/.csv and the plots (default: parent of the first run)."},
+    )
+    labels: list[str] = field(
+        default_factory=list, metadata={"help": "Names for the runs in the table and plots (default: directory names)."}
+    )
 
     def __post_init__(self):
         if not self.runs:
@@ -142,7 +149,10 @@ def to_csv(runs: list[RunSummary]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(headers + ["size source", "ms per sentence", "partial timing"])
     for r, row in zip(runs, rows):
-        writer.writerow(["" if v is None else v for v in row] + [r.size_source, "" if r.ms_per_sentence is None else r.ms_per_sentence, r.partial_timing])
+        writer.writerow(
+            ["" if v is None else v for v in row]
+            + [r.size_source, "" if r.ms_per_sentence is None else r.ms_per_sentence, r.partial_timing]
+        )
     return buf.getvalue()
 
 
@@ -165,14 +175,20 @@ def plot(runs: list[RunSummary], out: Path) -> list[Path]:
 
     sets = set_names(runs)
     styles = [run_style(i) for i in range(len(runs))]
-    legend = [Line2D([], [], color=c, marker=m, linestyle="", label=f"{i + 1}: {r.label}")
-              for i, (r, (c, m)) in enumerate(zip(runs, styles))]
+    legend = [
+        Line2D([], [], color=c, marker=m, linestyle="", label=f"{i + 1}: {r.label}")
+        for i, (r, (c, m)) in enumerate(zip(runs, styles))
+    ]
     demo = " (DEMO models and data)" if any(r.demo for r in runs) else ""
     written = []
     for name, title, xlabel, x_of in (
         ("bleu_vs_size.png", "BLEU vs model size", "model size (MB on disk; * in memory)", lambda r, s: r.size_mb),
-        ("bleu_vs_latency.png", "BLEU vs latency", "latency per sentence (ms = generation wall time / sentences)",
-         lambda r, s: r.set_ms_per_sentence.get(s)),
+        (
+            "bleu_vs_latency.png",
+            "BLEU vs latency",
+            "latency per sentence (ms = generation wall time / sentences)",
+            lambda r, s: r.set_ms_per_sentence.get(s),
+        ),
     ):
         fig, axes = plt.subplots(1, len(sets), figsize=(5.2 * len(sets) + 2.6, 4.6), squeeze=False)
         for ax, set_name in zip(axes[0], sets):
@@ -222,8 +238,12 @@ def _positional_to_runs(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    (args,) = parse_config([CompareArguments], _positional_to_runs(argv), prog="llmdiet compare",
-                           description="Side-by-side table and plots over eval run directories.")
+    (args,) = parse_config(
+        [CompareArguments],
+        _positional_to_runs(argv),
+        prog="llmdiet compare",
+        description="Side-by-side table and plots over eval run directories.",
+    )
     runs = [summarize(d, label) for d, label in zip(args.runs, args.labels or [None] * len(args.runs))]
     out = Path(args.out) if args.out else Path(args.runs[0]).resolve().parent
     out.mkdir(parents=True, exist_ok=True)
@@ -232,12 +252,17 @@ def main(argv: list[str] | None = None) -> int:
     if manifest.exists():
         earlier = json.loads(manifest.read_text()).get("runs", [])
         if earlier != inputs:
-            print(f"note: replacing the earlier comparison in {out} (of {len(earlier)} runs: "
-                  f"{', '.join(Path(e).name for e in earlier[:6])}{' ...' if len(earlier) > 6 else ''}); "
-                  "use --out DIR to keep both", file=sys.stderr)
+            print(
+                f"note: replacing the earlier comparison in {out} (of {len(earlier)} runs: "
+                f"{', '.join(Path(e).name for e in earlier[:6])}{' ...' if len(earlier) > 6 else ''}); "
+                "use --out DIR to keep both",
+                file=sys.stderr,
+            )
     elif any((out / f).exists() for f in OUTPUT_FILES):
-        print(f"note: replacing compare.* files in {out} written by an earlier llmdiet version; use --out DIR to keep them",
-              file=sys.stderr)
+        print(
+            f"note: replacing compare.* files in {out} written by an earlier llmdiet version; use --out DIR to keep them",
+            file=sys.stderr,
+        )
     manifest.write_text(json.dumps({"runs": inputs, "labels": [r.label for r in runs]}, indent=2))
     markdown, table_csv = to_markdown(runs), to_csv(runs)
     (out / "compare.md").write_text(markdown, encoding="utf-8")

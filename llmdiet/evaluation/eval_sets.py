@@ -1,7 +1,7 @@
-"""Eval sets: small versioned YAML declarations in ``eval_sets/``, or any local parallel file.
+"""Eval sets: small versioned YAML declarations in ``llmdiet/evaluation/sets/``, or any local parallel file.
 
-A set named ``NAME`` is the file ``eval_sets/NAME.yaml`` (directory overridable with the
-environment variable ``LLMDIET_EVAL_SETS``). Schema (``eval_sets/README.md`` has the long form)::
+A set named ``NAME`` is the file ``llmdiet/evaluation/sets/NAME.yaml`` (directory overridable with the
+environment variable ``LLMDIET_EVAL_SETS``). Schema (``llmdiet/evaluation/sets/README.md`` has the long form)::
 
     version: 1                          # bump when rows/columns/prefix change (stored with every run)
     description: In-domain test set ...
@@ -9,7 +9,7 @@ environment variable ``LLMDIET_EVAL_SETS``). Schema (``eval_sets/README.md`` has
     prefix: "translate English to French: "
     demo: false                         # true for the offline sets written for llmdiet
     source:                             # exactly one of file / hub
-      file: ../llmdiet/demo/data/demo_en_fr.jsonl     # relative to this YAML file
+      file: ../../demo/data/demo_en_fr.jsonl     # relative to this YAML file
       # hub: owner/dataset   revision: <commit sha>   split: train   config: <name or omitted>
     columns: {source: en, reference: fr}
     header: true                        # TSV/CSV only: false = no header row (two columns: source, reference)
@@ -31,24 +31,45 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import llmdiet
-
 from llmdiet.config import ConfigError, load_yaml
-from llmdiet.data import LOCAL_FORMATS, DataError, ParallelRow, SkipReport, read_hub_dataset, read_parallel_file, take_rows
+from llmdiet.data import (
+    LOCAL_FORMATS,
+    DataError,
+    ParallelRow,
+    SkipReport,
+    read_hub_dataset,
+    read_parallel_file,
+    take_rows,
+)
 
 EVAL_SETS_ENV = "LLMDIET_EVAL_SETS"
 YAML_SUFFIXES = (".yaml", ".yml")
-_TOP_KEYS = {"name", "version", "description", "direction", "prefix", "demo", "source", "columns", "header", "rows", "notes",
-             "role"}
+_TOP_KEYS = {
+    "name",
+    "version",
+    "description",
+    "direction",
+    "prefix",
+    "demo",
+    "source",
+    "columns",
+    "header",
+    "rows",
+    "notes",
+    "role",
+}
 ROLES = ("test", "dev")  # a dev set serves selection (checkpoints, alphas, methods); a test set the verdict
 _SOURCE_KEYS = {"file", "hub", "revision", "split", "config"}
 _COLUMN_KEYS = {"source", "reference"}
 
 
+SHIPPED_SETS = Path(__file__).resolve().parent / "sets"  # package data: found by editable and wheel installs alike
+
+
 def eval_sets_dir() -> Path:
-    """Where named sets live: ``$LLMDIET_EVAL_SETS`` or ``<repo>/eval_sets``."""
+    """Where named sets live: ``$LLMDIET_EVAL_SETS`` or the package's own ``llmdiet/evaluation/sets/``."""
     override = os.environ.get(EVAL_SETS_ENV)
-    return Path(override) if override else Path(llmdiet.__file__).resolve().parents[1] / "eval_sets"
+    return Path(override) if override else SHIPPED_SETS
 
 
 def known_eval_sets() -> dict[str, Path]:
@@ -92,14 +113,28 @@ class EvalSet:
         report = report if report is not None else SkipReport()
         what = f"eval set '{self.name}'"
         if self.file is not None:
-            rows = read_parallel_file(self.file, self.source_column, self.reference_column,
-                                      skip_bad_rows=skip_bad_rows, report=report, header=self.header)
+            rows = read_parallel_file(
+                self.file,
+                self.source_column,
+                self.reference_column,
+                skip_bad_rows=skip_bad_rows,
+                report=report,
+                header=self.header,
+            )
             count = None if self.stop is None else self.stop - self.start
             return take_rows(rows, self.start, count, f"{what} ({self.file})")
         try:
             return read_hub_dataset(
-                self.hub, self.source_column, self.reference_column, split=self.split, revision=self.revision,
-                config=self.config, start=self.start, stop=self.stop, skip_bad_rows=skip_bad_rows, report=report,
+                self.hub,
+                self.source_column,
+                self.reference_column,
+                split=self.split,
+                revision=self.revision,
+                config=self.config,
+                start=self.start,
+                stop=self.stop,
+                skip_bad_rows=skip_bad_rows,
+                report=report,
             )
         except DataError as err:
             reason = str(err).split(" Offline?")[0].rstrip(". ")
@@ -121,13 +156,23 @@ class EvalSet:
 
     def describe(self) -> dict:
         """JSON-ready description stored in results.json and used to check resumed runs."""
-        source = {"file": str(self.file)} if self.file is not None else {
-            "hub": self.hub, "revision": self.revision, "split": self.split, "config": self.config}
+        source = (
+            {"file": str(self.file)}
+            if self.file is not None
+            else {"hub": self.hub, "revision": self.revision, "split": self.split, "config": self.config}
+        )
         return {
-            "name": self.name, "version": self.version, "description": self.description,
-            "direction": self.direction, "prefix": self.prefix, "demo": self.demo, "source": source,
-            "columns": {"source": self.source_column, "reference": self.reference_column}, "header": self.header,
-            "rows": [self.start, self.stop], "declared_in": str(self.declared_in) if self.declared_in else None,
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "direction": self.direction,
+            "prefix": self.prefix,
+            "demo": self.demo,
+            "source": source,
+            "columns": {"source": self.source_column, "reference": self.reference_column},
+            "header": self.header,
+            "rows": [self.start, self.stop],
+            "declared_in": str(self.declared_in) if self.declared_in else None,
         }
 
 
@@ -196,9 +241,16 @@ def _check_keys(data: dict, allowed: set, where: str) -> None:
 def _parse_rows(value, where: str) -> tuple[int, int | None]:
     if value is None:
         return 0, None
-    ok = isinstance(value, list) and len(value) == 2 and isinstance(value[0], int) and (value[1] is None or isinstance(value[1], int))
+    ok = (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], int)
+        and (value[1] is None or isinstance(value[1], int))
+    )
     if not ok or value[0] < 0 or (value[1] is not None and value[1] <= value[0]):
-        raise ConfigError(f"{where}: 'rows' must be [start, stop] with 0 <= start < stop (stop may be null), got {value!r}")
+        raise ConfigError(
+            f"{where}: 'rows' must be [start, stop] with 0 <= start < stop (stop may be null), got {value!r}"
+        )
     return value[0], value[1]
 
 
@@ -223,9 +275,18 @@ def parse_eval_set_yaml(path: str | Path) -> EvalSet:
     if ("file" in source) == ("hub" in source):
         raise ConfigError(f"{where}: source needs exactly one of 'file' (local path) or 'hub' (dataset id)")
     common = dict(
-        name=name, version=str(version), prefix=prefix, source_column=src_col, reference_column=ref_col,
-        start=start, stop=stop, direction=data.get("direction"), description=str(data.get("description", "")).strip(),
-        demo=bool(data.get("demo", False)), notes=str(data.get("notes", "")).strip(), declared_in=path,
+        name=name,
+        version=str(version),
+        prefix=prefix,
+        source_column=src_col,
+        reference_column=ref_col,
+        start=start,
+        stop=stop,
+        direction=data.get("direction"),
+        description=str(data.get("description", "")).strip(),
+        demo=bool(data.get("demo", False)),
+        notes=str(data.get("notes", "")).strip(),
+        declared_in=path,
         header=_require(data, "header", bool, where) if "header" in data else True,
         role=str(data.get("role", "test")),
     )
@@ -238,8 +299,11 @@ def parse_eval_set_yaml(path: str | Path) -> EvalSet:
         file = (path.parent / _require(source, "file", str, f"{where}: source")).resolve()
         return EvalSet(file=file, **common)
     return EvalSet(
-        hub=_require(source, "hub", str, f"{where}: source"), revision=source.get("revision"),
-        split=str(source.get("split", "train")), config=source.get("config"), **common,
+        hub=_require(source, "hub", str, f"{where}: source"),
+        revision=source.get("revision"),
+        split=str(source.get("split", "train")),
+        config=source.get("config"),
+        **common,
     )
 
 
@@ -279,8 +343,16 @@ def resolve_eval_set(
     if path.suffix.lower() in YAML_SUFFIXES:
         return parse_eval_set_yaml(path)
     if path.suffix.lower() not in LOCAL_FORMATS:
-        raise DataError(f"{path}: unknown eval set file type '{path.suffix}' (supported: {sorted(LOCAL_FORMATS)} or .yaml)")
+        raise DataError(
+            f"{path}: unknown eval set file type '{path.suffix}' (supported: {sorted(LOCAL_FORMATS)} or .yaml)"
+        )
     return EvalSet(
-        name=_file_set_name(path), version="file", prefix=prefix, source_column=source_column,
-        reference_column=reference_column, file=path.resolve(), description=f"local file {path}", header=header,
+        name=_file_set_name(path),
+        version="file",
+        prefix=prefix,
+        source_column=source_column,
+        reference_column=reference_column,
+        file=path.resolve(),
+        description=f"local file {path}",
+        header=header,
     )

@@ -36,8 +36,8 @@ from __future__ import annotations
 import inspect
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import psutil
@@ -92,7 +92,7 @@ class PeakRSSMonitor:
         while not self._stop.wait(self.interval_s):
             self.peak = max(self.peak, self._process.memory_info().rss)
 
-    def __enter__(self) -> "PeakRSSMonitor":
+    def __enter__(self) -> PeakRSSMonitor:
         self._thread.start()
         return self
 
@@ -210,8 +210,11 @@ def generate_all(
             first: list[float] = []
             t0 = time.perf_counter()
             if hook:
-                out = backend.translate([sources[i] for i in batch], settings,
-                                        on_first_token=lambda: first.append(time.perf_counter()) if not first else None)
+                out = backend.translate(
+                    [sources[i] for i in batch],
+                    settings,
+                    on_first_token=lambda first=first: first.append(time.perf_counter()) if not first else None,
+                )
             else:
                 out = backend.translate([sources[i] for i in batch], settings)
             if on_gpu:
@@ -222,7 +225,9 @@ def generate_all(
             if first and longest > 1:
                 per_token.append((latencies[-1] - first_tokens[-1]) / (longest - 1))
             if len(out) != len(batch):
-                raise RuntimeError(f"backend {backend.name} returned {len(out)} translations for a batch of {len(batch)}")
+                raise RuntimeError(
+                    f"backend {backend.name} returned {len(out)} translations for a batch of {len(batch)}"
+                )
             for i, translation in zip(batch, out):
                 results[i] = translation
             if on_batch is not None:

@@ -127,15 +127,21 @@ def evaluate_metric_class(key: str, class_name: str, description: str):
     import datasets
     import evaluate
 
-    inputs = (f"Args:\n    predictions: list of hypothesis strings.\n    references: list of reference strings, or of "
-              f"one-element lists.\nReturns:\n    {{'{key}': score on a 0-100 scale, plus how it was computed}}")
+    inputs = (
+        f"Args:\n    predictions: list of hypothesis strings.\n    references: list of reference strings, or of "
+        f"one-element lists.\nReturns:\n    {{'{key}': score on a 0-100 scale, plus how it was computed}}"
+    )
 
     def _info(self):
         string = datasets.Value("string")
         return evaluate.MetricInfo(
-            description=description, citation="", inputs_description=inputs,
-            features=[datasets.Features({"predictions": string, "references": string}),
-                      datasets.Features({"predictions": string, "references": datasets.Sequence(string)})],
+            description=description,
+            citation="",
+            inputs_description=inputs,
+            features=[
+                datasets.Features({"predictions": string, "references": string}),
+                datasets.Features({"predictions": string, "references": datasets.Sequence(string)}),
+            ],
         )
 
     def _compute(self, predictions, references):
@@ -185,14 +191,19 @@ def repeats_ngram(words: list[str], times: int = REPEAT_TIMES, max_n: int = REPE
     """Whether some n-gram (n <= max_n words) occurs ``times`` times in a row ("le rapport le rapport le rapport")."""
     for n in range(1, max_n + 1):
         for start in range(0, len(words) - n * times + 1):
-            gram = words[start:start + n]
-            if all(words[start + k * n:start + (k + 1) * n] == gram for k in range(1, times)):
+            gram = words[start : start + n]
+            if all(words[start + k * n : start + (k + 1) * n] == gram for k in range(1, times)):
                 return True
     return False
 
 
-def degenerate_outputs(hypotheses: list[str], min_tokens: int = 4, max_token_share: float = 0.5,
-                       generated_tokens: list[int] | None = None, max_new_tokens: int | None = None) -> dict:
+def degenerate_outputs(
+    hypotheses: list[str],
+    min_tokens: int = 4,
+    max_token_share: float = 0.5,
+    generated_tokens: list[int] | None = None,
+    max_new_tokens: int | None = None,
+) -> dict:
     """Counts of degenerate hypotheses, the usual sign of a runaway decoder or a broken quantized model: empty
     ones; ones that hit ``max_new_tokens`` (cut off mid-loop); ones that repeat an n-gram 3+ times in a row; and
     ones where one word is over ``max_token_share`` of at least ``min_tokens`` words. A hypothesis is counted
@@ -209,9 +220,15 @@ def degenerate_outputs(hypotheses: list[str], min_tokens: int = 4, max_token_sha
         empty, hit_cap, looping, dominant = empty + is_empty, hit_cap + capped, looping + loop, dominant + one_word
         flagged += is_empty or capped or loop or one_word
     share = flagged / len(hypotheses) if hypotheses else 0.0
-    return {"empty": empty, "hit_max_new_tokens": hit_cap if generated_tokens is not None else None,
-            "repeated_ngram": looping, "repetitive": dominant, "flagged": flagged, "share": share,
-            "warning": share > DEGENERATE_WARN_SHARE,
-            "rule": f"empty; or reached max_new_tokens ({max_new_tokens}); or an n-gram of <= {REPEAT_MAX_N} words "
-                    f"{REPEAT_TIMES}+ times in a row; or >= {min_tokens} words with one word over "
-                    f"{max_token_share:.0%} of them; warning above {DEGENERATE_WARN_SHARE:.0%} of the set"}
+    return {
+        "empty": empty,
+        "hit_max_new_tokens": hit_cap if generated_tokens is not None else None,
+        "repeated_ngram": looping,
+        "repetitive": dominant,
+        "flagged": flagged,
+        "share": share,
+        "warning": share > DEGENERATE_WARN_SHARE,
+        "rule": f"empty; or reached max_new_tokens ({max_new_tokens}); or an n-gram of <= {REPEAT_MAX_N} words "
+        f"{REPEAT_TIMES}+ times in a row; or >= {min_tokens} words with one word over "
+        f"{max_token_share:.0%} of them; warning above {DEGENERATE_WARN_SHARE:.0%} of the set",
+    }

@@ -78,14 +78,14 @@ def scores_from_statistics(summed: np.ndarray, metric: str) -> np.ndarray:
             sys_len, ref_len, correct, total = s[..., 0], s[..., 1], s[..., 2:6], s[..., 6:10]
             bp = np.where(sys_len < ref_len, np.where(sys_len > 0, np.exp(1 - ref_len / sys_len), 0.0), 1.0)
             smooth = np.cumsum(correct == 0, axis=-1)  # 'exp' smoothing doubles for every order with no match
-            prec = np.where(correct == 0, 100.0 / (2.0 ** smooth * total), 100.0 * correct / total)
+            prec = np.where(correct == 0, 100.0 / (2.0**smooth * total), 100.0 * correct / total)
             score = bp * np.exp(np.log(prec).mean(axis=-1))
             valid = (total > 0).all(axis=-1) & (correct > 0).any(axis=-1)
             return np.where(valid, score, 0.0)
         if metric == "chrf":
             metric_obj = _metric("chrf")
-            order, factor, eps = metric_obj.order, metric_obj.beta ** 2, 1e-16
-            hyp, ref, match = s[..., 0:3 * order:3], s[..., 1:3 * order:3], s[..., 2:3 * order:3]
+            order, factor, eps = metric_obj.order, metric_obj.beta**2, 1e-16
+            hyp, ref, match = s[..., 0 : 3 * order : 3], s[..., 1 : 3 * order : 3], s[..., 2 : 3 * order : 3]
             prec = np.where(hyp > 0, match / hyp, eps)
             rec = np.where(ref > 0, match / ref, eps)
             effective = (hyp > 0) & (ref > 0)
@@ -108,10 +108,10 @@ def resampled_scores(stats: np.ndarray, indices: np.ndarray, metric: str, chunk:
     b, n = indices.shape
     out = np.empty(b)
     for lo in range(0, b, chunk):
-        idx = indices[lo:lo + chunk]
+        idx = indices[lo : lo + chunk]
         rows = idx.shape[0]
         counts = np.bincount((idx + n * np.arange(rows)[:, None]).ravel(), minlength=rows * n).reshape(rows, n)
-        out[lo:lo + rows] = scores_from_statistics(counts @ stats, metric)
+        out[lo : lo + rows] = scores_from_statistics(counts @ stats, metric)
     return out
 
 
@@ -122,25 +122,41 @@ def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, 
     return float(low), float(high)
 
 
-def score_interval(hypotheses: list[str], references: list[str], metric: str = "bleu", n_resamples: int = 1000,
-                   seed: int = 12345, confidence: float = 0.95) -> dict:
+def score_interval(
+    hypotheses: list[str],
+    references: list[str],
+    metric: str = "bleu",
+    n_resamples: int = 1000,
+    seed: int = 12345,
+    confidence: float = 0.95,
+) -> dict:
     """One system's score with a percentile bootstrap interval (never outside [0, 100])."""
     stats = sentence_statistics(hypotheses, references, metric)
     scores = resampled_scores(stats, bootstrap_indices(len(stats), n_resamples, seed), metric)
     scores = np.clip(scores, 0.0, 100.0)  # exp(log(100)) can round to 100.00000000000004
     low, high = percentile_interval(scores, confidence)
-    return {"score": float(scores_from_statistics(stats.sum(0), metric)), "mean": float(scores.mean()),
-            "low": low, "high": high, "confidence": confidence, "method": "percentile bootstrap over sacreBLEU "
-            "sentence statistics", "n_bootstrap": n_resamples, "seed": seed,
-            "signature": signature(metric)}
+    return {
+        "score": float(scores_from_statistics(stats.sum(0), metric)),
+        "mean": float(scores.mean()),
+        "low": low,
+        "high": high,
+        "confidence": confidence,
+        "method": "percentile bootstrap over sacreBLEU sentence statistics",
+        "n_bootstrap": n_resamples,
+        "seed": seed,
+        "signature": signature(metric),
+    }
 
 
-def paired_deltas(baseline: list[str], system: list[str], references: list[str], metric: str,
-                  indices: np.ndarray) -> tuple[float, np.ndarray]:
+def paired_deltas(
+    baseline: list[str], system: list[str], references: list[str], metric: str, indices: np.ndarray
+) -> tuple[float, np.ndarray]:
     """(observed Δ = system − baseline, Δ of every resample) on the same resampled sentences."""
     base_stats = sentence_statistics(baseline, references, metric)
     sys_stats = sentence_statistics(system, references, metric)
-    observed = float(scores_from_statistics(sys_stats.sum(0), metric) - scores_from_statistics(base_stats.sum(0), metric))
+    observed = float(
+        scores_from_statistics(sys_stats.sum(0), metric) - scores_from_statistics(base_stats.sum(0), metric)
+    )
     return observed, resampled_scores(sys_stats, indices, metric) - resampled_scores(base_stats, indices, metric)
 
 
@@ -169,10 +185,18 @@ def delta_summary(observed: float, deltas: np.ndarray, margin: float, level: flo
     low, high = percentile_interval(deltas, level)
     p_ni = (1 + int(np.sum(deltas <= -margin))) / (b + 1)
     p_inf = (1 + int(np.sum(deltas >= -margin))) / (b + 1)
-    return {"delta": observed, "low": low, "high": high, "level": level, "margin": margin,
-            "se": float(deltas.std(ddof=1)) if b > 1 else 0.0,
-            "p_noninferior": p_ni, "p_noninferior_mc_error": mc_error(p_ni, b),
-            "p_inferior": p_inf, "p_inferior_mc_error": mc_error(p_inf, b)}
+    return {
+        "delta": observed,
+        "low": low,
+        "high": high,
+        "level": level,
+        "margin": margin,
+        "se": float(deltas.std(ddof=1)) if b > 1 else 0.0,
+        "p_noninferior": p_ni,
+        "p_noninferior_mc_error": mc_error(p_ni, b),
+        "p_inferior": p_inf,
+        "p_inferior_mc_error": mc_error(p_inf, b),
+    }
 
 
 def sentences_needed(n: int, summary: dict, alpha_each: float) -> int | None:
@@ -185,9 +209,15 @@ def sentences_needed(n: int, summary: dict, alpha_each: float) -> int | None:
     return max(n, math.ceil(n * (z * summary["se"] / distance) ** 2))
 
 
-def noninferiority(baseline: dict[str, list[str]], candidates: dict[str, dict[str, list[str]]],
-                   references: dict[str, list[str]], margins: dict[str, float], alpha: float = 0.05,
-                   n_resamples: int = 10_000, seed: int = 12345) -> dict:
+def noninferiority(
+    baseline: dict[str, list[str]],
+    candidates: dict[str, dict[str, list[str]]],
+    references: dict[str, list[str]],
+    margins: dict[str, float],
+    alpha: float = 0.05,
+    n_resamples: int = 10_000,
+    seed: int = 12345,
+) -> dict:
     """Non-inferiority of every candidate against ``baseline`` on the decision sets, with Holm across candidates.
 
     ``baseline`` and each candidate map set name -> hypotheses; ``references`` set name -> references;
@@ -220,24 +250,40 @@ def noninferiority(baseline: dict[str, list[str]], candidates: dict[str, dict[st
                 per_model[name]["tests"][f"{set_name}/{metric}"] = summary
     tested = [n for n in names if per_model[n]["tests"]]
     p_ni = [max(t["p_noninferior"] for t in per_model[n]["tests"].values()) for n in tested]
-    p_inf = [min(1.0, len(per_model[n]["tests"]) * min(t["p_inferior"] for t in per_model[n]["tests"].values()))
-             for n in tested]
+    p_inf = [
+        min(1.0, len(per_model[n]["tests"]) * min(t["p_inferior"] for t in per_model[n]["tests"].values()))
+        for n in tested
+    ]
     ni_rejected, ni_adjusted = holm(p_ni, alpha)
     inf_rejected, inf_adjusted = holm(p_inf, alpha)
     for i, name in enumerate(tested):
         entry = per_model[name]
         label = "non-inferior" if ni_rejected[i] else "inferior" if inf_rejected[i] else "inconclusive"
-        entry.update(label=label, p_noninferior=p_ni[i], p_noninferior_holm=ni_adjusted[i],
-                     p_inferior=p_inf[i], p_inferior_holm=inf_adjusted[i])
+        entry.update(
+            label=label,
+            p_noninferior=p_ni[i],
+            p_noninferior_holm=ni_adjusted[i],
+            p_inferior=p_inf[i],
+            p_inferior_holm=inf_adjusted[i],
+        )
         if label == "inconclusive":
             needs = [sentences_needed(t["sentences"], t, alpha / m) for t in entry["tests"].values()]
             entry["sentences_needed"] = None if any(x is None for x in needs) else max(needs)
     for name in names:
         per_model[name].setdefault("label", "not tested")
-    return {"models": per_model, "rule": {
-        "test": "non-inferiority, paired percentile bootstrap over sacreBLEU sentence statistics",
-        "margins": dict(margins), "alpha": alpha, "confidence": 1 - alpha, "candidates": len(tested),
-        "correction": "Holm step-down across candidate models (family-wise error <= alpha), intersection-union "
-                      "across sets and metrics; intervals are simultaneous (Bonferroni) at level 1 - 2*alpha/m",
-        "interval_level": level, "n_resamples": n_resamples, "seed": seed,
-        "sets": [s for s in references if s in baseline]}}
+    return {
+        "models": per_model,
+        "rule": {
+            "test": "non-inferiority, paired percentile bootstrap over sacreBLEU sentence statistics",
+            "margins": dict(margins),
+            "alpha": alpha,
+            "confidence": 1 - alpha,
+            "candidates": len(tested),
+            "correction": "Holm step-down across candidate models (family-wise error <= alpha), intersection-union "
+            "across sets and metrics; intervals are simultaneous (Bonferroni) at level 1 - 2*alpha/m",
+            "interval_level": level,
+            "n_resamples": n_resamples,
+            "seed": seed,
+            "sets": [s for s in references if s in baseline],
+        },
+    }

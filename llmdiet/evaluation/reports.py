@@ -27,15 +27,19 @@ def load_results(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     path = run_dir / RESULTS_FILE if run_dir.is_dir() else run_dir
     if not path.is_file():
-        raise ConfigError(f"{run_dir}: not an llmdiet eval run directory (no {RESULTS_FILE}); run `llmdiet eval --out {run_dir}` first")
+        raise ConfigError(
+            f"{run_dir}: not an llmdiet eval run directory (no {RESULTS_FILE}); run `llmdiet eval --out {run_dir}` first"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(data, dict) or data.get("kind") != "llmdiet-eval":
-        raise ConfigError(f"{path}: not an llmdiet eval results file (missing \"kind\": \"llmdiet-eval\")")
+        raise ConfigError(f'{path}: not an llmdiet eval results file (missing "kind": "llmdiet-eval")')
     if data.get("schema_version") != SCHEMA_VERSION:
-        raise ConfigError(f"{path}: results schema version {data.get('schema_version')}, this llmdiet reads {SCHEMA_VERSION}")
+        raise ConfigError(
+            f"{path}: results schema version {data.get('schema_version')}, this llmdiet reads {SCHEMA_VERSION}"
+        )
     return data
 
 
@@ -69,8 +73,18 @@ def set_table_rows(results: dict) -> list[list]:
     for name, entry in results["sets"].items():
         m, t = entry["metrics"], entry.get("timing") or {}
         rss = t.get("peak_rss_bytes")
-        rows.append([name, entry["num_samples"], m["bleu"], m["chrf"], m["rougeL"], t.get("sentences_per_s"),
-                     t.get("latency_p50_s"), rss / MB if rss else None])
+        rows.append(
+            [
+                name,
+                entry["num_samples"],
+                m["bleu"],
+                m["chrf"],
+                m["rougeL"],
+                t.get("sentences_per_s"),
+                t.get("latency_p50_s"),
+                rss / MB if rss else None,
+            ]
+        )
     return rows
 
 
@@ -102,9 +116,11 @@ def summary_markdown(results: dict, banner: str | None = None) -> str:
         about = (entry["eval_set"].get("description") or str(entry["eval_set"]["source"])).rstrip(".")
         degenerate = entry.get("degenerate") or {}
         if degenerate.get("warning"):
-            note += (f" **WARNING: {100 * degenerate['share']:.0f}% of the hypotheses are degenerate** "
-                     f"({degenerate['empty']} empty, {degenerate.get('repeated_ngram', 0)} looping, "
-                     f"{degenerate.get('hit_max_new_tokens') or 0} cut at max_new_tokens): the model may be broken.")
+            note += (
+                f" **WARNING: {100 * degenerate['share']:.0f}% of the hypotheses are degenerate** "
+                f"({degenerate['empty']} empty, {degenerate.get('repeated_ngram', 0)} looping, "
+                f"{degenerate.get('hit_max_new_tokens') or 0} cut at max_new_tokens): the model may be broken."
+            )
         if entry.get("truncated_sources"):
             note += f" {entry['truncated_sources']} sources were truncated to {entry['max_source_length']} tokens."
         lines.append(f"- **{name}**: {about}.{note}")

@@ -37,8 +37,9 @@ def _metric(name: str):
     return BLEU() if name == "bleu" else CHRF()
 
 
-def confidence_interval(hypotheses: list[str], references: list[str], metric: str = "bleu",
-                        n_bootstrap: int = 1000, seed: int = 12345) -> dict:
+def confidence_interval(
+    hypotheses: list[str], references: list[str], metric: str = "bleu", n_bootstrap: int = 1000, seed: int = 12345
+) -> dict:
     """``{"score", "mean", "low", "high", "confidence", "method", "n_bootstrap", "seed", "signature"}``: the
     2.5th and 97.5th percentiles of the bootstrap scores (seed 0 is refused: sacreBLEU reads it as unseeded)."""
     from llmdiet.evaluation.noninferiority import score_interval
@@ -46,9 +47,15 @@ def confidence_interval(hypotheses: list[str], references: list[str], metric: st
     return score_interval(list(hypotheses), list(references), metric, n_bootstrap, seed, 0.95)
 
 
-def paired_significance(baseline: tuple[str, list[str]], systems: list[tuple[str, list[str]]], references: list[str],
-                        metrics: tuple[str, ...] = ("bleu", "chrf"), test: str = "bs", n_samples: int = 1000,
-                        seed: int = 12345) -> dict:
+def paired_significance(
+    baseline: tuple[str, list[str]],
+    systems: list[tuple[str, list[str]]],
+    references: list[str],
+    metrics: tuple[str, ...] = ("bleu", "chrf"),
+    test: str = "bs",
+    n_samples: int = 1000,
+    seed: int = 12345,
+) -> dict:
     """``{system: {metric: {"score", "p_value", "significant", ...}}}`` against ``baseline`` (name, hypotheses)."""
     from sacrebleu.significance import PairedTest
 
@@ -59,8 +66,9 @@ def paired_significance(baseline: tuple[str, list[str]], systems: list[tuple[str
     check_seed(seed)
     named = [baseline, *systems]
     with _seed(seed):
-        _, results = PairedTest(named, {m: _metric(m) for m in metrics}, [list(references)], test_type=test,
-                                n_samples=n_samples)()
+        _, results = PairedTest(
+            named, {m: _metric(m) for m in metrics}, [list(references)], test_type=test, n_samples=n_samples
+        )()
     method = {"bs": "sacrebleu paired bootstrap resampling", "ar": "sacrebleu paired approximate randomization"}[test]
     columns = dict(zip(metrics, [k for k in results if k != "System"]))  # sacreBLEU names them BLEU, chrF2
     out: dict = {}
@@ -70,8 +78,16 @@ def paired_significance(baseline: tuple[str, list[str]], systems: list[tuple[str
             result = results[columns[metric]][i]
             p = result.p_value
             base = results[columns[metric]][0].score
-            entry = {"score": result.score, "baseline": base, "delta": result.score - base, "p_value": p,
-                     "significant": p is not None and p < 0.05, "method": method, "n_samples": n_samples, "seed": seed}
+            entry = {
+                "score": result.score,
+                "baseline": base,
+                "delta": result.score - base,
+                "p_value": p,
+                "significant": p is not None and p < 0.05,
+                "method": method,
+                "n_samples": n_samples,
+                "seed": seed,
+            }
             if result.score == base:
                 # sacreBLEU counts resamples whose delta exceeds the observed one strictly, so a delta of exactly 0
                 # gets p = 1/(n+1): "significant" for two identical outputs. No difference is no difference.

@@ -29,8 +29,11 @@ class CalibrationSpec:
 
     def describe(self) -> dict:
         return {
-            "origin": self.file or self.dataset, "split": None if self.file else self.dataset_split,
-            "source_column": self.source_column, "prefix": self.prefix, "rows": [self.start, self.start + self.count],
+            "origin": self.file or self.dataset,
+            "split": None if self.file else self.dataset_split,
+            "source_column": self.source_column,
+            "prefix": self.prefix,
+            "rows": [self.start, self.start + self.count],
         }
 
 
@@ -46,7 +49,9 @@ def load_calibration_sources(spec: CalibrationSpec) -> list[str]:
     if spec.file:
         where = spec.file
         try:
-            rows = read_parallel_file(spec.file, spec.source_column, target, skip_bad_rows=spec.skip_bad_rows, report=report)
+            rows = read_parallel_file(
+                spec.file, spec.source_column, target, skip_bad_rows=spec.skip_bad_rows, report=report
+            )
         except DataError as err:
             if "no usable rows" in str(err):
                 raise DataError(f"calibration set: {err}; zero usable rows to calibrate on") from None
@@ -56,8 +61,14 @@ def load_calibration_sources(spec: CalibrationSpec) -> list[str]:
         where = f"{spec.dataset}[{spec.dataset_split}]"
         try:
             rows = read_hub_dataset(
-                spec.dataset, spec.source_column, target, split=spec.dataset_split,
-                start=spec.start, stop=spec.start + spec.count, skip_bad_rows=spec.skip_bad_rows, report=report,
+                spec.dataset,
+                spec.source_column,
+                target,
+                split=spec.dataset_split,
+                start=spec.start,
+                stop=spec.start + spec.count,
+                skip_bad_rows=spec.skip_bad_rows,
+                report=report,
             )
         except DataError as err:
             raise DataError(f"calibration set: {err} (for llmdiet quantize: --calibration_file FILE)") from None

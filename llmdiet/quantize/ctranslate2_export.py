@@ -29,10 +29,10 @@ def check_compute_type(compute_type: str, model_type: str | None) -> None:
 
 
 def convert_ct2_int8(model_path: str, out: str | Path, tokenizer, model_type: str | None = None) -> dict:
-    check_compute_type(COMPUTE_TYPES["cuda"], model_type)  # documents the rule; int8_bfloat16 passes
     """Convert ``model_path`` into ``out``; returns artifact fields (compute types per device)."""
     import ctranslate2
 
+    check_compute_type(COMPUTE_TYPES["cuda"], model_type)  # documents the rule; int8_bfloat16 passes
     out = Path(out)
     converter = ctranslate2.converters.TransformersConverter(str(model_path))
     try:
@@ -46,3 +46,8 @@ def convert_ct2_int8(model_path: str, out: str | Path, tokenizer, model_type: st
         "tokenizer_dir": TOKENIZER_DIR,
         "ctranslate2_version": ctranslate2.__version__,
     }
+
+
+def make_artifact(job, model, tokenizer, sources, out: Path, model_type: str) -> dict:
+    """``ct2-int8`` (see :mod:`llmdiet.quantize.registry`): the converter reads the checkpoint by path."""
+    return {"device": job.device, **convert_ct2_int8(job.model, out, tokenizer, model_type)}

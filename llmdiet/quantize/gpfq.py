@@ -49,7 +49,9 @@ def rtn_quantize(weight: torch.Tensor, alphabet: Alphabet) -> torch.Tensor:
     return alphabet.round(weight.double()).to(torch.int32)
 
 
-def gpfq_quantize_path(weight: torch.Tensor, x: torch.Tensor, x_tilde: torch.Tensor, alphabet: Alphabet) -> torch.Tensor:
+def gpfq_quantize_path(
+    weight: torch.Tensor, x: torch.Tensor, x_tilde: torch.Tensor, alphabet: Alphabet
+) -> torch.Tensor:
     """GPFQ codes, path form. ``weight`` (N_out, d); ``x``, ``x_tilde`` (tokens, d)."""
     W, X, Xt = weight.double(), x.double(), x_tilde.double()
     U = torch.zeros(W.shape[0], X.shape[0], dtype=torch.float64)
@@ -82,8 +84,9 @@ def gpfq_from_covariances(W: torch.Tensor, H: torch.Tensor, G: torch.Tensor, alp
     return codes
 
 
-def layer_error(weight: torch.Tensor, codes: torch.Tensor, alphabet: Alphabet, x: torch.Tensor,
-                x_tilde: torch.Tensor) -> float:
+def layer_error(
+    weight: torch.Tensor, codes: torch.Tensor, alphabet: Alphabet, x: torch.Tensor, x_tilde: torch.Tensor
+) -> float:
     """Relative output error ``|W X^T - Q X~^T|_F / |W X^T|_F``."""
     ref = x.double() @ weight.double().T
     out = x_tilde.double() @ (codes.double() * alphabet.delta).T

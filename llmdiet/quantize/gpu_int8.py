@@ -28,8 +28,7 @@ from pathlib import Path
 
 import torch
 
-from llmdiet.artifacts import BackendError
-from llmdiet.artifacts import check_no_meta_tensors, load_tensors, save_tensors
+from llmdiet.artifacts import BackendError, check_no_meta_tensors, load_tensors, save_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +89,15 @@ def _finish_load(model, path: Path, device: torch.device):
 
 
 @torch.no_grad()  # not inference_mode: quanto's calibration dispatch fails on inference tensors
-def quantize_quanto_int8(model, tokenizer, calibration_sources: list[str], device: str = "cpu",
-                         dtype: torch.dtype = torch.float32, batch_size: int = 16, max_new_tokens: int = 64):
+def quantize_quanto_int8(
+    model,
+    tokenizer,
+    calibration_sources: list[str],
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    batch_size: int = 16,
+    max_new_tokens: int = 64,
+):
     """int8 weights + int8 activations calibrated by translating ``calibration_sources``; returns the model."""
     from optimum.quanto import Calibration, freeze, qint8, quantize
 
@@ -192,3 +198,56 @@ def save_bf16_copy(model, tokenizer, out: str | Path) -> None:
     """``torch-bf16``: a bfloat16 ``save_pretrained`` copy (loaded by the ``torch-bf16`` backend)."""
     model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+
+
+# ----------------------------------------------------------------------------- the registry's entry points
+
+
+def quanto_in_memory(model, tokenizer, sources, device: str = "cpu", batch_size: int = 16, max_new_tokens: int = 64):
+    dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    return quantize_quanto_int8(model, tokenizer, sources, device, dtype, batch_size, max_new_tokens)
+
+
+def torchao_in_memory(model, tokenizer=None, sources=None, device: str = "cpu"):
+    return quantize_torchao_int8(model, device)
+
+
+def bf16_in_memory(model, tokenizer=None, sources=None, device: str = "cpu"):
+    return model.to(torch.bfloat16)
+
+
+def make_quanto_artifact(job, model, tokenizer, sources, out: Path, model_type: str) -> dict:
+    from llmdiet.artifacts import save_tokenizer_and_config
+
+    model = quanto_in_memory(
+        model, tokenizer, sources, job.device, job.calibration_batch_size, job.calibration_max_new_tokens
+    )
+    save_quanto(model, out)
+    save_tokenizer_and_config(model, tokenizer, out)
+    dtype = "bfloat16" if torch.device(job.device).type == "cuda" else "float32"
+    return {
+        "device": job.device,
+        "dtype": dtype,
+        "weights": "int8 per-channel (quanto qint8)",
+        "activations": "int8 static, calibrated (quanto Calibration, streamline)",
+    }
+
+
+def make_torchao_artifact(job, model, tokenizer, sources, out: Path, model_type: str) -> dict:
+    from llmdiet.artifacts import save_tokenizer_and_config
+
+    model = quantize_torchao_int8(model, job.device)
+    save_torchao(model, out)
+    save_tokenizer_and_config(model, tokenizer, out)
+    return {
+        "device": job.device,
+        "dtype": "bfloat16",
+        "weights": "int8 per-channel (torchao)",
+        "activations": "int8 dynamic per token",
+        "torchao_config": TORCHAO_CONFIG,
+    }
+
+
+def make_bf16_artifact(job, model, tokenizer, sources, out: Path, model_type: str) -> dict:
+    save_bf16_copy(model, tokenizer, out)
+    return {"device": job.device, "dtype": "bfloat16"}

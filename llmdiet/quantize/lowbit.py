@@ -44,10 +44,16 @@ class LowBitReport:
         return packed_bytes(self.linear_weights, self.bits, self.layers) + self.float_bytes
 
     def as_dict(self) -> dict:
-        return {"method": self.method, "bits": self.bits, "linear_weights": self.linear_weights, "layers": self.layers,
-                "packed_bytes": self.packed_bytes, "fp32_bytes": self.fp32_bytes,
-                "size_ratio_vs_fp32": self.packed_bytes / self.fp32_bytes,
-                "size_note": "packed: b bits per Linear weight + one fp32 step per layer + float tensors at 4 bytes"}
+        return {
+            "method": self.method,
+            "bits": self.bits,
+            "linear_weights": self.linear_weights,
+            "layers": self.layers,
+            "packed_bytes": self.packed_bytes,
+            "fp32_bytes": self.fp32_bytes,
+            "size_ratio_vs_fp32": self.packed_bytes / self.fp32_bytes,
+            "size_note": "packed: b bits per Linear weight + one fp32 step per layer + float tensors at 4 bytes",
+        }
 
 
 def _linear_order(model: nn.Module, batch: dict) -> list[list[str]]:
@@ -65,8 +71,11 @@ def _linear_order(model: nn.Module, batch: dict) -> list[list[str]]:
         calls.append((name, args[0] is previous[0]))
         previous[0] = args[0]
 
-    hooks = [m.register_forward_pre_hook(lambda mod, args, name=name: record(mod, args, name))
-             for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, args, name=name: record(mod, args, name))
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear)
+    ]
     try:
         with torch.no_grad():
             model(**batch, use_cache=False)
@@ -113,8 +122,9 @@ def _capture_inputs(model: nn.Module, names: list[str], batch: dict) -> dict[str
 
 
 @torch.no_grad()
-def quantize_linears(model: nn.Module, method: str, bits: int, calibration: list[dict] | None = None,
-                     scale: float = 1.16) -> LowBitReport:
+def quantize_linears(
+    model: nn.Module, method: str, bits: int, calibration: list[dict] | None = None, scale: float = 1.16
+) -> LowBitReport:
     """Quantize ``model`` in place (see module docstring); returns the size/bit report."""
     if method not in METHODS:
         raise ValueError(f"unknown low-bit method '{method}' (use one of {METHODS})")
@@ -148,6 +158,7 @@ def quantize_linears(model: nn.Module, method: str, bits: int, calibration: list
             layer.weight.data = (codes.double() * alphabet.delta).to(weight.dtype)
             report.linear_weights += weight.numel()
             report.layers += 1
-            report.per_layer.append({"name": name, "delta": alphabet.delta,
-                                     "mean_abs_code": codes.abs().float().mean().item()})
+            report.per_layer.append(
+                {"name": name, "delta": alphabet.delta, "mean_abs_code": codes.abs().float().mean().item()}
+            )
     return report

@@ -113,8 +113,12 @@ def weight_nodes(onnx_path: str | Path, keep_float: tuple[str, ...] = ()) -> lis
     constants = {init.name for init in graph.initializer}
     fragments = [T5_KEEP_FLOAT[name] for name in keep_float]
     return [
-        node.name for node in graph.node
-        if ((node.op_type == "MatMul" and node.input[1] in constants) or (node.op_type == "Gather" and node.input[0] in constants))
+        node.name
+        for node in graph.node
+        if (
+            (node.op_type == "MatMul" and node.input[1] in constants)
+            or (node.op_type == "Gather" and node.input[0] in constants)
+        )
         and not any(f in node.name for f in fragments)
     ]
 
@@ -125,11 +129,15 @@ def merge_decoder_graphs(directory: str | Path) -> dict:
     from optimum.onnx.graph_transformations import merge_decoders
 
     directory = Path(directory)
-    before = sum(f.stat().st_size for f in directory.iterdir()
-                 if f.name.startswith(DECODER) or f.name.startswith(DECODER_WITH_PAST))  # with external data files
+    before = sum(
+        f.stat().st_size
+        for f in directory.iterdir()
+        if f.name.startswith(DECODER) or f.name.startswith(DECODER_WITH_PAST)
+    )  # with external data files
     try:
-        merge_decoders(directory / DECODER, directory / DECODER_WITH_PAST, save_path=directory / DECODER_MERGED,
-                       strict=False)
+        merge_decoders(
+            directory / DECODER, directory / DECODER_WITH_PAST, save_path=directory / DECODER_MERGED, strict=False
+        )
     except Exception as err:  # optimum raises plain ValueErrors/RuntimeErrors from onnx checks
         raise BackendError(f"{directory}: merging the decoder graphs failed: {str(err).splitlines()[0]}") from None
     for name in (DECODER, DECODER_WITH_PAST):
@@ -200,15 +208,26 @@ class FeedRecorder:
         return record
 
 
-def record_calibration_feeds(onnx_dir: str | Path, tokenizer, sources: list[str], batch_size: int = 16,
-                             max_new_tokens: int = 64, max_step_samples: int = 512, seed: int = 0) -> dict[str, list[dict]]:
+def record_calibration_feeds(
+    onnx_dir: str | Path,
+    tokenizer,
+    sources: list[str],
+    batch_size: int = 16,
+    max_new_tokens: int = 64,
+    max_step_samples: int = 512,
+    seed: int = 0,
+) -> dict[str, list[dict]]:
     """Translate ``sources`` with the fp32 ONNX graphs and return the recorded per-example feeds of each graph."""
     import torch
     from optimum.onnxruntime import ORTModelForSeq2SeqLM
 
     model = ORTModelForSeq2SeqLM.from_pretrained(onnx_dir, use_cache=True, use_merged=False, use_io_binding=False)
     recorder = FeedRecorder(max_step_samples, seed)
-    for part, name in ((model.encoder, ENCODER), (model.decoder, DECODER), (model.decoder_with_past, DECODER_WITH_PAST)):
+    for part, name in (
+        (model.encoder, ENCODER),
+        (model.decoder, DECODER),
+        (model.decoder_with_past, DECODER_WITH_PAST),
+    ):
         part.session = _RecordingSession(part.session, recorder.sink(name))
     with torch.inference_mode():
         for i in range(0, len(sources), batch_size):
@@ -220,29 +239,48 @@ def record_calibration_feeds(onnx_dir: str | Path, tokenizer, sources: list[str]
             f"calibration recorded no inputs for {empty} (every calibration translation ended after one token?); "
             "use longer or more calibration sources"
         )
-    logger.info("calibration feeds: %s (decoder-with-past sampled from %d example-steps)",
-                {k: len(v) for k, v in recorder.feeds.items()}, recorder.step_rows_seen)
+    logger.info(
+        "calibration feeds: %s (decoder-with-past sampled from %d example-steps)",
+        {k: len(v) for k, v in recorder.feeds.items()},
+        recorder.step_rows_seen,
+    )
     return recorder.feeds
 
 
-def quantize_onnx(model_path: str, out: str | Path, tokenizer, *, static: bool, per_channel: bool = True,
-                  calibration_sources: list[str] | None = None, calibration_batch_size: int = 16,
-                  calibration_max_new_tokens: int = 64, max_step_samples: int = 512, seed: int = 0,
-                  keep_float: tuple[str, ...] = ("wo",)) -> dict:
+def quantize_onnx(
+    model_path: str,
+    out: str | Path,
+    tokenizer,
+    *,
+    static: bool,
+    per_channel: bool = True,
+    calibration_sources: list[str] | None = None,
+    calibration_batch_size: int = 16,
+    calibration_max_new_tokens: int = 64,
+    max_step_samples: int = 512,
+    seed: int = 0,
+    keep_float: tuple[str, ...] = ("wo",),
+) -> dict:
     """Export and int8-quantize the three graphs into ``out``; returns artifact fields describing the recipe."""
+    from onnxruntime.quantization import CalibrationMethod
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import CalibrationConfig
-    from onnxruntime.quantization import CalibrationMethod
 
     out = Path(out)
     qconfig, target = quantization_config(static, per_channel)
-    extra: dict = {"onnx_files": list(ARTIFACT_ONNX_FILES), "instruction_set": target, "per_channel": per_channel,
-                   "quantization": "static int8 (QDQ, MinMax calibration; weight-bearing MatMul/Gather nodes"
-                   + (f"; float32: {', '.join(keep_float)})" if keep_float else ")") if static
-                   else "dynamic int8 (IntegerOps)",
-                   "static_keep_float": list(keep_float) if static else None,
-                   "operators_quantized": list(qconfig.operators_to_quantize),
-                   "weight_type": qconfig.weights_dtype.name, "activation_type": qconfig.activations_dtype.name}
+    extra: dict = {
+        "onnx_files": list(ARTIFACT_ONNX_FILES),
+        "instruction_set": target,
+        "per_channel": per_channel,
+        "quantization": "static int8 (QDQ, MinMax calibration; weight-bearing MatMul/Gather nodes"
+        + (f"; float32: {', '.join(keep_float)})" if keep_float else ")")
+        if static
+        else "dynamic int8 (IntegerOps)",
+        "static_keep_float": list(keep_float) if static else None,
+        "operators_quantized": list(qconfig.operators_to_quantize),
+        "weight_type": qconfig.weights_dtype.name,
+        "activation_type": qconfig.activations_dtype.name,
+    }
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="llmdiet-onnx-", dir=out) as tmp:
         logger.info("exporting %s to ONNX ...", model_path)
@@ -253,8 +291,15 @@ def quantize_onnx(model_path: str, out: str | Path, tokenizer, *, static: bool, 
             if not calibration_sources:
                 raise BackendError("onnx-static-int8 needs calibration sources (zero usable rows given)")
             logger.info("calibrating on %d sources (recording encoder/decoder inputs) ...", len(calibration_sources))
-            feeds = record_calibration_feeds(export_dir, tokenizer, calibration_sources, calibration_batch_size,
-                                             calibration_max_new_tokens, max_step_samples, seed)
+            feeds = record_calibration_feeds(
+                export_dir,
+                tokenizer,
+                calibration_sources,
+                calibration_batch_size,
+                calibration_max_new_tokens,
+                max_step_samples,
+                seed,
+            )
             extra["calibration_feeds"] = {name: len(v) for name, v in feeds.items()}
         for file_name in ONNX_FILES:
             logger.info("quantizing %s (%.0f s so far)", file_name, time.perf_counter() - start)
@@ -265,17 +310,28 @@ def quantize_onnx(model_path: str, out: str | Path, tokenizer, *, static: bool, 
                 qconfig.nodes_to_quantize = weight_nodes(export_dir / file_name, keep_float)
                 extra.setdefault("static_quantized_nodes", {})[file_name] = len(qconfig.nodes_to_quantize)
                 calibration = CalibrationConfig(
-                    dataset_name="llmdiet-recorded-feeds", dataset_config_name=file_name, dataset_split="calibration",
-                    dataset_num_samples=len(feeds[file_name]), method=CalibrationMethod.MinMax, moving_average=False,
+                    dataset_name="llmdiet-recorded-feeds",
+                    dataset_config_name=file_name,
+                    dataset_split="calibration",
+                    dataset_num_samples=len(feeds[file_name]),
+                    method=CalibrationMethod.MinMax,
+                    moving_average=False,
                 )
                 # ``fit`` only iterates over the dataset: a list of per-example feed dicts works like a Dataset.
                 ranges = quantizer.fit(
-                    dataset=feeds.pop(file_name), calibration_config=calibration,
+                    dataset=feeds.pop(file_name),
+                    calibration_config=calibration,
                     onnx_augmented_model_name=Path(tmp) / f"augmented_{file_name}",
-                    operators_to_quantize=qconfig.operators_to_quantize, use_external_data_format=external,
+                    operators_to_quantize=qconfig.operators_to_quantize,
+                    use_external_data_format=external,
                 )
-            quantizer.quantize(qconfig, save_dir=out, file_suffix=None, calibration_tensors_range=ranges,
-                               use_external_data_format=external)
+            quantizer.quantize(
+                qconfig,
+                save_dir=out,
+                file_suffix=None,
+                calibration_tensors_range=ranges,
+                use_external_data_format=external,
+            )
         for name in ("config.json", "generation_config.json"):
             if (export_dir / name).is_file():
                 shutil.copy2(export_dir / name, out / name)
@@ -290,3 +346,29 @@ def export_onnx_fp32(model_path: str, out: str | Path, tokenizer) -> dict:
     merged = merge_decoder_graphs(out)
     tokenizer.save_pretrained(out)
     return {"onnx_files": list(ARTIFACT_ONNX_FILES), "decoder_merge": merged}
+
+
+# ----------------------------------------------------------------------------- the registry's entry points
+
+
+def make_fp32_artifact(job, model, tokenizer, sources, out: Path, model_type: str) -> dict:
+    return {"device": "cpu", **export_onnx_fp32(job.model, out, tokenizer)}
+
+
+def make_int8_artifact(job, model, tokenizer, sources, out: Path, model_type: str) -> dict:
+    """``onnx-dynamic-int8`` and ``onnx-static-int8`` (calibrated on ``sources``)."""
+    return {
+        "device": "cpu",
+        **quantize_onnx(
+            job.model,
+            out,
+            tokenizer,
+            static=job.method == "onnx-static-int8",
+            per_channel=True if job.per_channel is None else job.per_channel,
+            calibration_sources=sources,
+            calibration_batch_size=job.calibration_batch_size,
+            calibration_max_new_tokens=job.calibration_max_new_tokens,
+            seed=job.seed,
+            keep_float=tuple(job.static_keep_float),
+        ),
+    }

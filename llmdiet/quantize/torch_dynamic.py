@@ -29,8 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from llmdiet.artifacts import BackendError
-from llmdiet.artifacts import check_no_meta_tensors, load_tensors, save_tensors, trim_heap
+from llmdiet.artifacts import BackendError, check_no_meta_tensors, load_tensors, save_tensors, trim_heap
 
 WEIGHTS_FILE = "model_int8.safetensors"
 FORMAT = "llmdiet-dynamic-int8/1"
@@ -137,3 +136,30 @@ def load_dynamic_int8(path: str | Path) -> nn.Module:
     del tensors, packed
     trim_heap()  # the int8 codes were re-packed into fbgemm/onednn weights: release their transient copies
     return model.eval()
+
+
+# ----------------------------------------------------------------------------- the registry's entry points
+
+
+def quantize_in_memory(
+    model: nn.Module, tokenizer=None, sources=None, device: str = "cpu", per_channel: bool = False
+) -> nn.Module:
+    return quantize_dynamic_int8(model, per_channel=per_channel)
+
+
+def make_artifact(job, model, tokenizer, sources, out: Path, model_type: str) -> dict:
+    """``dynamic-int8`` (see :mod:`llmdiet.quantize.registry`): int8 codes, scales and float tensors in ``out``."""
+    from llmdiet.artifacts import save_tokenizer_and_config
+
+    per_channel = bool(job.per_channel)
+    model = quantize_dynamic_int8(model, per_channel=per_channel)
+    save_dynamic_int8(model, out)
+    save_tokenizer_and_config(model, tokenizer, out)
+    return {
+        "device": "cpu",
+        "weights": f"int8 {'per-channel' if per_channel else 'per-tensor'} affine",
+        "activations": "dynamic int8 per batch (reduce_range)",
+        "quantized_linears": len(quantized_linears(model)),
+        "kept_float": "token embedding (shared), relative attention bias, layer norms",
+        "quantized_engine": torch.backends.quantized.engine,
+    }

@@ -19,13 +19,13 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from llmdiet.config import ConfigError, check_range, parse_config, precheck
-from llmdiet.distill.job import DataArguments, DistillationArguments, TrainerFlagChecks, check_output_dir
-from llmdiet.distill.job import demo_preset as distill_demo_preset
-from llmdiet.distill.job import reference_defaults, run
+from llmdiet.distill.presets import demo_preset as distill_demo_preset
+from llmdiet.distill.presets import reference_defaults
+from llmdiet.distill.run import run
+from llmdiet.distill.settings import DataArguments, DistillationArguments, TrainerFlagChecks
 from llmdiet.modeling import resolve_model
 
 if TYPE_CHECKING:
@@ -34,10 +34,12 @@ if TYPE_CHECKING:
 
 @dataclass
 class SweepArguments:
-    alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0],
-                                metadata={"help": "Alpha values to train, each in [0, 1]."})
-    eval_sets: list[str] = field(default_factory=lambda: ["pgv-en-fr"],
-                                 metadata={"help": "Eval sets for every student (names or files)."})
+    alphas: list[float] = field(
+        default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], metadata={"help": "Alpha values to train, each in [0, 1]."}
+    )
+    eval_sets: list[str] = field(
+        default_factory=lambda: ["pgv-en-fr"], metadata={"help": "Eval sets for every student (names or files)."}
+    )
     eval_limit: int | None = field(default=None, metadata={"help": "Score only the first N rows of each set."})
     eval_batch_size: int = field(default=32, metadata={"help": "Eval harness batch size."})
     eval_teacher: bool = field(default=True, metadata={"help": "Also evaluate the teacher, as the reference row."})
@@ -50,15 +52,28 @@ class SweepArguments:
 
 
 def demo_preset() -> dict:
-    return {**distill_demo_preset(), "alphas": [0.0, 0.5, 1.0], "eval_sets": ["demo-en-fr", "demo-fr-en"],
-            "sweep_dir": "runs/alpha-sweep-demo", "num_train_epochs": 3}
+    return {
+        **distill_demo_preset(),
+        "alphas": [0.0, 0.5, 1.0],
+        "eval_sets": ["demo-en-fr", "demo-fr-en"],
+        "sweep_dir": "runs/alpha-sweep-demo",
+        "num_train_epochs": 3,
+    }
 
 
 def evaluate(model: str, out: Path, sweep: SweepArguments) -> str:
     from llmdiet.evaluation.harness import EvalArguments, run_eval
 
-    run_eval(EvalArguments(model=model, eval_set=list(sweep.eval_sets), out=str(out), limit=sweep.eval_limit,
-                           batch_size=sweep.eval_batch_size, progress=False))
+    run_eval(
+        EvalArguments(
+            model=model,
+            eval_set=list(sweep.eval_sets),
+            out=str(out),
+            limit=sweep.eval_limit,
+            batch_size=sweep.eval_batch_size,
+            progress=False,
+        )
+    )
     return str(out)
 
 
@@ -72,26 +87,29 @@ def validate(sweep: SweepArguments, dist: DistillationArguments) -> None:
     for flag, model in (("--teacher_model", dist.teacher_model), ("--student_model", dist.student_model)):
         looks_local = model.startswith((".", "/", "~", "runs/")) or model.count("/") != 1
         if looks_local and not model.startswith("llmdiet-demo:") and not Path(model).expanduser().exists():
-            raise ConfigError(f"{flag} {model}: no such directory (a local path, a hub id owner/name, or llmdiet-demo:*)")
+            raise ConfigError(
+                f"{flag} {model}: no such directory (a local path, a hub id owner/name, or llmdiet-demo:*)"
+            )
 
 
 SETTINGS_FILE = "sweep_settings.json"
-TRAINING_KEYS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-                 "gradient_accumulation_steps", "seed", "optim", "weight_decay", "warmup_ratio", "warmup_steps",
-                 "lr_scheduler_type", "max_grad_norm", "label_smoothing_factor", "bf16")
 
 
 def student_settings(alpha: float, dist: DistillationArguments, data: DataArguments, training) -> dict:
-    """Everything that decides a student: the fingerprint a finished alpha is checked against on a re-run."""
-    from dataclasses import asdict
-
+    """Everything that decides a student, by the study's own rule (:func:`llmdiet.study.jobs.student_fingerprint`):
+    the fingerprint a finished alpha is checked against on a re-run."""
     from llmdiet.fingerprint import model_identity
+    from llmdiet.study.jobs import student_fingerprint
 
-    dist_dict = {k: v for k, v in asdict(dist).items() if k not in ("teacher_cache", "sequence_kd_file", "rebuild_caches")}
-    return {"alpha": alpha, "distillation": dist_dict, "data": asdict(data),
-            "training": {k: getattr(training, k, None) for k in TRAINING_KEYS},
-            "teacher": model_identity(resolve_model(dist.teacher_model)),
-            "student_init": model_identity(resolve_model(dist.student_model))}
+    args = copy.deepcopy(dist)
+    args.alpha = alpha
+    return student_fingerprint(
+        args,
+        data,
+        training,
+        model_identity(resolve_model(dist.teacher_model)),
+        model_identity(resolve_model(dist.student_model)),
+    )
 
 
 def _finished(run_dir: Path, settings: dict) -> bool:
@@ -102,15 +120,22 @@ def _finished(run_dir: Path, settings: dict) -> bool:
         return False
     stored = run_dir / SETTINGS_FILE
     if not stored.exists():
-        raise ConfigError(f"{run_dir}: a finished student without {SETTINGS_FILE}, so its settings are unknown; "
-                          "delete it or use another --sweep_dir")
-    check_parts(json.loads(stored.read_text()), settings, run_dir,
-                "use another --sweep_dir, or delete this student to retrain it with the new settings")
+        raise ConfigError(
+            f"{run_dir}: a finished student without {SETTINGS_FILE}, so its settings are unknown; "
+            "delete it or use another --sweep_dir"
+        )
+    check_parts(
+        json.loads(stored.read_text()),
+        settings,
+        run_dir,
+        "use another --sweep_dir, or delete this student to retrain it with the new settings",
+    )
     return True
 
 
-def run_sweep(sweep: SweepArguments, dist: DistillationArguments, data: DataArguments,
-              training: "Seq2SeqTrainingArguments") -> list[str]:
+def run_sweep(
+    sweep: SweepArguments, dist: DistillationArguments, data: DataArguments, training: Seq2SeqTrainingArguments
+) -> list[str]:
     """Train, evaluate and compare every alpha. The teacher's work is shared: one teacher-logit cache and one file
     of teacher translations in ``SWEEP_DIR/shared/`` serve every alpha (each is keyed by its own inputs)."""
     from transformers.trainer_utils import get_last_checkpoint
@@ -122,7 +147,9 @@ def run_sweep(sweep: SweepArguments, dist: DistillationArguments, data: DataArgu
     shared = root / "shared"
     dist = copy.deepcopy(dist)
     if dist.teacher_cache:
-        dist.teacher_cache = dist.teacher_cache if Path(dist.teacher_cache).is_absolute() else str(shared / dist.teacher_cache)
+        dist.teacher_cache = (
+            dist.teacher_cache if Path(dist.teacher_cache).is_absolute() else str(shared / dist.teacher_cache)
+        )
     if dist.sequence_kd != "off" and not dist.sequence_kd_file:
         dist.sequence_kd_file = str(shared / "teacher_translations.jsonl")
     eval_dirs, labels = [], []
@@ -157,7 +184,9 @@ def plot_metric_by_alpha(root: Path, sweep: SweepArguments) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = {alpha: json.loads((root / f"eval-alpha-{alpha:g}" / "results.json").read_text()) for alpha in sweep.alphas}
+    results = {
+        alpha: json.loads((root / f"eval-alpha-{alpha:g}" / "results.json").read_text()) for alpha in sweep.alphas
+    }
     teacher_file = root / "eval-teacher" / "results.json"
     teacher = json.loads(teacher_file.read_text()) if teacher_file.exists() else None
     sets = list(next(iter(results.values()))["sets"])
@@ -166,18 +195,32 @@ def plot_metric_by_alpha(root: Path, sweep: SweepArguments) -> Path:
         for i, set_name in enumerate(sets):
             color = plt.get_cmap("tab10")(i)
             xs = sorted(results)
-            ax.plot(xs, [results[a]["sets"][set_name]["metrics"][metric] for a in xs], "o-", color=color,
-                    label=f"{set_name} (students)")
+            ax.plot(
+                xs,
+                [results[a]["sets"][set_name]["metrics"][metric] for a in xs],
+                "o-",
+                color=color,
+                label=f"{set_name} (students)",
+            )
             if teacher and set_name in teacher["sets"]:
-                ax.axhline(teacher["sets"][set_name]["metrics"][metric], color=color, linestyle="--", linewidth=1,
-                           label=f"{set_name} (teacher)")
+                ax.axhline(
+                    teacher["sets"][set_name]["metrics"][metric],
+                    color=color,
+                    linestyle="--",
+                    linewidth=1,
+                    label=f"{set_name} (teacher)",
+                )
         ax.set_xlabel("alpha (weight of the teacher term; 0 = fine-tuning on references only)")
         ax.set_ylabel(name)
         ax.set_title(f"{name} of the distilled student by alpha")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("alpha sweep: " + ", ".join(sets) + (" — DEMO models and data" if any(
-        r.get("demo") for r in results.values()) else ""), fontsize=10)
+    fig.suptitle(
+        "alpha sweep: "
+        + ", ".join(sets)
+        + (" — DEMO models and data" if any(r.get("demo") for r in results.values()) else ""),
+        fontsize=10,
+    )
     fig.tight_layout()
     out = root / "bleu_vs_alpha.png"
     fig.savefig(out, dpi=120)
@@ -188,14 +231,22 @@ def plot_metric_by_alpha(root: Path, sweep: SweepArguments) -> Path:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     presets = {"reference": reference_defaults, "demo": demo_preset}
-    precheck((SweepArguments, DistillationArguments, DataArguments, TrainerFlagChecks), argv, presets=presets,
-             prog="recipes/alpha_sweep.py", default_preset="reference")
+    precheck(
+        (SweepArguments, DistillationArguments, DataArguments, TrainerFlagChecks),
+        argv,
+        presets=presets,
+        prog="recipes/alpha_sweep.py",
+        default_preset="reference",
+    )
     from transformers import Seq2SeqTrainingArguments
 
     sweep, dist, data, training = parse_config(
-        (SweepArguments, DistillationArguments, DataArguments, Seq2SeqTrainingArguments), argv,
-        presets=presets, default_preset="reference",
-        prog="recipes/alpha_sweep.py", description="Distil once per alpha, evaluate every student, compare.",
+        (SweepArguments, DistillationArguments, DataArguments, Seq2SeqTrainingArguments),
+        argv,
+        presets=presets,
+        default_preset="reference",
+        prog="recipes/alpha_sweep.py",
+        description="Distil once per alpha, evaluate every student, compare.",
     )
     run_sweep(sweep, dist, data, training)
     return 0

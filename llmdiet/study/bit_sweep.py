@@ -34,9 +34,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class BitSweepArguments:
-    models: list[str] = field(default_factory=lambda: ["google/flan-t5-large", "runs/distill"],
-                              metadata={"help": "Models to sweep (teacher first, then students): hub ids or directories."})
-    bits: list[int] = field(default_factory=lambda: [2, 3, 4, 5, 6, 8], metadata={"help": "Bit widths, each in [2, 8]."})
+    models: list[str] = field(
+        default_factory=lambda: ["google/flan-t5-large", "runs/distill"],
+        metadata={"help": "Models to sweep (teacher first, then students): hub ids or directories."},
+    )
+    bits: list[int] = field(
+        default_factory=lambda: [2, 3, 4, 5, 6, 8], metadata={"help": "Bit widths, each in [2, 8]."}
+    )
     methods: list[str] = field(default_factory=lambda: list(METHODS), metadata={"help": "rtn and/or gpfq."})
     eval_set: str = field(default="pgv-en-fr", metadata={"help": "Eval set name or local file (as in llmdiet eval)."})
     limit: int | None = field(default=500, metadata={"help": "Score only the first N rows of the eval set."})
@@ -44,7 +48,9 @@ class BitSweepArguments:
     calibration_source_column: str = field(default="en", metadata={"help": "Source column of the calibration file."})
     calibration_target_column: str = field(default="fr", metadata={"help": "Target column of the calibration file."})
     calibration_rows: int = field(default=128, metadata={"help": "Number of calibration rows (>= 1)."})
-    calibration_prefix: str = field(default="translate English to French: ", metadata={"help": "Prefix of calibration sources."})
+    calibration_prefix: str = field(
+        default="translate English to French: ", metadata={"help": "Prefix of calibration sources."}
+    )
     batch_size: int = field(default=32, metadata={"help": "Generation and calibration batch size."})
     max_new_tokens: int = field(default=128, metadata={"help": "Most tokens generated per sentence."})
     scale: float = field(default=1.16, metadata={"help": "Alphabet radius factor C (step = C * mean row max / K)."})
@@ -66,9 +72,16 @@ class BitSweepArguments:
 def demo_preset() -> dict:
     from llmdiet.demo import DEMO_EN_FR
 
-    return {"models": ["llmdiet-demo:teacher", "runs/distill-demo"], "eval_set": "demo-en-fr", "limit": 200,
-            "calibration_file": str(DEMO_EN_FR), "calibration_rows": 64, "bits": [2, 3, 4, 6, 8],
-            "max_new_tokens": 32, "out": "runs/bit-sweep-demo"}
+    return {
+        "models": ["llmdiet-demo:teacher", "runs/distill-demo"],
+        "eval_set": "demo-en-fr",
+        "limit": 200,
+        "calibration_file": str(DEMO_EN_FR),
+        "calibration_rows": 64,
+        "bits": [2, 3, 4, 6, 8],
+        "max_new_tokens": 32,
+        "out": "runs/bit-sweep-demo",
+    }
 
 
 def calibration_batches(args: BitSweepArguments, tokenizer, model) -> list[dict]:
@@ -76,12 +89,15 @@ def calibration_batches(args: BitSweepArguments, tokenizer, model) -> list[dict]
         raise ConfigError("GPFQ needs --calibration_file (parallel rows, e.g. training data); or use --methods rtn")
     from transformers import DataCollatorForSeq2Seq
 
-    rows = read_parallel_file(args.calibration_file, args.calibration_source_column,
-                              args.calibration_target_column)[: args.calibration_rows]
+    rows = read_parallel_file(args.calibration_file, args.calibration_source_column, args.calibration_target_column)[
+        : args.calibration_rows
+    ]
     ds, _ = tokenize_rows(rows, tokenizer, args.calibration_prefix, 256, 256)
     collate = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
-    return [dict(collate([ds[j] for j in range(i, min(i + args.batch_size, len(ds)))]))
-            for i in range(0, len(ds), args.batch_size)]
+    return [
+        dict(collate([ds[j] for j in range(i, min(i + args.batch_size, len(ds)))]))
+        for i in range(0, len(ds), args.batch_size)
+    ]
 
 
 def score(model, tokenizer, sources, references, args) -> dict:
@@ -90,8 +106,14 @@ def score(model, tokenizer, sources, references, args) -> dict:
     from llmdiet.evaluation.metrics import corpus_scores
 
     backend = TorchSeq2SeqBackend("in-memory", model=model, tokenizer=tokenizer, name="torch-fp32-fakequant")
-    result = generate_all(backend, sources, GenerationSettings(max_new_tokens=args.max_new_tokens), args.batch_size,
-                          warmup_batches=0, progress=False)
+    result = generate_all(
+        backend,
+        sources,
+        GenerationSettings(max_new_tokens=args.max_new_tokens),
+        args.batch_size,
+        warmup_batches=0,
+        progress=False,
+    )
     scores = corpus_scores([t.hypothesis for t in result.translations], references)
     return {k: scores[k] for k in ("bleu", "chrf", "rougeL", "bleu_signature")}
 
@@ -103,16 +125,25 @@ def sweep_settings(args: BitSweepArguments, spec) -> dict:
 
     calibration = None
     if args.calibration_file:
-        calibration = {"file": file_sha256(args.calibration_file), "columns": [args.calibration_source_column,
-                       args.calibration_target_column], "rows": args.calibration_rows, "prefix": args.calibration_prefix}
+        calibration = {
+            "file": file_sha256(args.calibration_file),
+            "columns": [args.calibration_source_column, args.calibration_target_column],
+            "rows": args.calibration_rows,
+            "prefix": args.calibration_prefix,
+        }
     models = {}
     for name in args.models:
         path = resolve_model(name)
         models[name] = model_identity(path) if Path(path).exists() else {"missing": name}
-    return {"models": models, "eval_set": {"fingerprint": spec.fingerprint(), "prefix": spec.prefix,
-                                           "rows": [spec.start, spec.stop]},
-            "limit": args.limit, "calibration": calibration, "batch_size": args.batch_size,
-            "max_new_tokens": args.max_new_tokens, "scale": args.scale}
+    return {
+        "models": models,
+        "eval_set": {"fingerprint": spec.fingerprint(), "prefix": spec.prefix, "rows": [spec.start, spec.stop]},
+        "limit": args.limit,
+        "calibration": calibration,
+        "batch_size": args.batch_size,
+        "max_new_tokens": args.max_new_tokens,
+        "scale": args.scale,
+    }
 
 
 def check_sweep_settings(out: Path, args: BitSweepArguments, spec) -> None:
@@ -124,9 +155,12 @@ def check_sweep_settings(out: Path, args: BitSweepArguments, spec) -> None:
         stored = json.loads(path.read_text())
         # a model added to --models is fine; a model whose content changed is not
         stored_models = {k: v for k, v in stored.get("models", {}).items() if k in current["models"]}
-        check_parts({**stored, "models": stored_models},
-                    {**current, "models": {k: v for k, v in current["models"].items() if k in stored_models}},
-                    out, "use another --out (or delete points.jsonl) to sweep with the new settings")
+        check_parts(
+            {**stored, "models": stored_models},
+            {**current, "models": {k: v for k, v in current["models"].items() if k in stored_models}},
+            out,
+            "use another --out (or delete points.jsonl) to sweep with the new settings",
+        )
         current["models"] = {**stored.get("models", {}), **current["models"]}
     path.write_text(json.dumps(current, indent=2))
 
@@ -170,9 +204,14 @@ def run_sweep(args: BitSweepArguments, command=None) -> dict:
                 if method == "gpfq" and calib is None:
                     calib = calibration_batches(args, tokenizer, base)
                 size = quantize_linears(model, method, bits, calib if method == "gpfq" else None, args.scale).as_dict()
-            point = {"model": model_name, "method": method, "bits": bits,
-                     "parameters": sum(p.numel() for p in base.parameters()), **size,
-                     **score(model, tokenizer, sources, references, args)}
+            point = {
+                "model": model_name,
+                "method": method,
+                "bits": bits,
+                "parameters": sum(p.numel() for p in base.parameters()),
+                **size,
+                **score(model, tokenizer, sources, references, args),
+            }
             logger.info("%s %s %d-bit: BLEU %.2f", model_name, method, bits, point["bleu"])
             with points_path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(point) + "\n")
@@ -180,8 +219,12 @@ def run_sweep(args: BitSweepArguments, command=None) -> dict:
             del model
         del base
     points = [done[k] for k in done if k[0] in args.models]
-    summary = {"points": points, "eval_set": spec.describe(), "num_sentences": len(rows),
-               "provenance": provenance(seed=args.seed, command=command)}
+    summary = {
+        "points": points,
+        "eval_set": spec.describe(),
+        "num_sentences": len(rows),
+        "provenance": provenance(seed=args.seed, command=command),
+    }
     (out / "bit_sweep.json").write_text(json.dumps(summary, indent=2))
     (out / "bit_sweep.md").write_text(markdown(points))
     plot(points, out)
@@ -189,12 +232,20 @@ def run_sweep(args: BitSweepArguments, command=None) -> dict:
 
 
 def markdown(points: list[dict]) -> str:
-    lines = ["| model | method | bits | BLEU | chrF | ROUGE-L | packed MB | size vs fp32 |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | method | bits | BLEU | chrF | ROUGE-L | packed MB | size vs fp32 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for p in sorted(points, key=lambda p: (p["model"], p["method"] != "float", p["method"], p["bits"])):
         ratio = p["packed_bytes"] / p["fp32_bytes"]
-        lines.append(f"| {p['model']} | {p['method']} | {p['bits']} | {p['bleu']:.2f} | {p['chrf']:.2f} | "
-                     f"{p['rougeL']:.2f} | {p['packed_bytes'] / 1e6:.2f} | {ratio:.3f} |")
-    return "\n".join(lines) + "\n\nPacked size: b bits per Linear weight + one fp32 step per layer + float tensors at 4 bytes.\n"
+        lines.append(
+            f"| {p['model']} | {p['method']} | {p['bits']} | {p['bleu']:.2f} | {p['chrf']:.2f} | "
+            f"{p['rougeL']:.2f} | {p['packed_bytes'] / 1e6:.2f} | {ratio:.3f} |"
+        )
+    return (
+        "\n".join(lines)
+        + "\n\nPacked size: b bits per Linear weight + one fp32 step per layer + float tensors at 4 bytes.\n"
+    )
 
 
 def plot(points: list[dict], out: Path) -> None:
@@ -203,8 +254,10 @@ def plot(points: list[dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    for x_key, fname, xlabel in (("bits", "bleu_vs_bits.png", "bits per weight"),
-                                 ("packed_bytes", "bleu_vs_packed_size.png", "packed size (MB)")):
+    for x_key, fname, xlabel in (
+        ("bits", "bleu_vs_bits.png", "bits per weight"),
+        ("packed_bytes", "bleu_vs_packed_size.png", "packed size (MB)"),
+    ):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for model in dict.fromkeys(p["model"] for p in points):
             for method, style in (("rtn", "--"), ("gpfq", "-")):
@@ -233,8 +286,13 @@ def plot(points: list[dict], out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     precheck([BitSweepArguments], argv, presets={"demo": demo_preset}, prog="recipes/bit_sweep.py")
-    (args,) = parse_config([BitSweepArguments], argv, presets={"demo": demo_preset}, prog="recipes/bit_sweep.py",
-                           description="2-8-bit RTN vs GPFQ sweep of teacher and student weights.")
+    (args,) = parse_config(
+        [BitSweepArguments],
+        argv,
+        presets={"demo": demo_preset},
+        prog="recipes/bit_sweep.py",
+        description="2-8-bit RTN vs GPFQ sweep of teacher and student weights.",
+    )
     import torch
 
     torch.manual_seed(args.seed)

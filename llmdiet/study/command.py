@@ -10,9 +10,10 @@ A training job can itself run on several GPUs: ``accelerate launch recipes/study
 
 from __future__ import annotations
 
+import builtins
 import sys
 from dataclasses import dataclass, field
-from typing import List, Optional  # (not list[...]: the field "list" shadows the builtin inside the class)
+from typing import Optional  # (not list[...]: the field "list" shadows the builtin inside the class)
 
 from llmdiet.config import ConfigError, _pop_option, parse_config, precheck
 
@@ -21,8 +22,10 @@ from llmdiet.config import ConfigError, _pop_option, parse_config, precheck
 class StudyArguments:
     study_dir: Optional[str] = field(default=None, metadata={"help": "Override the config's study_dir."})
     list: bool = field(default=False, metadata={"help": "Print the jobs with their dependencies and state, then exit."})
-    job: List[str] = field(default_factory=lambda: [], metadata={"help": "Run only these jobs (their dependencies must be "
-                                                                   "done); no report is written."})
+    job: builtins.list[str] = field(
+        default_factory=lambda: [],
+        metadata={"help": "Run only these jobs (their dependencies must be done); no report is written."},
+    )
     report: bool = field(default=False, metadata={"help": "Only write STUDY.md and the figures from finished jobs."})
 
     def __post_init__(self):
@@ -50,9 +53,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if config_path:  # the YAML's own checks answer before transformers (and torch) load: ~0.3 s, not ~4 s
         load_study_config(config_path, early.get("study_dir"))
-    (args,) = parse_config([StudyArguments], argv, prog="llmdiet study",
-                           description="The study from one YAML (--config FILE): distill, quantize, evaluate, "
-                                       "compare; resumable, job by job.")
+    (args,) = parse_config(
+        [StudyArguments],
+        argv,
+        prog="llmdiet study",
+        description="The study from one YAML (--config FILE): distill, quantize, evaluate, "
+        "compare; resumable, job by job.",
+    )
     from llmdiet.study.jobs import build_plan, run_all
     from llmdiet.study.report import write_report
 

@@ -25,32 +25,68 @@ from typing import Optional
 
 from llmdiet.config import ConfigError, check_range, load_yaml
 
-STUDY_KEYS = ("study_dir", "teacher", "student", "tokenizer", "seed", "alphas", "distill", "methods", "quantize",
-              "bit_sweep", "eval", "statistics", "verdict")
+STUDY_KEYS = (
+    "study_dir",
+    "teacher",
+    "student",
+    "tokenizer",
+    "seed",
+    "alphas",
+    "distill",
+    "methods",
+    "quantize",
+    "bit_sweep",
+    "eval",
+    "statistics",
+    "verdict",
+)
 
 
 @dataclass
 class EvalSettings:
-    in_domain: list[str] = field(default_factory=lambda: ["pgv-en-fr"],
-                                 metadata={"help": "In-domain eval sets (names under eval_sets/ or files); the first "
-                                                   "one decides the verdict and the speed figures."})
-    out_of_domain: list[str] = field(default_factory=lambda: ["pgv-fr-en", "opus100-ko-en"],
-                                     metadata={"help": "Out-of-domain eval sets."})
-    batch_size: int = field(default=32, metadata={"help": "Batch size of every evaluation (>= 1): the throughput figure."})
+    in_domain: list[str] = field(
+        default_factory=lambda: ["pgv-en-fr"],
+        metadata={
+            "help": "In-domain eval sets (names under llmdiet/evaluation/sets/ or files); the first "
+            "one decides the verdict and the speed figures."
+        },
+    )
+    out_of_domain: list[str] = field(
+        default_factory=lambda: ["pgv-fr-en", "opus100-ko-en"], metadata={"help": "Out-of-domain eval sets."}
+    )
+    batch_size: int = field(
+        default=32, metadata={"help": "Batch size of every evaluation (>= 1): the throughput figure."}
+    )
     max_new_tokens: int = field(default=128, metadata={"help": "Most tokens generated per sentence (>= 1)."})
     num_beams: int = field(default=1, metadata={"help": "Beam size of every evaluation (1 = greedy)."})
     limit: Optional[int] = field(default=None, metadata={"help": "Score only the first N rows of each set."})
-    latency_sentences: int = field(default=64, metadata={"help": "In-domain rows translated one at a time per speed "
-                                                                 "round for the batch-1 latency figure (>= 1)."})
-    device: str = field(default="cpu", metadata={"help": "cpu or cuda: where the float and torch models are evaluated."})
-    dev: Optional[str] = field(default="pgv-en-fr-dev", metadata={
-        "help": "Dev set (role: dev) every model is also scored on: the best student and quality ties are chosen on "
-                "it, never on a test set (null: no dev set; the report then says it cannot pick a best student)."})
-    speed_repeats: int = field(default=3, metadata={
-        "help": "Timing rounds (>= 3) of the speed job: every model is timed once per round, round after round "
-                "(interleaved), and the report gives the median and the min-max spread."})
-    speed_sentences: int = field(default=128, metadata={
-        "help": "In-domain rows translated at eval.batch_size per round for the throughput figure (>= 1)."})
+    latency_sentences: int = field(
+        default=64,
+        metadata={
+            "help": "In-domain rows translated one at a time per speed round for the batch-1 latency figure (>= 1)."
+        },
+    )
+    device: str = field(
+        default="cpu", metadata={"help": "cpu or cuda: where the float and torch models are evaluated."}
+    )
+    dev: Optional[str] = field(
+        default="pgv-en-fr-dev",
+        metadata={
+            "help": "Dev set (role: dev) every model is also scored on: the best student and quality ties are chosen on "
+            "it, never on a test set (null: no dev set; the report then says it cannot pick a best student)."
+        },
+    )
+    speed_repeats: int = field(
+        default=3,
+        metadata={
+            "help": "Timing rounds (>= 3) of the speed job: every model is timed once per round, round after round "
+            "(interleaved), and the report gives the median and the min-max spread."
+        },
+    )
+    speed_sentences: int = field(
+        default=128,
+        metadata={"help": "In-domain rows translated at eval.batch_size per round for the throughput figure (>= 1)."},
+    )
 
     def __post_init__(self):
         if not self.in_domain:
@@ -78,15 +114,28 @@ class EvalSettings:
 
 @dataclass
 class QuantizeSettings:
-    methods: list[str] = field(default_factory=lambda: ["dynamic-int8", "onnx-static-int8", "ct2-int8"],
-                               metadata={"help": "llmdiet quantize methods applied to the teacher (see llmdiet "
-                                                 "quantize --list_methods); torch-bf16 gives the bf16 teacher."})
-    students: list[str] = field(default_factory=lambda: ["all"], metadata={
-        "help": "Distill-then-quantize: the trained students quantized with the same methods: [all], [] or labels."})
-    calibration_file: Optional[str] = field(default=None, metadata={
-        "help": "Parallel file whose sources calibrate the static methods (training rows); default: the distill data."})
-    calibration_source_column: Optional[str] = field(default=None, metadata={"help": "Its source column (default: "
-                                                                                    "the distill source column)."})
+    methods: list[str] = field(
+        default_factory=lambda: ["dynamic-int8", "onnx-static-int8", "ct2-int8"],
+        metadata={
+            "help": "llmdiet quantize methods applied to the teacher (see llmdiet "
+            "quantize --list_methods); torch-bf16 gives the bf16 teacher."
+        },
+    )
+    students: list[str] = field(
+        default_factory=lambda: ["all"],
+        metadata={
+            "help": "Distill-then-quantize: the trained students quantized with the same methods: [all], [] or labels."
+        },
+    )
+    calibration_file: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Parallel file whose sources calibrate the static methods (training rows); default: the distill data."
+        },
+    )
+    calibration_source_column: Optional[str] = field(
+        default=None, metadata={"help": "Its source column (default: the distill source column)."}
+    )
     calibration_count: int = field(default=128, metadata={"help": "Calibration sources (>= 1)."})
 
     def __post_init__(self):
@@ -97,18 +146,27 @@ class QuantizeSettings:
             raise ConfigError(f"methods: unknown {unknown} (known: {', '.join(METHODS)})")
         check_range("calibration_count", self.calibration_count, 1)
         if self.calibration_file and not Path(self.calibration_file).expanduser().is_file():
-            raise ConfigError(f"calibration_file: {self.calibration_file} does not exist (a parallel file of training rows)")
+            raise ConfigError(
+                f"calibration_file: {self.calibration_file} does not exist (a parallel file of training rows)"
+            )
 
 
 @dataclass
 class BitSweepSettings:
-    bits: list[int] = field(default_factory=lambda: [2, 3, 4, 5, 6, 8], metadata={"help": "Bit widths, each in [2, 8]."})
+    bits: list[int] = field(
+        default_factory=lambda: [2, 3, 4, 5, 6, 8], metadata={"help": "Bit widths, each in [2, 8]."}
+    )
     methods: list[str] = field(default_factory=lambda: ["rtn", "gpfq"], metadata={"help": "rtn and/or gpfq."})
-    models: list[str] = field(default_factory=lambda: ["all"], metadata={
-        "help": "Models swept: [all] (teacher, vanilla and trained students), [] (none), or a list of labels "
-                "(teacher, student-vanilla, alpha-0.5, a method name)."})
-    eval_set: Optional[str] = field(default=None, metadata={"help": "Set scored at every bit width (default: the "
-                                                                    "first in-domain set)."})
+    models: list[str] = field(
+        default_factory=lambda: ["all"],
+        metadata={
+            "help": "Models swept: [all] (teacher, vanilla and trained students), [] (none), or a list of labels "
+            "(teacher, student-vanilla, alpha-0.5, a method name)."
+        },
+    )
+    eval_set: Optional[str] = field(
+        default=None, metadata={"help": "Set scored at every bit width (default: the first in-domain set)."}
+    )
     limit: Optional[int] = field(default=500, metadata={"help": "Rows of that set scored per point."})
     calibration_rows: int = field(default=128, metadata={"help": "GPFQ calibration rows from the training data."})
     scale: float = field(default=1.16, metadata={"help": "Alphabet radius factor C (> 0)."})
@@ -127,16 +185,30 @@ class BitSweepSettings:
 @dataclass
 class StatisticsSettings:
     n_bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples of each 95% confidence interval."})
-    paired_test: str = field(default="bs", metadata={"help": "Unused (kept so older configs load): the verdict is the "
-                                                                "non-inferiority rule of the verdict section."})
-    n_samples: int = field(default=1000, metadata={"help": "Unused (kept so older configs load): see verdict.n_resamples."})
-    seed: int = field(default=12345, metadata={"help": "Seed of every resampling (>= 1: sacreBLEU reads 0 as "
-                                                                 "'no seed', which would make every run differ)."})
+    paired_test: str = field(
+        default="bs",
+        metadata={
+            "help": "Unused (kept so older configs load): the verdict is the "
+            "non-inferiority rule of the verdict section."
+        },
+    )
+    n_samples: int = field(
+        default=1000, metadata={"help": "Unused (kept so older configs load): see verdict.n_resamples."}
+    )
+    seed: int = field(
+        default=12345,
+        metadata={
+            "help": "Seed of every resampling (>= 1: sacreBLEU reads 0 as "
+            "'no seed', which would make every run differ)."
+        },
+    )
 
     def __post_init__(self):
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 1:
-            raise ConfigError(f"seed: {self.seed!r} is not a usable seed (sacreBLEU treats 0 as unseeded); use an "
-                              "integer >= 1, e.g. 12345")
+            raise ConfigError(
+                f"seed: {self.seed!r} is not a usable seed (sacreBLEU treats 0 as unseeded); use an "
+                "integer >= 1, e.g. 12345"
+            )
         check_range("n_bootstrap", self.n_bootstrap, 100)
         check_range("n_samples", self.n_samples, 100)
         if self.paired_test not in ("bs", "ar"):
@@ -148,22 +220,44 @@ MINIMISE = ("size", "latency", "throughput", "memory")
 
 @dataclass
 class VerdictSettings:
-    margin: dict = field(default_factory=lambda: {"bleu": 1.0, "chrf": 0.5}, metadata={
-        "help": "Non-inferiority margin per metric (bleu, chrf; points, >= 0): a model is as good as the teacher "
-                "only if (model - teacher) is shown to be above -margin for every metric, fixed before the scores."})
-    confidence: float = field(default=0.95, metadata={
-        "help": "1 - alpha of the family-wise error over all candidate models (Holm), in (0.5, 1)."})
-    n_resamples: int = field(default=10_000, metadata={
-        "help": "Paired bootstrap resamples (>= 1000; with m candidates the smallest reachable p is 1/(B+1), and "
-                "Holm's first threshold is alpha/m)."})
-    minimise: str = field(default="size", metadata={
-        "help": "What the answer minimises among the non-inferior models: size (MB), latency (batch-1 ms per "
-                "sentence), throughput (batched sentences/s, maximised) or memory (peak RSS of the eval)."})
-    tie: float = field(default=0.02, metadata={
-        "help": "Relative difference under which two models tie on size or memory (speed ties: overlapping "
-                "min-max spreads); ties go to the better dev-set BLEU."})
-    require_out_of_domain: bool = field(default=False, metadata={
-        "help": "Also require non-inferiority on every out-of-domain set (default: report it beside the answer)."})
+    margin: dict = field(
+        default_factory=lambda: {"bleu": 1.0, "chrf": 0.5},
+        metadata={
+            "help": "Non-inferiority margin per metric (bleu, chrf; points, >= 0): a model is as good as the teacher "
+            "only if (model - teacher) is shown to be above -margin for every metric, fixed before the scores."
+        },
+    )
+    confidence: float = field(
+        default=0.95,
+        metadata={"help": "1 - alpha of the family-wise error over all candidate models (Holm), in (0.5, 1)."},
+    )
+    n_resamples: int = field(
+        default=10_000,
+        metadata={
+            "help": "Paired bootstrap resamples (>= 1000; with m candidates the smallest reachable p is 1/(B+1), and "
+            "Holm's first threshold is alpha/m)."
+        },
+    )
+    minimise: str = field(
+        default="size",
+        metadata={
+            "help": "What the answer minimises among the non-inferior models: size (MB), latency (batch-1 ms per "
+            "sentence), throughput (batched sentences/s, maximised) or memory (peak RSS of the eval)."
+        },
+    )
+    tie: float = field(
+        default=0.02,
+        metadata={
+            "help": "Relative difference under which two models tie on size or memory (speed ties: overlapping "
+            "min-max spreads); ties go to the better dev-set BLEU."
+        },
+    )
+    require_out_of_domain: bool = field(
+        default=False,
+        metadata={
+            "help": "Also require non-inferiority on every out-of-domain set (default: report it beside the answer)."
+        },
+    )
 
     def __post_init__(self):
         if not isinstance(self.margin, dict) or not self.margin:
@@ -215,14 +309,19 @@ class StudyConfig:
 def _check_scalar(path: str, section: str, key: str, hint, value) -> None:
     """YAML scalars against the field's type: no true/false for a number, no text for a number or a flag."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
-    kind = args[0] if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) \
-        and len(args) == 1 else hint
+    kind = (
+        args[0]
+        if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1
+        else hint
+    )
     if value is None:
         return
-    if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                 or (kind is int and isinstance(value, float))):
-        raise ConfigError(f"{path}: {section}.{key}: expected {'an integer' if kind is int else 'a number'}, got "
-                          f"{value!r}")
+    if kind in (int, float) and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and isinstance(value, float))
+    ):
+        raise ConfigError(
+            f"{path}: {section}.{key}: expected {'an integer' if kind is int else 'a number'}, got {value!r}"
+        )
     if kind is bool and not isinstance(value, bool):
         raise ConfigError(f"{path}: {section}.{key}: expected true or false, got {value!r}")
     if kind is str and not isinstance(value, str):
@@ -271,31 +370,39 @@ def load_study_config(path: str | Path, study_dir: str | None = None) -> StudyCo
         name = data[key]
         meant_local = name.startswith((".", "/", "~")) or name.count("/") > 1  # not a hub id (owner/)name
         if meant_local and not Path(name).expanduser().exists():
-            raise ConfigError(f"{path}: {key}: {name} does not exist (a local model directory, a hub id "
-                              f"owner/name, or llmdiet-demo:{key})")
+            raise ConfigError(
+                f"{path}: {key}: {name} does not exist (a local model directory, a hub id "
+                f"owner/name, or llmdiet-demo:{key})"
+            )
         if Path(name).expanduser().is_dir() and not (Path(name).expanduser() / "config.json").is_file():
             raise ConfigError(f"{path}: {key}: {name} has no config.json (not a save_pretrained model directory)")
     alphas = data.get("alphas", [0.0, 0.25, 0.5, 0.75, 1.0])
-    if not isinstance(alphas, list) or not all(isinstance(a, (int, float)) and not isinstance(a, bool) and 0 <= a <= 1
-                                               for a in alphas):
+    if not isinstance(alphas, list) or not all(
+        isinstance(a, (int, float)) and not isinstance(a, bool) and 0 <= a <= 1 for a in alphas
+    ):
         raise ConfigError(f"{path}: alphas: expected a list of numbers in [0, 1] (not true/false), got {alphas!r}")
     labels = [f"alpha-{a:g}" for a in alphas]
     if len(set(labels)) != len(labels):
-        raise ConfigError(f"{path}: alphas: {alphas} give the same student name twice "
-                          f"({', '.join(sorted({x for x in labels if labels.count(x) > 1}))}); drop one")
+        raise ConfigError(
+            f"{path}: alphas: {alphas} give the same student name twice "
+            f"({', '.join(sorted({x for x in labels if labels.count(x) > 1}))}); drop one"
+        )
     methods = data.get("methods") or {}
     if not isinstance(methods, dict) or not all(isinstance(v, dict) for v in methods.values()):
         raise ConfigError(f"{path}: methods: expected name: {{distill flag: value, ...}} entries")
     reserved = {"teacher", "student-vanilla"}
     for name in methods:
         if not str(name).replace("-", "").replace("_", "").replace(".", "").isalnum() or str(name).startswith("alpha-"):
-            raise ConfigError(f"{path}: methods: name {name!r} must be letters, digits, '-', '_', '.' and not "
-                              "start with 'alpha-'")
+            raise ConfigError(
+                f"{path}: methods: name {name!r} must be letters, digits, '-', '_', '.' and not start with 'alpha-'"
+            )
         if name in reserved:
             raise ConfigError(f"{path}: methods: name {name!r} is reserved for the study's own model; rename it")
         if name.endswith("-b") and name[:-2] in methods and methods[name[:-2]].get("method") == "dml":
-            raise ConfigError(f"{path}: methods: name {name!r} collides with the second student of dml method "
-                              f"{name[:-2]!r}; rename it")
+            raise ConfigError(
+                f"{path}: methods: name {name!r} collides with the second student of dml method "
+                f"{name[:-2]!r}; rename it"
+            )
     distill = data.get("distill") or {}
     if not isinstance(distill, dict):
         raise ConfigError(f"{path}: distill: expected a mapping of llmdiet distill flag: value")
@@ -309,8 +416,14 @@ def load_study_config(path: str | Path, study_dir: str | None = None) -> StudyCo
     if not study_dir:
         raise ConfigError(f"{path}: study_dir: required (where the jobs write), or pass --study_dir")
     return StudyConfig(
-        path=path, study_dir=str(study_dir), teacher=data["teacher"], student=data["student"],
-        tokenizer=data.get("tokenizer"), seed=seed, alphas=[float(a) for a in alphas], distill=distill,
+        path=path,
+        study_dir=str(study_dir),
+        teacher=data["teacher"],
+        student=data["student"],
+        tokenizer=data.get("tokenizer"),
+        seed=seed,
+        alphas=[float(a) for a in alphas],
+        distill=distill,
         methods={str(k): v for k, v in methods.items()},
         quantize=_section(path, "quantize", QuantizeSettings, data.get("quantize")),
         bit_sweep=_section(path, "bit_sweep", BitSweepSettings, data.get("bit_sweep")),

@@ -28,7 +28,7 @@ def pareto_front(points: list[tuple[float, float, str]], lower_cost_better: bool
     """Labels of the points no other point beats on both cost and BLEU (cost first in each tuple)."""
     ordered = sorted(points, key=lambda p: (p[0] if lower_cost_better else -p[0], -p[1]))
     front, best = [], float("-inf")
-    for cost, score, label in ordered:
+    for _cost, score, label in ordered:
         if score > best:
             front.append(label)
             best = score
@@ -36,8 +36,10 @@ def pareto_front(points: list[tuple[float, float, str]], lower_cost_better: bool
 
 
 def _students_by_alpha(data: dict) -> list[dict]:
-    return sorted((m for m in data["models"].values() if m["role"] == "student" and m["label"].startswith("alpha-")),
-                  key=lambda m: m["alpha"])
+    return sorted(
+        (m for m in data["models"].values() if m["role"] == "student" and m["label"].startswith("alpha-")),
+        key=lambda m: m["alpha"],
+    )
 
 
 def _title(data: dict, text: str) -> str:
@@ -57,8 +59,14 @@ def metric_by_alpha(data: dict, metric: str, path: Path) -> Path | None:
         ys = [m["sets"][set_name][metric] for m in students]
         ci = [m["sets"][set_name].get(f"{metric}_ci") for m in students]
         if all(ci):
-            ax.errorbar(xs, ys, yerr=[[y - c["low"] for y, c in zip(ys, ci)], [c["high"] - y for y, c in zip(ys, ci)]],
-                        fmt="o-", capsize=4, label="distilled students (95% percentile CI)")
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=[[y - c["low"] for y, c in zip(ys, ci)], [c["high"] - y for y, c in zip(ys, ci)]],
+                fmt="o-",
+                capsize=4,
+                label="distilled students (95% percentile CI)",
+            )
         else:
             ax.plot(xs, ys, "o-", label="distilled students")
         for ref, style in ((data["models"].get("teacher"), "--"), (data["models"].get("student-vanilla"), ":")):
@@ -102,8 +110,17 @@ def loss_curves(data: dict, path: Path) -> Path | None:
     return path
 
 
-MARKERS = {None: "o", "torch-bf16": "s", "dynamic-int8": "^", "onnx-fp32": "P", "onnx-dynamic-int8": "<",
-           "onnx-static-int8": "D", "ct2-int8": "v", "quanto-int8": "X", "torchao-int8": ">"}
+MARKERS = {
+    None: "o",
+    "torch-bf16": "s",
+    "dynamic-int8": "^",
+    "onnx-fp32": "P",
+    "onnx-dynamic-int8": "<",
+    "onnx-static-int8": "D",
+    "ct2-int8": "v",
+    "quanto-int8": "X",
+    "torchao-int8": ">",
+}
 
 
 def bleu_vs_cost(data: dict, cost: str, path: Path) -> Path | None:
@@ -112,8 +129,11 @@ def bleu_vs_cost(data: dict, cost: str, path: Path) -> Path | None:
     first = data["study"]["in_domain"][0]
     pts = []
     for m in data["models"].values():
-        value = {"size_mb": m["size_mb"], "latency": (m["latency"] or {}).get("ms_per_sentence"),
-                 "throughput": m["throughput_sent_s"]}[cost]
+        value = {
+            "size_mb": m["size_mb"],
+            "latency": (m["latency"] or {}).get("ms_per_sentence"),
+            "throughput": m["throughput_sent_s"],
+        }[cost]
         if value:
             pts.append((value, m["sets"][first]["bleu"], m["label"]))
     if len(pts) < 2:
@@ -126,8 +146,15 @@ def bleu_vs_cost(data: dict, cost: str, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(10, 6.5))
     for value, bleu, label in pts:
         m = data["models"][label]
-        ax.scatter([value], [bleu], color=color[m["base"]], marker=MARKERS.get(m["method"], "o"),
-                   s=90 if label in front else 40, zorder=3, edgecolors="black" if label in front else "none")
+        ax.scatter(
+            [value],
+            [bleu],
+            color=color[m["base"]],
+            marker=MARKERS.get(m["method"], "o"),
+            s=90 if label in front else 40,
+            zorder=3,
+            edgecolors="black" if label in front else "none",
+        )
         if label in front or m["role"] in ("teacher", "vanilla"):
             ax.annotate(label, (value, bleu), fontsize=8, xytext=(5, 4), textcoords="offset points")
     fx = sorted(((v, b) for v, b, label in pts if label in front), key=lambda p: p[0])
@@ -136,9 +163,11 @@ def bleu_vs_cost(data: dict, cost: str, path: Path) -> Path | None:
         ax.scatter([], [], color=color[b], marker="o", label=b)
     for method in dict.fromkeys(data["models"][label]["method"] for _, _, label in pts):
         ax.scatter([], [], color="grey", marker=MARKERS.get(method, "o"), label=method or "float")
-    xlabel = {"size_mb": "size (MB, on disk or in memory; log scale)",
-              "latency": "latency at batch 1 (ms per sentence; log scale)",
-              "throughput": f"throughput at batch {data['study']['eval']['batch_size']} (sentences/s; log scale)"}[cost]
+    xlabel = {
+        "size_mb": "size (MB, on disk or in memory; log scale)",
+        "latency": "latency at batch 1 (ms per sentence; log scale)",
+        "throughput": f"throughput at batch {data['study']['eval']['batch_size']} (sentences/s; log scale)",
+    }[cost]
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"BLEU on {first} (in-domain)")
@@ -163,8 +192,14 @@ def bleu_vs_bits(data: dict, path: Path) -> Path | None:
         for method, style in (("rtn", "--"), ("gpfq", "-")):
             pts = sorted((p["bits"], p["bleu"]) for p in points if p["method"] == method)
             if pts:
-                ax.plot([b for b, _ in pts], [y for _, y in pts], style, marker="o", color=color,
-                        label=f"{label} {method.upper()}")
+                ax.plot(
+                    [b for b, _ in pts],
+                    [y for _, y in pts],
+                    style,
+                    marker="o",
+                    color=color,
+                    label=f"{label} {method.upper()}",
+                )
         base = [p for p in points if p["method"] == "float"]
         if base:
             ax.scatter([9], [base[0]["bleu"]], marker="*", color=color, s=70)
@@ -182,11 +217,13 @@ def bleu_vs_bits(data: dict, path: Path) -> Path | None:
 
 def write_figures(data: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    made = [metric_by_alpha(data, "bleu", out / "bleu_by_alpha.png"),
-            metric_by_alpha(data, "rougeL", out / "rougeL_by_alpha.png"),
-            loss_curves(data, out / "loss_curves.png"),
-            bleu_vs_cost(data, "size_mb", out / "bleu_vs_size.png"),
-            bleu_vs_cost(data, "latency", out / "bleu_vs_latency.png"),
-            bleu_vs_cost(data, "throughput", out / "bleu_vs_throughput.png"),
-            bleu_vs_bits(data, out / "bleu_vs_bits.png")]
+    made = [
+        metric_by_alpha(data, "bleu", out / "bleu_by_alpha.png"),
+        metric_by_alpha(data, "rougeL", out / "rougeL_by_alpha.png"),
+        loss_curves(data, out / "loss_curves.png"),
+        bleu_vs_cost(data, "size_mb", out / "bleu_vs_size.png"),
+        bleu_vs_cost(data, "latency", out / "bleu_vs_latency.png"),
+        bleu_vs_cost(data, "throughput", out / "bleu_vs_throughput.png"),
+        bleu_vs_bits(data, out / "bleu_vs_bits.png"),
+    ]
     return [p for p in made if p]

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmdiet.config import ConfigError
+from llmdiet.constants import REFERENCE_PREFIX
 from llmdiet.study.config import StudyConfig
 
 logger = logging.getLogger(__name__)
@@ -39,13 +40,42 @@ VANILLA = "student-vanilla"
 TEACHER = "teacher"
 # Seq2SeqTrainingArguments that do not change the trained student (everything else is in the fingerprint)
 NEUTRAL_TRAINING_KEYS = {
-    "output_dir", "logging_dir", "run_name", "disable_tqdm", "report_to", "dataloader_num_workers", "push_to_hub",
-    "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo", "hub_always_push", "hub_revision",
-    "logging_steps", "logging_strategy", "logging_first_step", "logging_nan_inf_filter", "save_total_limit",
-    "resume_from_checkpoint", "overwrite_output_dir", "dataloader_pin_memory", "dataloader_persistent_workers",
-    "dataloader_prefetch_factor", "log_level", "log_level_replica", "log_on_each_node", "save_safetensors",
-    "save_on_each_node", "save_only_model", "local_rank", "ddp_backend", "print_steps", "skip_memory_metrics",
-    "include_num_input_tokens_seen", "project", "trackio_space_id",
+    "output_dir",
+    "logging_dir",
+    "run_name",
+    "disable_tqdm",
+    "report_to",
+    "dataloader_num_workers",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_strategy",
+    "hub_token",
+    "hub_private_repo",
+    "hub_always_push",
+    "hub_revision",
+    "logging_steps",
+    "logging_strategy",
+    "logging_first_step",
+    "logging_nan_inf_filter",
+    "save_total_limit",
+    "resume_from_checkpoint",
+    "overwrite_output_dir",
+    "dataloader_pin_memory",
+    "dataloader_persistent_workers",
+    "dataloader_prefetch_factor",
+    "log_level",
+    "log_level_replica",
+    "log_on_each_node",
+    "save_safetensors",
+    "save_on_each_node",
+    "save_only_model",
+    "local_rank",
+    "ddp_backend",
+    "print_steps",
+    "skip_memory_metrics",
+    "include_num_input_tokens_seen",
+    "project",
+    "trackio_space_id",
 }
 
 
@@ -80,8 +110,10 @@ class StudyPlan:
 
     def job(self, name: str) -> Job:
         if name not in self.jobs:
-            raise ConfigError(f"--job {name}: no such job in {self.config.path} (see llmdiet study --config "
-                              f"{self.config.path} --list)")
+            raise ConfigError(
+                f"--job {name}: no such job in {self.config.path} (see llmdiet study --config "
+                f"{self.config.path} --list)"
+            )
         return self.jobs[name]
 
 
@@ -98,51 +130,72 @@ def students(cfg: StudyConfig) -> list[tuple[str, dict]]:
 # ----------------------------------------------------------------------------- distill arguments
 
 
-# students that cannot train from the teacher cache (sampled targets, a peer, or hidden states) use the live teacher
-def _cache_unusable(options: dict) -> bool:
-    return options.get("method") in ("gkd", "dml") or float(options.get("hidden_weight") or 0) > 0
+def _cache_usable(options: dict) -> bool:
+    """Whether a student with these flags can train from the shared teacher cache (its method's and modifiers'
+    declarations: gkd, dml and the hidden-state loss cannot)."""
+    from llmdiet.distill.methods import get_method
+
+    method = get_method(options.get("method") or "kd")
+    return method.teacher_cache and float(options.get("hidden_weight") or 0) == 0
 
 
-def distill_argv(cfg: StudyConfig, overrides: dict, output_dir: str) -> list[str]:
-    """The llmdiet distill flags of one student: the shared ``distill`` section, then the student's own. A shared
-    ``teacher_cache`` (one top-k cache of the teacher, built once in ``shared/``) is dropped for the students that
-    cannot use it (gkd, dml, hidden-state loss): they run the live teacher."""
-    from llmdiet.distill.job import options_to_argv
-
+def distill_options(cfg: StudyConfig, overrides: dict, output_dir: str) -> tuple[str | None, dict]:
+    """(preset, llmdiet distill options) of one student: the shared ``distill`` section, then the student's own.
+    A shared ``teacher_cache`` (one top-k cache of the teacher, built once in ``shared/``) is dropped for the
+    students that cannot use it: they run the live teacher."""
     shared = dict(cfg.distill)
     preset = shared.pop("preset", None)
-    if "teacher_cache" in shared and "teacher_cache" not in overrides and _cache_unusable({**shared, **overrides}):
+    if "teacher_cache" in shared and "teacher_cache" not in overrides and not _cache_usable({**shared, **overrides}):
         shared.pop("teacher_cache")
-    argv = ["--preset", preset] if preset else []
-    options = {"seed": cfg.seed, **shared, **overrides, "teacher_model": cfg.teacher, "student_model": cfg.student,
-               "output_dir": output_dir}
+    options = {
+        "seed": cfg.seed,
+        **shared,
+        **overrides,
+        "teacher_model": cfg.teacher,
+        "student_model": cfg.student,
+        "output_dir": output_dir,
+    }
     if cfg.tokenizer and "tokenizer" not in options:
         options["tokenizer"] = cfg.tokenizer
-    return argv + options_to_argv(options)
+    return preset, options
 
 
-def distill_arguments(cfg: StudyConfig, overrides: dict, output_dir: str, quiet: bool = False):
-    """(DistillationArguments, DataArguments, Seq2SeqTrainingArguments) of one student, checked by distill's parser
-    (``quiet``: its warnings are not repeated while planning; the training job logs them)."""
-    from transformers import Seq2SeqTrainingArguments
+def distill_arguments(cfg: StudyConfig, overrides: dict, output_dir: str):
+    """(DistillationArguments, DataArguments, Seq2SeqTrainingArguments) of one student, built directly from the
+    study's values and checked by the same dataclasses as ``llmdiet distill``."""
+    from llmdiet.distill.job import settings_from_options
+    from llmdiet.distill.settings import check_training_arguments
 
-    from llmdiet.config import parse_config
-    from llmdiet.distill.job import PRESETS, DataArguments, DistillationArguments, check_training_arguments
-
-    argv = distill_argv(cfg, overrides, output_dir)
-    job_logger = logging.getLogger("llmdiet.distill.job")
-    level = job_logger.level
+    preset, options = distill_options(cfg, overrides, output_dir)
+    where = f"{cfg.path}: distill/methods settings of student '{Path(output_dir).name}'"
+    settings = settings_from_options(preset, None, where=where, resumable=False, **options)  # the study resumes
     try:
-        if quiet:
-            job_logger.setLevel(logging.ERROR)
-        args, data, training = parse_config((DistillationArguments, DataArguments, Seq2SeqTrainingArguments), argv,
-                                            presets=PRESETS, default_preset="reference", prog="llmdiet distill")
-        check_training_arguments(training)
+        check_training_arguments(settings.training)  # its notes are logged once, by the training job
     except ConfigError as err:
-        raise ConfigError(f"{cfg.path}: distill/methods settings of student '{Path(output_dir).name}': {err}") from None
-    finally:
-        job_logger.setLevel(level)
-    return args, data, training
+        raise ConfigError(f"{where}: {err}") from None
+    return settings
+
+
+def student_fingerprint(args, data, training, teacher: dict, student: dict) -> dict:
+    """Everything that decides a trained student: its distillation, data and Trainer settings (all of them but the
+    ones that cannot change the weights) and the content of its teacher and initial student. The study's train
+    jobs and the alpha sweep key their students by this one rule."""
+    from dataclasses import asdict
+
+    dist = {
+        k: v
+        for k, v in asdict(args).items()
+        if k not in ("teacher_cache", "sequence_kd_file", "rebuild_caches", "teacher_model", "student_model")
+    }
+    dist["teacher_cache_used"] = bool(args.teacher_cache)  # top-k + tail targets instead of the full teacher
+    targs = {k: v for k, v in training.to_dict().items() if k not in NEUTRAL_TRAINING_KEYS}
+    return {
+        "distillation": dist,
+        "data": _data_identity(data),
+        "training": targs,
+        "teacher": teacher,
+        "student": student,
+    }
 
 
 def _data_identity(data) -> dict:
@@ -157,15 +210,8 @@ def _data_identity(data) -> dict:
 
 
 def train_params(cfg: StudyConfig, label: str, overrides: dict, identities: dict) -> dict:
-    from dataclasses import asdict
-
-    args, data, training = distill_arguments(cfg, overrides, str(cfg.root / "students" / label), quiet=True)
-    dist = {k: v for k, v in asdict(args).items() if k not in ("teacher_cache", "sequence_kd_file", "rebuild_caches",
-                                                                  "teacher_model", "student_model")}
-    dist["teacher_cache_used"] = bool(args.teacher_cache)  # top-k + tail targets instead of the full teacher
-    targs = {k: v for k, v in training.to_dict().items() if k not in NEUTRAL_TRAINING_KEYS}
-    return {"distillation": dist, "data": _data_identity(data), "training": targs,
-            "teacher": identities[cfg.teacher], "student": identities[cfg.student]}
+    args, data, training = distill_arguments(cfg, overrides, str(cfg.root / "students" / label))
+    return student_fingerprint(args, data, training, identities[cfg.teacher], identities[cfg.student])
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -183,20 +229,34 @@ def _eval_set_identity(name: str) -> dict:
     from llmdiet.evaluation.eval_sets import resolve_eval_set
 
     spec = resolve_eval_set(name)
-    return {"name": spec.name, "version": spec.version, "fingerprint": spec.fingerprint(), "prefix": spec.prefix,
-            "rows": [spec.start, spec.stop]}
+    return {
+        "name": spec.name,
+        "version": spec.version,
+        "fingerprint": spec.fingerprint(),
+        "prefix": spec.prefix,
+        "rows": [spec.start, spec.stop],
+    }
 
 
 def calibration(cfg: StudyConfig) -> dict:
     """Calibration rows of the static quantizers and GPFQ: the study's training data unless configured."""
     flags = dict(cfg.distill)
     q = cfg.quantize
-    return {"file": q.calibration_file or flags.get("data_files") or _preset_value(cfg, "data_files"),
-            "source_column": q.calibration_source_column or flags.get("source_column")
-            or _preset_value(cfg, "source_column") or "en",
-            "target_column": flags.get("target_column") or _preset_value(cfg, "target_column") or "fr",
-            "prefix": flags.get("source_prefix") or _preset_value(cfg, "source_prefix") or "translate English to French: ",
-            "count": q.calibration_count}
+    return {
+        "file": q.calibration_file or flags.get("data_files") or _preset_value(cfg, "data_files"),
+        "source_column": q.calibration_source_column
+        or flags.get("source_column")
+        or _preset_value(cfg, "source_column")
+        or "en",
+        "target_column": flags.get("target_column") or _preset_value(cfg, "target_column") or "fr",
+        "prefix": _first_set(flags.get("source_prefix"), _preset_value(cfg, "source_prefix"), REFERENCE_PREFIX),
+        "count": q.calibration_count,
+    }
+
+
+def _first_set(*values):
+    """The first value that is not None ("" is a value: no prefix)."""
+    return next(v for v in values if v is not None)
 
 
 def _preset_value(cfg: StudyConfig, key: str):
@@ -221,26 +281,37 @@ def build_plan(cfg: StudyConfig) -> StudyPlan:
     jobs: dict[str, Job] = {}
     params_of_input = {TEACHER: identities[cfg.teacher], VANILLA: identities[cfg.student]}
     for label, overrides in students(cfg):
-        job = Job(f"train/{label}", "train", label, root / "students" / label,
-                  params={"overrides": overrides, **train_params(cfg, label, overrides, identities)})
+        job = Job(
+            f"train/{label}",
+            "train",
+            label,
+            root / "students" / label,
+            params={"overrides": overrides, **train_params(cfg, label, overrides, identities)},
+        )
         jobs[job.name] = job
         method = str(overrides.get("method", cfg.distill.get("method", "kd")))
         alpha = float(overrides.get("alpha", _alpha_default(cfg)))
         if method == "dml":  # two students from one training job: <label> (student_a) and <label>-b (student_b)
             for sub, name in (("student_a", label), ("student_b", f"{label}-b")):
-                models[name] = ModelEntry(name, "student", str(job.out / sub), name, producer=job.name, alpha=alpha,
-                                          distill_method=method)
+                models[name] = ModelEntry(
+                    name, "student", str(job.out / sub), name, producer=job.name, alpha=alpha, distill_method=method
+                )
         else:
-            models[label] = ModelEntry(label, "student", str(job.out), label, producer=job.name, alpha=alpha,
-                                       distill_method=method)
+            models[label] = ModelEntry(
+                label, "student", str(job.out), label, producer=job.name, alpha=alpha, distill_method=method
+            )
     calib = calibration(cfg)
-    calib_identity = {**calib, "sha256": file_sha256(calib["file"]) if calib["file"] and Path(calib["file"]).is_file()
-                      else None}
+    calib_identity = {
+        **calib,
+        "sha256": file_sha256(calib["file"]) if calib["file"] and Path(calib["file"]).is_file() else None,
+    }
     wanted = cfg.quantize.students
     unknown = [s for s in wanted if s != "all" and (s not in models or models[s].role != "student")]
     if unknown:
-        raise ConfigError(f"{cfg.path}: quantize.students: unknown {unknown} (trained students: all, "
-                          f"{', '.join(m for m in models if models[m].role == 'student')})")
+        raise ConfigError(
+            f"{cfg.path}: quantize.students: unknown {unknown} (trained students: all, "
+            f"{', '.join(m for m in models if models[m].role == 'student')})"
+        )
     for base in list(models.values()):  # the teacher, and the trained students (distill-then-quantize)
         if base.role == "vanilla" or (base.role == "student" and "all" not in wanted and base.label not in wanted):
             continue
@@ -249,54 +320,106 @@ def build_plan(cfg: StudyConfig) -> StudyPlan:
             params = {"method": method, "seed": cfg.seed}
             if METHODS[method].calibrated:
                 params["calibration"] = calib_identity
-            job = Job(f"quantize/{label}", "quantize", label, root / "quantized" / label.replace("+", "-"),
-                      deps=[base.producer] if base.producer else [],
-                      params={**params, "input": params_of_input.get(base.label)})
+            job = Job(
+                f"quantize/{label}",
+                "quantize",
+                label,
+                root / "quantized" / label.replace("+", "-"),
+                deps=[base.producer] if base.producer else [],
+                params={**params, "input": params_of_input.get(base.label)},
+            )
             jobs[job.name] = job
-            models[label] = ModelEntry(label, "quantized", str(job.out), base.label, producer=job.name, method=method,
-                                       alpha=base.alpha, distill_method=base.distill_method)
+            models[label] = ModelEntry(
+                label,
+                "quantized",
+                str(job.out),
+                base.label,
+                producer=job.name,
+                method=method,
+                alpha=base.alpha,
+                distill_method=base.distill_method,
+            )
     ev = cfg.eval
     check_no_leaks(cfg, [train_params_data(cfg, overrides) for _, overrides in students(cfg)])
-    eval_params = {"sets": [_eval_set_identity(s) for s in ev.scored_sets], "batch_size": ev.batch_size,
-                   "max_new_tokens": ev.max_new_tokens, "num_beams": ev.num_beams, "limit": ev.limit,
-                   "device": ev.device,
-                   "statistics": {"n_bootstrap": cfg.statistics.n_bootstrap, "seed": cfg.statistics.seed}}
+    eval_params = {
+        "sets": [_eval_set_identity(s) for s in ev.scored_sets],
+        "batch_size": ev.batch_size,
+        "max_new_tokens": ev.max_new_tokens,
+        "num_beams": ev.num_beams,
+        "limit": ev.limit,
+        "device": ev.device,
+        "statistics": {"n_bootstrap": cfg.statistics.n_bootstrap, "seed": cfg.statistics.seed},
+    }
     for label, model in list(models.items()):
-        job = Job(f"eval/{label}", "eval", label, root / "eval" / label, deps=[model.producer] if model.producer else [],
-                  params={**eval_params, "input": params_of_input.get(label)})
+        job = Job(
+            f"eval/{label}",
+            "eval",
+            label,
+            root / "eval" / label,
+            deps=[model.producer] if model.producer else [],
+            params={**eval_params, "input": params_of_input.get(label)},
+        )
         jobs[job.name] = job
     bs = cfg.bit_sweep
     unknown = [m for m in bs.models if m != "all" and m not in models]
     if unknown:
         raise ConfigError(f"{cfg.path}: bit_sweep.models: unknown {unknown} (models: all, {', '.join(models)})")
     if bs.models and bs.methods and bs.bits:
-        bit_params = {"bits": bs.bits, "methods": bs.methods, "eval_set": _eval_set_identity(bs.eval_set or ev.in_domain[0]),
-                      "limit": bs.limit, "calibration": {**calib_identity, "count": bs.calibration_rows},
-                      "scale": bs.scale, "batch_size": ev.batch_size, "max_new_tokens": ev.max_new_tokens}
+        bit_params = {
+            "bits": bs.bits,
+            "methods": bs.methods,
+            "eval_set": _eval_set_identity(bs.eval_set or ev.in_domain[0]),
+            "limit": bs.limit,
+            "calibration": {**calib_identity, "count": bs.calibration_rows},
+            "scale": bs.scale,
+            "batch_size": ev.batch_size,
+            "max_new_tokens": ev.max_new_tokens,
+        }
         for label, model in list(models.items()):
             if model.role == "quantized" or ("all" not in bs.models and label not in bs.models):
                 continue
-            job = Job(f"bits/{label}", "bits", label, root / "bits" / label, deps=[model.producer] if model.producer else [],
-                      params={**bit_params, "input": params_of_input.get(label)})
+            job = Job(
+                f"bits/{label}",
+                "bits",
+                label,
+                root / "bits" / label,
+                deps=[model.producer] if model.producer else [],
+                params={**bit_params, "input": params_of_input.get(label)},
+            )
             jobs[job.name] = job
-    speed_params = {"set": _eval_set_identity(ev.in_domain[0]), "batch_size": ev.batch_size,
-                    "max_new_tokens": ev.max_new_tokens, "num_beams": ev.num_beams, "device": ev.device,
-                    "latency_sentences": ev.latency_sentences, "speed_sentences": ev.speed_sentences,
-                    "repeats": ev.speed_repeats, "inputs": params_of_input, "models": sorted(models)}
-    jobs["speed"] = Job("speed", "speed", "*", root / "speed", params=speed_params,
-                        deps=sorted({m.producer for m in models.values() if m.producer}))
+    speed_params = {
+        "set": _eval_set_identity(ev.in_domain[0]),
+        "batch_size": ev.batch_size,
+        "max_new_tokens": ev.max_new_tokens,
+        "num_beams": ev.num_beams,
+        "device": ev.device,
+        "latency_sentences": ev.latency_sentences,
+        "speed_sentences": ev.speed_sentences,
+        "repeats": ev.speed_repeats,
+        "inputs": params_of_input,
+        "models": sorted(models),
+    }
+    jobs["speed"] = Job(
+        "speed",
+        "speed",
+        "*",
+        root / "speed",
+        params=speed_params,
+        deps=sorted({m.producer for m in models.values() if m.producer}),
+    )
     order = sorted(jobs.values(), key=lambda j: ["train", "quantize", "eval", "bits", "speed"].index(j.kind))
     jobs = {j.name: j for j in order}
     fingerprints: dict[str, str] = {}
     for job in jobs.values():
-        fingerprints[job.name] = digest({"kind": job.kind, "params": job.params,
-                                         "deps": {d: fingerprints[d] for d in job.deps}})
+        fingerprints[job.name] = digest(
+            {"kind": job.kind, "params": job.params, "deps": {d: fingerprints[d] for d in job.deps}}
+        )
     return StudyPlan(cfg, models, jobs, fingerprints)
 
 
 def train_params_data(cfg: StudyConfig, overrides: dict):
     """The DataArguments of one student (its training and dev rows)."""
-    return distill_arguments(cfg, overrides, str(cfg.root / "students" / "_check"), quiet=True)[1]
+    return distill_arguments(cfg, overrides, str(cfg.root / "students" / "_check"))[1]
 
 
 def check_no_leaks(cfg: StudyConfig, datas: list) -> None:
@@ -315,9 +438,11 @@ def check_no_leaks(cfg: StudyConfig, datas: list) -> None:
         if hits:
             problems.append(f"eval.dev {cfg.eval.dev} shares rows with {', '.join(hits)}")
     if problems:
-        raise ConfigError(f"{cfg.path}: selection would use test rows: {'; '.join(problems)}. Give the students dev "
-                          "rows of their own (distill.eval_start / eval_rows) and a dev set disjoint from every test "
-                          "set (eval.dev)")
+        raise ConfigError(
+            f"{cfg.path}: selection would use test rows: {'; '.join(problems)}. Give the students dev "
+            "rows of their own (distill.eval_start / eval_rows) and a dev set disjoint from every test "
+            "set (eval.dev)"
+        )
 
 
 def _alpha_default(cfg: StudyConfig) -> float:
@@ -405,9 +530,14 @@ def damaged_outputs(job: Job, marker: dict) -> list[str]:
 def _write_marker(plan: StudyPlan, name: str, state: str, started: float, extra: dict | None = None) -> None:
     path = marker_path(plan, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"job": name, "fingerprint": plan.fingerprints[name], "status": state,
-              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-              "seconds": round(time.time() - started, 1), **(extra or {})}
+    record = {
+        "job": name,
+        "fingerprint": plan.fingerprints[name],
+        "status": state,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started, 1),
+        **(extra or {}),
+    }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2))
     os.replace(tmp, path)
@@ -438,12 +568,17 @@ def run_job(plan: StudyPlan, name: str) -> str:
         logger.info("%s: done (same fingerprint), skipped", name)
         return "skipped"
     if state == "damaged":
-        logger.warning("%s: %s since it finished; the job is redone (its old output goes to stale/)", name,
-                       "; ".join(damaged_outputs(job, read_marker(plan, name))))
+        logger.warning(
+            "%s: %s since it finished; the job is redone (its old output goes to stale/)",
+            name,
+            "; ".join(damaged_outputs(job, read_marker(plan, name))),
+        )
     missing = [d for d in job.deps if status(plan, d) != "done"]
     if missing:
-        raise ConfigError(f"job {name} needs {', '.join(missing)} first (llmdiet study --config {plan.config.path} "
-                          f"--job {missing[0]}, or run the whole study)")
+        raise ConfigError(
+            f"job {name} needs {', '.join(missing)} first (llmdiet study --config {plan.config.path} "
+            f"--job {missing[0]}, or run the whole study)"
+        )
     with directory_lock(lock_dir(plan, name), f"study job {name}"):
         if state in ("stale", "damaged"):
             _move_stale(plan, job)
@@ -479,8 +614,9 @@ def _run_train(plan: StudyPlan, job: Job) -> dict:
         args.sequence_kd_file = str(shared / "teacher_translations.jsonl")
     if job.out.is_dir() and get_last_checkpoint(str(job.out)):
         training.resume_from_checkpoint = "latest"
-    summary = run(args, data, training, command=["llmdiet", "study", "--config", cfg.path, "--job", job.name],
-                  quiet=True)
+    summary = run(
+        args, data, training, command=["llmdiet", "study", "--config", cfg.path, "--job", job.name], quiet=True
+    )
     return {"global_step": summary["global_step"]}
 
 
@@ -489,10 +625,18 @@ def _run_quantize(plan: StudyPlan, job: Job) -> dict:
 
     base = plan.models[plan.models[job.model].base]
     calib = calibration(plan.config)
-    meta = quantize_model(base.path, job.params["method"], job.out, calibration_file=calib["file"],
-                          calibration_source_column=calib["source_column"], calibration_prefix=calib["prefix"],
-                          calibration_count=calib["count"], overwrite=True, tokenizer=plan.config.tokenizer,
-                          seed=plan.config.seed)
+    meta = quantize_model(
+        base.path,
+        job.params["method"],
+        job.out,
+        calibration_file=calib["file"],
+        calibration_source_column=calib["source_column"],
+        calibration_prefix=calib["prefix"],
+        calibration_count=calib["count"],
+        overwrite=True,
+        tokenizer=plan.config.tokenizer,
+        seed=plan.config.seed,
+    )
     return {"disk_bytes": meta.get("disk_bytes")}
 
 
@@ -512,18 +656,30 @@ def _run_eval(plan: StudyPlan, job: Job) -> dict:
     cfg, ev = plan.config, plan.config.eval
     model = plan.models[job.model]
     command = ["llmdiet", "study", "--config", cfg.path, "--job", job.name]
-    common = dict(model=model.path, tokenizer=cfg.tokenizer if model.role != "quantized" else None,
-                  device=eval_device(plan, job.model), num_beams=ev.num_beams, max_new_tokens=ev.max_new_tokens,
-                  seed=cfg.seed, progress=False)
-    results = run_eval(EvalArguments(eval_set=list(ev.scored_sets), out=str(job.out), batch_size=ev.batch_size,
-                                     limit=ev.limit, **common), command=command)
+    common = dict(
+        model=model.path,
+        tokenizer=cfg.tokenizer if model.role != "quantized" else None,
+        device=eval_device(plan, job.model),
+        num_beams=ev.num_beams,
+        max_new_tokens=ev.max_new_tokens,
+        seed=cfg.seed,
+        progress=False,
+    )
+    results = run_eval(
+        EvalArguments(
+            eval_set=list(ev.scored_sets), out=str(job.out), batch_size=ev.batch_size, limit=ev.limit, **common
+        ),
+        command=command,
+    )
     stats = {}
     for set_name, entry in results["sets"].items():
         lines = (job.out / entry["samples_file"]).read_text(encoding="utf-8").splitlines()
         samples = sorted((json.loads(line) for line in lines), key=lambda s: s["index"])  # row order, not batch order
         hyps, refs = [s["hypothesis"] for s in samples], [s["reference"] for s in samples]
-        stats[set_name] = {m: confidence_interval(hyps, refs, m, cfg.statistics.n_bootstrap, cfg.statistics.seed)
-                           for m in ("bleu", "chrf")}
+        stats[set_name] = {
+            m: confidence_interval(hyps, refs, m, cfg.statistics.n_bootstrap, cfg.statistics.seed)
+            for m in ("bleu", "chrf")
+        }
     (job.out / "statistics.json").write_text(json.dumps(stats, indent=2))
     return {"bleu": {s: e["metrics"]["bleu"] for s, e in results["sets"].items()}}
 
@@ -533,12 +689,23 @@ def _run_bits(plan: StudyPlan, job: Job) -> dict:
 
     cfg, bs = plan.config, plan.config.bit_sweep
     calib = calibration(cfg)
-    args = BitSweepArguments(models=[plan.models[job.model].path], bits=bs.bits, methods=bs.methods,
-                             eval_set=bs.eval_set or cfg.eval.in_domain[0], limit=bs.limit,
-                             calibration_file=calib["file"], calibration_source_column=calib["source_column"],
-                             calibration_target_column=calib["target_column"], calibration_rows=bs.calibration_rows,
-                             calibration_prefix=calib["prefix"], batch_size=cfg.eval.batch_size,
-                             max_new_tokens=cfg.eval.max_new_tokens, scale=bs.scale, out=str(job.out), seed=cfg.seed)
+    args = BitSweepArguments(
+        models=[plan.models[job.model].path],
+        bits=bs.bits,
+        methods=bs.methods,
+        eval_set=bs.eval_set or cfg.eval.in_domain[0],
+        limit=bs.limit,
+        calibration_file=calib["file"],
+        calibration_source_column=calib["source_column"],
+        calibration_target_column=calib["target_column"],
+        calibration_rows=bs.calibration_rows,
+        calibration_prefix=calib["prefix"],
+        batch_size=cfg.eval.batch_size,
+        max_new_tokens=cfg.eval.max_new_tokens,
+        scale=bs.scale,
+        out=str(job.out),
+        seed=cfg.seed,
+    )
     summary = run_sweep(args, command=["llmdiet", "study", "--config", cfg.path, "--job", job.name])
     return {"points": len(summary["points"])}
 

@@ -49,32 +49,57 @@ def collect_model(plan: StudyPlan, label: str, speed: dict) -> dict | None:
     sets = {}
     for name, s in results["sets"].items():
         m = s["metrics"]
-        sets[name] = {"bleu": m["bleu"], "chrf": m["chrf"], "rougeL": m["rougeL"], "num_samples": s["num_samples"],
-                      "bleu_ci": stats.get(name, {}).get("bleu"), "chrf_ci": stats.get(name, {}).get("chrf"),
-                      "degenerate": s.get("degenerate"),
-                      "degenerate_share": (s.get("degenerate") or {}).get("share"),
-                      "sentences_per_s": (s.get("timing") or {}).get("sentences_per_s"),
-                      "bleu_signature": m["bleu_signature"], "chrf_signature": m["chrf_signature"]}
+        sets[name] = {
+            "bleu": m["bleu"],
+            "chrf": m["chrf"],
+            "rougeL": m["rougeL"],
+            "num_samples": s["num_samples"],
+            "bleu_ci": stats.get(name, {}).get("bleu"),
+            "chrf_ci": stats.get(name, {}).get("chrf"),
+            "degenerate": s.get("degenerate"),
+            "degenerate_share": (s.get("degenerate") or {}).get("share"),
+            "sentences_per_s": (s.get("timing") or {}).get("sentences_per_s"),
+            "bleu_signature": m["bleu_signature"],
+            "chrf_signature": m["chrf_signature"],
+        }
     first = set_names(plan)["in_domain"][0]
-    timing = (results["sets"][first].get("timing") or {})
+    timing = results["sets"][first].get("timing") or {}
     timed = speed.get(label)
     latency = None
     if timed:
         lat = timed["latency_ms"]
-        latency = {"ms_per_sentence": lat["median"], "min": lat["min"], "max": lat["max"], "repeats": lat["repeats"],
-                   "sentences": plan.config.eval.latency_sentences}
+        latency = {
+            "ms_per_sentence": lat["median"],
+            "min": lat["min"],
+            "max": lat["max"],
+            "repeats": lat["repeats"],
+            "sentences": plan.config.eval.latency_sentences,
+        }
     return {
-        "label": label, "role": entry.role, "base": entry.base, "method": entry.method, "alpha": entry.alpha,
+        "label": label,
+        "role": entry.role,
+        "base": entry.base,
+        "method": entry.method,
+        "alpha": entry.alpha,
         "demo": bool(results.get("demo")),  # demo models or demo eval sets
-        "distill_method": entry.distill_method, "backend": results["model"]["backend"].get("backend"),
-        "size_mb": size, "size_source": size_source, "parameters": results["size"].get("parameters"),
+        "distill_method": entry.distill_method,
+        "backend": results["model"]["backend"].get("backend"),
+        "size_mb": size,
+        "size_source": size_source,
+        "parameters": results["size"].get("parameters"),
         "size_counted": results["size"].get("disk_counted"),
-        "sets": sets, "throughput_sent_s": timed["throughput"]["median"] if timed else None,
-        "throughput": timed["throughput"] if timed else None, "device": timing.get("device"),
-        "peak_rss_mb": (timing.get("peak_rss_bytes") or 0) / MB or None, "latency": latency,
+        "sets": sets,
+        "throughput_sent_s": timed["throughput"]["median"] if timed else None,
+        "throughput": timed["throughput"] if timed else None,
+        "device": timing.get("device"),
+        "peak_rss_mb": (timing.get("peak_rss_bytes") or 0) / MB or None,
+        "latency": latency,
         "batch_invariance": _batch_invariance(plan, eval_dir, results, timed),
-        "source": {"results": str(eval_dir / "results.json"), "statistics": str(eval_dir / "statistics.json"),
-                   "speed": str(plan.jobs["speed"].out / "timings.jsonl") if timed else None},
+        "source": {
+            "results": str(eval_dir / "results.json"),
+            "statistics": str(eval_dir / "statistics.json"),
+            "speed": str(plan.jobs["speed"].out / "timings.jsonl") if timed else None,
+        },
         "provenance": results["provenance"],
     }
 
@@ -92,9 +117,13 @@ def _batch_invariance(plan: StudyPlan, eval_dir: Path, results: dict, timed: dic
         return None
     refs = [s["reference"] for s in batched]
     many = [s["hypothesis"] for s in batched]
-    return {"rows": len(one), "identical": sum(a == b for a, b in zip(one, many)),
-            "bleu_batch1": corpus_bleu(one, refs)[0], "bleu_batched": corpus_bleu(many, refs)[0],
-            "batch_size": plan.config.eval.batch_size}
+    return {
+        "rows": len(one),
+        "identical": sum(a == b for a, b in zip(one, many)),
+        "bleu_batch1": corpus_bleu(one, refs)[0],
+        "bleu_batched": corpus_bleu(many, refs)[0],
+        "batch_size": plan.config.eval.batch_size,
+    }
 
 
 def training_curves(plan: StudyPlan, label: str) -> dict | None:
@@ -111,8 +140,10 @@ def bit_points(plan: StudyPlan, label: str) -> list[dict] | None:
     if f"bits/{label}" not in plan.jobs or status(plan, f"bits/{label}") != "done":
         return None
     summary = _read_json(plan.jobs[f"bits/{label}"].out / "bit_sweep.json") or {}
-    return [{k: p[k] for k in ("method", "bits", "bleu", "chrf", "packed_bytes", "fp32_bytes")}
-            for p in summary.get("points", [])]
+    return [
+        {k: p[k] for k in ("method", "bits", "bleu", "chrf", "packed_bytes", "fp32_bytes")}
+        for p in summary.get("points", [])
+    ]
 
 
 def set_names(plan: StudyPlan) -> dict:
@@ -124,8 +155,11 @@ def set_names(plan: StudyPlan) -> dict:
     ev = plan.config.eval
     names = unique_set_names([resolve_eval_set(s) for s in ev.scored_sets])
     n_in, n_out = len(ev.in_domain), len(ev.out_of_domain)
-    return {"in_domain": names[:n_in], "out_of_domain": names[n_in:n_in + n_out],
-            "dev": names[n_in + n_out] if ev.dev else None}
+    return {
+        "in_domain": names[:n_in],
+        "out_of_domain": names[n_in : n_in + n_out],
+        "dev": names[n_in + n_out] if ev.dev else None,
+    }
 
 
 def _hypotheses(plan: StudyPlan, labels: list[str], set_name: str) -> tuple[dict, list[str] | None]:
@@ -157,10 +191,15 @@ def decisions(plan: StudyPlan, labels: list[str]) -> dict:
 
     def run(baseline: str, candidates: list[str], sets: list[str], margins: dict) -> dict:
         refs = {s: texts[s][1] for s in sets if texts[s][1] is not None and baseline in texts[s][0]}
-        args = {"baseline": {s: texts[s][0][baseline] for s in refs},
-                "candidates": {c: {s: texts[s][0][c] for s in refs if c in texts[s][0]} for c in candidates},
-                "references": refs, "margins": margins, "alpha": v.alpha, "n_resamples": v.n_resamples,
-                "seed": cfg.statistics.seed}
+        args = {
+            "baseline": {s: texts[s][0][baseline] for s in refs},
+            "candidates": {c: {s: texts[s][0][c] for s in refs if c in texts[s][0]} for c in candidates},
+            "references": refs,
+            "margins": margins,
+            "alpha": v.alpha,
+            "n_resamples": v.n_resamples,
+            "seed": cfg.statistics.seed,
+        }
         key = digest(args)
         if key not in cache:
             logger.info("non-inferiority: %d models against %s on %s", len(candidates), baseline, ", ".join(refs))
@@ -206,20 +245,32 @@ def collect(plan: StudyPlan) -> dict:
             m["throughput_x"], m["throughput_verdict"] = r["x"], r["verdict"]
         if teacher and m["latency"] and teacher["latency"]:
             mine, theirs = m["latency"], teacher["latency"]
-            r = speed_ratio({"median": mine["ms_per_sentence"], "min": mine["min"], "max": mine["max"]},
-                            {"median": theirs["ms_per_sentence"], "min": theirs["min"], "max": theirs["max"]},
-                            higher_is_faster=False)
+            r = speed_ratio(
+                {"median": mine["ms_per_sentence"], "min": mine["min"], "max": mine["max"]},
+                {"median": theirs["ms_per_sentence"], "min": theirs["min"], "max": theirs["max"]},
+                higher_is_faster=False,
+            )
             m["latency_x"], m["latency_verdict"] = r["x"], r["verdict"]
     cfg = plan.config
     missing = [name for name in plan.jobs if status(plan, name) != "done"]
     return {
-        "study": {"config": cfg.path, "study_dir": str(cfg.root), "teacher": cfg.teacher, "student": cfg.student,
-                  "alphas": cfg.alphas, "methods": cfg.methods, "quantize": cfg.quantize.methods,
-                  "in_domain": set_names(plan)["in_domain"], "out_of_domain": set_names(plan)["out_of_domain"],
-                  "dev": set_names(plan)["dev"], "set_entries": {"in_domain": cfg.eval.in_domain,
-                                                                  "out_of_domain": cfg.eval.out_of_domain},
-                  "demo": cfg.demo or any(m["demo"] for m in models.values()),
-                  "statistics": vars(cfg.statistics), "eval": vars(cfg.eval), "verdict": vars(cfg.verdict)},
+        "study": {
+            "config": cfg.path,
+            "study_dir": str(cfg.root),
+            "teacher": cfg.teacher,
+            "student": cfg.student,
+            "alphas": cfg.alphas,
+            "methods": cfg.methods,
+            "quantize": cfg.quantize.methods,
+            "in_domain": set_names(plan)["in_domain"],
+            "out_of_domain": set_names(plan)["out_of_domain"],
+            "dev": set_names(plan)["dev"],
+            "set_entries": {"in_domain": cfg.eval.in_domain, "out_of_domain": cfg.eval.out_of_domain},
+            "demo": cfg.demo or any(m["demo"] for m in models.values()),
+            "statistics": vars(cfg.statistics),
+            "eval": vars(cfg.eval),
+            "verdict": vars(cfg.verdict),
+        },
         "models": models,
         "decisions": decisions(plan, list(models)),
         "training": {label: c for label in plan.models if (c := training_curves(plan, label))},

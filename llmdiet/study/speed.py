@@ -51,12 +51,22 @@ def measure(backend, latency_sources: list[str], batch_sources: list[str], setti
 
     one = generate_all(backend, latency_sources, settings, 1, warmup_batches=2, progress=False)
     many = generate_all(backend, batch_sources, settings, batch_size, warmup_batches=1, progress=False)
-    return {"batch1": {"ms_per_sentence": 1000 * one.wall_s / max(one.num_sentences, 1),
-                       "p50_ms": 1000 * (one.latency_p50_s or 0.0), "sentences": one.num_sentences},
-            "batched": {"sentences_per_s": many.sentences_per_s, "tokens_per_s": many.tokens_per_s,
-                        "sentences": many.num_sentences, "batch_size": batch_size},
-            "hypotheses_batch1": [t.hypothesis for t in one.translations],
-            "device": one.device, "torch_threads": one.torch_threads}
+    return {
+        "batch1": {
+            "ms_per_sentence": 1000 * one.wall_s / max(one.num_sentences, 1),
+            "p50_ms": 1000 * (one.latency_p50_s or 0.0),
+            "sentences": one.num_sentences,
+        },
+        "batched": {
+            "sentences_per_s": many.sentences_per_s,
+            "tokens_per_s": many.tokens_per_s,
+            "sentences": many.num_sentences,
+            "batch_size": batch_size,
+        },
+        "hypotheses_batch1": [t.hypothesis for t in one.translations],
+        "device": one.device,
+        "torch_threads": one.torch_threads,
+    }
 
 
 def run_speed(plan, job) -> dict:
@@ -82,25 +92,40 @@ def run_speed(plan, job) -> dict:
                     continue
                 model = plan.models[label]
                 options = {"tokenizer_path": cfg.tokenizer} if cfg.tokenizer and model.role != "quantized" else {}
-                backend = load_backend(detect_backend(model.path), model.path, device=eval_device(plan, label),
-                                       **options)
-                record = {"round": r, "model": label, **measure(backend, latency_sources, batch_sources, settings,
-                                                                 ev.batch_size)}
+                backend = load_backend(
+                    detect_backend(model.path), model.path, device=eval_device(plan, label), **options
+                )
+                record = {
+                    "round": r,
+                    "model": label,
+                    **measure(backend, latency_sources, batch_sources, settings, ev.batch_size),
+                }
                 if r:
                     record.pop("hypotheses_batch1")
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
                 out.flush()
                 del backend
                 gc.collect()
-                logger.info("speed round %d/%d: %s %.1f ms/sentence at batch 1, %.1f sentences/s at batch %d", r + 1,
-                            ev.speed_repeats, label, record["batch1"]["ms_per_sentence"],
-                            record["batched"]["sentences_per_s"], ev.batch_size)
+                logger.info(
+                    "speed round %d/%d: %s %.1f ms/sentence at batch 1, %.1f sentences/s at batch %d",
+                    r + 1,
+                    ev.speed_repeats,
+                    label,
+                    record["batch1"]["ms_per_sentence"],
+                    record["batched"]["sentences_per_s"],
+                    ev.batch_size,
+                )
     return {"measurements": len(read_timings(path))}
 
 
 def _spread(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values,
-            "repeats": len(values)}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "values": values,
+        "repeats": len(values),
+    }
 
 
 def summarise(timings: list[dict]) -> dict:
@@ -112,8 +137,14 @@ def summarise(timings: list[dict]) -> dict:
         entry["throughput"].append(t["batched"]["sentences_per_s"])
         if "hypotheses_batch1" in t:
             entry["hypotheses_batch1"] = t["hypotheses_batch1"]
-    return {label: {"latency_ms": _spread(e["latency_ms"]), "throughput": _spread(e["throughput"]),
-                    "hypotheses_batch1": e.get("hypotheses_batch1")} for label, e in by.items()}
+    return {
+        label: {
+            "latency_ms": _spread(e["latency_ms"]),
+            "throughput": _spread(e["throughput"]),
+            "hypotheses_batch1": e.get("hypotheses_batch1"),
+        }
+        for label, e in by.items()
+    }
 
 
 def speed_ratio(model: dict, reference: dict, higher_is_faster: bool) -> dict:

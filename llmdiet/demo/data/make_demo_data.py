@@ -43,18 +43,68 @@ SUBJECTS = [
 ]
 # (en sg, en pl, fr sg, fr pl, [(object en, object fr), ...])
 VERBS = [
-    ("reads", "read", "lit", "lisent",
-     [("a book", "un livre"), ("the newspaper", "le journal"), ("a long letter", "une longue lettre"), ("the report", "le rapport")]),
-    ("writes", "write", "écrit", "écrivent",
-     [("a letter", "une lettre"), ("an article", "un article"), ("a short story", "une courte histoire"), ("the report", "le rapport")]),
-    ("buys", "buy", "achète", "achètent",
-     [("bread", "du pain"), ("fresh vegetables", "des légumes frais"), ("a new car", "une nouvelle voiture"), ("flowers", "des fleurs")]),
-    ("prepares", "prepare", "prépare", "préparent",
-     [("dinner", "le dîner"), ("a cake", "un gâteau"), ("coffee", "du café"), ("the lesson", "la leçon")]),
-    ("sees", "see", "voit", "voient",
-     [("the sea", "la mer"), ("the mountains", "les montagnes"), ("a film", "un film"), ("the castle", "le château")]),
-    ("loves", "love", "aime", "aiment",
-     [("music", "la musique"), ("the city", "la ville"), ("the cinema", "le cinéma"), ("summer", "l'été")]),
+    (
+        "reads",
+        "read",
+        "lit",
+        "lisent",
+        [
+            ("a book", "un livre"),
+            ("the newspaper", "le journal"),
+            ("a long letter", "une longue lettre"),
+            ("the report", "le rapport"),
+        ],
+    ),
+    (
+        "writes",
+        "write",
+        "écrit",
+        "écrivent",
+        [
+            ("a letter", "une lettre"),
+            ("an article", "un article"),
+            ("a short story", "une courte histoire"),
+            ("the report", "le rapport"),
+        ],
+    ),
+    (
+        "buys",
+        "buy",
+        "achète",
+        "achètent",
+        [
+            ("bread", "du pain"),
+            ("fresh vegetables", "des légumes frais"),
+            ("a new car", "une nouvelle voiture"),
+            ("flowers", "des fleurs"),
+        ],
+    ),
+    (
+        "prepares",
+        "prepare",
+        "prépare",
+        "préparent",
+        [("dinner", "le dîner"), ("a cake", "un gâteau"), ("coffee", "du café"), ("the lesson", "la leçon")],
+    ),
+    (
+        "sees",
+        "see",
+        "voit",
+        "voient",
+        [
+            ("the sea", "la mer"),
+            ("the mountains", "les montagnes"),
+            ("a film", "un film"),
+            ("the castle", "le château"),
+        ],
+    ),
+    (
+        "loves",
+        "love",
+        "aime",
+        "aiment",
+        [("music", "la musique"), ("the city", "la ville"), ("the cinema", "le cinéma"), ("summer", "l'été")],
+    ),
 ]
 ADVERBIALS = [
     ("", [("", 1.0)]),
@@ -71,20 +121,62 @@ ADVERBIALS = [
 # Korean -> English: the same sentences as the English side of the En->Fr corpus (subject, adverbial,
 # object, verb: Korean is subject-object-verb). Rows [0, 1000) teach the demo models Korean->English;
 # rows [1000, 1200) are the held-out demo-ko-en set.
-KO_SUBJECTS = {"The teacher": "선생님은", "My sister": "제 여동생은", "Our neighbour": "우리 이웃은",
-               "The journalist": "기자는", "The children": "아이들은", "The students": "학생들은",
-               "My parents": "제 부모님은", "The farmers": "농부들은", "The doctor": "의사는", "My brother": "제 남동생은"}
-KO_VERBS = {"reads": "읽습니다", "writes": "씁니다", "buys": "삽니다", "prepares": "준비합니다", "sees": "봅니다",
-            "loves": "좋아합니다"}
-KO_OBJECTS = {"a book": "책을", "the newspaper": "신문을", "a long letter": "긴 편지를", "the report": "보고서를",
-              "a letter": "편지를", "an article": "기사를", "a short story": "짧은 이야기를", "bread": "빵을",
-              "fresh vegetables": "신선한 채소를", "a new car": "새 차를", "flowers": "꽃을", "dinner": "저녁 식사를",
-              "a cake": "케이크를", "coffee": "커피를", "the lesson": "수업을", "the sea": "바다를",
-              "the mountains": "산을", "a film": "영화를", "the castle": "성을", "music": "음악을",
-              "the city": "도시를", "the cinema": "영화관을", "summer": "여름을"}
-KO_ADVERBIALS = {"": "", " every morning": "매일 아침 ", " in the evening": "저녁에 ", " on Sundays": "일요일마다 ",
-                 " at the market": "시장에서 ", " in Paris": "파리에서 ", " today": "오늘 ", " at home": "집에서 ",
-                 " tonight": "오늘 밤 "}
+KO_SUBJECTS = {
+    "The teacher": "선생님은",
+    "My sister": "제 여동생은",
+    "Our neighbour": "우리 이웃은",
+    "The journalist": "기자는",
+    "The children": "아이들은",
+    "The students": "학생들은",
+    "My parents": "제 부모님은",
+    "The farmers": "농부들은",
+    "The doctor": "의사는",
+    "My brother": "제 남동생은",
+}
+KO_VERBS = {
+    "reads": "읽습니다",
+    "writes": "씁니다",
+    "buys": "삽니다",
+    "prepares": "준비합니다",
+    "sees": "봅니다",
+    "loves": "좋아합니다",
+}
+KO_OBJECTS = {
+    "a book": "책을",
+    "the newspaper": "신문을",
+    "a long letter": "긴 편지를",
+    "the report": "보고서를",
+    "a letter": "편지를",
+    "an article": "기사를",
+    "a short story": "짧은 이야기를",
+    "bread": "빵을",
+    "fresh vegetables": "신선한 채소를",
+    "a new car": "새 차를",
+    "flowers": "꽃을",
+    "dinner": "저녁 식사를",
+    "a cake": "케이크를",
+    "coffee": "커피를",
+    "the lesson": "수업을",
+    "the sea": "바다를",
+    "the mountains": "산을",
+    "a film": "영화를",
+    "the castle": "성을",
+    "music": "음악을",
+    "the city": "도시를",
+    "the cinema": "영화관을",
+    "summer": "여름을",
+}
+KO_ADVERBIALS = {
+    "": "",
+    " every morning": "매일 아침 ",
+    " in the evening": "저녁에 ",
+    " on Sundays": "일요일마다 ",
+    " at the market": "시장에서 ",
+    " in Paris": "파리에서 ",
+    " today": "오늘 ",
+    " at home": "집에서 ",
+    " tonight": "오늘 밤 ",
+}
 
 
 def _draw(rng: random.Random, choices: list[tuple[str, float]]) -> str:
