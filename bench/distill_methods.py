@@ -29,6 +29,7 @@ METHODS = {
     "kd + fake-quant 4-bit": ["--student_fake_quant", "4"],
     "kd + fake-quant 4-bit, GPFQ init": ["--student_fake_quant", "4", "--fake_quant_init", "gpfq"],
     "dml (two students; student a)": ["--method", "dml"],
+    "logit_mse (centered)": ["--method", "logit_mse", "--logit_mse_center", "true"],
     "copy_layers 1+1 + hidden 1.0": [
         "--student_init",
         "copy_layers",
@@ -87,6 +88,11 @@ README_ROWS = {
         "`--method dml [--dml_teacher_weight W --student_b_model M --dml_noise S]`",
         "two students, each (1−alpha)·CE + alpha·T²·KL(peer‖self) (+ W·T²·KL(teacher‖self)); "
         "saved as `student_a/`, `student_b/` (BLEU: student a; step: both)",
+    ),
+    "logit_mse (centered)": (
+        "logit matching",
+        "`--method logit_mse [--logit_mse_center --logit_mse_scale S]`",
+        "alpha·S·Σ_v(z_S − z_T)² + (1−alpha)·CE on (centered) logits (Ba & Caruana 2014; Kim et al. 2021); no T",
     ),
     "copy_layers 1+1 + hidden 1.0": (
         "shrink-and-fine-tune + hidden loss",

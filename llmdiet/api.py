@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmdiet.config import ConfigError
 
@@ -56,12 +57,16 @@ def quiet_libraries():
                 hf_logging.set_verbosity(hf_level)
 
 
+if TYPE_CHECKING:  # the engines (and torch) load with the first model
+    from llmdiet.engines import TranslationBackend
+
+
 @dataclass
 class Translator:
     """A loaded model or artifact of any kind (fp32/bf16, dynamic-int8, ONNX, CTranslate2, quanto, torchao),
     translating with the same engine code as ``llmdiet eval``."""
 
-    backend: object  # llmdiet.engines.TranslationBackend
+    backend: TranslationBackend
     path: str
 
     @property

@@ -282,7 +282,7 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     return tensors, metadata
 
 
-def struct_error() -> type:
+def struct_error() -> type[Exception]:
     import struct
 
     return struct.error

@@ -102,7 +102,7 @@ def os_error_line(err: OSError) -> str:
         errno.EROFS: "the file system is read-only: choose a writable output directory",
         errno.EACCES: "permission denied: choose a directory you can write to",
         errno.EDQUOT: "disk quota exceeded: free space, then run the same command again to resume",
-    }.get(err.errno, "run the same command again once this is fixed; finished work is kept")
+    }.get(err.errno or 0, "run the same command again once this is fixed; finished work is kept")
     return f"{where}{err.strerror or err}; {hint}"
 
 

@@ -114,7 +114,10 @@ def parse_config(
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _Parser(
-        dataclass_types, prog=prog, description=description, allow_abbrev=False
+        list(dataclass_types),  # type: ignore[arg-type]  # dataclass types
+        prog=prog,
+        description=description,
+        allow_abbrev=False,
     )  # no --temp = --temperature
     parser.add_argument("--config", default=None, help="YAML file of option: value pairs (command-line flags win).")
     if presets:

@@ -17,12 +17,14 @@ skipped instead and counted in a :class:`SkipReport` that callers log. Never sil
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ def _check_row(source, target, origin: str, fields: tuple[str, str], report: Ski
         elif not value.strip():
             problem, reason = f"{origin}: field '{name}' is empty or whitespace-only", "empty"
         if problem:
-            if skip:
+            if skip and report is not None:
                 report.add(problem, reason)
                 return None
             raise DataError(problem + " (pass --skip_bad_rows to skip and count such rows)")
@@ -132,13 +134,14 @@ def _records(path: Path, lines: list[tuple[int, str]], delimiter: str) -> Iterat
     CSV follows RFC 4180 (quoted fields may hold delimiters, quotes and newlines); TSV has no quoting:
     a tab always separates fields and a newline always ends the record.
     """
-    options = (
-        {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if delimiter == "\t" else {"delimiter": ",", "strict": True}
-    )
-    reader = csv.reader((text + "\n" for _, text in lines), **options)
+    texts = (text + "\n" for _, text in lines)
+    if delimiter == "\t":
+        reader = csv.reader(texts, delimiter="\t", quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader(texts, delimiter=",", strict=True)
     consumed = 0
     while True:
-        first = lines[consumed][0] if consumed < len(lines) else None
+        first = lines[consumed][0] if consumed < len(lines) else len(lines)
         try:
             fields = next(reader)
         except StopIteration:
@@ -236,10 +239,10 @@ def read_parallel_file(
     if fmt is None:
         raise DataError(f"{path}: unknown extension '{path.suffix}' (supported: {sorted(LOCAL_FORMATS)})")
     report = report if report is not None else SkipReport()
-    reader = {
+    reader: Any = {
         "jsonl": _read_jsonl,
-        "tsv": lambda *a: _read_delimited(*a, delimiter="\t", header=header),
-        "csv": lambda *a: _read_delimited(*a, delimiter=",", header=header),
+        "tsv": functools.partial(_read_delimited, delimiter="\t", header=header),
+        "csv": functools.partial(_read_delimited, delimiter=",", header=header),
         "parquet": _read_parquet,
     }[fmt]
     fields = (source_column, target_column)

@@ -9,6 +9,7 @@ pipeline_tag, tags).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 CARD_FILE = "README.md"
 MARKER = "<!-- written by llmdiet -->"
@@ -18,7 +19,7 @@ def _languages(direction: str | None) -> list[str]:
     return [p for p in (direction or "en-fr").split("-") if p]
 
 
-def _table(rows: list[list[str]], headers: list[str]) -> str:
+def _table(rows: list[list[Any]], headers: list[str]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)

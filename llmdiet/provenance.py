@@ -48,7 +48,7 @@ def git_sha(path: str | Path | None = None) -> str | None:
 
 
 def library_versions() -> dict[str, str | None]:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in LIBRARIES:
         try:
             versions[name] = importlib.metadata.version(name)
@@ -70,7 +70,7 @@ def cpu_model() -> str:
 def hardware() -> dict:
     import torch
 
-    info = {
+    info: dict[str, object] = {
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

@@ -7,6 +7,8 @@ without downloading any weights.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
@@ -43,5 +45,6 @@ def flan_t5_config(name: str) -> T5Config:
 def random_flan_t5(name: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> T5ForConditionalGeneration:
     """A random-init model with the exact architecture of ``google/<name>``."""
     torch.manual_seed(seed)
-    model = T5ForConditionalGeneration(flan_t5_config(name)).to(dtype)
+    model: Any = T5ForConditionalGeneration(flan_t5_config(name))
+    model = model.to(dtype)
     return model.eval()

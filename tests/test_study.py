@@ -369,7 +369,7 @@ def test_changed_settings_redo_only_the_affected_jobs_and_keep_the_old_output(st
         ({"eval": {"device": "tpu"}}, "eval: device: expected cpu, cuda or cuda:N, got 'tpu'"),
         (
             {"distill": {"temp": 4}},
-            "not used by the HfArgumentParser: ['--temp', '4']",
+            "settings of student 'alpha-0': unknown option(s) ['temp']",
         ),  # no abbreviation of --temperature
         ({"colour": "blue"}, "unknown key(s) ['colour']"),
     ],

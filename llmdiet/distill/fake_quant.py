@@ -10,6 +10,8 @@ per weight plus one fp32 scale per output row, other tensors at 4 bytes) is reco
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -77,7 +79,9 @@ def apply_fake_quant(
 
 def finalize(model: nn.Module) -> dict:
     """Replace every fake-quantized weight by its quantized value; returns the packed-size record."""
-    linear_weights, scales, bits, grid = 0, 0, None, "rtn per channel"
+    linear_weights, scales, grid = 0, 0, "rtn per channel"
+    bits: int | None = None
+    module: Any
     for module in model.modules():
         if parametrize.is_parametrized(module, "weight"):
             fq = module.parametrizations.weight[0]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,7 +49,8 @@ class MutualStudents(nn.Module):
         return self.student_a.generate(*args, **kwargs)
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
-        return self.student_a.prepare_decoder_input_ids_from_labels(labels=labels)
+        student: Any = self.student_a
+        return student.prepare_decoder_input_ids_from_labels(labels=labels)
 
 
 def perturbed_copy(model: nn.Module, noise: float, seed: int) -> nn.Module:

@@ -401,5 +401,6 @@ def run(
     models = setup_models(args)
     splits = setup_data(args, data, training, models)
     trainer = setup_trainer(args, training, models, splits, quiet)
-    result = trainer.train(resume_from_checkpoint=resume_target(training.resume_from_checkpoint, training.output_dir))
+    resume = resume_target(training.resume_from_checkpoint, str(training.output_dir))
+    result = trainer.train(resume_from_checkpoint=resume)
     return save(trainer, args, data, models, splits, result, command)

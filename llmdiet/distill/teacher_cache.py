@@ -144,7 +144,10 @@ class TeacherCache:
             raise TeacherCacheError(f"{self.dir}: no meta.json; build the cache first")
         self.meta = json.loads(meta_path.read_text())
         self.k, self.temperature = self.meta["k"], self.meta["temperature"]
-        self._ids, self._logprobs, self._offsets, self._lengths = [], [], [], []
+        self._ids: list[torch.Tensor] = []
+        self._logprobs: list[torch.Tensor] = []
+        self._offsets: list[int] = []
+        self._lengths: list[int] = []
         n = self.meta["num_examples"]
         for shard in range((n + self.meta["shard_size"] - 1) // self.meta["shard_size"]):
             path = self.dir / f"shard-{shard:05d}.safetensors"

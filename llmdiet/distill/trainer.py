@@ -169,7 +169,7 @@ class DistillationTrainer(Seq2SeqTrainer):
             return super()._save(output_dir, state_dict)
         import os
 
-        output_dir = output_dir or self.args.output_dir
+        output_dir = output_dir or self.args.output_dir or "."
         os.makedirs(output_dir, exist_ok=True)
         save_students(model, output_dir, self.processing_class, self.args.save_safetensors)
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))

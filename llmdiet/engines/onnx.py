@@ -28,7 +28,7 @@ from llmdiet.provenance import available_cores, rss_bytes
 ONNX_BACKENDS = ("onnx-fp32", "onnx-dynamic-int8", "onnx-static-int8")
 
 
-def _ort_load_errors() -> tuple[type[BaseException], ...]:
+def _ort_load_errors() -> tuple[type[Exception], ...]:
     """ONNX Runtime's own exception types for unreadable or invalid graph files (truncated, corrupted)."""
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 
@@ -83,7 +83,7 @@ class OnnxSeq2SeqBackend(TranslationBackend):
                 provider=provider,
                 session_options=options,
             )
-        except (OSError, ValueError, FileNotFoundError, RuntimeError, *_ort_load_errors()) as err:
+        except (OSError, ValueError, RuntimeError, *_ort_load_errors()) as err:  # type: ignore[misc]
             raise BackendError(f"{model_path}: cannot load ONNX graphs: {str(err).splitlines()[0]}") from None
         head_dim = getattr(self.model.config, "d_kv", None)
         if self.merged and head_dim and getattr(self.model.decoder, "embed_size_per_head", head_dim) != head_dim:

@@ -73,8 +73,7 @@ def summarize(run_dir: str | Path, label: str | None = None) -> RunSummary:
     mb, source = size_mb(results["size"])
     sentences = sum((e.get("timing") or {}).get("num_sentences", 0) for e in results["sets"].values())
     wall = sum((e.get("timing") or {}).get("wall_s", 0.0) for e in results["sets"].values())
-    peaks = [(e.get("timing") or {}).get("peak_rss_bytes") for e in results["sets"].values()]
-    peaks = [p for p in peaks if p]
+    peaks = [p for e in results["sets"].values() if (p := (e.get("timing") or {}).get("peak_rss_bytes"))]
     return RunSummary(
         label=label or Path(run_dir).resolve().name,
         model=results["model"]["name"],
@@ -114,7 +113,7 @@ def table(runs: list[RunSummary]) -> tuple[list[str], list[list]]:
     for r in runs:
         row = [r.label, r.model, r.backend, r.size_mb]
         row += [r.scores.get(s, {}).get(key) for s in sets for key, _ in METRICS]
-        row += [1000 / r.set_ms_per_sentence[s] if r.set_ms_per_sentence.get(s) else None for s in sets]
+        row += [1000 / ms if (ms := r.set_ms_per_sentence.get(s)) else None for s in sets]
         row += [r.peak_rss_mb]
         rows.append(row)
     return headers, rows

@@ -123,6 +123,7 @@ class EvalSet:
             )
             count = None if self.stop is None else self.stop - self.start
             return take_rows(rows, self.start, count, f"{what} ({self.file})")
+        assert self.hub is not None  # a set is a file or a hub dataset (checked when it is declared)
         try:
             return read_hub_dataset(
                 self.hub,

@@ -223,7 +223,7 @@ def generate_all(
             first_tokens.append(first[0] - t0 if first else None)
             longest = max((t.generated_tokens for t in out), default=0)
             if first and longest > 1:
-                per_token.append((latencies[-1] - first_tokens[-1]) / (longest - 1))
+                per_token.append((latencies[-1] - (first[0] - t0)) / (longest - 1))
             if len(out) != len(batch):
                 raise RuntimeError(
                     f"backend {backend.name} returned {len(out)} translations for a batch of {len(batch)}"
@@ -237,7 +237,7 @@ def generate_all(
         bar.close()
     peak_gpu = int(torch.cuda.max_memory_allocated()) if on_gpu else None
 
-    tokens = sum(t.generated_tokens for t in results)  # type: ignore[union-attr]
+    tokens = sum(t.generated_tokens for t in results if t is not None)
     return GenerationResult(
         translations=results,  # type: ignore[arg-type]
         batch_latencies_s=latencies,

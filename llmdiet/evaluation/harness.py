@@ -31,7 +31,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from llmdiet.config import ConfigError, check_range, parse_config, precheck
 from llmdiet.data import DataError, ParallelRow, SkipReport
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None, prog: str = "llmdiet eval") -> int:
         f"{mb or 0:.1f} MB ({where}) | {results['provenance']['hardware'].get('torch_threads')} threads"
     )
     print(markdown_table(SET_TABLE_HEADERS, set_table_rows(results)))
-    print(f"\nwrote {Path(args.out) / RESULTS_FILE} and {Path(args.out) / SUMMARY_FILE}")
+    print(f"\nwrote {Path(str(args.out)) / RESULTS_FILE} and {Path(str(args.out)) / SUMMARY_FILE}")
     return 0
 
 
@@ -427,7 +427,8 @@ def evaluate_set(
 
 
 def unique_set_names(specs: list[EvalSet]) -> list[str]:
-    names, seen = [], {}
+    names: list[str] = []
+    seen: dict[str, int] = {}
     for spec in specs:
         seen[spec.name] = seen.get(spec.name, 0) + 1
         names.append(spec.name if seen[spec.name] == 1 else f"{spec.name}-{seen[spec.name]}")
@@ -441,6 +442,8 @@ def run_eval(args: EvalArguments, command: list[str] | None = None) -> dict:
     """
     from llmdiet.locking import LOCK_FILE, directory_lock
 
+    if args.model is None or args.out is None:  # EvalArguments refuses both; for callers that build it by hand
+        raise ConfigError("--model and --out are required")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a directory; choose a directory path")
@@ -457,6 +460,7 @@ def run_eval(args: EvalArguments, command: list[str] | None = None) -> dict:
 def _run_eval_locked(args: EvalArguments, command: list[str] | None) -> dict:
     import torch
 
+    assert args.model is not None and args.out is not None  # checked by run_eval
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -519,7 +523,7 @@ def _run_eval_locked(args: EvalArguments, command: list[str] | None) -> dict:
     size["disk_counted"] = counted_files(model_path)
     artifact = Path(model_path) / ARTIFACT_FILE
     size["artifact"] = json.loads(artifact.read_text()) if artifact.is_file() else None
-    results = {
+    results: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": "llmdiet-eval",
         "model": {

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Literal
 
 from rouge_score import rouge_scorer
 from rouge_score.tokenizers import Tokenizer
@@ -49,7 +50,7 @@ def _check_pairs(hypotheses: list[str], references: list[str]) -> None:
         raise ValueError("cannot score an empty list of translations")
 
 
-UNICODE_FORM = "NFC"
+UNICODE_FORM: Literal["NFC"] = "NFC"
 SIGNATURE_SUFFIX = f"|unicode:{UNICODE_FORM}"
 
 

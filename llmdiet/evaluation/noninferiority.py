@@ -268,7 +268,8 @@ def noninferiority(
         )
         if label == "inconclusive":
             needs = [sentences_needed(t["sentences"], t, alpha / m) for t in entry["tests"].values()]
-            entry["sentences_needed"] = None if any(x is None for x in needs) else max(needs)
+            known = [x for x in needs if x is not None]
+            entry["sentences_needed"] = max(known) if len(known) == len(needs) else None
     for name in names:
         per_model[name].setdefault("label", "not tested")
     return {

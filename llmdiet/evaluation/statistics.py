@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -66,8 +67,13 @@ def paired_significance(
     check_seed(seed)
     named = [baseline, *systems]
     with _seed(seed):
+        results: Any
         _, results = PairedTest(
-            named, {m: _metric(m) for m in metrics}, [list(references)], test_type=test, n_samples=n_samples
+            named,  # type: ignore[arg-type]  # (name, hypotheses) pairs; sacreBLEU's hint is narrower than its use
+            {m: _metric(m) for m in metrics},
+            [list(references)],
+            test_type=test,
+            n_samples=n_samples,
         )()
     method = {"bs": "sacrebleu paired bootstrap resampling", "ar": "sacrebleu paired approximate randomization"}[test]
     columns = dict(zip(metrics, [k for k in results if k != "System"]))  # sacreBLEU names them BLEU, chrF2

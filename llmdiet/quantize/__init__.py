@@ -22,6 +22,9 @@ Every method writes a directory that ``load_backend(<method>, out)`` (``llmdiet 
 
 from __future__ import annotations
 
+import sys as _sys
+import types as _types
+
 from llmdiet.quantize.calibration import CalibrationSpec, load_calibration_sources
 from llmdiet.quantize.driver import QuantizeJob, quantize, quantize_model, write_artifact_card
 from llmdiet.quantize.registry import METHODS, Method, available_methods, get_method, missing_libraries
@@ -41,11 +44,11 @@ __all__ = [
 ]
 
 
-class _CallableModule(__import__("types").ModuleType):
+class _CallableModule(_types.ModuleType):
     """``llmdiet.quantize(model, method, out, ...)`` is :func:`quantize_model` (the public Python API)."""
 
     def __call__(self, *args, **kwargs):
         return quantize_model(*args, **kwargs)
 
 
-__import__("sys").modules[__name__].__class__ = _CallableModule
+_sys.modules[__name__].__class__ = _CallableModule

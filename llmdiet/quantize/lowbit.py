@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -137,10 +138,10 @@ def quantize_linears(
     report.float_bytes = sum(p.numel() * 4 for p in model.parameters() if id(p) not in linear_params)
     report.fp32_bytes = sum(p.numel() * 4 for p in model.parameters())
     float_model = copy.deepcopy(model) if method == "gpfq" else None
-    groups = _linear_order(model, calibration[0]) if method == "gpfq" else [[n] for n in linears]
+    groups = _linear_order(model, calibration[0]) if method == "gpfq" and calibration else [[n] for n in linears]
     for group in groups:
-        covariances = {}
-        if method == "gpfq":
+        covariances: dict[str, Any] = {}
+        if method == "gpfq" and calibration and float_model is not None:
             for batch in calibration:
                 x = _capture_inputs(float_model, group, batch)
                 xt = _capture_inputs(model, group, batch)
@@ -154,7 +155,8 @@ def quantize_linears(
             if method == "rtn":
                 codes = rtn_quantize(weight, alphabet)
             else:
-                codes = gpfq_from_covariances(weight.double(), *covariances[name], alphabet)
+                H, G = covariances[name]
+                codes = gpfq_from_covariances(weight.double(), H, G, alphabet)
             layer.weight.data = (codes.double() * alphabet.delta).to(weight.dtype)
             report.linear_weights += weight.numel()
             report.layers += 1

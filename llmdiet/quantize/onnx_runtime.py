@@ -286,7 +286,7 @@ def quantize_onnx(
         logger.info("exporting %s to ONNX ...", model_path)
         export_dir = export_onnx(model_path, Path(tmp) / "fp32")
         logger.info("exported in %.0f s", time.perf_counter() - start)
-        feeds = None
+        feeds: dict[str, list[dict]] = {}
         if static:
             if not calibration_sources:
                 raise BackendError("onnx-static-int8 needs calibration sources (zero usable rows given)")

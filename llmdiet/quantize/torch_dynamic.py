@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -67,11 +68,16 @@ def save_dynamic_int8(model: nn.Module, out: str | Path) -> Path:
     if not qlinears:
         raise BackendError("model has no dynamically quantized Linear layers; run quantize_dynamic_int8 first")
     tensors: dict[str, torch.Tensor] = {}
-    layout: dict[str, dict] = {}
+    layout: dict[str, dict[str, Any]] = {}
+    mod: Any
     for name, mod in qlinears.items():
         weight, bias = mod._packed_params._weight_bias()
         scheme = weight.qscheme()
-        entry = {"in_features": mod.in_features, "out_features": mod.out_features, "bias": bias is not None}
+        entry: dict[str, Any] = {
+            "in_features": mod.in_features,
+            "out_features": mod.out_features,
+            "bias": bias is not None,
+        }
         tensors[f"{name}.weight_int8"] = weight.int_repr()
         if scheme == torch.per_tensor_affine:
             entry["qscheme"] = "per_tensor_affine"
@@ -114,7 +120,7 @@ def load_dynamic_int8(path: str | Path) -> nn.Module:
     config = AutoConfig.from_pretrained(path)
     with init_empty_weights(include_buffers=True):
         model = AutoModelForSeq2SeqLM.from_config(config)
-    packed = {
+    packed: dict[str, list[Any]] = {
         name: [tensors.pop(f"{name}.{part}") for part in ("weight_int8", "weight_scale", "weight_zero_point")]
         + [tensors.pop(f"{name}.bias", None)]
         for name in layout

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from llmdiet.study.jobs import build_plan, run_all
     from llmdiet.study.report import write_report
 
-    cfg = load_study_config(config_path, args.study_dir)
+    cfg = load_study_config(str(config_path), args.study_dir)
     plan = build_plan(cfg)
     if args.list:
         print(list_jobs(plan))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Optional
+from typing import Optional, TypeVar
 
 from llmdiet.config import ConfigError, check_range, load_yaml
 
@@ -306,6 +306,9 @@ class StudyConfig:
         return any(m.startswith("llmdiet-demo:") for m in (self.teacher, self.student))
 
 
+_T = TypeVar("_T")
+
+
 def _check_scalar(path: str, section: str, key: str, hint, value) -> None:
     """YAML scalars against the field's type: no true/false for a number, no text for a number or a flag."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -328,13 +331,13 @@ def _check_scalar(path: str, section: str, key: str, hint, value) -> None:
         raise ConfigError(f"{path}: {section}.{key}: expected text, got {value!r}")
 
 
-def _section(path: str, name: str, cls, values) -> object:
+def _section(path: str, name: str, cls: type[_T], values) -> _T:  # cls: a settings dataclass
     """``cls(**values)`` with every problem reported as ``FILE: NAME.KEY: what is wrong``."""
     if values is None:
         values = {}
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: {name}: expected a mapping of key: value, got {type(values).__name__}")
-    known = {f.name for f in fields(cls)}
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]  # cls is a dataclass
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{path}: {name}: unknown key(s) {unknown} (known: {', '.join(sorted(known))})")

@@ -29,6 +29,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from llmdiet.config import ConfigError
 from llmdiet.constants import REFERENCE_PREFIX
@@ -478,6 +479,19 @@ def status(plan: StudyPlan, name: str) -> str:
     return "running" if is_locked(lock_dir(plan, name)) else "interrupted"
 
 
+def stale_reason(plan: StudyPlan, name: str) -> str:
+    """What changed in a stale job's own settings (or "a dependency changed")."""
+    from llmdiet.fingerprint import differences
+
+    marker = read_marker(plan, name) or {}
+    stored = marker.get("params")
+    if stored is None:
+        return "no settings recorded"
+    changed = differences(stored, json.loads(json.dumps(plan.jobs[name].params, default=str)))
+    return ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "") if changed \
+        else "a job it depends on changed"
+
+
 def lock_dir(plan: StudyPlan, name: str) -> Path:
     return plan.config.root / "locks" / name.replace("/", "__")
 
@@ -533,6 +547,7 @@ def _write_marker(plan: StudyPlan, name: str, state: str, started: float, extra:
     record = {
         "job": name,
         "fingerprint": plan.fingerprints[name],
+        "params": json.loads(json.dumps(plan.jobs[name].params, default=str)),  # what the fingerprint hashes
         "status": state,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": round(time.time() - started, 1),
@@ -571,7 +586,7 @@ def run_job(plan: StudyPlan, name: str) -> str:
         logger.warning(
             "%s: %s since it finished; the job is redone (its old output goes to stale/)",
             name,
-            "; ".join(damaged_outputs(job, read_marker(plan, name))),
+            "; ".join(damaged_outputs(job, read_marker(plan, name) or {})),
         )
     missing = [d for d in job.deps if status(plan, d) != "done"]
     if missing:
@@ -580,6 +595,9 @@ def run_job(plan: StudyPlan, name: str) -> str:
             f"--job {missing[0]}, or run the whole study)"
         )
     with directory_lock(lock_dir(plan, name), f"study job {name}"):
+        if state == "stale":
+            logger.warning("%s: settings changed since it ran (%s); its old output goes to stale/", name,
+                           stale_reason(plan, name))
         if state in ("stale", "damaged"):
             _move_stale(plan, job)
         started = time.time()
@@ -656,7 +674,7 @@ def _run_eval(plan: StudyPlan, job: Job) -> dict:
     cfg, ev = plan.config, plan.config.eval
     model = plan.models[job.model]
     command = ["llmdiet", "study", "--config", cfg.path, "--job", job.name]
-    common = dict(
+    common: dict[str, Any] = dict(
         model=model.path,
         tokenizer=cfg.tokenizer if model.role != "quantized" else None,
         device=eval_device(plan, job.model),

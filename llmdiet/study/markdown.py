@@ -8,6 +8,7 @@ than the stated rule allows.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from llmdiet.study.jobs import TEACHER, VANILLA
 
@@ -115,7 +116,7 @@ def dev_bleu(data: dict, m: dict) -> float | None:
 def choose(data: dict, labels: list[str]) -> tuple[dict | None, list[str]]:
     """The model the answer recommends among ``labels`` and the ones it tied with."""
     v = data["study"]["verdict"]
-    scored = [(m, *_objective(m, v["minimise"])) for m in (data["models"][x] for x in labels)]
+    scored: list[Any] = [(m, *_objective(m, v["minimise"])) for m in (data["models"][x] for x in labels)]
     scored = [x for x in scored if x[1] is not None]
     if not scored:
         return None, []
@@ -170,7 +171,7 @@ def answer(data: dict) -> list[str]:
     out = [rule_sentence(data)]
     trained = [m for m in models.values() if m["role"] == "student"]
     if trained and dev and all(dev_bleu(data, m) is not None for m in trained):
-        best = max(trained, key=lambda m: dev_bleu(data, m))
+        best = max(trained, key=lambda m: dev_bleu(data, m) or 0.0)  # every dev BLEU is known here
         d = _decision(data, best["label"])
         text = (
             f"**Distill.** The best trained student on the dev set ({dev}, BLEU {dev_bleu(data, best):.2f}) is "
@@ -256,8 +257,7 @@ def answer(data: dict) -> list[str]:
             )
             + "."
         )
-        needs = [(x, (_decision(data, x) or {}).get("sentences_needed")) for x in open_]
-        needs = [(x, n) for x, n in needs if n]
+        needs = [(x, n) for x in open_ if (n := (_decision(data, x) or {}).get("sentences_needed"))]
         if needs:
             text += (
                 " Inconclusive models a larger test set could decide (sentences needed if Δ stays as "
@@ -272,7 +272,7 @@ def _vanilla_label(decision: dict) -> str:
         "non-inferior": "better (significant)",
         "inferior": "worse (significant)",
         "inconclusive": "no clear difference",
-    }.get(decision.get("label"), "not tested")
+    }.get(str(decision.get("label")), "not tested")
 
 
 # ----------------------------------------------------------------------------- tables
@@ -319,7 +319,7 @@ def verdict_table(data: dict) -> str:
     for m in sorted((m for m in data["models"].values() if m["label"] != TEACHER), key=lambda m: m["size_mb"] or 0):
         d = _decision(data, m["label"])
         label = (d or {}).get("label", "–")
-        if label == "inconclusive" and d.get("sentences_needed"):
+        if label == "inconclusive" and d and d.get("sentences_needed"):
             label += f" ({_needed(d['sentences_needed'])} sentences)"
 
         def speed(key, m=m):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from llmdiet.evaluation.reports import MB, size_mb  # MB = 10^6 bytes, as in llmdiet eval
 from llmdiet.study.jobs import TEACHER, VANILLA, StudyPlan, status
@@ -25,7 +26,7 @@ REPORT_FILE = "STUDY.md"
 # ----------------------------------------------------------------------------- collect
 
 
-def _read_json(path: Path) -> dict | None:
+def _read_json(path: Path) -> Any:  # a JSON document, or None when missing or unreadable
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
@@ -191,7 +192,7 @@ def decisions(plan: StudyPlan, labels: list[str]) -> dict:
 
     def run(baseline: str, candidates: list[str], sets: list[str], margins: dict) -> dict:
         refs = {s: texts[s][1] for s in sets if texts[s][1] is not None and baseline in texts[s][0]}
-        args = {
+        args: dict[str, Any] = {
             "baseline": {s: texts[s][0][baseline] for s in refs},
             "candidates": {c: {s: texts[s][0][c] for s in refs if c in texts[s][0]} for c in candidates},
             "references": refs,

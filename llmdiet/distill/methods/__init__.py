@@ -141,7 +141,8 @@ def get_method(name: str) -> DistillationMethod:
 def config_types() -> list[type]:
     """Every method's and modifier's config dataclass, each once, subclasses before their bases (an MRO order)."""
     found: list[type] = []
-    for entry in [*methods().values(), *modifiers().values()]:
+    entries: list[DistillationMethod | StudentModifier] = [*methods().values(), *modifiers().values()]
+    for entry in entries:
         if entry.config not in found:
             found.append(entry.config)
     return [c for c in found if not any(o is not c and issubclass(o, c) for o in found)]

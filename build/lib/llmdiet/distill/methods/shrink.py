@@ -1,0 +1,99 @@
+"""shrink: a student made from the teacher's own blocks, with an optional hidden-state loss (any method).
+
+``--student_init copy_layers`` builds the student by copying evenly spaced teacher blocks
+(:mod:`llmdiet.distill.student_init`); ``--hidden_weight W`` adds W times the MSE between each student block's
+output and that of the teacher block it was copied from (:func:`llmdiet.distill.losses.hidden_state_loss`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from llmdiet.config import ConfigError, check_range
+from llmdiet.distill.methods import StudentModifier, register
+
+
+@dataclass
+class ShrinkConfig:
+    student_init: str = field(
+        default="pretrained",
+        metadata={
+            "help": "pretrained: load --student_model; copy_layers: shrink the teacher "
+            "(evenly spaced blocks, first and last kept; teacher width).",
+            "choices": ["pretrained", "copy_layers"],
+        },
+    )
+    student_encoder_layers: Optional[int] = field(
+        default=None, metadata={"help": "copy_layers: encoder blocks (>= 1)."}
+    )
+    student_decoder_layers: Optional[int] = field(
+        default=None, metadata={"help": "copy_layers: decoder blocks (>= 1)."}
+    )
+    hidden_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "copy_layers: weight of the hidden-state loss, the MSE between each student "
+            "block's output and that of the teacher block it was copied from (>= 0)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        check_range("student_encoder_layers", self.student_encoder_layers, 1)
+        check_range("student_decoder_layers", self.student_decoder_layers, 1)
+        check_range("hidden_weight", self.hidden_weight, 0.0)
+        if self.student_init == "copy_layers" and (
+            self.student_encoder_layers is None or self.student_decoder_layers is None
+        ):
+            raise ConfigError(
+                "--student_init copy_layers needs --student_encoder_layers N and --student_decoder_layers M"
+            )
+        if self.hidden_weight > 0 and self.student_init != "copy_layers":
+            raise ConfigError(
+                "--hidden_weight needs --student_init copy_layers (it compares each student block with "
+                "the teacher block it was copied from); or set --hidden_weight 0"
+            )
+
+
+def hidden_state_hooks(student, teacher, layers: dict) -> dict:
+    """Forward hooks that keep each copied student block's output and its teacher block's output."""
+    store: dict = {"student": {}, "teacher": {}}
+    for stack in ("encoder", "decoder"):
+        for i, t in enumerate(layers[stack]):
+            for role, model, index in (("student", student, i), ("teacher", teacher, t)):
+                block = getattr(model, stack).block[index]
+                block.register_forward_hook(
+                    lambda m, a, out, role=role, key=(stack, i): store[role].__setitem__(key, out[0])
+                )
+    store["keys"] = [(stack, i) for stack in ("encoder", "decoder") for i in range(len(layers[stack]))]
+    return store
+
+
+def hidden_term(store: dict, inputs: dict, labels):
+    """The hidden-state MSE of the last forward (encoder rows masked by the attention mask, decoder by labels)."""
+    from llmdiet.distill.losses import IGNORE_INDEX, hidden_state_loss
+
+    masks = {"encoder": inputs["attention_mask"], "decoder": labels != IGNORE_INDEX}
+    keys = store["keys"]
+    return hidden_state_loss(
+        [store["student"][k] for k in keys], [store["teacher"][k] for k in keys], [masks[k[0]] for k in keys]
+    )
+
+
+def card(args) -> str:
+    text = (
+        f"student built from the teacher's blocks (copy_layers: {args.student_encoder_layers} encoder, "
+        f"{args.student_decoder_layers} decoder blocks)"
+    )
+    return text + (f" with a hidden-state MSE term of weight {args.hidden_weight}" if args.hidden_weight > 0 else "")
+
+
+MODIFIER = register(
+    StudentModifier(
+        name="shrink",
+        config=ShrinkConfig,
+        card=card,
+        active=lambda args: args.student_init == "copy_layers",
+        teacher_cache=lambda args: args.hidden_weight == 0,  # the hidden loss needs the teacher's hidden states
+    )
+)

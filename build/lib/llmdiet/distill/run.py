@@ -1,0 +1,406 @@
+"""One distillation run in steps: models, data, trainer, train, save.
+
+:func:`run` is what ``llmdiet distill``, ``llmdiet.distill(...)`` and the study's training jobs call; each step is
+a function a newcomer reads alone. Outputs in ``output_dir``: the student (``save_pretrained``, safetensors) and
+its tokenizer, ``training_log.json`` (the Trainer's log history plus run metadata), ``loss_curve.png``, the model
+card and the Trainer's ``checkpoint-*`` folders (for ``--resume_from_checkpoint``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from llmdiet.config import ConfigError
+from llmdiet.data import SkipReport, read_hub_dataset, read_parallel_file, take_rows, tokenize_rows
+from llmdiet.distill.card import plot_loss_curve, write_student_card
+from llmdiet.distill.methods import get_method
+from llmdiet.distill.settings import DataArguments, DistillationArguments, check_training_arguments
+from llmdiet.modeling import load_seq2seq, parse_dtype, resolve_model
+from llmdiet.provenance import provenance
+
+if TYPE_CHECKING:
+    from transformers import Seq2SeqTrainingArguments
+
+logger = logging.getLogger(__name__)
+
+TRAINER_STATE = "trainer_state.json"
+PROGRESS_KEYS = ("loss", "ce", "kd", "eval_loss", "eval_bleu")
+
+
+@dataclass
+class Models:
+    teacher: Any  # None when training never reads it
+    student: Any
+    tokenizer: Any
+    teacher_path: str
+    student_path: str
+    copied_layers: Optional[dict] = None  # copy_layers: teacher block of each student block
+
+
+@dataclass
+class Data:
+    train: Any  # tokenized datasets
+    eval: Any
+    eval_rows: list
+    truncation: dict
+    skipped: SkipReport
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_splits(data: DataArguments):
+    """Training and evaluation rows, validated, with a report of skipped rows."""
+    report = SkipReport()
+    need = max(data.train_start + data.train_rows, data.dev_start + data.eval_rows if data.eval_rows else 0)
+    if data.data_files:
+        rows = read_parallel_file(
+            data.data_files,
+            data.source_column,
+            data.target_column,
+            skip_bad_rows=data.skip_bad_rows,
+            report=report,
+            header=not data.no_header,
+        )
+        what = data.data_files
+    else:
+        rows = read_hub_dataset(
+            data.dataset_name,
+            data.source_column,
+            data.target_column,
+            split=data.dataset_split,
+            revision=data.dataset_revision,
+            start=0,
+            stop=need,
+            skip_bad_rows=data.skip_bad_rows,
+            report=report,
+        )
+        what = f"dataset '{data.dataset_name}'"
+    report.log(what)
+    train = take_rows(rows, data.train_start, data.train_rows, f"{what} (training split)")
+    evaluation = take_rows(rows, data.dev_start, data.eval_rows, f"{what} (dev split)") if data.eval_rows else []
+    return train, evaluation, report
+
+
+def _sequence_kd_rows(args, data, training, teacher_path, train_rows):
+    from llmdiet.distill.pseudo_labels import apply_pseudo_labels, generate_pseudo_labels
+
+    path = args.sequence_kd_file or str(Path(training.output_dir) / "teacher_translations.jsonl")
+    with training.main_process_first(desc="teacher translations"):  # rank 0 generates, the others read
+        targets = generate_pseudo_labels(
+            teacher_path,
+            train_rows,
+            data.source_prefix,
+            path,
+            num_beams=args.sequence_kd_beams,
+            max_new_tokens=data.max_target_length,
+            batch_size=training.per_device_eval_batch_size,
+            device=str(training.device),
+            dtype=args.teacher_dtype,
+            rebuild=args.rebuild_caches and training.process_index == 0,
+        )
+    return apply_pseudo_labels(train_rows, targets, args.sequence_kd)
+
+
+def setup_data(args: DistillationArguments, data: DataArguments, training, models: Models) -> Data:
+    train_rows, eval_rows, skipped = load_splits(data)
+    if args.sequence_kd != "off":
+        train_rows = _sequence_kd_rows(args, data, training, models.teacher_path, train_rows)
+    tok = models.tokenizer
+    train_ds, train_trunc = tokenize_rows(
+        train_rows, tok, data.source_prefix, data.max_source_length, data.max_target_length
+    )
+    eval_ds, eval_trunc = None, None
+    if eval_rows:
+        eval_ds, eval_trunc = tokenize_rows(
+            eval_rows, tok, data.source_prefix, data.max_source_length, data.max_target_length
+        )
+    elif training.eval_strategy != "no":
+        training.eval_strategy = "no"
+    return Data(
+        train_ds,
+        eval_ds,
+        eval_rows,
+        {"train": train_trunc.as_dict(), "eval": eval_trunc.as_dict() if eval_trunc else None},
+        skipped,
+    )
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def setup_models(args: DistillationArguments) -> Models:
+    """The teacher (only if training reads it) and the student: loaded, or built from the teacher's blocks."""
+    teacher_path, student_path = resolve_model(args.teacher_model), resolve_model(args.student_model)
+    tokenizer_path = args.tokenizer and resolve_model(args.tokenizer)
+    teacher = load_seq2seq(teacher_path, dtype=parse_dtype(args.teacher_dtype))[0] if args.needs_teacher() else None
+    if args.student_init != "copy_layers":
+        student, tokenizer = load_seq2seq(student_path, tokenizer_path=tokenizer_path)
+        return Models(teacher, student, tokenizer, teacher_path, student_path)
+    from llmdiet.distill.student_init import copy_layers_student
+
+    source, tokenizer = load_seq2seq(teacher_path, tokenizer_path=tokenizer_path)
+    student, copied = copy_layers_student(source, args.student_encoder_layers, args.student_decoder_layers)
+    student_path = f"copy_layers({teacher_path}, encoder {copied['encoder']}, decoder {copied['decoder']})"
+    return Models(teacher, student, tokenizer, teacher_path, student_path, copied)
+
+
+def apply_fake_quant(args: DistillationArguments, student, train_ds, collator) -> None:
+    from llmdiet.distill.fake_quant import apply_fake_quant as parametrize
+
+    calibration = None
+    if args.fake_quant_init == "gpfq":  # the first 128 training rows, teacher-forced
+        rows = [train_ds[i] for i in range(min(128, len(train_ds)))]
+        calibration = [dict(collator(rows[i : i + 32])) for i in range(0, len(rows), 32)]
+    parametrize(student, args.student_fake_quant, init=args.fake_quant_init, calibration=calibration)
+    student.train()
+
+
+def _with_teacher_cache(args, teacher, teacher_path, train_ds, collator, training):
+    """Build (or finish) the cache on rank 0, then wrap the collator to serve it."""
+    from llmdiet.distill.teacher_cache import INDEX_COLUMN, CachedTeacherCollator, TeacherCache, build_teacher_cache
+    from llmdiet.fingerprint import model_identity
+    from llmdiet.locking import directory_lock
+
+    with training.main_process_first(desc="teacher cache"):
+        if training.process_index == 0:
+            # study jobs on several machines may share one cache: the first builds it, the others wait, then reuse
+            with directory_lock(args.teacher_cache, "teacher cache build", wait=True):
+                build_teacher_cache(
+                    teacher.to(training.device),
+                    train_ds,
+                    collator,
+                    args.teacher_cache,
+                    k=args.teacher_cache_topk,
+                    temperature=args.temperature,
+                    batch_size=training.per_device_eval_batch_size,
+                    teacher_name=teacher_path,
+                    teacher_identity=model_identity(teacher_path),
+                    teacher_dtype=args.teacher_dtype,
+                    rebuild=args.rebuild_caches,
+                )
+    cache = TeacherCache(args.teacher_cache)
+    cache.check_matches(train_ds["labels"], args.temperature)
+    training.remove_unused_columns = False  # keep the example index for the collator
+    return CachedTeacherCollator(collator, cache), train_ds.add_column(INDEX_COLUMN, list(range(len(train_ds))))
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+def build_compute_metrics(tokenizer, references: list[str]):
+    """BLEU/chrF/ROUGE-L of the generated eval translations against the RAW reference strings.
+
+    (Not the references decoded back from the tokenised labels: truncation and the tokenizer's normalisation
+    change them.) With the same generation settings as ``llmdiet eval``, the in-training BLEU of a model equals
+    the harness's BLEU on the same rows. The Trainer keeps the eval set's order, so prediction i is row i.
+    """
+    import numpy as np
+
+    from llmdiet.evaluation.metrics import corpus_scores
+
+    def compute_metrics(prediction) -> dict:
+        preds = np.where(prediction.predictions < 0, tokenizer.pad_token_id, prediction.predictions)
+        hyps = [t.strip() for t in tokenizer.batch_decode(preds, skip_special_tokens=True)]
+        if len(hyps) != len(references):
+            raise RuntimeError(f"{len(hyps)} eval predictions for {len(references)} references")
+        scores = corpus_scores(hyps, references)
+        return {k: round(scores[k], 4) for k in ("bleu", "chrf", "rougeL")}
+
+    return compute_metrics
+
+
+def progress_lines(name: str):
+    """A TrainerCallback that replaces the Trainer's printed ``{'loss': ...}`` dicts with one log line per logging
+    step ("alpha-0.5: step 32/128 (epoch 1.00): loss 0.4125, ce 0.3951, kd 0.0174"); every value is still in
+    ``training_log.json``."""
+    from transformers import TrainerCallback
+
+    class ProgressLines(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            parts = [f"{k} {logs[k]:.4g}" for k in PROGRESS_KEYS if isinstance(logs.get(k), (int, float))]
+            if parts:
+                logger.info(
+                    "%s: step %d/%d (epoch %.2f): %s",
+                    name,
+                    state.global_step,
+                    state.max_steps,
+                    logs.get("epoch") or state.epoch or 0.0,
+                    ", ".join(parts),
+                )
+
+    return ProgressLines()
+
+
+def setup_trainer(args: DistillationArguments, training, models: Models, data: Data, quiet: bool):
+    """The DistillationTrainer of this run: the method's model (one student, or dml's pair), the teacher or its
+    cache, the dev-set metrics."""
+    from transformers import DataCollatorForSeq2Seq
+
+    from llmdiet.distill.trainer import DistillationTrainer
+
+    method = get_method(args.method)
+    collator = train_collator = DataCollatorForSeq2Seq(models.tokenizer, model=models.student, label_pad_token_id=-100)
+    train_ds, teacher = data.train, models.teacher
+    if args.student_fake_quant:
+        apply_fake_quant(args, models.student, train_ds, collator)
+    model = method.build_model(models.student, args, training.seed) if method.build_model else models.student
+    if args.teacher_cache and teacher is not None:
+        train_collator, train_ds = _with_teacher_cache(args, teacher, models.teacher_path, train_ds, collator, training)
+        if data.eval is None:
+            teacher = None  # training reads the cache; the live teacher is only kept for eval losses
+    trainer = DistillationTrainer(
+        model=model,
+        teacher_model=teacher,
+        alpha=args.alpha,
+        temperature=args.temperature,
+        args=training,
+        train_dataset=train_ds,
+        eval_dataset=data.eval,
+        data_collator=train_collator,
+        processing_class=models.tokenizer,
+        compute_metrics=build_compute_metrics(models.tokenizer, [r.target for r in data.eval_rows])
+        if training.predict_with_generate and data.eval
+        else None,
+        eval_generation={"max_new_tokens": args.eval_max_new_tokens, "num_beams": training.generation_num_beams or 1},
+        method=args.method,
+        method_config=args.method_config(),
+        hidden_layers=models.copied_layers,
+        hidden_weight=args.hidden_weight,
+    )
+    if quiet:  # the study and the Python API: progress lines instead of the Trainer's printed dicts
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(progress_lines(Path(training.output_dir).name))
+    return trainer
+
+
+# ----------------------------------------------------------------------------- train and save
+
+
+def resume_target(value: str | None, output_dir: str) -> str | None:
+    """The checkpoint to resume from. ``latest`` is the newest *complete* checkpoint: a run killed while it was
+    saving leaves a ``checkpoint-N`` folder without ``trainer_state.json`` (the Trainer writes it last), which is
+    skipped with a warning instead of crashing the resumed run."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    def complete(folder: Path) -> bool:
+        try:
+            json.loads((folder / TRAINER_STATE).read_text())
+            return True
+        except (OSError, ValueError):
+            return False
+
+    if value in (None, "", "False", "false"):
+        return None
+    if value in ("latest", "auto", "True", "true"):
+        found = (
+            sorted(
+                (
+                    p
+                    for p in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+                    if p.is_dir() and p.name.rsplit("-", 1)[-1].isdigit()
+                ),
+                key=lambda p: int(p.name.rsplit("-", 1)[-1]),
+            )
+            if Path(output_dir).is_dir()
+            else []
+        )
+        done = [p for p in found if complete(p)]
+        if not done:
+            raise ConfigError(
+                f"--resume_from_checkpoint {value}: no complete checkpoint-* folder in {output_dir}"
+                + (
+                    f" ({', '.join(p.name for p in found)} lack a readable {TRAINER_STATE}: killed while saving)"
+                    if found
+                    else ""
+                )
+            )
+        skipped = [p.name for p in found[found.index(done[-1]) + 1 :]]
+        if skipped:
+            logger.warning(
+                "resuming from %s: %s lack a readable %s (the run was killed while saving them)",
+                done[-1].name,
+                ", ".join(skipped),
+                TRAINER_STATE,
+            )
+        return str(done[-1])
+    if not Path(value).is_dir():
+        raise ConfigError(f"--resume_from_checkpoint: checkpoint folder '{value}' not found")
+    if not complete(Path(value)):
+        raise ConfigError(
+            f"--resume_from_checkpoint {value}: no readable {TRAINER_STATE} (the run was killed while saving "
+            "this checkpoint?); use an earlier checkpoint or --resume_from_checkpoint latest"
+        )
+    return value
+
+
+def save(
+    trainer, args: DistillationArguments, data_args: DataArguments, models: Models, data: Data, result, command
+) -> dict:
+    """The student (on its fake-quant grid if any), training_log.json, the loss curve and the model card(s)."""
+    training = trainer.args
+    fake_quant = None
+    if args.student_fake_quant:
+        from llmdiet.distill.fake_quant import finalize
+
+        fake_quant = finalize(trainer.accelerator.unwrap_model(trainer.model))  # weights := their b-bit values
+    trainer.save_model(training.output_dir)  # student + tokenizer only; the teacher is never saved
+    summary = {
+        "train_metrics": result.metrics,
+        "global_step": trainer.state.global_step,
+        "log_history": trainer.state.log_history,
+        "distillation": asdict(args),
+        "data": asdict(data_args),
+        # the teacher that produced any of the training signal: logits (alpha > 0), its cache or its translations
+        "resolved_models": {
+            "teacher": models.teacher_path if (args.needs_teacher() or args.sequence_kd != "off") else None,
+            "student": models.student_path,
+        },
+        "truncation": data.truncation,
+        "skipped_rows": {"total": data.skipped.total, "by_reason": dict(data.skipped.reasons)},
+        "provenance": provenance(seed=training.seed, command=command),
+        "world_size": trainer.accelerator.num_processes,
+        "parameters": sum(p.numel() for p in trainer.accelerator.unwrap_model(trainer.model).parameters()),
+        "on_policy_batches": getattr(trainer, "on_policy_batches", None),  # gkd: batches trained on student samples
+        "copied_layers": models.copied_layers,
+        "fake_quant": fake_quant,  # student_fake_quant: bits and packed size of the saved (on-grid) student
+    }
+    if trainer.is_world_process_zero():
+        out = Path(training.output_dir)
+        (out / "training_log.json").write_text(json.dumps(summary, indent=2, default=str))
+        plot_loss_curve(trainer.state.log_history, out / "loss_curve.png")
+        for card_dir in [out / name for name in get_method(args.method).students] or [out]:
+            write_student_card(card_dir, args, data_args, summary, eval_rows=len(data.eval_rows))
+    return summary
+
+
+def run(
+    args: DistillationArguments,
+    data: DataArguments,
+    training: Seq2SeqTrainingArguments,
+    command=None,
+    quiet: bool = False,
+) -> dict:
+    """Train and save; returns the summary written to ``training_log.json``."""
+    for note in check_training_arguments(training):
+        logger.warning(note)
+    leaks = data.leaks()
+    if leaks:
+        raise ConfigError(
+            "; ".join(leaks) + ": selection on test rows; move them with --train_start/--eval_start (or --eval_rows 0)"
+        )
+    models = setup_models(args)
+    splits = setup_data(args, data, training, models)
+    trainer = setup_trainer(args, training, models, splits, quiet)
+    resume = resume_target(training.resume_from_checkpoint, str(training.output_dir))
+    result = trainer.train(resume_from_checkpoint=resume)
+    return save(trainer, args, data, models, splits, result, command)

@@ -1,0 +1,205 @@
+"""The driver behind ``llmdiet quantize``: load the float model, run the method's artifact function (named by
+its :mod:`llmdiet.quantize.registry` row) in a partial directory, describe and publish the artifact."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmdiet.constants import REFERENCE_DATASET, REFERENCE_PREFIX
+from llmdiet.quantize.calibration import CalibrationSpec, load_calibration_sources
+from llmdiet.quantize.registry import METHODS, Method, get_method
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class QuantizeJob:
+    model: str  # hub id or local directory (float weights)
+    method: str
+    out: Path
+    device: str = "cpu"
+    per_channel: bool | None = (
+        None  # None: the method's default (dynamic-int8: per-tensor as in the study; ONNX: per-channel)
+    )
+    calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
+    calibration_batch_size: int = 16
+    calibration_max_new_tokens: int = 64
+    seed: int = 0
+    overwrite: bool = False
+    command: list[str] | None = None  # recorded in the artifact's provenance
+    tokenizer: str | None = None  # tokenizer directory or hub id when the model directory has none
+    static_keep_float: tuple[str, ...] = ("wo",)  # onnx-static-int8: layers kept float32 (T5-safe)
+
+
+def quantize(job: QuantizeJob) -> dict:
+    """Run ``job``: load, quantize, save to ``job.out``, write ``llmdiet_artifact.json``; returns the artifact dict."""
+    import torch
+
+    from llmdiet.locking import file_lock
+
+    method = get_method(job.method, job.device)
+    torch.manual_seed(job.seed)
+    sources = load_calibration_sources(job.calibration) if method.calibrated else None
+    out = Path(job.out)
+    # one run per --out at a time (two used to both "succeed", the later one silently replacing the other): the
+    # lock is a file beside --out, since --out itself is replaced by a rename
+    with file_lock(out.parent / f".{out.name}.lock", "llmdiet quantize", shown=out, remove=True):
+        return _quantize_locked(job, method, sources)
+
+
+def _quantize_locked(job: QuantizeJob, method, sources) -> dict:
+    import torch
+
+    from llmdiet.artifacts import (
+        check_output_dir,
+        fp32_disk_bytes,
+        publish_partial_dir,
+        start_partial_dir,
+        temporary_files_under,
+        write_artifact,
+    )
+    from llmdiet.modeling import load_seq2seq
+
+    out = check_output_dir(job.out, job.overwrite)  # before anything is loaded
+    model, tokenizer = load_seq2seq(job.model, dtype=torch.float32, tokenizer_path=job.tokenizer)
+    parameters = sum(p.numel() for p in model.parameters())
+    fp32_bytes = fp32_disk_bytes(job.model, model.config)
+    model_type = model.config.model_type
+    if method.kind == "files":
+        model = None  # these exporters load the checkpoint again by path; free the float copy first
+    # Everything is written into a hidden directory beside --out and renamed into place when complete:
+    # a failed run leaves nothing behind, a killed one only a stale ``.NAME.partial-PID`` that the next run removes.
+    partial = start_partial_dir(out)
+    try:
+        with temporary_files_under(partial / ".tmp"):  # never in /tmp: a killed run's leftovers stay in partial/
+            extra = _run_method(method, job, model, tokenizer, sources, partial, model_type)
+        if method.calibrated:
+            extra["calibration"] = {
+                **job.calibration.describe(),
+                "rows_used": len(sources),
+                "batch_size": job.calibration_batch_size,
+                "max_new_tokens": job.calibration_max_new_tokens,
+            }
+        meta = write_artifact(
+            partial,
+            method=method.name,
+            backend=method.backend,
+            source_model=job.model,
+            parameters=parameters,
+            fp32_bytes=fp32_bytes,
+            seed=job.seed,
+            command=job.command,
+            model_type=model_type,
+            **extra,
+        )
+        write_artifact_card(partial, meta)
+        publish_partial_dir(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    logger.info(
+        "%s: %s -> %s (%.1f MB on disk%s)",
+        method.name,
+        job.model,
+        out,
+        meta["disk_bytes"] / 1e6,
+        f", {meta['size_ratio']:.3f} x fp32" if meta["size_ratio"] else "",
+    )
+    return meta
+
+
+LLMDIET_LOADING = (
+    '```python\nimport llmdiet\ntranslator = llmdiet.load("{out}")\n'
+    'translator.translate(["{example}"])\n```\n'
+    "(This format is llmdiet's: transformers cannot load it by itself.)"
+)
+
+
+def write_artifact_card(directory: Path, meta: dict) -> Path:
+    """The artifact's model card: method, command, size vs fp32, how to load it, provenance."""
+    from llmdiet.demo import DEMO_MODEL_PREFIX, demo_cache_dir
+    from llmdiet.model_card import write_model_card
+
+    method = meta["method"]
+    native = METHODS[method].loading
+    ours = LLMDIET_LOADING.replace("{example}", REFERENCE_PREFIX + "Hello.").replace("{out}", "<this directory>")
+    loading = ours
+    if native:
+        loading = (
+            native.replace("{out}", "<this directory>")
+            + "\n\nor, with llmdiet's harness settings:\n\n"
+            + ours.split("\n(This")[0]
+        )
+    source = meta["source_model"]
+    demo = str(source).startswith(str(demo_cache_dir())) or str(source).startswith(DEMO_MODEL_PREFIX)
+    size = {
+        "parameters": f"{meta['parameters']:,}",
+        "disk (MB)": f"{meta['disk_bytes'] / 1e6:.1f}",
+        "fp32 checkpoint (MB)": f"{meta['fp32_disk_bytes'] / 1e6:.1f}" if meta.get("fp32_disk_bytes") else None,
+        "size vs fp32": f"{meta['size_ratio']:.3f}x" if meta.get("size_ratio") else None,
+    }
+    return write_model_card(
+        directory,
+        title=f"{Path(source).name or source}, {method} (llmdiet)",
+        kind="quantization",
+        base_model=source,
+        tags=[method],
+        demo=demo,
+        how=f"`{source}` quantized by llmdiet with `{method}`: {METHODS[method].summary}.",
+        command=meta["provenance"]["command"]
+        if isinstance(meta["provenance"]["command"], str)
+        else " ".join(meta["provenance"]["command"]),
+        size=size,
+        provenance=meta["provenance"],
+        loading=loading,
+    )
+
+
+def _run_method(method: Method, job: QuantizeJob, model, tokenizer, sources, out: Path, model_type: str) -> dict:
+    """The method's own artifact function (its registry row names it)."""
+    return method.function("make")(job, model, tokenizer, sources, out, model_type)
+
+
+def quantize_model(
+    model: str,
+    method: str,
+    out: str | Path,
+    *,
+    calibration_file: str | None = None,
+    calibration_source_column: str = "en",
+    calibration_prefix: str = REFERENCE_PREFIX,
+    calibration_count: int = 128,
+    device: str = "cpu",
+    per_channel: bool | None = None,
+    overwrite: bool = False,
+    tokenizer: str | None = None,
+    seed: int = 0,
+) -> dict:
+    """``llmdiet quantize`` from Python; returns the artifact record (``llmdiet_artifact.json``)."""
+    from llmdiet.modeling import resolve_model
+
+    get_method(method, device)
+    calibration = CalibrationSpec(
+        file=calibration_file,
+        dataset=None if calibration_file else REFERENCE_DATASET,
+        source_column=calibration_source_column,
+        prefix=calibration_prefix,
+        count=calibration_count,
+    )
+    return quantize(
+        QuantizeJob(
+            resolve_model(str(model)),
+            method,
+            Path(out),
+            device=device,
+            per_channel=per_channel,
+            calibration=calibration,
+            seed=seed,
+            overwrite=overwrite,
+            tokenizer=tokenizer,
+            command=["llmdiet.quantize", str(model), method, str(out)],
+        )
+    )

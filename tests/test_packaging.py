@@ -1,0 +1,42 @@
+"""A wheel (non-editable) install finds everything it needs inside the package: the named eval sets, the demo
+corpus, the metric modules. Before, the eval sets lived in the checkout's ``eval_sets/`` and a wheel install found
+none of them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_a_wheel_install_runs_the_demo_eval_from_another_directory(demo_assets, tmp_path):
+    wheels = tmp_path / "wheels"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                            str(wheels), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = wheels.glob("llmdiet-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "llmdiet/evaluation/sets/demo-en-fr.yaml" in names and "llmdiet/demo/data/demo_en_fr.jsonl" in names
+    site = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+                              str(wheel)], capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr[-2000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1"}
+    env.pop("LLMDIET_EVAL_SETS", None)
+    where = subprocess.run([sys.executable, "-c", "import llmdiet; print(llmdiet.__file__)"], cwd=elsewhere, env=env,
+                           capture_output=True, text=True)
+    assert where.stdout.strip().startswith(str(site)), where.stdout  # the wheel's copy, not the checkout
+    run = subprocess.run([sys.executable, "-m", "llmdiet.cli", "eval", "--preset", "demo", "--model",
+                          str(demo_assets.teacher), "--limit", "8", "--out", "eval"], cwd=elsewhere, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((elsewhere / "eval" / "results.json").read_text())
+    assert sorted(results["sets"]) == ["demo-en-fr", "demo-fr-en", "demo-ko-en"]
+    assert all(s["num_samples"] == 8 for s in results["sets"].values())
