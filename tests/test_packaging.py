@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,27 +16,74 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_a_wheel_install_runs_the_demo_eval_from_another_directory(demo_assets, tmp_path):
+    source = tmp_path / "source"  # a copy: building in place would leave build/ in the checkout
+    for name in ("pyproject.toml", "README.md"):
+        source.mkdir(exist_ok=True)
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(REPO / "llmdiet", source / "llmdiet", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     wheels = tmp_path / "wheels"
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                            str(wheels), str(REPO)], capture_output=True, text=True, timeout=300)
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = wheels.glob("llmdiet-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "llmdiet/evaluation/sets/demo-en-fr.yaml" in names and "llmdiet/demo/data/demo_en_fr.jsonl" in names
     site = tmp_path / "site"
-    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
-                              str(wheel)], capture_output=True, text=True, timeout=300)
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert install.returncode == 0, install.stderr[-2000:]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1"}
     env.pop("LLMDIET_EVAL_SETS", None)
-    where = subprocess.run([sys.executable, "-c", "import llmdiet; print(llmdiet.__file__)"], cwd=elsewhere, env=env,
-                           capture_output=True, text=True)
+    where = subprocess.run(
+        [sys.executable, "-c", "import llmdiet; print(llmdiet.__file__)"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert where.stdout.strip().startswith(str(site)), where.stdout  # the wheel's copy, not the checkout
-    run = subprocess.run([sys.executable, "-m", "llmdiet.cli", "eval", "--preset", "demo", "--model",
-                          str(demo_assets.teacher), "--limit", "8", "--out", "eval"], cwd=elsewhere, env=env,
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmdiet.cli",
+            "eval",
+            "--preset",
+            "demo",
+            "--model",
+            str(demo_assets.teacher),
+            "--limit",
+            "8",
+            "--out",
+            "eval",
+        ],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads((elsewhere / "eval" / "results.json").read_text())
     assert sorted(results["sets"]) == ["demo-en-fr", "demo-fr-en", "demo-ko-en"]

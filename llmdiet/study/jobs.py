@@ -488,8 +488,11 @@ def stale_reason(plan: StudyPlan, name: str) -> str:
     if stored is None:
         return "no settings recorded"
     changed = differences(stored, json.loads(json.dumps(plan.jobs[name].params, default=str)))
-    return ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "") if changed \
+    return (
+        ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        if changed
         else "a job it depends on changed"
+    )
 
 
 def lock_dir(plan: StudyPlan, name: str) -> Path:
@@ -596,8 +599,9 @@ def run_job(plan: StudyPlan, name: str) -> str:
         )
     with directory_lock(lock_dir(plan, name), f"study job {name}"):
         if state == "stale":
-            logger.warning("%s: settings changed since it ran (%s); its old output goes to stale/", name,
-                           stale_reason(plan, name))
+            logger.warning(
+                "%s: settings changed since it ran (%s); its old output goes to stale/", name, stale_reason(plan, name)
+            )
         if state in ("stale", "damaged"):
             _move_stale(plan, job)
         started = time.time()
