@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from llmdiet.constants import REFERENCE_PREFIX
 from llmdiet.demo import DEMO_EN_FR, DEMO_TRAIN_ROWS
 
-PREFIX = "translate English to French: "
+PREFIX = REFERENCE_PREFIX
 # Rows after the demo training data: the eval rows [1000, 1200) and the spare rows [1200, 1344).
 SOURCE_ROWS = slice(DEMO_TRAIN_ROWS, None)
 

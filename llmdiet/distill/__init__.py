@@ -22,10 +22,11 @@ calling the module runs the job, so ``import llmdiet.distill.losses`` and ``llmd
 
 import sys as _sys
 import types as _types
+from typing import Any
 
 
 class _CallableModule(_types.ModuleType):
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         from llmdiet.distill.job import distill
 
         return distill(*args, **kwargs)

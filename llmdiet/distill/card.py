@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmdiet.demo import DEMO_MODEL_PREFIX
+
+if TYPE_CHECKING:
+    from llmdiet.distill.settings import DataArguments, DistillationArguments
 
 
 def plot_loss_curve(log_history: list[dict], path: Path) -> None:
@@ -35,7 +39,9 @@ def plot_loss_curve(log_history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write_student_card(out: Path, args, data, summary: dict, eval_rows: int) -> Path:
+def write_student_card(
+    out: Path, args: DistillationArguments, data: DataArguments, summary: dict, eval_rows: int
+) -> Path:
     """The student's model card (README.md): the method's own objective, command, in-training eval scores, size,
     provenance. ``args``/``data`` are the run's DistillationArguments and DataArguments."""
     from llmdiet.model_card import write_model_card

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from llmdiet.config import parse_config, precheck
 from llmdiet.data import DataError
@@ -69,7 +70,7 @@ def parse_settings(argv: list[str], prog: str = PROG) -> DistillSettings:
     )
 
 
-def _print_summary(summary: dict, training) -> None:
+def _print_summary(summary: dict, training: Any) -> None:
     final = [e for e in summary["log_history"] if "loss" in e]
     if final:
         first, last = final[0], final[-1]
@@ -130,7 +131,7 @@ def settings_from_options(
     config: str | None = None,
     where: str = "llmdiet.distill",
     resumable: bool = True,
-    **options,
+    **options: Any,
 ) -> DistillSettings:
     """The run's settings from Python values: defaults < ``preset`` (default ``reference``) < YAML ``config`` <
     ``options`` (any flag of DistillationArguments, DataArguments or Seq2SeqTrainingArguments). ``resumable``:
@@ -145,7 +146,7 @@ def settings_from_options(
     return build_settings(values, where=where)
 
 
-def distill(*, preset: str | None = None, config: str | None = None, **options) -> dict:
+def distill(*, preset: str | None = None, config: str | None = None, **options: Any) -> dict:
     """``llmdiet distill`` from Python: ``options`` are its flags as Python values, checked by the same dataclasses;
     returns the summary written to training_log.json.
 

@@ -13,6 +13,7 @@ Softmaxes and KL are computed in float32 even when the models run in bfloat16.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,12 +34,12 @@ class DistillationLoss:
     parts: dict | None = None  # method-specific extra parts (detached), e.g. DKD's tckd/nckd
 
 
-def _valid_positions(labels: torch.Tensor):
+def _valid_positions(labels: torch.Tensor) -> Any:
     mask = labels != IGNORE_INDEX
     return mask, mask.sum()
 
 
-def _denominator(count: torch.Tensor, num_valid_tokens) -> torch.Tensor:
+def _denominator(count: torch.Tensor, num_valid_tokens: Any) -> torch.Tensor:
     denom = count if num_valid_tokens is None else torch.as_tensor(num_valid_tokens, device=count.device)
     return denom.clamp(min=1).to(torch.float32)  # a fully masked batch gives 0, not NaN
 
@@ -248,7 +249,9 @@ def dkd_loss(
     return _dkd(ce, log_s, log_t, gold, temperature, dkd_alpha, dkd_beta, denom, count)
 
 
-def _dkd(ce, log_s, log_t, gold, temperature, dkd_alpha, dkd_beta, denom, count) -> DistillationLoss:
+def _dkd(
+    ce: Any, log_s: Any, log_t: Any, gold: Any, temperature: Any, dkd_alpha: Any, dkd_beta: Any, denom: Any, count: Any
+) -> DistillationLoss:
     """DKD from log-probabilities at temperature T over any categories; ``gold``: each row's gold category.
     NCKD's distributions over the non-gold categories are the log-probs with the gold one pushed down by 1000,
     renormalised (the same as the reference's logits - 1000*gold, to float precision)."""

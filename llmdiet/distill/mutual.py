@@ -32,8 +32,14 @@ class MutualStudents(nn.Module):
         self.main_input_name = student_a.main_input_name
 
     def forward(
-        self, input_ids=None, attention_mask=None, decoder_input_ids=None, labels=None, both: bool = False, **kwargs
-    ):
+        self,
+        input_ids: Any = None,
+        attention_mask: Any = None,
+        decoder_input_ids: Any = None,
+        labels: Any = None,
+        both: bool = False,
+        **kwargs: Any,
+    ) -> Any:
         # the named arguments are the columns the Trainer keeps (it reads this signature)
         inputs = {
             "input_ids": input_ids,
@@ -45,8 +51,9 @@ class MutualStudents(nn.Module):
         out_a = self.student_a(**inputs)
         return (out_a, self.student_b(**inputs)) if both else out_a
 
-    def generate(self, *args, **kwargs):
-        return self.student_a.generate(*args, **kwargs)
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        student: Any = self.student_a
+        return student.generate(*args, **kwargs)
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         student: Any = self.student_a
@@ -64,7 +71,7 @@ def perturbed_copy(model: nn.Module, noise: float, seed: int) -> nn.Module:
     return other
 
 
-def save_students(model: MutualStudents, output_dir: str | Path, tokenizer=None, safe: bool = True) -> None:
+def save_students(model: MutualStudents, output_dir: str | Path, tokenizer: Any = None, safe: bool = True) -> None:
     for name in STUDENTS:
         target = Path(output_dir) / name
         getattr(model, name).save_pretrained(target, safe_serialization=safe)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from llmdiet.data import DataError, ParallelRow
 from llmdiet.engines import GenerationSettings
@@ -66,6 +67,31 @@ def pseudo_label_parts(
     }
 
 
+def _check_or_start(out_file: Path, parts: dict, rebuild: bool) -> None:
+    """Resume ``out_file`` only if it was written with ``parts`` (its ``.meta.json``); ``rebuild`` starts over."""
+    from llmdiet.fingerprint import check_parts
+
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    meta_file = out_file.with_name(out_file.name + ".meta.json")
+    if rebuild:
+        out_file.unlink(missing_ok=True)
+        meta_file.unlink(missing_ok=True)
+    if meta_file.exists():
+        check_parts(
+            json.loads(meta_file.read_text()),
+            parts,
+            out_file,
+            "pass --rebuild_caches true to translate again, or use another --sequence_kd_file",
+        )
+    elif out_file.exists() and out_file.stat().st_size:
+        raise DataError(
+            f"{out_file}: teacher translations without {meta_file.name}, so their settings are unknown; "
+            "pass --rebuild_caches true or use another --sequence_kd_file"
+        )
+    else:
+        meta_file.write_text(json.dumps(parts, indent=2))
+
+
 def generate_pseudo_labels(
     teacher_path: str,
     rows: list[ParallelRow],
@@ -86,29 +112,11 @@ def generate_pseudo_labels(
     """
     from llmdiet.engines import load_backend
     from llmdiet.evaluation.generation import generate_all
-    from llmdiet.fingerprint import check_parts, model_identity
+    from llmdiet.fingerprint import model_identity
 
     out_file = Path(out_file)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    meta_file = out_file.with_name(out_file.name + ".meta.json")
     parts = pseudo_label_parts(model_identity(teacher_path), dtype, prefix, num_beams, max_new_tokens, rows)
-    if rebuild:
-        out_file.unlink(missing_ok=True)
-        meta_file.unlink(missing_ok=True)
-    if meta_file.exists():
-        check_parts(
-            json.loads(meta_file.read_text()),
-            parts,
-            out_file,
-            "pass --rebuild_caches true to translate again, or use another --sequence_kd_file",
-        )
-    elif out_file.exists() and out_file.stat().st_size:
-        raise DataError(
-            f"{out_file}: teacher translations without {meta_file.name}, so their settings are unknown; "
-            "pass --rebuild_caches true or use another --sequence_kd_file"
-        )
-    else:
-        meta_file.write_text(json.dumps(parts, indent=2))
+    _check_or_start(out_file, parts, rebuild)
     done = read_pseudo_labels(out_file, rows)
     if len(done) < len(rows):
         todo = [i for i in range(len(rows)) if i not in done]
@@ -118,7 +126,7 @@ def generate_pseudo_labels(
         backend = load_backend("torch-bf16" if dtype == "bfloat16" else "torch-fp32", teacher_path, device=device)
         with out_file.open("a", encoding="utf-8") as f:
 
-            def write(batch_indices, translations):
+            def write(batch_indices: Any, translations: Any) -> None:
                 for j, t in zip(batch_indices, translations):
                     i = todo[j]
                     done[i] = t.hypothesis

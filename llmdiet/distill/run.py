@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from llmdiet.config import ConfigError
-from llmdiet.data import SkipReport, read_hub_dataset, read_parallel_file, take_rows, tokenize_rows
+from llmdiet.data import ParallelRow, SkipReport, read_hub_dataset, read_parallel_file, take_rows, tokenize_rows
 from llmdiet.distill.card import plot_loss_curve, write_student_card
 from llmdiet.distill.methods import get_method
 from llmdiet.distill.settings import DataArguments, DistillationArguments, check_training_arguments
@@ -24,6 +24,8 @@ from llmdiet.provenance import provenance
 
 if TYPE_CHECKING:
     from transformers import Seq2SeqTrainingArguments
+
+    from llmdiet.distill.trainer import DistillationTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ class Data:
 # ----------------------------------------------------------------------------- data
 
 
-def load_splits(data: DataArguments):
+def load_splits(data: DataArguments) -> tuple[list[ParallelRow], list[ParallelRow], SkipReport]:
     """Training and evaluation rows, validated, with a report of skipped rows."""
     report = SkipReport()
     need = max(data.train_start + data.train_rows, data.dev_start + data.eval_rows if data.eval_rows else 0)
@@ -86,10 +88,16 @@ def load_splits(data: DataArguments):
     return train, evaluation, report
 
 
-def _sequence_kd_rows(args, data, training, teacher_path, train_rows):
+def _sequence_kd_rows(
+    args: DistillationArguments,
+    data: DataArguments,
+    training: Seq2SeqTrainingArguments,
+    teacher_path: str,
+    train_rows: list[ParallelRow],
+) -> list[ParallelRow]:
     from llmdiet.distill.pseudo_labels import apply_pseudo_labels, generate_pseudo_labels
 
-    path = args.sequence_kd_file or str(Path(training.output_dir) / "teacher_translations.jsonl")
+    path = args.sequence_kd_file or str(Path(str(training.output_dir)) / "teacher_translations.jsonl")
     with training.main_process_first(desc="teacher translations"):  # rank 0 generates, the others read
         targets = generate_pseudo_labels(
             teacher_path,
@@ -106,7 +114,9 @@ def _sequence_kd_rows(args, data, training, teacher_path, train_rows):
     return apply_pseudo_labels(train_rows, targets, args.sequence_kd)
 
 
-def setup_data(args: DistillationArguments, data: DataArguments, training, models: Models) -> Data:
+def setup_data(
+    args: DistillationArguments, data: DataArguments, training: Seq2SeqTrainingArguments, models: Models
+) -> Data:
     train_rows, eval_rows, skipped = load_splits(data)
     if args.sequence_kd != "off":
         train_rows = _sequence_kd_rows(args, data, training, models.teacher_path, train_rows)
@@ -149,7 +159,7 @@ def setup_models(args: DistillationArguments) -> Models:
     return Models(teacher, student, tokenizer, teacher_path, student_path, copied)
 
 
-def apply_fake_quant(args: DistillationArguments, student, train_ds, collator) -> None:
+def apply_fake_quant(args: DistillationArguments, student: Any, train_ds: Any, collator: Any) -> None:
     from llmdiet.distill.fake_quant import apply_fake_quant as parametrize
 
     calibration = None
@@ -160,7 +170,7 @@ def apply_fake_quant(args: DistillationArguments, student, train_ds, collator) -
     student.train()
 
 
-def _with_teacher_cache(args, teacher, teacher_path, train_ds, collator, training):
+def _with_teacher_cache(args: Any, teacher: Any, teacher_path: Any, train_ds: Any, collator: Any, training: Any) -> Any:
     """Build (or finish) the cache on rank 0, then wrap the collator to serve it."""
     from llmdiet.distill.teacher_cache import INDEX_COLUMN, CachedTeacherCollator, TeacherCache, build_teacher_cache
     from llmdiet.fingerprint import model_identity
@@ -192,7 +202,7 @@ def _with_teacher_cache(args, teacher, teacher_path, train_ds, collator, trainin
 # ----------------------------------------------------------------------------- trainer
 
 
-def build_compute_metrics(tokenizer, references: list[str]):
+def build_compute_metrics(tokenizer: Any, references: list[str]) -> Any:
     """BLEU/chrF/ROUGE-L of the generated eval translations against the RAW reference strings.
 
     (Not the references decoded back from the tokenised labels: truncation and the tokenizer's normalisation
@@ -203,7 +213,7 @@ def build_compute_metrics(tokenizer, references: list[str]):
 
     from llmdiet.evaluation.metrics import corpus_scores
 
-    def compute_metrics(prediction) -> dict:
+    def compute_metrics(prediction: Any) -> dict:
         preds = np.where(prediction.predictions < 0, tokenizer.pad_token_id, prediction.predictions)
         hyps = [t.strip() for t in tokenizer.batch_decode(preds, skip_special_tokens=True)]
         if len(hyps) != len(references):
@@ -214,14 +224,14 @@ def build_compute_metrics(tokenizer, references: list[str]):
     return compute_metrics
 
 
-def progress_lines(name: str):
+def progress_lines(name: str) -> Any:
     """A TrainerCallback that replaces the Trainer's printed ``{'loss': ...}`` dicts with one log line per logging
     step ("alpha-0.5: step 32/128 (epoch 1.00): loss 0.4125, ce 0.3951, kd 0.0174"); every value is still in
     ``training_log.json``."""
     from transformers import TrainerCallback
 
     class ProgressLines(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
             if not state.is_world_process_zero or not logs:
                 return
             parts = [f"{k} {logs[k]:.4g}" for k in PROGRESS_KEYS if isinstance(logs.get(k), (int, float))]
@@ -238,7 +248,9 @@ def progress_lines(name: str):
     return ProgressLines()
 
 
-def setup_trainer(args: DistillationArguments, training, models: Models, data: Data, quiet: bool):
+def setup_trainer(
+    args: DistillationArguments, training: Seq2SeqTrainingArguments, models: Models, data: Data, quiet: bool
+) -> DistillationTrainer:
     """The DistillationTrainer of this run: the method's model (one student, or dml's pair), the teacher or its
     cache, the dev-set metrics."""
     from transformers import DataCollatorForSeq2Seq
@@ -279,7 +291,7 @@ def setup_trainer(args: DistillationArguments, training, models: Models, data: D
 
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
-        trainer.add_callback(progress_lines(Path(training.output_dir).name))
+        trainer.add_callback(progress_lines(Path(str(training.output_dir)).name))
     return trainer
 
 
@@ -344,7 +356,13 @@ def resume_target(value: str | None, output_dir: str) -> str | None:
 
 
 def save(
-    trainer, args: DistillationArguments, data_args: DataArguments, models: Models, data: Data, result, command
+    trainer: Any,
+    args: DistillationArguments,
+    data_args: DataArguments,
+    models: Models,
+    data: Data,
+    result: Any,
+    command: Any,
 ) -> dict:
     """The student (on its fake-quant grid if any), training_log.json, the loss curve and the model card(s)."""
     training = trainer.args
@@ -387,7 +405,7 @@ def run(
     args: DistillationArguments,
     data: DataArguments,
     training: Seq2SeqTrainingArguments,
-    command=None,
+    command: Any = None,
     quiet: bool = False,
 ) -> dict:
     """Train and save; returns the summary written to ``training_log.json``."""

@@ -147,7 +147,7 @@ class DistillationArguments(*config_types(), _RunArguments):  # type: ignore[mis
                 "keep; drop one of them"
             )
 
-    def method_config(self):
+    def method_config(self) -> Any:
         """This run's method config (e.g. a GKDConfig) built from its flags."""
         return method_config(self.method, self)
 
@@ -305,7 +305,7 @@ class TrainerFlagChecks:
         check_training_values(vars(self))
 
 
-def check_training_arguments(training) -> list[str]:
+def check_training_arguments(training: Any) -> list[str]:
     """The real Seq2SeqTrainingArguments checked by :func:`check_training_values`, plus what only they show;
     settings that would give wrong numbers are refused, one is adjusted (returned as a note for the log)."""
     check_training_values(

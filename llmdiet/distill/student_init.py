@@ -10,6 +10,7 @@ other student block carries a bias. The result is an ordinary ``T5ForConditional
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 
 def layers_to_copy(teacher_layers: int, student_layers: int) -> list[int]:
@@ -21,7 +22,7 @@ def layers_to_copy(teacher_layers: int, student_layers: int) -> list[int]:
     return [round(i * (teacher_layers - 1) / (student_layers - 1)) for i in range(student_layers)]
 
 
-def copy_layers_student(teacher, encoder_layers: int, decoder_layers: int):
+def copy_layers_student(teacher: Any, encoder_layers: int, decoder_layers: int) -> Any:
     """``(student, {"encoder": [...], "decoder": [...]})``: the student built from the teacher's blocks."""
     config = copy.deepcopy(teacher.config)
     mapping = {

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -45,10 +46,35 @@ def labels_fingerprint(labels: list[list[int]]) -> str:
 
 
 @torch.no_grad()
+def _shard_tensors(
+    teacher: Any, dataset: Any, collator: Any, start: int, stop: int, k: int, temperature: float, batch_size: int
+) -> dict[str, torch.Tensor]:
+    """The teacher's top-k log-probs (float16) and ids (int32) of rows [start, stop), concatenated over tokens."""
+    device = next(teacher.parameters()).device
+    ids, logprobs, lengths = [], [], []
+    for b in range(start, stop, batch_size):
+        feats = [
+            {key: dataset[i][key] for key in ("input_ids", "attention_mask", "labels")}
+            for i in range(b, min(b + batch_size, stop))
+        ]
+        batch = {key: v.to(device) for key, v in collator(feats).items()}
+        labels = batch.pop("labels")
+        logits = teacher(**batch, use_cache=False).logits.float()
+        top = torch.log_softmax(logits / temperature, dim=-1).topk(k, dim=-1)
+        for row, feat in enumerate(feats):
+            n = len(feat["labels"])
+            assert bool((labels[row, :n] != -100).all())
+            ids.append(top.indices[row, :n].to(torch.int32).cpu())
+            logprobs.append(top.values[row, :n].to(torch.float16).cpu())
+            lengths.append(n)
+    return {"ids": torch.cat(ids), "logprobs": torch.cat(logprobs), "lengths": torch.tensor(lengths, dtype=torch.int64)}
+
+
+@torch.no_grad()
 def build_teacher_cache(
-    teacher,
-    dataset,
-    collator,
+    teacher: Any,
+    dataset: Any,
+    collator: Any,
     out_dir: str | Path,
     k: int = 32,
     temperature: float = 1.0,
@@ -97,39 +123,15 @@ def build_teacher_cache(
     else:
         meta_path.write_text(json.dumps(meta, indent=2))
     teacher.eval()
-    device = next(teacher.parameters()).device
     num_shards = (len(dataset) + shard_size - 1) // shard_size
     for shard in range(num_shards):
         path = out / f"shard-{shard:05d}.safetensors"
         if path.exists():
             continue
         start, stop = shard * shard_size, min((shard + 1) * shard_size, len(dataset))
-        ids, logprobs, lengths = [], [], []
-        for b in range(start, stop, batch_size):
-            feats = [
-                {key: dataset[i][key] for key in ("input_ids", "attention_mask", "labels")}
-                for i in range(b, min(b + batch_size, stop))
-            ]
-            batch = {key: v.to(device) for key, v in collator(feats).items()}
-            labels = batch.pop("labels")
-            logits = teacher(**batch, use_cache=False).logits.float()
-            top = torch.log_softmax(logits / temperature, dim=-1).topk(k, dim=-1)
-            for row, feat in enumerate(feats):
-                n = len(feat["labels"])
-                assert bool((labels[row, :n] != -100).all())
-                ids.append(top.indices[row, :n].to(torch.int32).cpu())
-                logprobs.append(top.values[row, :n].to(torch.float16).cpu())
-                lengths.append(n)
         tmp = path.with_suffix(".tmp")
-        save_file(
-            {
-                "ids": torch.cat(ids),
-                "logprobs": torch.cat(logprobs),
-                "lengths": torch.tensor(lengths, dtype=torch.int64),
-            },
-            str(tmp),
-        )
-        os.replace(tmp, path)
+        save_file(_shard_tensors(teacher, dataset, collator, start, stop, k, temperature, batch_size), str(tmp))
+        os.replace(tmp, path)  # a shard exists only once complete: a killed build resumes at the next one
         logger.info("teacher cache: shard %d/%d written (%s)", shard + 1, num_shards, path.name)
     return out
 
@@ -189,7 +191,7 @@ class TeacherCache:
 class CachedTeacherCollator:
     """Wraps a seq2seq collator: adds ``teacher_topk_ids``/``teacher_topk_logprobs`` from the cache."""
 
-    def __init__(self, collator, cache: TeacherCache):
+    def __init__(self, collator: Any, cache: TeacherCache) -> None:
         self.collator, self.cache = collator, cache
 
     def __call__(self, features: list[dict]) -> dict:

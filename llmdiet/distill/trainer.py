@@ -93,7 +93,7 @@ class DistillationTrainer(Seq2SeqTrainer):
         if teacher_model.dtype == torch.float16:
             raise ValueError("the teacher must run in float32 or bfloat16: T5 overflows in float16")
 
-    def get_batch_samples(self, epoch_iterator, num_batches, device):
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: Any, device: Any) -> Any:
         """Methods with on-policy targets (gkd) replace the window's targets before its first forward; the loss is
         then normalised by the count of the targets actually trained on."""
         batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
@@ -101,7 +101,7 @@ class DistillationTrainer(Seq2SeqTrainer):
             num_items = self._get_num_items_in_batch(batches, device)
         return batches, num_items
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def compute_loss(self, model: Any, inputs: Any, return_outputs: Any = False, num_items_in_batch: Any = None) -> Any:
         sampled = bool(inputs.pop("gkd_sampled", None)) if isinstance(inputs, dict) else False
         labels = inputs["labels"]
         cached = {k: inputs[k] for k in ("teacher_topk_ids", "teacher_topk_logprobs") if k in inputs}
@@ -129,13 +129,13 @@ class DistillationTrainer(Seq2SeqTrainer):
 
     def _finish(
         self,
-        model,
+        model: Any,
         parts: DistillationLoss,
-        outputs,
-        num_items_in_batch,
+        outputs: Any,
+        num_items_in_batch: Any,
         return_outputs: bool,
         hidden: torch.Tensor | None = None,
-    ):
+    ) -> Any:
         loss = parts.loss
         if num_items_in_batch is not None and self.args.average_tokens_across_devices:
             # num_items_in_batch counts all processes' tokens; DDP averages gradients over processes.
@@ -160,7 +160,7 @@ class DistillationTrainer(Seq2SeqTrainer):
         outputs.loss = loss
         return (loss, outputs) if return_outputs else loss
 
-    def _save(self, output_dir: str | None = None, state_dict=None):
+    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> Any:
         """dml: both students as ordinary models in ``student_a/`` and ``student_b/`` (checkpoints and final)."""
         from llmdiet.distill.mutual import MutualStudents, save_students
 
@@ -174,7 +174,7 @@ class DistillationTrainer(Seq2SeqTrainer):
         save_students(model, output_dir, self.processing_class, self.args.save_safetensors)
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+    def _load_from_checkpoint(self, resume_from_checkpoint: Any, model: Any = None) -> Any:
         from llmdiet.distill.mutual import MutualStudents, load_students
 
         target = self.accelerator.unwrap_model(model or self.model)
@@ -182,37 +182,41 @@ class DistillationTrainer(Seq2SeqTrainer):
             return load_students(target, resume_from_checkpoint)
         return super()._load_from_checkpoint(resume_from_checkpoint, model)
 
-    def _load_best_model(self):
+    def _load_best_model(self) -> Any:
         from llmdiet.distill.mutual import MutualStudents, load_students
 
         target = self.accelerator.unwrap_model(self.model)
         if isinstance(target, MutualStudents):
-            return load_students(target, self.state.best_model_checkpoint)
+            return load_students(target, str(self.state.best_model_checkpoint))
         return super()._load_best_model()
 
-    def create_model_card(self, *args, **kwargs):
+    def create_model_card(self, *args: Any, **kwargs: Any) -> Any:
         """``push_to_hub`` writes the Trainer's generic card into README.md; llmdiet's card (written by the job after
         training, with the method and provenance) is kept instead."""
         import os
 
-        if os.path.exists(os.path.join(self.args.output_dir, "README.md")):
+        if os.path.exists(os.path.join(str(self.args.output_dir), "README.md")):
             return None
         return super().create_model_card(*args, **kwargs)
 
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", **gen_kwargs):
+    def evaluate(
+        self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval", **gen_kwargs: Any
+    ) -> Any:
         for key, value in self.eval_generation.items():  # explicit gen_kwargs win
             gen_kwargs.setdefault(key, value)
         return super().evaluate(
             eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **gen_kwargs
         )
 
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+    def prediction_step(
+        self, model: Any, inputs: Any, prediction_loss_only: Any, ignore_keys: Any = None, **gen_kwargs: Any
+    ) -> Any:
         """With ``predict_with_generate`` the parent computes the student's plain CE as the eval loss; here the eval
         loss is the training objective (distillation loss, teacher forward included), logged with its parts."""
         loss, generated, labels = super().prediction_step(
             model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs
         )
-        if self.args.predict_with_generate and not prediction_loss_only and "labels" in inputs:
+        if getattr(self.args, "predict_with_generate", False) and not prediction_loss_only and "labels" in inputs:
             with torch.no_grad():
                 loss = self.compute_loss(model, self._prepare_inputs(inputs)).detach()
         return loss, generated, labels

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmdiet.config import ConfigError, load_yaml
+from llmdiet.constants import REFERENCE_PREFIX
 from llmdiet.data import (
     LOCAL_FORMATS,
     DataError,
@@ -325,7 +326,7 @@ def resolve_eval_set(
     *,
     source_column: str = "source",
     reference_column: str = "reference",
-    prefix: str = "translate English to French: ",
+    prefix: str = REFERENCE_PREFIX,
     header: bool = True,
 ) -> EvalSet:
     """An :class:`EvalSet` for a set name, a YAML file or a local data file (see module docstring)."""

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from llmdiet.config import ConfigError, check_range, parse_config, precheck
+from llmdiet.constants import REFERENCE_PREFIX
 from llmdiet.data import DataError, ParallelRow, SkipReport
 from llmdiet.demo import DEMO_MODEL_PREFIX
 from llmdiet.engines import ARTIFACT_FILE, GenerationSettings, detect_backend, load_backend
@@ -109,7 +110,7 @@ class EvalArguments:
         metadata={"help": "Local TSV/CSV eval files have no header row: two columns, source then reference."},
     )
     prefix: str = field(
-        default="translate English to French: ",
+        default=REFERENCE_PREFIX,
         metadata={"help": "Task prefix for local-file eval sets (YAML sets carry their own)."},
     )
     skip_bad_rows: bool = field(default=False, metadata={"help": "Skip (and count) bad rows instead of stopping."})

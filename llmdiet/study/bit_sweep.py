@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmdiet.config import ConfigError, check_range, parse_config, precheck
+from llmdiet.constants import REFERENCE_PREFIX, REFERENCE_TEACHER
 from llmdiet.data import read_parallel_file, tokenize_rows
 from llmdiet.engines import GenerationSettings
 from llmdiet.evaluation.eval_sets import resolve_eval_set
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class BitSweepArguments:
     models: list[str] = field(
-        default_factory=lambda: ["google/flan-t5-large", "runs/distill"],
+        default_factory=lambda: [REFERENCE_TEACHER, "runs/distill"],
         metadata={"help": "Models to sweep (teacher first, then students): hub ids or directories."},
     )
     bits: list[int] = field(
@@ -48,9 +49,7 @@ class BitSweepArguments:
     calibration_source_column: str = field(default="en", metadata={"help": "Source column of the calibration file."})
     calibration_target_column: str = field(default="fr", metadata={"help": "Target column of the calibration file."})
     calibration_rows: int = field(default=128, metadata={"help": "Number of calibration rows (>= 1)."})
-    calibration_prefix: str = field(
-        default="translate English to French: ", metadata={"help": "Prefix of calibration sources."}
-    )
+    calibration_prefix: str = field(default=REFERENCE_PREFIX, metadata={"help": "Prefix of calibration sources."})
     batch_size: int = field(default=32, metadata={"help": "Generation and calibration batch size."})
     max_new_tokens: int = field(default=128, metadata={"help": "Most tokens generated per sentence."})
     scale: float = field(default=1.16, metadata={"help": "Alphabet radius factor C (step = C * mean row max / K)."})

@@ -60,7 +60,7 @@ class LossStep:
     def label_smoothing(self) -> float:
         return self.trainer.args.label_smoothing_factor
 
-    def student(self, **extra):
+    def student(self, **extra: Any) -> Any:
         return self.model(**self.inputs, use_cache=False, **extra)
 
     def teacher_logits(self) -> torch.Tensor:
@@ -104,7 +104,7 @@ _MODIFIERS: dict[str, StudentModifier] = {}
 _LOADED = False
 
 
-def register(entry):
+def register(entry: Any) -> Any:
     """Add a method (or student modifier) to the registry; called once by its module."""
     table = _METHODS if isinstance(entry, DistillationMethod) else _MODIFIERS
     if entry.name in table and table[entry.name] is not entry:
@@ -148,7 +148,7 @@ def config_types() -> list[type]:
     return [c for c in found if not any(o is not c and issubclass(o, c) for o in found)]
 
 
-def method_config(name: str, values: Any):
+def method_config(name: str, values: Any) -> Any:
     """The method's config dataclass built from ``values`` (an object with those attributes, or a dict)."""
     cls = get_method(name).config
     get = values.get if isinstance(values, dict) else lambda key, default: getattr(values, key, default)

@@ -8,9 +8,14 @@ both parts are taken on the top-k + tail distributions (:func:`llmdiet.distill.l
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from llmdiet.config import check_range
 from llmdiet.distill.methods import DistillationMethod, LossStep, register
+
+if TYPE_CHECKING:
+    from llmdiet.distill.losses import DistillationLoss
+    from llmdiet.distill.settings import DistillationArguments
 
 
 @dataclass
@@ -23,7 +28,7 @@ class DKDConfig:
         check_range("dkd_beta", self.dkd_beta, 0.0)
 
 
-def dkd_step(step: LossStep):
+def dkd_step(step: LossStep) -> tuple[DistillationLoss, Any]:
     from llmdiet.distill.losses import dkd_loss, topk_dkd_loss
 
     outputs = step.student()
@@ -52,7 +57,7 @@ def dkd_step(step: LossStep):
     return parts, outputs
 
 
-def card(args) -> str:
+def card(args: DistillationArguments) -> str:
     return (
         f"dkd (decoupled KD): loss = CE + T^2 * ({args.dkd_alpha} * TCKD + {args.dkd_beta} * NCKD), "
         f"T = {args.temperature}"

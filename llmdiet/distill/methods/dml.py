@@ -8,10 +8,14 @@ Each student minimises ``(1 - alpha) * CE + alpha * T^2 * KL(peer || self)`` (th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from llmdiet.config import check_range
 from llmdiet.distill.methods import DistillationMethod, LossStep, register
+
+if TYPE_CHECKING:
+    from llmdiet.distill.losses import DistillationLoss
+    from llmdiet.distill.settings import DistillationArguments
 
 
 @dataclass
@@ -39,7 +43,7 @@ class DMLConfig:
         check_range("dml_noise", self.dml_noise, 0.0)
 
 
-def dml_step(step: LossStep):
+def dml_step(step: LossStep) -> tuple[DistillationLoss, Any]:
     from llmdiet.distill.losses import mutual_learning_loss
 
     out_a, out_b = step.student(both=True)
@@ -59,7 +63,7 @@ def dml_step(step: LossStep):
     return parts, out_a
 
 
-def build_model(student, args, seed: int):
+def build_model(student: Any, args: Any, seed: int) -> Any:
     """Both students as one module: student b from --student_b_model, else a perturbed copy of student a."""
     from llmdiet.distill.mutual import MutualStudents, perturbed_copy
     from llmdiet.modeling import load_seq2seq, resolve_model
@@ -71,7 +75,7 @@ def build_model(student, args, seed: int):
     return MutualStudents(student, student_b)
 
 
-def card(args) -> str:
+def card(args: DistillationArguments) -> str:
     teacher = (
         f" + {args.dml_teacher_weight} * T^2 * KL(teacher || self)"
         if args.dml_teacher_weight > 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llmdiet.config import check_range
 from llmdiet.distill.methods import DistillationMethod, LossStep, register
@@ -23,6 +23,9 @@ from llmdiet.distill.methods.kd import KDConfig, divergence_text, kd_loss
 
 if TYPE_CHECKING:
     import torch
+
+    from llmdiet.distill.losses import DistillationLoss
+    from llmdiet.distill.settings import DistillationArguments
 
 IGNORE_INDEX = -100  # llmdiet.distill.losses.IGNORE_INDEX (not imported: this module loads before torch)
 
@@ -69,7 +72,7 @@ def generated_to_labels(sequences: torch.Tensor, eos_token_id: int, pad_token_id
 
 
 def sample_targets(
-    model,
+    model: Any,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     temperature: float,
@@ -99,7 +102,7 @@ def sample_targets(
     return generated_to_labels(sequences, eos_token_id, pad_token_id)
 
 
-def sampled_targets(trainer, model, inputs: dict) -> dict | None:
+def sampled_targets(trainer: Any, model: Any, inputs: dict) -> dict | None:
     """With probability lmbda the student's samples (or, with seq_kd, the teacher's) replace a batch's targets."""
     config = trainer.method_config
     on_policy = trainer._gkd_rng.random() < config.lmbda
@@ -126,12 +129,12 @@ def sampled_targets(trainer, model, inputs: dict) -> dict | None:
     }
 
 
-def setup(trainer) -> None:
+def setup(trainer: Any) -> None:
     trainer._gkd_rng = random.Random(trainer.args.seed * 1000 + trainer.args.process_index)  # per rank
     trainer.on_policy_batches = 0  # recorded in training_log.json
 
 
-def sample_batches(trainer, batches: list) -> bool:
+def sample_batches(trainer: Any, batches: list) -> bool:
     """The whole accumulation window's targets are sampled before its first forward, so the loss is normalised by
     the window's (and, with ``average_tokens_across_devices``, every process's) count of the targets actually
     trained on: gradient accumulation and DDP give the full-batch gradient, as for kd. True if any changed."""
@@ -143,7 +146,7 @@ def sample_batches(trainer, batches: list) -> bool:
     return changed
 
 
-def gkd_step(step: LossStep):
+def gkd_step(step: LossStep) -> tuple[DistillationLoss, Any]:
     """Sampled targets: the divergence only (no CE, the samples have no reference) at the GKD temperature (1: no
     T^2); reference batches: kd."""
     from llmdiet.distill.losses import distillation_loss
@@ -163,7 +166,7 @@ def gkd_step(step: LossStep):
     return parts, outputs
 
 
-def card(args) -> str:
+def card(args: DistillationArguments) -> str:
     source = "the teacher's samples" if args.gkd_seq_kd else "the references"
     return (
         f"gkd (on-policy generalised KD): with probability {args.lmbda} a batch's targets are the student's own "

@@ -8,10 +8,15 @@ From the teacher cache the divergence is taken on the (k+1)-way top-k + tail dis
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from llmdiet.config import check_range
 from llmdiet.constants import DIVERGENCES
 from llmdiet.distill.methods import DistillationMethod, LossStep, register
+
+if TYPE_CHECKING:
+    from llmdiet.distill.losses import DistillationLoss
+    from llmdiet.distill.settings import DistillationArguments
 
 
 @dataclass
@@ -36,7 +41,7 @@ class KDConfig:
         return {"divergence": self.divergence, "jsd_beta": self.jsd_beta, "skew_alpha": self.skew_alpha}
 
 
-def kd_loss(step: LossStep):
+def kd_loss(step: LossStep) -> tuple[DistillationLoss, Any]:
     """The kd objective of one batch (also gkd's reference batches)."""
     from llmdiet.distill.losses import distillation_loss, topk_distillation_loss
 
@@ -80,7 +85,7 @@ def divergence_text(config: KDConfig) -> str:
     return f"{config.divergence}(teacher, student) with skew {config.skew_alpha}"
 
 
-def card(args) -> str:
+def card(args: DistillationArguments) -> str:
     if args.alpha == 0:
         return "fine-tuned on the references (alpha = 0, no teacher)"
     return (

@@ -14,7 +14,7 @@ function, a loss step, a card text and one ``register`` call; nothing else in ll
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llmdiet.config import check_range
 from llmdiet.distill.methods import DistillationMethod, LossStep, register
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import torch
 
     from llmdiet.distill.losses import DistillationLoss
+    from llmdiet.distill.settings import DistillationArguments
 
 
 @dataclass
@@ -78,7 +79,7 @@ def logit_mse_loss(
     return DistillationLoss(loss=loss, ce=ce.detach(), kd=mse.detach(), num_tokens=count)
 
 
-def logit_mse_step(step: LossStep):
+def logit_mse_step(step: LossStep) -> tuple[DistillationLoss, Any]:
     outputs = step.student()
     teacher_logits = step.teacher_logits() if step.alpha > 0 else outputs.logits.detach()
     parts = logit_mse_loss(
@@ -94,7 +95,7 @@ def logit_mse_step(step: LossStep):
     return parts, outputs
 
 
-def card(args) -> str:
+def card(args: DistillationArguments) -> str:
     centered = "centered " if args.logit_mse_center else ""
     return (
         f"logit_mse (logit matching): loss = alpha * {args.logit_mse_scale:g} * MSE({centered}student logits, "

@@ -7,10 +7,13 @@ in :mod:`llmdiet.distill.fake_quant`); the saved student's weights lie on the gr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from llmdiet.config import ConfigError, check_range
 from llmdiet.distill.methods import StudentModifier, register
+
+if TYPE_CHECKING:
+    from llmdiet.distill.settings import DistillationArguments
 
 
 @dataclass
@@ -39,7 +42,7 @@ class FakeQuantConfig:
             raise ConfigError("--fake_quant_init gpfq needs --student_fake_quant BITS")
 
 
-def card(args) -> str:
+def card(args: DistillationArguments) -> str:
     return f"trained through {args.student_fake_quant}-bit fake-quantized weights ({args.fake_quant_init} grid)"
 
 

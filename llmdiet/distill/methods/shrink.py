@@ -8,10 +8,13 @@ output and that of the teacher block it was copied from (:func:`llmdiet.distill.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from llmdiet.config import ConfigError, check_range
 from llmdiet.distill.methods import StudentModifier, register
+
+if TYPE_CHECKING:
+    from llmdiet.distill.settings import DistillationArguments
 
 
 @dataclass
@@ -55,7 +58,7 @@ class ShrinkConfig:
             )
 
 
-def hidden_state_hooks(student, teacher, layers: dict) -> dict:
+def hidden_state_hooks(student: Any, teacher: Any, layers: dict) -> dict:
     """Forward hooks that keep each copied student block's output and its teacher block's output."""
     store: dict = {"student": {}, "teacher": {}}
     for stack in ("encoder", "decoder"):
@@ -69,7 +72,7 @@ def hidden_state_hooks(student, teacher, layers: dict) -> dict:
     return store
 
 
-def hidden_term(store: dict, inputs: dict, labels):
+def hidden_term(store: dict, inputs: dict, labels: Any) -> Any:
     """The hidden-state MSE of the last forward (encoder rows masked by the attention mask, decoder by labels)."""
     from llmdiet.distill.losses import IGNORE_INDEX, hidden_state_loss
 
@@ -80,7 +83,7 @@ def hidden_term(store: dict, inputs: dict, labels):
     )
 
 
-def card(args) -> str:
+def card(args: DistillationArguments) -> str:
     text = (
         f"student built from the teacher's blocks (copy_layers: {args.student_encoder_layers} encoder, "
         f"{args.student_decoder_layers} decoder blocks)"
