@@ -3,7 +3,7 @@
     python bench/distill_methods.py            # -> bench/results/distill-methods-demo.json and a Markdown table
 
 Each method trains with ``llmdiet distill --preset demo <flags>`` (6 epochs, 1,000 En->Fr rows), is scored by
-``llmdiet eval`` on ``demo-en-fr`` (200 rows), and gets BLEU with a 95% sacreBLEU bootstrap interval
+``llmdiet eval`` on ``demo-en-fr`` (600 rows in demo corpus v3), and gets BLEU with a 95% sacreBLEU bootstrap interval
 (1,000 resamples, seed 12345). Step time is the Trainer's train_runtime minus its in-training evaluations
 (``eval_runtime``: generation time depends on what a model generates), divided by the optimizer steps; the ratio
 is to ``kd`` in the same run. ``--reuse`` re-scores finished runs without training them again; ``--table`` only
@@ -92,7 +92,7 @@ README_ROWS = {
     "logit_mse (centered)": (
         "logit matching",
         "`--method logit_mse [--logit_mse_center --logit_mse_scale S]`",
-        "alpha·S·Σ_v(z_S − z_T)² + (1−alpha)·CE on (centered) logits (Ba & Caruana 2014; Kim et al. 2021); no T",
+        "alpha·S·mean_v(z_S − z_T)² + (1−alpha)·CE on (centered) logits (Ba & Caruana 2014; Kim et al. 2021); no T",
     ),
     "copy_layers 1+1 + hidden 1.0": (
         "shrink-and-fine-tune + hidden loss",

@@ -91,3 +91,20 @@ def test_alpha_sweep_shares_one_teacher_translation_file(demo_assets, tmp_path, 
     for alpha in ("0", "0.5"):
         log = json.loads((tmp_path / f"alpha-{alpha}" / "training_log.json").read_text())
         assert log["resolved_models"]["teacher"] is not None  # the teacher produced the data, also at alpha 0
+
+
+def test_the_sweep_keys_students_by_the_studys_rule(demo_assets):
+    """Before: an allow-list of 14 settings, so e.g. a changed load_best_model_at_end reused the old student."""
+    from llmdiet.study.alpha_sweep import student_settings
+
+    dist = DistillationArguments(teacher_model=str(demo_assets.teacher), student_model=str(demo_assets.student))
+    data = DataArguments(data_files=demo_preset()["data_files"], train_rows=64, eval_rows=0)
+
+    def key(**training):
+        training = {"output_dir": "x", "report_to": "none", **training}
+        return student_settings(0.5, dist, data, Seq2SeqTrainingArguments(**training))
+
+    base = key()
+    assert key(load_best_model_at_end=True, eval_strategy="steps", save_strategy="steps") != base
+    assert key(adam_beta2=0.98) != base and key(seed=1) != base
+    assert key(logging_steps=7, output_dir="elsewhere") == base  # settings that cannot change the weights

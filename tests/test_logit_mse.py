@@ -15,7 +15,7 @@ from llmdiet.distill.methods.logit_mse import logit_mse_loss
 
 
 def _reference(s, t, labels, alpha, center, scale):
-    """Per token: sum_v (z_s - z_t)^2 (optionally centered) and -log softmax(z_s)[gold], in float64 loops."""
+    """Per token: mean_v (z_s - z_t)^2 (optionally centered) and -log softmax(z_s)[gold], in float64 loops."""
     mse = ce = 0.0
     n = 0
     for row_s, row_t, gold in zip(
@@ -29,7 +29,7 @@ def _reference(s, t, labels, alpha, center, scale):
             cs, ct = [x - ms for x in row_s], [x - mt for x in row_t]
         else:
             cs, ct = row_s, row_t
-        mse += sum((a - b) ** 2 for a, b in zip(cs, ct))
+        mse += sum((a - b) ** 2 for a, b in zip(cs, ct)) / len(cs)  # mean over the vocabulary
         top = max(row_s)
         ce -= row_s[gold] - (top + math.log(sum(math.exp(x - top) for x in row_s)))
     return alpha * scale * mse / n + (1 - alpha) * ce / n, mse / n, ce / n

@@ -3,9 +3,9 @@
 Ba & Caruana (2014, "Do deep nets really need to be deep?") trained students to regress the teacher's logits; Kim
 et al. (2021, "Comparing Kullback-Leibler divergence and mean squared error loss in knowledge distillation") show
 that MSE on logits matches or beats KL at any temperature: it is KL's limit for T -> infinity, it needs no
-temperature, and it sees the teacher's raw logit scale, not only its softmax. The MSE is summed over the
-vocabulary and averaged over the valid target tokens, like the kd term, so ``alpha`` weighs comparable
-quantities. The top-k teacher cache keeps log-probabilities, not logits, so this method runs the live teacher.
+temperature, and it sees the teacher's raw logit scale, not only its softmax. The squared error is averaged over
+the vocabulary (as ``F.mse_loss`` does) and over the valid target tokens, so its size does not grow with the
+vocabulary and ``alpha`` weighs it against CE at usual learning rates. The top-k teacher cache keeps log-probabilities, not logits, so this method runs the live teacher.
 
 This module is the worked example of CONTRIBUTING.md's "Add a distillation method": a config, a pure loss
 function, a loss step, a card text and one ``register`` call; nothing else in llmdiet changed.
@@ -53,8 +53,10 @@ def logit_mse_loss(
     center: bool = False,
     scale: float = 1.0,
 ) -> DistillationLoss:
-    """``alpha * scale * sum_v (z_s - z_t)^2 / N + (1 - alpha) * CE`` over the N valid target tokens (``labels !=
-    -100``; under gradient accumulation N = ``num_valid_tokens`` of the whole batch). float32; teacher detached."""
+    """``alpha * scale * (1/N) sum_tokens mean_v (z_s - z_t)^2 + (1 - alpha) * CE`` over the N valid target tokens
+    (``labels != -100``; under gradient accumulation N = ``num_valid_tokens`` of the whole batch), the squared error
+    averaged over the V vocabulary entries (``F.mse_loss``'s mean per token: a summed error grows with V and swamps
+    CE at usual learning rates). float32; teacher detached."""
     import torch
     import torch.nn.functional as F
 
@@ -74,7 +76,7 @@ def logit_mse_loss(
     ce = F.cross_entropy(s, labels[mask], reduction="sum", label_smoothing=label_smoothing) / denom
     if center:
         s, t = s - s.mean(-1, keepdim=True), t - t.mean(-1, keepdim=True)
-    mse = ((s - t) ** 2).sum() / denom
+    mse = ((s - t) ** 2).mean(-1).sum() / denom  # mean over the vocabulary, then over the tokens
     loss = alpha * scale * mse + (1.0 - alpha) * ce
     return DistillationLoss(loss=loss, ce=ce.detach(), kd=mse.detach(), num_tokens=count)
 
