@@ -2,8 +2,10 @@
 
 A cache (teacher top-k log-probs, teacher translations, sweep points, eval runs) stores the fingerprint
 ``parts`` it was built with; a later run recomputes them and :func:`check_parts` stops with one line naming
-every part that changed and the flag that rebuilds. Model identity is the *content* (config + weight files +
-tokenizer files, sha256), never the path: a retrained model at the same path is another model.
+every part that changed and the flag that rebuilds. Model identity is the *content* of every file that decides
+the model's outputs (config, generation config, weights, tokenizer files, sha256), never the path: a retrained
+model at the same path is another model, and so is one whose generation config (e.g. its forced target language)
+changed.
 """
 
 from __future__ import annotations
@@ -16,16 +18,44 @@ from pathlib import Path
 from llmdiet.config import ConfigError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".onnx_data")
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "spiece.model",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "sentencepiece.bpe.model",
-)
+# what a model directory may hold that does not change what the model outputs (everything else is hashed)
+NEUTRAL_FILES = {
+    "README.md",
+    "training_log.json",
+    "trainer_state.json",
+    "training_args.bin",
+    "loss_curve.png",
+    "llmdiet_artifact.json",  # its provenance (date, command) changes on every run; the files it describes are hashed
+    "teacher_translations.jsonl",
+    "teacher_translations.jsonl.meta.json",
+    "sweep_settings.json",
+}
+NEUTRAL_DIRS = ("checkpoint-", "runs", "eval", "stale", "locks", "shared")  # name prefixes of sub-folders skipped
+TOKENIZER_DIR = "tokenizer"  # CTranslate2 artifacts keep the tokenizer in a sub-folder
+
+
+def identity_files(root: Path) -> dict[str, list[Path]]:
+    """The files of a model directory that decide its outputs, by part: ``config`` (config.json),
+    ``generation`` (generation_config.json: forced BOS, lengths, beams), ``weights`` (any depth, checkpoints
+    excluded) and ``tokenizer`` (every other top-level file, and ``tokenizer/``: vocabularies, SentencePiece models
+    such as Marian's source.spm/target.spm, merges, special tokens). Logs, cards, plots and caches are not hashed."""
+    parts: dict[str, list[Path]] = {"config": [], "generation": [], "weights": [], "tokenizer": []}
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if not path.is_file() or any(p.startswith(".") for p in rel.parts) or rel.name in NEUTRAL_FILES:
+            continue
+        if any(d.startswith(NEUTRAL_DIRS) for d in rel.parts[:-1]):
+            continue
+        if path.name.endswith(WEIGHT_SUFFIXES):
+            parts["weights"].append(path)
+        elif len(rel.parts) == 1 and rel.name == "config.json":
+            parts["config"].append(path)
+        elif len(rel.parts) == 1 and rel.name == "generation_config.json":
+            parts["generation"].append(path)
+        elif len(rel.parts) == 1 or rel.parts[0] == TOKENIZER_DIR:
+            parts["tokenizer"].append(path)
+    return parts
+
 
 _FILE_CACHE: dict[tuple[str, int, int], str] = {}
 
@@ -52,32 +82,30 @@ def _files_sha256(root: Path, names: Iterable[Path]) -> str:
 
 
 def model_identity(name_or_path: str, tokenizer: str | None = None) -> dict:
-    """``{"config", "weights", "tokenizer"}`` content hashes of a local model directory; a hub id stands for
-    itself (``{"hub_id": ...}``): its revision is whatever the hub cache resolved, recorded by provenance."""
+    """Content hashes of a local model directory, by part (:func:`identity_files`): ``config``, ``generation``,
+    ``weights``, ``tokenizer``; a hub id stands for itself (``{"hub_id": ...}``): its revision is whatever the hub
+    cache resolved, recorded by provenance. ``tokenizer``: a separate tokenizer directory, hashed whole."""
     root = Path(name_or_path)
     identity: dict = {}
     if root.is_dir():
-        weights = [
-            p
-            for p in root.rglob("*")
-            if p.is_file()
-            and p.name.endswith(WEIGHT_SUFFIXES)
-            and not any(part.startswith("checkpoint-") for part in p.relative_to(root).parts)
-        ]
-        config = root / "config.json"
+        files = identity_files(root)
         identity = {
-            "config": file_sha256(config)[:32] if config.is_file() else None,
-            "weights": _files_sha256(root, weights),
+            "config": _files_sha256(root, files["config"]) if files["config"] else None,
+            "generation": _files_sha256(root, files["generation"]) if files["generation"] else None,
+            "weights": _files_sha256(root, files["weights"]),
+            "tokenizer": _files_sha256(root, files["tokenizer"]),
         }
     else:
         identity = {"hub_id": str(name_or_path)}
-    tok_root = Path(tokenizer) if tokenizer else root
-    if tok_root.is_dir():
-        identity["tokenizer"] = _files_sha256(
-            tok_root, [tok_root / n for n in TOKENIZER_FILES if (tok_root / n).is_file()]
+    if tokenizer:
+        tok_root = Path(tokenizer)
+        identity["tokenizer"] = (
+            _files_sha256(tok_root, [p for ps in identity_files(tok_root).values() for p in ps])
+            if tok_root.is_dir()
+            else {"hub_id": str(tokenizer)}
         )
-    else:
-        identity["tokenizer"] = {"hub_id": str(tokenizer or name_or_path)}
+    elif not root.is_dir():
+        identity["tokenizer"] = {"hub_id": str(name_or_path)}
     return identity
 
 

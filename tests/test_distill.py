@@ -482,3 +482,28 @@ def test_quiet_runs_log_progress_lines_not_trainer_dicts(demo_assets, tmp_path, 
     lines = [r.message for r in caplog.records if ": step " in r.message]
     assert len(lines) >= 2 and "step 2/4" in lines[0] and "loss " in lines[0]
     assert any("loss" in e for e in summary["log_history"])
+
+
+def test_a_teacher_with_another_token_to_id_map_is_refused_in_one_line(demo_assets, tmp_path):
+    """Before: only vocab_size was compared (a ValueError traceback, exit 1); two tokenizers of one size that map
+    tokens to other ids trained silently on misaligned distributions."""
+    import json
+    import shutil
+
+    from llmdiet.cli import main as cli_main
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(demo_assets.teacher, teacher)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (demo_assets.tokenizer / name).exists() and not (teacher / name).exists():
+            shutil.copy(demo_assets.tokenizer / name, teacher / name)
+    spec = json.loads((teacher / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    a, b = [t for t in vocab if t.startswith("▁")][:2]
+    vocab[a], vocab[b] = vocab[b], vocab[a]  # same size, two ids swapped
+    (teacher / "tokenizer.json").write_text(json.dumps(spec))
+    argv = small_run_argv(demo_assets, tmp_path / "out", "--max_steps", "1")
+    argv[argv.index("--teacher_model") + 1] = str(teacher)
+    with pytest.raises(ConfigError, match="its tokenizer maps 2 tokens to other ids than the student's"):
+        run(*parse(argv))
+    assert cli_main(["distill", *argv]) == 2

@@ -143,6 +143,30 @@ def setup_data(
 # ----------------------------------------------------------------------------- models
 
 
+def check_shared_vocabulary(teacher_path: str, teacher: Any, student: Any, tokenizer: Any) -> None:
+    """Logit distillation compares the two models' distributions token id by token id: refuse (one line) a teacher
+    whose vocabulary size or token-to-id map differs from the student's tokenizer."""
+    from transformers import AutoTokenizer
+
+    sizes = (teacher.config.vocab_size, student.config.vocab_size)
+    fix = "distil into a student that shares the teacher's tokenizer (e.g. --student_init copy_layers)"
+    if sizes[0] != sizes[1]:
+        raise ConfigError(
+            f"--teacher_model {teacher_path}: vocabulary of {sizes[0]} tokens, the student's has "
+            f"{sizes[1]}; logit distillation needs one vocabulary: {fix}"
+        )
+    try:
+        teacher_tokenizer = AutoTokenizer.from_pretrained(teacher_path)
+    except (OSError, ValueError):  # a teacher directory without a tokenizer: the sizes are all there is to compare
+        return
+    if teacher_tokenizer.get_vocab() != tokenizer.get_vocab():
+        differ = sum(1 for t, i in teacher_tokenizer.get_vocab().items() if tokenizer.get_vocab().get(t) != i)
+        raise ConfigError(
+            f"--teacher_model {teacher_path}: its tokenizer maps {differ} tokens to other ids than the "
+            f"student's; logit distillation needs one vocabulary: {fix}"
+        )
+
+
 def setup_models(args: DistillationArguments) -> Models:
     """The teacher (only if training reads it) and the student: loaded, or built from the teacher's blocks."""
     teacher_path, student_path = resolve_model(args.teacher_model), resolve_model(args.student_model)
@@ -150,6 +174,8 @@ def setup_models(args: DistillationArguments) -> Models:
     teacher = load_seq2seq(teacher_path, dtype=parse_dtype(args.teacher_dtype))[0] if args.needs_teacher() else None
     if args.student_init != "copy_layers":
         student, tokenizer = load_seq2seq(student_path, tokenizer_path=tokenizer_path)
+        if teacher is not None:
+            check_shared_vocabulary(teacher_path, teacher, student, tokenizer)
         return Models(teacher, student, tokenizer, teacher_path, student_path)
     from llmdiet.distill.student_init import copy_layers_student
 

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, Seq2SeqTrainer
 
+from llmdiet.config import ConfigError
 from llmdiet.distill.losses import DistillationLoss
 from llmdiet.distill.methods import LossStep, get_method
 
@@ -86,7 +87,7 @@ class DistillationTrainer(Seq2SeqTrainer):
     def _check_teacher(self, teacher_model: PreTrainedModel) -> None:
         student_vocab = self.accelerator.unwrap_model(self.model).config.vocab_size
         if teacher_model.config.vocab_size != student_vocab:
-            raise ValueError(
+            raise ConfigError(
                 f"teacher vocab size {teacher_model.config.vocab_size} != student vocab size {student_vocab}: "
                 "logit distillation needs a shared vocabulary"
             )

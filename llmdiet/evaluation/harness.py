@@ -218,14 +218,15 @@ def main(argv: list[str] | None = None, prog: str = "llmdiet eval") -> int:
 # ----------------------------------------------------------------------------- run directory
 
 
-def model_fingerprint(path: str) -> str | None:
-    """Content hash of a local model's config, weight and tokenizer files (None for a hub id): a model retrained
-    at the same path is another model."""
+def model_fingerprint(path: str) -> dict | None:
+    """Content hashes of a local model's config, generation config, weight and tokenizer files, by part (None for a
+    hub id): a model retrained at the same path, or given another forced target language, is another model, and a
+    resumed run says which part changed."""
     if not Path(path).is_dir():
         return None
-    from llmdiet.fingerprint import digest, model_identity
+    from llmdiet.fingerprint import model_identity
 
-    return "content-sha256:" + digest(model_identity(path))
+    return model_identity(path)
 
 
 def set_settings(spec: EvalSet, args: EvalArguments, num_rows: int) -> dict:
@@ -243,11 +244,14 @@ def set_settings(spec: EvalSet, args: EvalArguments, num_rows: int) -> dict:
 
 
 def _differences(stored: dict, now: dict, where: str = "") -> list[str]:
-    return [
-        f"{where}{k}: was {stored.get(k)!r}, now {now.get(k)!r}"
-        for k in sorted(set(stored) | set(now))
-        if stored.get(k) != now.get(k)
-    ]
+    out = []
+    for k in sorted(set(stored) | set(now)):
+        a, b = stored.get(k), now.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{where}{k}.")
+        elif a != b:
+            out.append(f"{where}{k}: was {a!r}, now {b!r}")
+    return out
 
 
 def check_run_dir(out: Path, run_settings: dict, sets: dict[str, dict]) -> dict:
