@@ -261,7 +261,7 @@ def _first_set(*values):
 
 
 def _preset_value(cfg: StudyConfig, key: str):
-    from llmdiet.distill.job import PRESETS
+    from llmdiet.distill.presets import PRESETS
 
     preset = cfg.distill.get("preset")
     return PRESETS[preset]().get(key) if preset in PRESETS else None
@@ -624,7 +624,7 @@ def run_all(plan: StudyPlan, only: list[str] | None = None) -> dict[str, str]:
 def _run_train(plan: StudyPlan, job: Job) -> dict:
     from transformers.trainer_utils import get_last_checkpoint
 
-    from llmdiet.distill.job import run
+    from llmdiet.distill.run import run
 
     cfg = plan.config
     args, data, training = distill_arguments(cfg, job.params["overrides"], str(job.out))
