@@ -22,8 +22,18 @@ def layers_to_copy(teacher_layers: int, student_layers: int) -> list[int]:
     return [round(i * (teacher_layers - 1) / (student_layers - 1)) for i in range(student_layers)]
 
 
+T5_FAMILY = ("t5", "mt5", "umt5")  # the families whose blocks live in encoder.block / decoder.block
+
+
 def copy_layers_student(teacher: Any, encoder_layers: int, decoder_layers: int) -> Any:
     """``(student, {"encoder": [...], "decoder": [...]})``: the student built from the teacher's blocks."""
+    from llmdiet.config import ConfigError
+
+    if teacher.config.model_type not in T5_FAMILY:
+        raise ConfigError(
+            f"--student_init copy_layers supports the T5 family ({', '.join(T5_FAMILY)}); the teacher is a "
+            f"{teacher.config.model_type} model: use --student_init pretrained with a student of that family"
+        )
     config = copy.deepcopy(teacher.config)
     mapping = {
         "encoder": layers_to_copy(config.num_layers, encoder_layers),
