@@ -391,7 +391,7 @@ def build_settings(values: dict, where: str = "options") -> DistillSettings:
     try:
         distill = DistillationArguments(**coerce_fields(DistillationArguments, values))
         data = DataArguments(**coerce_fields(DataArguments, values))
-        TrainerFlagChecks(**{k: v for k, v in values.items() if k in {f.name for f in fields(TrainerFlagChecks)}})
+        TrainerFlagChecks(**coerce_fields(TrainerFlagChecks, values))
         training = Seq2SeqTrainingArguments(**coerce_fields(Seq2SeqTrainingArguments, values))
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
