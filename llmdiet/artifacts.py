@@ -205,6 +205,27 @@ def read_artifact(path: str | Path, expected_backend: str | None = None) -> dict
     return meta
 
 
+def model_type_of(path: str | Path) -> str | None:
+    """The ``model_type`` of a model directory, an llmdiet artifact (recorded at quantization) or a cached hub id;
+    None when it cannot be told without loading."""
+    path = Path(path)
+    for name in (ARTIFACT_FILE, "config.json"):
+        try:
+            value = json.loads((path / name).read_text(encoding="utf-8")).get("model_type")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(value, str):
+            return value
+    if path.exists():
+        return None
+    try:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(str(path)).model_type
+    except Exception:  # offline and not cached, or not a model id: the caller decides
+        return None
+
+
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """safetensors ``save_file`` that stores tensors sharing one storage once and records the aliases."""
     from safetensors.torch import save_file

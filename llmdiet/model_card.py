@@ -15,8 +15,45 @@ CARD_FILE = "README.md"
 MARKER = "<!-- written by llmdiet -->"
 
 
-def _languages(direction: str | None) -> list[str]:
-    return [p for p in (direction or "en-fr").split("-") if p]
+def _languages(direction: str | None) -> list[str] | None:
+    """``"en-fr"`` -> ``["en", "fr"]`` when both sides look like language codes (column names such as
+    ``source-target`` say nothing about languages)."""
+    parts = [p for p in (direction or "").split("-") if p]
+    if len(parts) == 2 and all(2 <= len(p) <= 8 and p.replace("_", "").isalpha() for p in parts):
+        if not {"source", "target", "src", "tgt"} & set(parts):
+            return parts
+    return None
+
+
+def base_card_data(base_model: str | None) -> dict:
+    """``license`` and ``language`` from the base model's own card (``README.md`` front matter): a local directory,
+    or the hub cache for a hub id (never the network). Empty when unknown."""
+    if not base_model:
+        return {}
+    path = Path(base_model) / CARD_FILE
+    text = None
+    if path.is_file():
+        text = path.read_text(encoding="utf-8", errors="replace")
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(str(base_model), CARD_FILE)
+            if isinstance(cached, str):
+                text = Path(cached).read_text(encoding="utf-8", errors="replace")
+        except Exception:  # not a hub id
+            text = None
+    if not text or not text.startswith("---"):
+        return {}
+    import yaml
+
+    try:
+        front = yaml.safe_load(text.split("---", 2)[1]) or {}
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(front, dict):
+        return {}
+    return {k: front[k] for k in ("license", "language") if front.get(k)}
 
 
 def _table(rows: list[list[Any]], headers: list[str]) -> str:
@@ -36,8 +73,8 @@ def write_model_card(
     size: dict,
     provenance: dict,
     datasets: list[str] | None = None,
-    direction: str | None = "en-fr",
-    license: str = "apache-2.0",
+    direction: str | None = None,
+    license: str | None = None,
     tags: list[str] | None = None,
     results: list[dict] | None = None,
     loading: str = "",
@@ -47,11 +84,12 @@ def write_model_card(
     from huggingface_hub import ModelCard, ModelCardData
 
     base = base_model if base_model and not Path(base_model).exists() else None  # hub ids only
+    inherited = base_card_data(base_model)  # a derived model keeps its base model's license
     data = ModelCardData(
         base_model=base,
         datasets=datasets or None,
-        language=_languages(direction),
-        license=license,
+        language=_languages(direction) or inherited.get("language"),
+        license=license or inherited.get("license"),
         pipeline_tag="translation",
         tags=["llmdiet", kind, "translation", *(tags or []), *(["demo"] if demo else [])],
     )

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmdiet.compat import keep_t5_head_untied
+
 if TYPE_CHECKING:  # torch and transformers load only when a model does
     import torch
 
@@ -49,7 +51,7 @@ def load_seq2seq(name_or_path: str, dtype: torch.dtype | None = None, tokenizer_
     from safetensors import SafetensorError
 
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path, dtype=dtype)
+        model = keep_t5_head_untied(AutoModelForSeq2SeqLM.from_pretrained(name_or_path, dtype=dtype))
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ModelLoadError(

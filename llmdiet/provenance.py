@@ -6,6 +6,7 @@ import datetime as _dt
 import importlib.metadata
 import os
 import platform
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -94,7 +95,8 @@ def provenance(seed: int | None = None, command: list[str] | None = None) -> dic
         "libraries": library_versions(),
         "hardware": hardware(),
         "seed": seed,
-        "command": " ".join(command if command is not None else sys.argv),
+        # shell-quoted, so the line reruns as written (an empty --source_prefix "" stays an argument)
+        "command": shlex.join(command if command is not None else sys.argv),
     }
 
 

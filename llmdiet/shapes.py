@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
+from llmdiet.compat import keep_t5_head_untied
+
 _COMMON = dict(
     vocab_size=32128,
     d_kv=64,
@@ -39,12 +41,13 @@ FLAN_T5_PARAMS = {"flan-t5-small": 76_961_152, "flan-t5-base": 247_577_856, "fla
 def flan_t5_config(name: str) -> T5Config:
     if name not in FLAN_T5_SHAPES:
         raise ValueError(f"unknown shape '{name}' (known: {sorted(FLAN_T5_SHAPES)})")
-    return T5Config(**_COMMON, **FLAN_T5_SHAPES[name])
+    values: dict[str, Any] = {**_COMMON, **FLAN_T5_SHAPES[name]}  # Any: transformers 5 types each config field
+    return T5Config(**values)
 
 
 def random_flan_t5(name: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> T5ForConditionalGeneration:
     """A random-init model with the exact architecture of ``google/<name>``."""
     torch.manual_seed(seed)
-    model: Any = T5ForConditionalGeneration(flan_t5_config(name))
+    model: Any = keep_t5_head_untied(T5ForConditionalGeneration(flan_t5_config(name)))
     model = model.to(dtype)
     return model.eval()

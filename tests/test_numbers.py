@@ -276,7 +276,7 @@ def test_accumulated_sgd_step_equals_the_full_batch_step_and_sees_a_half_scaled_
         "0.5",
         "--lr_scheduler_type",
         "constant",
-        "--warmup_ratio",
+        "--warmup_steps",
         "0",
         "--weight_decay",
         "0",

@@ -6,6 +6,10 @@ import torch
 
 from llmdiet.engines import GenerationSettings, load_backend
 
+from conftest import needs_onnx
+
+pytestmark = needs_onnx
+
 
 def test_merged_decoder_with_t5_head_size_not_d_model_over_heads(demo_assets, tmp_path):
     from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration

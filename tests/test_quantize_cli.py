@@ -12,6 +12,7 @@ from llmdiet import cli
 from llmdiet.demo import DEMO_EN_FR
 from llmdiet.engines import ARTIFACT_FILE, load_backend
 
+from conftest import needs_onnx
 from quantize_helpers import EVAL_ROWS, GREEDY, demo_rows
 
 
@@ -68,7 +69,7 @@ def test_calibration_with_zero_usable_rows(demo_assets, tmp_path, capsys):
         "--model",
         demo_assets.teacher,
         "--method",
-        "onnx-static-int8",
+        "quanto-int8",
         "--out",
         tmp_path / "x",
         "--calibration_file",
@@ -103,7 +104,7 @@ def test_calibration_count_must_be_positive(demo_assets, tmp_path, capsys):
         "--model",
         demo_assets.teacher,
         "--method",
-        "onnx-static-int8",
+        "quanto-int8",
         "--out",
         tmp_path / "x",
         "--calibration_count",
@@ -113,7 +114,7 @@ def test_calibration_count_must_be_positive(demo_assets, tmp_path, capsys):
 
 
 def test_offline_hub_calibration_set_fails_clearly(demo_assets, tmp_path, capsys):
-    code = run_cli("--model", demo_assets.teacher, "--method", "onnx-static-int8", "--out", tmp_path / "x")
+    code = run_cli("--model", demo_assets.teacher, "--method", "quanto-int8", "--out", tmp_path / "x")
     assert code == 2
     err = capsys.readouterr().err
     assert "cannot load dataset 'Nicolas-BZRD/Parallel_Global_Voices_English_French'" in err
@@ -201,10 +202,10 @@ def test_failed_or_killed_quantize_leaves_nothing_that_blocks_a_rerun(demo_asset
 
     monkeypatch.setattr(quantize_driver, "_run_method", boom)
     with pytest.raises(RuntimeError, match="simulated failure"):
-        run_cli("--model", demo_assets.teacher, "--method", "onnx-dynamic-int8", "--out", out)
+        run_cli("--model", demo_assets.teacher, "--method", "dynamic-int8", "--out", out)
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither --out, nor the partial dirs, nor temp dirs
     monkeypatch.undo()
-    assert run_cli("--model", demo_assets.teacher, "--method", "onnx-dynamic-int8", "--out", out) == 0
+    assert run_cli("--model", demo_assets.teacher, "--method", "dynamic-int8", "--out", out) == 0
     assert (out / ARTIFACT_FILE).is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["art"]
     assert not list(out.glob("llmdiet-onnx-*"))
     # an existing artifact: refused without --overwrite, replaced with it
@@ -286,7 +287,11 @@ def test_truncated_weights_file_is_one_line(demo_assets, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "method,engine_file",
-    [("ct2-int8", "model.bin"), ("dynamic-int8", "model_int8.safetensors"), ("onnx-fp32", "decoder_model_merged.onnx")],
+    [
+        ("ct2-int8", "model.bin"),
+        ("dynamic-int8", "model_int8.safetensors"),
+        pytest.param("onnx-fp32", "decoder_model_merged.onnx", marks=needs_onnx),
+    ],
 )
 def test_artifact_with_missing_or_truncated_engine_file_is_one_line(demo_assets, tmp_path, capsys, method, engine_file):
     out = tmp_path / method

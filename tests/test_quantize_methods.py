@@ -29,6 +29,7 @@ from llmdiet.engines import ARTIFACT_FILE, GenerationSettings, detect_backend, l
 from llmdiet.modeling import directory_bytes
 from llmdiet.quantize.registry import METHODS
 
+from conftest import method_param, needs_onnx
 from quantize_helpers import (
     CALIBRATION_COUNT,
     EVAL_ROWS,
@@ -41,9 +42,9 @@ from quantize_helpers import (
 )
 
 # every registered method is tested: a new row in llmdiet/quantize/registry.py joins these lists by itself
-CPU_METHODS = [name for name, m in METHODS.items() if "cpu" in m.devices]
+CPU_METHODS = [method_param(name) for name, m in METHODS.items() if "cpu" in m.devices]
 TORCH_METHODS = [name for name, m in METHODS.items() if m.kind == "torch"]
-FILE_METHODS = [name for name, m in METHODS.items() if m.kind == "files"]
+FILE_METHODS = [method_param(name) for name, m in METHODS.items() if m.kind == "files"]
 MIN_IDENTICAL_SHARE = 0.85
 MIN_ARGMAX_AGREEMENT = 0.98
 MAX_REL_LOGIT_ERROR = {
@@ -187,6 +188,7 @@ def test_file_artifacts_are_relocatable(method, artifacts, outputs, fp32, tmp_pa
     assert [t.hypothesis for t in again] == [t.hypothesis for t in outputs(method)]
 
 
+@needs_onnx
 def test_onnx_graphs_are_int8(artifacts):
     import onnx
 
@@ -264,6 +266,7 @@ def test_dynamic_int8_per_channel_round_trip(demo_assets, fp32, tmp_path):
 
 
 @pytest.mark.parametrize("isa", ["avx2", "avx512_vnni"])
+@needs_onnx
 def test_onnx_dynamic_int8_for_each_instruction_set(demo_assets, fp32, tmp_path, monkeypatch, isa):
     """An artifact built for either x86 config (UINT8 weights for avx2, INT8 for VNNI) runs on this CPU
     and records its weight type; the result does not depend on which CPU built or runs the test."""
@@ -305,6 +308,7 @@ def _wo_weight_is_dequantized(path) -> dict[str, bool]:
     }
 
 
+@needs_onnx
 def test_static_int8_keeps_t5_feed_forward_outputs_float_by_default(artifacts, demo_assets, fp32, tmp_path):
     safe_dir, meta, _ = artifacts("onnx-static-int8")
     assert meta["static_keep_float"] == ["wo"] and "float32: wo" in meta["quantization"]
@@ -325,6 +329,7 @@ def test_static_int8_keeps_t5_feed_forward_outputs_float_by_default(artifacts, d
     assert meta["disk_bytes"] > unsafe["disk_bytes"]
 
 
+@needs_onnx
 def test_static_keep_float_flag_is_checked(capsys):
     from llmdiet import cli
 

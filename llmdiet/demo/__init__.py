@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # transformers loads only when the demo models are built
     from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
@@ -94,7 +94,7 @@ def tiny_t5_config(role: str, vocab_size: int) -> T5Config:
     from transformers import T5Config
 
     vocab = (vocab_size + 7) // 8 * 8  # padded like flan-T5's 32128 for 32100 tokens
-    return T5Config(
+    values: dict[str, Any] = dict(  # Any: transformers 5 types each config field
         vocab_size=vocab,
         feed_forward_proj="gated-gelu",
         tie_word_embeddings=False,
@@ -104,6 +104,7 @@ def tiny_t5_config(role: str, vocab_size: int) -> T5Config:
         decoder_start_token_id=0,
         **TINY_SHAPES[role],
     )
+    return T5Config(**values)
 
 
 def build_tiny_t5(role: str, vocab_size: int, seed: int = 0) -> T5ForConditionalGeneration:
@@ -111,7 +112,9 @@ def build_tiny_t5(role: str, vocab_size: int, seed: int = 0) -> T5ForConditional
     from transformers import T5ForConditionalGeneration
 
     torch.manual_seed(seed)
-    return T5ForConditionalGeneration(tiny_t5_config(role, vocab_size))
+    from llmdiet.compat import keep_t5_head_untied
+
+    return keep_t5_head_untied(T5ForConditionalGeneration(tiny_t5_config(role, vocab_size)))
 
 
 @dataclass
@@ -163,14 +166,22 @@ def pretraining_rows() -> list[tuple[str, str]]:
 
 
 def train_on_demo_corpus(
-    model, tokenizer, steps: int, seed: int = 0, lr: float = 3e-3, batch_size: int = 32, name: str = "model"
+    model,
+    tokenizer,
+    steps: int,
+    seed: int = 0,
+    lr: float = 3e-3,
+    batch_size: int = 32,
+    name: str = "model",
+    rows: list[tuple[str, str]] | None = None,
 ) -> list[float]:
-    """A minimal supervised "pretraining" of ``model`` on the mixed demo directions (the demo models only)."""
+    """A minimal supervised "pretraining" of ``model`` on ``rows`` ((source, target) pairs; default: the mixed demo
+    directions, :func:`pretraining_rows`). For the demo and family-test models only."""
     import torch
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq
 
-    rows = pretraining_rows()
+    rows = rows if rows is not None else pretraining_rows()
     enc = tokenizer([s for s, _ in rows], max_length=64, truncation=True)
     labels = tokenizer(text_target=[t for _, t in rows], max_length=64, truncation=True)["input_ids"]
     ds = Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels})

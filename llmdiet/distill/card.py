@@ -65,7 +65,9 @@ def write_student_card(
     )
     demo = args.teacher_model.startswith(DEMO_MODEL_PREFIX) or args.student_model.startswith(DEMO_MODEL_PREFIX)
     command = summary["provenance"]["command"]
-    task = f"translation_{data.source_column}_to_{data.target_column}"
+    from llmdiet.quantize.registry import GENERATE_SNIPPET
+
+    source_lang, target_lang = data.source_lang or data.source_column, data.target_lang or data.target_column
     return write_model_card(
         out,
         title=f"{out.name}: a student distilled by llmdiet",
@@ -82,6 +84,6 @@ def write_student_card(
         provenance=summary["provenance"],
         results=results,
         demo=demo,
-        direction=f"{data.source_column}-{data.target_column}",
-        loading=f'```python\nfrom transformers import pipeline\ntranslate = pipeline("{task}", model="{out}")\n```',
+        direction=f"{source_lang}-{target_lang}",
+        loading=GENERATE_SNIPPET.replace("{out}", str(out)).replace("{prefix}", data.source_prefix or ""),
     )

@@ -21,6 +21,7 @@ from llmdiet.data import DataError
 from llmdiet.distill.presets import PRESETS, demo_preset, reference_defaults
 from llmdiet.distill.run import run
 from llmdiet.distill.settings import (
+    EARLY_TRAINER_FLAGS,
     DataArguments,
     DistillationArguments,
     DistillSettings,
@@ -39,7 +40,7 @@ def parse_settings(argv: list[str], prog: str = PROG) -> DistillSettings:
     """Command-line flags (with ``--preset``/``--config``) -> the run's settings, checked twice: llmdiet's own
     dataclasses and the common Trainer mistakes before transformers loads (~0.3 s), then everything."""
     early = precheck(
-        (DistillationArguments, DataArguments, TrainerFlagChecks),
+        (DistillationArguments, DataArguments, TrainerFlagChecks, *EARLY_TRAINER_FLAGS),
         argv,
         presets=PRESETS,
         prog=prog,

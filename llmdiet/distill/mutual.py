@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from llmdiet.compat import decoder_inputs_from_labels, keep_t5_head_untied
+
 STUDENTS = ("student_a", "student_b")
 
 
@@ -57,7 +59,7 @@ class MutualStudents(nn.Module):
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         student: Any = self.student_a
-        return student.prepare_decoder_input_ids_from_labels(labels=labels)
+        return decoder_inputs_from_labels(student, labels)
 
 
 def perturbed_copy(model: nn.Module, noise: float, seed: int) -> nn.Module:
@@ -74,7 +76,8 @@ def perturbed_copy(model: nn.Module, noise: float, seed: int) -> nn.Module:
 def save_students(model: MutualStudents, output_dir: str | Path, tokenizer: Any = None, safe: bool = True) -> None:
     for name in STUDENTS:
         target = Path(output_dir) / name
-        getattr(model, name).save_pretrained(target, safe_serialization=safe)
+        # transformers 5 always writes safetensors and has no safe_serialization flag
+        getattr(model, name).save_pretrained(target, **({} if safe else {"safe_serialization": False}))
         if tokenizer is not None:
             tokenizer.save_pretrained(target)
 
@@ -84,5 +87,5 @@ def load_students(model: MutualStudents, checkpoint: str | Path) -> None:
     from transformers import AutoModelForSeq2SeqLM
 
     for name in STUDENTS:
-        saved = AutoModelForSeq2SeqLM.from_pretrained(Path(checkpoint) / name)
+        saved = keep_t5_head_untied(AutoModelForSeq2SeqLM.from_pretrained(Path(checkpoint) / name))
         getattr(model, name).load_state_dict(saved.state_dict())

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from llmdiet.compat import warmup_option
 from llmdiet.demo import DEMO_MODEL_PREFIX
 
 
@@ -49,7 +50,7 @@ def demo_preset() -> dict:
         "save_strategy": "epoch",
         "save_total_limit": 2,
         "seed": 0,
-        "warmup_ratio": 0.05,
+        **warmup_option(0.05),  # warmup_ratio (4.x) or warmup_steps (5.x)
         "dataloader_num_workers": 0,
         "disable_tqdm": False,
         "predict_with_generate": True,

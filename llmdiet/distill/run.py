@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from llmdiet.config import ConfigError
+from llmdiet.constants import REFERENCE_PREFIX
 from llmdiet.data import ParallelRow, SkipReport, read_hub_dataset, read_parallel_file, take_rows, tokenize_rows
 from llmdiet.distill.card import plot_loss_curve, write_student_card
 from llmdiet.distill.methods import get_method
 from llmdiet.distill.settings import DataArguments, DistillationArguments, check_training_arguments
+from llmdiet.languages import apply_languages, default_prefix
 from llmdiet.modeling import load_seq2seq, parse_dtype, resolve_model
 from llmdiet.provenance import provenance
 
@@ -102,7 +104,7 @@ def _sequence_kd_rows(
         targets = generate_pseudo_labels(
             teacher_path,
             train_rows,
-            data.source_prefix,
+            data.source_prefix or "",  # resolved by setup_data before this runs
             path,
             num_beams=args.sequence_kd_beams,
             max_new_tokens=data.max_target_length,
@@ -118,6 +120,13 @@ def setup_data(
     args: DistillationArguments, data: DataArguments, training: Seq2SeqTrainingArguments, models: Models
 ) -> Data:
     train_rows, eval_rows, skipped = load_splits(data)
+    if data.source_prefix is None:  # the T5 task prefix is a T5-family default only
+        data.source_prefix = default_prefix(models.student.config.model_type, REFERENCE_PREFIX)
+    forced = apply_languages(models.tokenizer, data.source_lang, data.target_lang)
+    if forced is not None:  # in-training eval, sequence KD and every later use of the saved student
+        for model in (models.student, models.teacher):
+            if model is not None:
+                model.generation_config.forced_bos_token_id = forced
     if args.sequence_kd != "off":
         train_rows = _sequence_kd_rows(args, data, training, models.teacher_path, train_rows)
     tok = models.tokenizer

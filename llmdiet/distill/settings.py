@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
+from llmdiet.compat import transformers_major  # noqa: E402
 from llmdiet.config import ConfigError, check_range, coerce_fields, load_yaml
 from llmdiet.constants import (
     REFERENCE_DATASET,
@@ -111,7 +112,22 @@ class _RunArguments:
 
 
 @dataclass
-class DistillationArguments(*config_types(), _RunArguments):  # type: ignore[misc]  # bases: the registry's configs
+class _OverwriteFlag:
+    """``--overwrite_output_dir``: a Seq2SeqTrainingArguments flag in transformers 4.x, removed in 5.x; llmdiet's
+    output-directory guard reads it, so on 5.x llmdiet declares it itself (same name, same meaning)."""
+
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start over in an output_dir that holds checkpoints of another run."}
+    )
+
+
+_OWN_TRAINER_FLAGS = (_OverwriteFlag,) if transformers_major() >= 5 else ()
+# the flag for the early check: on 4.x it belongs to Seq2SeqTrainingArguments, which the early check does not parse
+EARLY_TRAINER_FLAGS = () if _OWN_TRAINER_FLAGS else (_OverwriteFlag,)
+
+
+@dataclass
+class DistillationArguments(*config_types(), _RunArguments, *_OWN_TRAINER_FLAGS):  # type: ignore[misc]  # bases: the registry's configs
     def __post_init__(self) -> None:
         check_range("teacher_cache_topk", self.teacher_cache_topk, 1)
         check_range("sequence_kd_beams", self.sequence_kd_beams, 1)
@@ -198,7 +214,27 @@ class DataArguments:
             "training rows). Dev rows that overlap a declared test set of the same data are refused."
         },
     )
-    source_prefix: str = field(default=REFERENCE_PREFIX, metadata={"help": "Prompt prefix of every source."})
+    source_prefix: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Prompt prefix of every source ('' = none). Default: the reference T5 prefix "
+            f"('{REFERENCE_PREFIX}') for T5-family students, none for other families."
+        },
+    )
+    source_lang: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Source language code of a multilingual tokenizer (M2M100 'en', NLLB 'eng_Latn', mBART-50 "
+            "'en_XX'); refused for one-direction models."
+        },
+    )
+    target_lang: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Target language code: the tokenizer's tgt_lang and the student's forced first token "
+            "(forced_bos_token_id, saved in its generation config)."
+        },
+    )
     max_source_length: int = field(
         default=256, metadata={"help": "Sources longer than this are truncated (and counted)."}
     )
@@ -296,9 +332,6 @@ class TrainerFlagChecks:
     learning_rate: Optional[float] = field(default=None, metadata={"help": "Peak learning rate."})
     fp16: Optional[bool] = field(default=None, metadata={"help": "Refused: T5 overflows in float16."})
     generation_max_length: Optional[int] = field(default=None, metadata={"help": "Refused: see --eval_max_new_tokens."})
-    overwrite_output_dir: Optional[bool] = field(
-        default=None, metadata={"help": "Start over in an output_dir with checkpoints."}
-    )
     resume_from_checkpoint: Optional[str] = field(default=None, metadata={"help": "latest, or a checkpoint folder."})
 
     def __post_init__(self) -> None:

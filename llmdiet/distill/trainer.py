@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, Seq2SeqTrainer
 
+from llmdiet.compat import decoder_inputs_from_labels
 from llmdiet.config import ConfigError
 from llmdiet.distill.losses import DistillationLoss
 from llmdiet.distill.methods import LossStep, get_method
@@ -109,7 +110,7 @@ class DistillationTrainer(Seq2SeqTrainer):
         model_inputs = {k: v for k, v in inputs.items() if k != "labels" and k not in cached}
         if "decoder_input_ids" not in model_inputs:
             student = self.accelerator.unwrap_model(model)
-            model_inputs["decoder_input_ids"] = student.prepare_decoder_input_ids_from_labels(labels=labels)
+            model_inputs["decoder_input_ids"] = decoder_inputs_from_labels(student, labels)
         step = LossStep(
             trainer=self,
             model=model,
@@ -172,7 +173,9 @@ class DistillationTrainer(Seq2SeqTrainer):
 
         output_dir = output_dir or self.args.output_dir or "."
         os.makedirs(output_dir, exist_ok=True)
-        save_students(model, output_dir, self.processing_class, self.args.save_safetensors)
+        save_students(
+            model, output_dir, self.processing_class, getattr(self.args, "save_safetensors", True)
+        )  # v5: always
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: Any, model: Any = None) -> Any:

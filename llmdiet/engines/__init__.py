@@ -38,6 +38,10 @@ class GenerationSettings:
     max_source_length: int | None = (
         512  # sources are truncated to this many tokens (None: never; T5 was trained on 512)
     )
+    # multilingual models (M2M100, NLLB, mBART-50): the tokenizer's language codes (llmdiet.languages);
+    # None: the tokenizer's and the model's generation config's own
+    source_lang: str | None = None
+    target_lang: str | None = None
 
     def tokenizer_options(self) -> dict:
         """Keyword arguments for the tokenizer call that encodes a batch of sources."""

@@ -84,14 +84,31 @@ class CTranslate2Backend(TranslationBackend):
 
     def source_tokens(self, sources: list[str], settings: GenerationSettings | None = None) -> list[list[str]]:
         options = settings.tokenizer_options() if settings is not None else {}
+        if settings is not None:
+            self._target_token(settings)  # sets the tokenizer's source language
         return [self.tokenizer.convert_ids_to_tokens(ids) for ids in self.tokenizer(sources, **options)["input_ids"]]
 
+    def _target_token(self, settings: GenerationSettings) -> str | None:
+        """The forced first target token: ``--target_lang``'s, else the model's (``forced_bos_token_id``)."""
+        from llmdiet.languages import apply_languages
+
+        forced = apply_languages(self.tokenizer, settings.source_lang, settings.target_lang)
+        if forced is not None:
+            return self.tokenizer.convert_ids_to_tokens(forced)
+        return self.artifact.get("target_prefix")
+
     def translate(self, sources: list[str], settings: GenerationSettings, on_first_token=None) -> list[Translation]:
-        options = {}
+        options: dict = {}
+        tokens = self.source_tokens(sources, settings)
+        target = self._target_token(settings)
+        if target:
+            options["target_prefix"] = [[target]] * len(sources)
+        if self.artifact.get("suppress_sequences"):
+            options["suppress_sequences"] = self.artifact["suppress_sequences"]
         if on_first_token is not None and settings.num_beams == 1:  # CTranslate2 calls back per token in greedy search
             options["callback"] = lambda step: on_first_token() if step.step == 0 and step.batch_id == 0 else None
         results = self.translator.translate_batch(
-            self.source_tokens(sources, settings),
+            tokens,
             beam_size=settings.num_beams,
             max_batch_size=-(-len(sources) // self.inter_threads) if self.inter_threads > 1 else 0,
             max_decoding_length=settings.max_new_tokens,

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import torch
 
+from llmdiet.compat import extended_attention_bias
+
 # generation_config attributes whose non-default values change greedy output; the static decoder does not implement them
 _UNSUPPORTED_GENERATION = {
     "repetition_penalty": 1.0,
@@ -134,7 +136,7 @@ class StaticCacheT5Decoder:
         encoded = model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         dtype = encoded.dtype
         # cross-attention: keys/values once per batch, the padding mask as T5's additive bias (zeros + mask)
-        inverted = model.invert_attention_mask(attention_mask)
+        inverted = extended_attention_bias(attention_mask, dtype)
         cross_bias = torch.zeros((1, self.n_heads, 1, encoded.shape[1]), dtype=dtype, device=device) + inverted.to(
             dtype
         )

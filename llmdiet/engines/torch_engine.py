@@ -7,10 +7,14 @@ and ``decoding="generate"`` use ``transformers``' ``generate``.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from llmdiet.engines import BackendError, GenerationSettings, Translation, TranslationBackend, register_backend
 from llmdiet.modeling import directory_bytes, load_seq2seq, module_bytes
+
+logger = logging.getLogger(__name__)
 
 
 def count_generated_tokens(sequences: torch.Tensor, eos_token_id: int) -> list[int]:
@@ -51,8 +55,11 @@ def generate_translations(
     With ``static_decoder`` (a :class:`StaticCacheT5Decoder`) greedy batches use it instead of ``generate``.
     ``on_first_token()`` is called once the first token of the batch is chosen (time-to-first-token).
     """
+    from llmdiet.languages import apply_languages
+
+    forced_bos = apply_languages(tokenizer, settings.source_lang, settings.target_lang)
     enc = tokenizer(sources, return_tensors="pt", padding=True, **settings.tokenizer_options()).to(device)
-    if static_decoder is not None and settings.num_beams == 1:
+    if static_decoder is not None and settings.num_beams == 1 and forced_bos is None:
         out = static_decoder.generate(
             enc["input_ids"],
             enc["attention_mask"],
@@ -71,6 +78,7 @@ def generate_translations(
             num_beams=settings.num_beams,
             do_sample=False,
             **({"streamer": streamer} if streamer else {}),
+            **({"forced_bos_token_id": forced_bos} if forced_bos is not None else {}),
         )
     texts = tokenizer.batch_decode(out, skip_special_tokens=True)
     counts = count_generated_tokens(out, tokenizer.eos_token_id)
@@ -109,6 +117,12 @@ class TorchSeq2SeqBackend(TranslationBackend):
             static_decoding_unsupported(self.model) if decoding == "static" else "decoding='generate' asked for"
         )
         self.static_decoder = None if self.static_unsupported else StaticCacheT5Decoder(self.model)
+        if decoding == "static" and self.static_unsupported:
+            logger.info(
+                "%s: static decoder not used (%s); decoding with transformers generate",
+                self.name,
+                self.static_unsupported,
+            )
 
     def translate(self, sources: list[str], settings: GenerationSettings, on_first_token=None) -> list[Translation]:
         return generate_translations(

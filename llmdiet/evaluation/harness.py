@@ -23,16 +23,17 @@ prefix, columns, limit) is refused, with a hint to use a new ``--out``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
-import shlex
 import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from llmdiet.artifacts import model_type_of
 from llmdiet.config import ConfigError, check_range, parse_config, precheck
 from llmdiet.constants import REFERENCE_PREFIX
 from llmdiet.data import DataError, ParallelRow, SkipReport
@@ -52,6 +53,7 @@ from llmdiet.evaluation.reports import (
     summary_markdown,
     write_json_atomic,
 )
+from llmdiet.languages import default_prefix, direction_languages, language_codes
 from llmdiet.modeling import resolve_model
 from llmdiet.provenance import provenance
 
@@ -109,9 +111,23 @@ class EvalArguments:
         default=False,
         metadata={"help": "Local TSV/CSV eval files have no header row: two columns, source then reference."},
     )
-    prefix: str = field(
-        default=REFERENCE_PREFIX,
-        metadata={"help": "Task prefix for local-file eval sets (YAML sets carry their own)."},
+    prefix: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Task prefix for local-file eval sets ('' = none). Default: the reference T5 prefix for T5-family "
+            "models, none for other families. YAML sets carry their own prefix, applied to T5-family models only."
+        },
+    )
+    source_lang: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Source language code of multilingual models (M2M100 'en', NLLB 'eng_Latn', mBART-50 'en_XX'); "
+            "default: each eval set's direction. Refused for models without language tokens."
+        },
+    )
+    target_lang: Optional[str] = field(
+        default=None,
+        metadata={"help": "Target language code (forced first token; CTranslate2 target_prefix); default as above."},
     )
     skip_bad_rows: bool = field(default=False, metadata={"help": "Skip (and count) bad rows instead of stopping."})
     warmup_batches: int = field(
@@ -150,7 +166,14 @@ class EvalArguments:
             raise ConfigError(f"--device must be cpu, cuda or cuda:N, got '{self.device}'")
 
     def generation_settings(self) -> GenerationSettings:
-        return GenerationSettings(self.max_new_tokens, self.min_new_tokens, self.num_beams, self.max_source_length)
+        return GenerationSettings(
+            self.max_new_tokens,
+            self.min_new_tokens,
+            self.num_beams,
+            self.max_source_length,
+            source_lang=self.source_lang,
+            target_lang=self.target_lang,
+        )
 
 
 # ----------------------------------------------------------------------------- command line
@@ -317,6 +340,19 @@ def read_samples(path: Path, rows: list[ParallelRow]) -> dict[int, dict]:
 # ----------------------------------------------------------------------------- one set
 
 
+def set_generation_settings(backend, spec: EvalSet, args: EvalArguments) -> GenerationSettings:
+    """The run's generation settings, with the set's direction as the languages of a multilingual model when
+    ``--source_lang`` / ``--target_lang`` are not given (one-direction models take none)."""
+    settings = args.generation_settings()
+    tokenizer = getattr(backend, "tokenizer", None)
+    if tokenizer is None or not language_codes(tokenizer):
+        return settings
+    source, target = direction_languages(spec.direction)
+    return dataclasses.replace(
+        settings, source_lang=settings.source_lang or source, target_lang=settings.target_lang or target
+    )
+
+
 def evaluate_set(
     backend, spec: EvalSet, rows: list[ParallelRow], set_dir: Path, args: EvalArguments, previous_timing: dict | None
 ) -> dict:
@@ -325,6 +361,7 @@ def evaluate_set(
     samples_path = set_dir / SAMPLES_FILE
     done = read_samples(samples_path, rows)
     prefixed = [spec.prefix + r.source for r in rows]
+    settings = set_generation_settings(backend, spec, args)
     lengths, unit = source_lengths(backend, prefixed)
     truncated = sum(n > args.max_source_length for n in lengths) if unit == "tokens" else None
     if truncated:
@@ -367,7 +404,7 @@ def evaluate_set(
             result = generate_all(
                 backend,
                 [prefixed[i] for i in todo],
-                args.generation_settings(),
+                settings,
                 args.batch_size,
                 warmup_batches=args.warmup_batches,
                 on_batch=write_batch,
@@ -388,7 +425,7 @@ def evaluate_set(
         result = generate_all(
             backend,
             prefixed,
-            args.generation_settings(),
+            settings,
             args.batch_size,
             warmup_batches=args.warmup_batches,
             progress=args.progress,
@@ -418,6 +455,7 @@ def evaluate_set(
             100 * degenerate["share"],
         )
     return {
+        "languages": {"source": settings.source_lang, "target": settings.target_lang},
         "metrics": metrics,
         "timing": timing,
         "num_samples": len(samples),
@@ -478,10 +516,18 @@ def _run_eval_locked(args: EvalArguments, command: list[str] | None) -> dict:
             v,
             source_column=args.source_column,
             reference_column=args.reference_column,
-            prefix=args.prefix,
+            prefix=REFERENCE_PREFIX if args.prefix is None else args.prefix,
             header=not args.no_header,
         )
         for v in args.eval_set
+    ]
+    # the T5 task prefix is for T5-family models only; an explicit --prefix on a local file is kept as asked
+    model_type = model_type_of(model_path)
+    specs = [
+        s
+        if (s.declared_in is None and args.prefix is not None)
+        else dataclasses.replace(s, prefix=default_prefix(model_type, s.prefix))
+        for s in specs
     ]
     loaded = {}
     for name, spec in zip(unique_set_names(specs), specs):
@@ -547,7 +593,7 @@ def _run_eval_locked(args: EvalArguments, command: list[str] | None) -> dict:
         "size": size,
         "sets": sets,
         "demo": any(spec.demo for spec, _, _ in loaded.values()) or args.model.startswith(DEMO_MODEL_PREFIX),
-        "provenance": provenance(args.seed, [shlex.quote(c) for c in (command or ["llmdiet", "eval"])]),
+        "provenance": provenance(args.seed, list(command or ["llmdiet", "eval"])),
     }
     results["provenance"]["cwd"] = os.getcwd()
     write_json_atomic(out / RESULTS_FILE, results)

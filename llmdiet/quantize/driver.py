@@ -128,8 +128,12 @@ def write_artifact_card(directory: Path, meta: dict) -> Path:
     ours = LLMDIET_LOADING.replace("{example}", REFERENCE_PREFIX + "Hello.").replace("{out}", "<this directory>")
     loading = ours
     if native:
+        from llmdiet.languages import default_prefix
+
         loading = (
-            native.replace("{out}", "<this directory>")
+            native.replace("{out}", "<this directory>").replace(
+                "{prefix}", default_prefix(meta.get("model_type"), REFERENCE_PREFIX)
+            )
             + "\n\nor, with llmdiet's harness settings:\n\n"
             + ours.split("\n(This")[0]
         )

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from llmdiet.artifacts import BackendError, check_no_meta_tensors, load_tensors, save_tensors
+from llmdiet.compat import keep_t5_head_untied
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +72,8 @@ def _skeleton(path: Path, dtype: torch.dtype):
     from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
     config = AutoConfig.from_pretrained(path)
-    with init_empty_weights(include_buffers=True):
-        model = AutoModelForSeq2SeqLM.from_config(config, dtype=dtype)
+    with init_empty_weights(include_buffers=False):
+        model = keep_t5_head_untied(AutoModelForSeq2SeqLM.from_config(config, dtype=dtype))
     return model
 
 
@@ -196,7 +197,7 @@ def load_torchao(path: str | Path, device: str = "cpu"):
 
 def save_bf16_copy(model, tokenizer, out: str | Path) -> None:
     """``torch-bf16``: a bfloat16 ``save_pretrained`` copy (loaded by the ``torch-bf16`` backend)."""
-    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+    model.to(torch.bfloat16).save_pretrained(out)  # safetensors (the default in 4.57 and 5.x)
     tokenizer.save_pretrained(out)
 
 

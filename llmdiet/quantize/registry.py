@@ -50,6 +50,14 @@ _ONNX_LOADING = (
     'tokenizer = AutoTokenizer.from_pretrained("{out}")\n```'
 )
 _ONNX = ("optimum.onnxruntime", "onnxruntime")
+# loads and translates on transformers 4.57 and 5.x (5.x removed the "translation" pipeline task)
+GENERATE_SNIPPET = (
+    "```python\nfrom transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n"
+    'tokenizer = AutoTokenizer.from_pretrained("{out}")\n'
+    'model = AutoModelForSeq2SeqLM.from_pretrained("{out}")\n'
+    'batch = tokenizer(["{prefix}The city is beautiful."], return_tensors="pt")\n'
+    "print(tokenizer.batch_decode(model.generate(**batch, max_new_tokens=64), skip_special_tokens=True))\n```"
+)
 _Q = "llmdiet.quantize"
 
 METHODS: dict[str, Method] = {
@@ -144,8 +152,7 @@ METHODS: dict[str, Method] = {
             "llmdiet.engines.torch_engine",
             "torch",
             in_memory=f"{_Q}.gpu_int8:bf16_in_memory",
-            loading="```python\nfrom transformers import pipeline\n"
-            'translate = pipeline("translation", model="{out}")\n```',
+            loading=GENERATE_SNIPPET,
         ),
     )
 }
@@ -185,9 +192,15 @@ def get_method(name: str, device: str = "cpu") -> Method:
     method = METHODS[name]
     missing = missing_libraries(method)
     if missing:
+        hint = (
+            "; install the ONNX extra: pip install -c constraints-onnx.txt -e '.[onnx]' (optimum-onnx 0.1.0 needs "
+            "transformers<4.58; README 'Supported versions')"
+            if name.startswith("onnx")
+            else ""
+        )
         raise BackendError(
             f"method '{name}' needs {', '.join(missing)}, which is not installed "
-            f"(usable here: {', '.join(available_methods()) or 'none'})"
+            f"(usable here: {', '.join(available_methods()) or 'none'}){hint}"
         )
     kind = device.split(":", 1)[0]
     if kind not in method.devices:

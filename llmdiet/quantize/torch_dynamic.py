@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from llmdiet.artifacts import BackendError, check_no_meta_tensors, load_tensors, save_tensors, trim_heap
+from llmdiet.compat import keep_t5_head_untied
 
 WEIGHTS_FILE = "model_int8.safetensors"
 FORMAT = "llmdiet-dynamic-int8/1"
@@ -118,8 +119,9 @@ def load_dynamic_int8(path: str | Path) -> nn.Module:
         raise BackendError(f"{path / WEIGHTS_FILE}: format '{metadata.get('format')}' is not {FORMAT}")
     layout = json.loads(metadata["quantized_linears"])
     config = AutoConfig.from_pretrained(path)
-    with init_empty_weights(include_buffers=True):
-        model = AutoModelForSeq2SeqLM.from_config(config)
+    # buffers are built for real: the non-persistent ones (M2M100's sinusoidal position table) are not in the file
+    with init_empty_weights(include_buffers=False):
+        model = keep_t5_head_untied(AutoModelForSeq2SeqLM.from_config(config))
     packed: dict[str, list[Any]] = {
         name: [tensors.pop(f"{name}.{part}") for part in ("weight_int8", "weight_scale", "weight_zero_point")]
         + [tensors.pop(f"{name}.bias", None)]

@@ -25,7 +25,7 @@ from llmdiet.config import ConfigError, check_range, parse_config, precheck
 from llmdiet.distill.presets import demo_preset as distill_demo_preset
 from llmdiet.distill.presets import reference_defaults
 from llmdiet.distill.run import run
-from llmdiet.distill.settings import DataArguments, DistillationArguments, TrainerFlagChecks
+from llmdiet.distill.settings import EARLY_TRAINER_FLAGS, DataArguments, DistillationArguments, TrainerFlagChecks
 from llmdiet.modeling import resolve_model
 
 if TYPE_CHECKING:
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     presets = {"reference": reference_defaults, "demo": demo_preset}
     precheck(
-        (SweepArguments, DistillationArguments, DataArguments, TrainerFlagChecks),
+        (SweepArguments, DistillationArguments, DataArguments, TrainerFlagChecks, *EARLY_TRAINER_FLAGS),
         argv,
         presets=presets,
         prog="recipes/alpha_sweep.py",

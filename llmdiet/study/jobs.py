@@ -267,6 +267,21 @@ def _preset_value(cfg: StudyConfig, key: str):
     return PRESETS[preset]().get(key) if preset in PRESETS else None
 
 
+def usable_quantize_methods(cfg) -> list[str]:
+    """The study's quantization methods whose libraries are installed; the others (the onnx-* methods without the
+    ONNX extra) are left out with one logged line and listed in results.json (``quantize_left_out``)."""
+    from llmdiet.quantize import METHODS, missing_libraries
+
+    left = [m for m in cfg.quantize.methods if missing_libraries(METHODS[m])]
+    if left:
+        logger.warning(
+            "study: quantization method(s) %s left out: their libraries are not installed (the onnx-* methods need "
+            "the ONNX extra: pip install -c constraints-onnx.txt -e '.[onnx]', README 'Supported versions')",
+            ", ".join(left),
+        )
+    return [m for m in cfg.quantize.methods if m not in left]
+
+
 def build_plan(cfg: StudyConfig) -> StudyPlan:
     """Every model and job of the study, in dependency order, with fingerprints."""
     from llmdiet.fingerprint import digest, file_sha256
@@ -316,7 +331,7 @@ def build_plan(cfg: StudyConfig) -> StudyPlan:
     for base in list(models.values()):  # the teacher, and the trained students (distill-then-quantize)
         if base.role == "vanilla" or (base.role == "student" and "all" not in wanted and base.label not in wanted):
             continue
-        for method in cfg.quantize.methods:
+        for method in usable_quantize_methods(cfg):
             label = f"{base.label}+{method}"
             params = {"method": method, "seed": cfg.seed}
             if METHODS[method].calibrated:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from llmdiet.evaluation.reports import MB, size_mb  # MB = 10^6 bytes, as in llmdiet eval
+from llmdiet.quantize.registry import METHODS as QUANTIZE_METHODS
+from llmdiet.quantize.registry import missing_libraries
 from llmdiet.study.jobs import TEACHER, VANILLA, StudyPlan, status
 
 logger = logging.getLogger(__name__)
@@ -263,6 +265,7 @@ def collect(plan: StudyPlan) -> dict:
             "alphas": cfg.alphas,
             "methods": cfg.methods,
             "quantize": cfg.quantize.methods,
+            "quantize_left_out": [m for m in cfg.quantize.methods if missing_libraries(QUANTIZE_METHODS[m])],
             "in_domain": set_names(plan)["in_domain"],
             "out_of_domain": set_names(plan)["out_of_domain"],
             "dev": set_names(plan)["dev"],

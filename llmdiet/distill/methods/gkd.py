@@ -17,6 +17,7 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from llmdiet.compat import decoder_inputs_from_labels
 from llmdiet.config import check_range
 from llmdiet.distill.methods import DistillationMethod, LossStep, register
 from llmdiet.distill.methods.kd import KDConfig, divergence_text, kd_loss
@@ -125,7 +126,7 @@ def sampled_targets(trainer: Any, model: Any, inputs: dict) -> dict | None:
         "input_ids": inputs["input_ids"],
         "attention_mask": inputs["attention_mask"],
         "labels": labels,
-        "decoder_input_ids": student.prepare_decoder_input_ids_from_labels(labels=labels),
+        "decoder_input_ids": decoder_inputs_from_labels(student, labels),
     }
 
 
