@@ -7,7 +7,6 @@ must behave the same on both asks here instead of testing version numbers itself
 
 from __future__ import annotations
 
-import dataclasses
 from functools import cache
 from typing import Any
 
@@ -20,17 +19,10 @@ def transformers_major() -> int:
     return int(version("transformers").split(".")[0])
 
 
-@cache
-def training_argument_names() -> frozenset[str]:
-    from transformers import Seq2SeqTrainingArguments
-
-    return frozenset(f.name for f in dataclasses.fields(Seq2SeqTrainingArguments))
-
-
 def warmup_option(ratio: float) -> dict[str, Any]:
     """A linear warmup over ``ratio`` of the training steps: ``warmup_ratio`` in 4.x; 5.x folded it into
     ``warmup_steps`` (a float in [0, 1) is a ratio)."""
-    if "warmup_ratio" in training_argument_names():
+    if transformers_major() < 5:  # read from metadata: presets are built before transformers loads
         return {"warmup_ratio": ratio}
     return {"warmup_steps": ratio}
 
@@ -47,14 +39,39 @@ def extended_attention_bias(attention_mask, dtype):
 T5_TYPES = ("t5", "mt5", "umt5", "longt5")
 
 
-def keep_t5_head_untied(model):
+def t5_scales_decoder_output(config) -> bool:
+    """Whether a T5 multiplies the last decoder state by d_model**-0.5 before ``lm_head`` (original T5, tied; not
+    T5 v1.1 / flan-T5). 5.x says it in ``scale_decoder_outputs`` and always reports ``tie_word_embeddings: true``;
+    4.x reads ``tie_word_embeddings``."""
+    scaled = getattr(config, "scale_decoder_outputs", None)
+    if scaled is not None:
+        return bool(scaled)
+    if getattr(config, "model_type", None) == "mt5" and transformers_major() >= 5:
+        return False  # 5.x's mT5 never scales (and always reports tie_word_embeddings: true)
+    return bool(getattr(config, "tie_word_embeddings", True))
+
+
+def use_eager_attention(model) -> None:
+    """Run ``model`` with eager attention (matmul, + position bias, + mask, softmax), T5's only implementation in 4.x.
+    transformers 5 picks SDPA for T5, whose kernels round differently: llmdiet's static decoder computes the eager
+    arithmetic, and its ids equal ``generate``'s only when the model runs eager too."""
+    if getattr(model.config, "_attn_implementation", "eager") in (None, "eager"):
+        return
+    setter = getattr(model, "set_attn_implementation", None)
+    if setter is not None:
+        setter("eager")
+    else:  # pragma: no cover - a transformers without the setter
+        model.config._attn_implementation = "eager"
+
+
+def t5_as_in_4x(model):
     """flan-T5 and mT5 have an ``lm_head`` of their own (``tie_word_embeddings: false``). transformers 5 ties it to the
     shared embedding whenever a T5 is built from a config (and writes ``tie_word_embeddings: true`` with
     ``scale_decoder_outputs: false``), which silently drops 16.4M of flan-T5-small's 77.0M parameters from random-init
     benchmark shapes and makes a saved student load *tied* (and wrong) in transformers 4.x. Called after every build
     and load: an untied T5 gets its own ``lm_head`` back (4.x's initialisation, normal(0, initializer_factor)) and a
     config that says untied on both majors. Tied T5 checkpoints (original T5) and other families are left as they are.
-    Returns ``model``.
+    T5s also run eager attention, as in 4.x (see :func:`use_eager_attention`). Returns ``model``.
     """
     import torch
 
@@ -62,7 +79,8 @@ def keep_t5_head_untied(model):
     head, shared = getattr(model, "lm_head", None), getattr(model, "shared", None)
     if getattr(config, "model_type", None) not in T5_TYPES or head is None or shared is None:
         return model
-    untied = getattr(config, "scale_decoder_outputs", None) is False or not getattr(config, "tie_word_embeddings", True)
+    use_eager_attention(model)
+    untied = not t5_scales_decoder_output(config)  # flan-T5 and mT5: their own lm_head, no output scaling
     if not untied:
         return model
     if head.weight is shared.weight:  # built from a config by transformers 5

@@ -37,7 +37,12 @@ def language_codes(tokenizer) -> list[str]:
         if isinstance(table, dict) and table:
             return list(table)
     if hasattr(tokenizer, "src_lang"):  # NLLB / mBART fast tokenizers: codes are special tokens
-        return [t for t in getattr(tokenizer, "additional_special_tokens", []) if "_" in t]
+        # additional_special_tokens (transformers 4.x) or extra_special_tokens (5.x)
+        for attribute in ("additional_special_tokens", "extra_special_tokens"):
+            tokens = getattr(tokenizer, attribute, None) or []
+            codes = [t for t in tokens if isinstance(t, str) and "_" in t]
+            if codes:
+                return codes
     return []
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmdiet.compat import keep_t5_head_untied
+from llmdiet.compat import t5_as_in_4x
 
 if TYPE_CHECKING:  # torch and transformers load only when a model does
     import torch
@@ -51,7 +52,8 @@ def load_seq2seq(name_or_path: str, dtype: torch.dtype | None = None, tokenizer_
     from safetensors import SafetensorError
 
     try:
-        model = keep_t5_head_untied(AutoModelForSeq2SeqLM.from_pretrained(name_or_path, dtype=dtype))
+        with no_local_progress_bar(local.is_dir()):
+            model = t5_as_in_4x(AutoModelForSeq2SeqLM.from_pretrained(name_or_path, dtype=dtype))
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ModelLoadError(
@@ -61,12 +63,45 @@ def load_seq2seq(name_or_path: str, dtype: torch.dtype | None = None, tokenizer_
     return model.eval(), tokenizer
 
 
+@contextmanager
+def no_local_progress_bar(active: bool = True):
+    """Hide transformers 5's "Loading weights" bar for a local checkpoint (one line per error stays one line); hub
+    downloads keep their progress bars."""
+    if not active:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
+# files any tokenizer directory has at least one of (fast, SentencePiece, Marian, BPE/WordPiece vocabularies)
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "source.spm",
+    "vocab.json",
+    "vocab.txt",
+)
+
+
 def load_tokenizer_for(name_or_path: str, tokenizer_path: str | None = None):
     """The tokenizer of ``tokenizer_path`` or else of the model itself; one clear line when there is none."""
     from transformers import AutoTokenizer
 
     source = str(tokenizer_path or name_or_path)
     try:
+        if Path(source).is_dir() and not any((Path(source) / f).is_file() for f in TOKENIZER_FILES):
+            # transformers 5 builds an empty default tokenizer from config.json alone: refuse instead
+            raise OSError(f"{source}: none of {', '.join(TOKENIZER_FILES)}")
         return AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError, TypeError) as err:
         if tokenizer_path:

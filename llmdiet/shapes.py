@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
-from llmdiet.compat import keep_t5_head_untied
+from llmdiet.compat import t5_as_in_4x
 
 _COMMON = dict(
     vocab_size=32128,
@@ -48,6 +48,6 @@ def flan_t5_config(name: str) -> T5Config:
 def random_flan_t5(name: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> T5ForConditionalGeneration:
     """A random-init model with the exact architecture of ``google/<name>``."""
     torch.manual_seed(seed)
-    model: Any = keep_t5_head_untied(T5ForConditionalGeneration(flan_t5_config(name)))
+    model: Any = t5_as_in_4x(T5ForConditionalGeneration(flan_t5_config(name)))
     model = model.to(dtype)
     return model.eval()

@@ -52,9 +52,10 @@ def tiny_tokenizer(demo_assets):
 
 @pytest.fixture
 def tiny_teacher(demo_assets):
-    from transformers import AutoModelForSeq2SeqLM
+    """The demo teacher as llmdiet loads it (transformers 5: flan-T5's own lm_head, eager attention as in 4.x)."""
+    from llmdiet.modeling import load_seq2seq
 
-    return AutoModelForSeq2SeqLM.from_pretrained(demo_assets.teacher).eval()
+    return load_seq2seq(str(demo_assets.teacher))[0].eval()
 
 
 @pytest.fixture

@@ -136,14 +136,15 @@ def test_kd_goes_down_on_demo_and_outputs_are_usable(demo_assets, tmp_path):
     assert (out / "model.safetensors").exists()
     assert not any("teacher" in p.name for p in out.iterdir())
 
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     student = AutoModelForSeq2SeqLM.from_pretrained(out)
     assert student.config.d_model == 48  # the student (the demo teacher has 64)
-    translate = pipeline("translation_en_to_fr", model=str(out), tokenizer=str(out), device="cpu")
-    result = translate("translate English to French: The children read a book.", max_new_tokens=12)
-    assert isinstance(result[0]["translation_text"], str)
-    assert AutoTokenizer.from_pretrained(out).pad_token_id == 0
+    tok = AutoTokenizer.from_pretrained(out)
+    batch = tok(["translate English to French: The children read a book."], return_tensors="pt")
+    text = tok.batch_decode(student.generate(**batch, max_new_tokens=12), skip_special_tokens=True)[0]
+    assert text.strip() and tok.pad_token_id == 0
+    assert student.lm_head.weight.data_ptr() != student.shared.weight.data_ptr()  # flan-T5's own head, also on 5.x
 
 
 def test_alpha_zero_equals_plain_fine_tuning(demo_assets, tmp_path):

@@ -34,21 +34,25 @@ def test_generated_sequences_become_labels_masked_after_the_first_eos():
     ]
 
 
-def _trainer(demo_assets, tmp_path, lmbda, seed=0):
+def _trainer(demo_assets, tmp_path, lmbda, seed=0, batch_size=8, accumulation=1):
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
 
+    from llmdiet.compat import t5_as_in_4x
     from llmdiet.data import read_parallel_file, tokenize_rows
     from llmdiet.demo import DEMO_EN_FR
     from llmdiet.distill.trainer import DistillationTrainer
 
     tok = AutoTokenizer.from_pretrained(demo_assets.tokenizer)
-    teacher = AutoModelForSeq2SeqLM.from_pretrained(demo_assets.teacher)
-    student = AutoModelForSeq2SeqLM.from_pretrained(demo_assets.student)
+    # as llmdiet loads them: on transformers 5, eager attention (SDPA's rounding depends on the batch's padding,
+    # so 16 rows at once and 2 x 8 would sample different targets)
+    teacher = t5_as_in_4x(AutoModelForSeq2SeqLM.from_pretrained(demo_assets.teacher))
+    student = t5_as_in_4x(AutoModelForSeq2SeqLM.from_pretrained(demo_assets.student))
     ds, _ = tokenize_rows(read_parallel_file(DEMO_EN_FR, "en", "fr")[:16], tok, "translate English to French: ", 64, 64)
     args = Seq2SeqTrainingArguments(
         output_dir=str(tmp_path),
         max_steps=2,
-        per_device_train_batch_size=8,
+        per_device_train_batch_size=batch_size,  # given at construction: 5.x's Trainer keeps the batch size it saw
+        gradient_accumulation_steps=accumulation,
         report_to="none",
         save_strategy="no",
         use_cpu=True,
@@ -175,8 +179,9 @@ def test_gkd_under_accelerate_launch(demo_assets, tmp_path):
 
 
 def _gkd_step(demo_assets, tmp_path, batch_size, accumulation, divergence_temperature=1.0):
-    trainer, student, _, _ = _trainer(demo_assets, tmp_path, lmbda=1.0)
-    trainer.args.per_device_train_batch_size, trainer.args.gradient_accumulation_steps = batch_size, accumulation
+    trainer, student, _, _ = _trainer(
+        demo_assets, tmp_path, lmbda=1.0, batch_size=batch_size, accumulation=accumulation
+    )
     trainer.args.max_steps = 1
     trainer.args.optim = OptimizerNames.SGD  # Adam's first step hides a scaled gradient; SGD shows it
     trainer.method_config.gkd_temperature = 1e-4  # sampling ~ greedy

@@ -10,6 +10,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "llmdiet"
 # layer of each top-level part of llmdiet; a module may import only parts of its own layer or below
 LAYERS = {
     "constants": 0,
+    "compat": 0,
+    "languages": 0,
     "config": 0,
     "data": 0,
     "modeling": 0,

@@ -119,7 +119,8 @@ def test_the_demo_teacher_is_good_but_not_perfect(demo_assets, tmp_path):
         )
     )
     for name in ("demo-en-fr", "demo-en-fr-dev"):
-        assert 40 <= res["sets"][name]["metrics"]["bleu"] <= 85, res["sets"][name]["metrics"]["bleu"]
+        # measured: ~80 (torch 2.13 + transformers 4.57), 85.5 (torch 2.15 + transformers 5.24); far from 100
+        assert 40 <= res["sets"][name]["metrics"]["bleu"] <= 90, res["sets"][name]["metrics"]["bleu"]
     assert res["sets"]["demo-en-fr"]["num_samples"] == 600
     counted = res["size"]["disk_counted"]
     assert "model.safetensors" in counted and res["size"]["disk_bytes"] > 0

@@ -112,9 +112,9 @@ def build_tiny_t5(role: str, vocab_size: int, seed: int = 0) -> T5ForConditional
     from transformers import T5ForConditionalGeneration
 
     torch.manual_seed(seed)
-    from llmdiet.compat import keep_t5_head_untied
+    from llmdiet.compat import t5_as_in_4x
 
-    return keep_t5_head_untied(T5ForConditionalGeneration(tiny_t5_config(role, vocab_size)))
+    return t5_as_in_4x(T5ForConditionalGeneration(tiny_t5_config(role, vocab_size)))
 
 
 @dataclass

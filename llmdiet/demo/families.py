@@ -114,9 +114,10 @@ def build_tokenizer(family: str, directory: Path):
         pieces = specials + [p for p in _spm_pieces(model) if p not in specials]
         vocab = {piece: i for i, piece in enumerate(pieces)}
         (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-        tok = M2M100Tokenizer(
-            str(directory / "vocab.json"), str(directory / "sentencepiece.bpe.model"), src_lang="en", tgt_lang="fr"
-        )
+        files = (str(directory / "vocab.json"), str(directory / "sentencepiece.bpe.model"))
+        languages = list(M2M100Tokenizer(*files).lang_token_to_id)
+        # as in the released M2M100 tokenizers: the language tokens are additional special tokens
+        tok = M2M100Tokenizer(*files, src_lang="en", tgt_lang="fr", additional_special_tokens=languages)
     else:
         raise ValueError(f"unknown family {family!r} (families: {', '.join(FAMILIES)})")
     tok.save_pretrained(directory)
@@ -130,8 +131,8 @@ def build_config(family: str, role: str, tok):
     size = SIZES[role]
     d, layers, heads = size["d"], size["layers"], size["heads"]
     vocab = len(tok)
-    if family == "m2m100":  # the language tokens come after the SentencePiece vocabulary, outside len(tok)
-        vocab = max(vocab, 1 + max(tok.lang_token_to_id.values()))
+    if family == "m2m100":  # as released: the vocabulary, then the language tokens, then 8 "madeup" words
+        vocab = max(vocab, 1 + max(tok.lang_token_to_id.values())) + getattr(tok, "num_madeup_words", 8)
     if family in ("t5", "mt5"):
         return AutoConfig.for_model(
             family,
@@ -203,14 +204,14 @@ def build_family_pair(family: str, root: str | Path, teacher_steps: int = 300, s
     import torch
     from transformers import AutoModelForSeq2SeqLM
 
-    from llmdiet.compat import keep_t5_head_untied
+    from llmdiet.compat import t5_as_in_4x
 
     root = Path(root)
     tok = build_tokenizer(family, root / "tokenizer")
     paths: dict[str, Path] = {}
     for role, role_seed in (("teacher", seed), ("student", seed + 1)):
         torch.manual_seed(role_seed)
-        model = keep_t5_head_untied(AutoModelForSeq2SeqLM.from_config(build_config(family, role, tok)))
+        model = t5_as_in_4x(AutoModelForSeq2SeqLM.from_config(build_config(family, role, tok)))
         if family == "m2m100":
             model.generation_config.forced_bos_token_id = tok.get_lang_id("fr")
         if role == "teacher" and teacher_steps:

@@ -77,7 +77,7 @@ def write_student_card(
         how=(
             f"Student `{summary['resolved_models']['student']}` distilled from teacher `{args.teacher_model}` with "
             f"llmdiet: {args.card_text()}; {data.train_rows} training rows from "
-            f"{data.data_files or data.dataset_name}, prefix `{data.source_prefix}`."
+            f"{data.data_files or data.dataset_name}, prefix `{summary.get('source_prefix', data.source_prefix)}`."
         ),
         command=command if isinstance(command, str) else " ".join(command),
         size={"parameters": f"{summary['parameters']:,}", "disk (MB)": f"{directory_bytes(out) / 1e6:.1f}"},
@@ -85,5 +85,5 @@ def write_student_card(
         results=results,
         demo=demo,
         direction=f"{source_lang}-{target_lang}",
-        loading=GENERATE_SNIPPET.replace("{out}", str(out)).replace("{prefix}", data.source_prefix or ""),
+        loading=GENERATE_SNIPPET.replace("{out}", str(out)).replace("{prefix}", summary.get("source_prefix") or ""),
     )

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from llmdiet.compat import decoder_inputs_from_labels, keep_t5_head_untied
+from llmdiet.compat import decoder_inputs_from_labels, t5_as_in_4x
 
 STUDENTS = ("student_a", "student_b")
 
@@ -87,5 +87,5 @@ def load_students(model: MutualStudents, checkpoint: str | Path) -> None:
     from transformers import AutoModelForSeq2SeqLM
 
     for name in STUDENTS:
-        saved = keep_t5_head_untied(AutoModelForSeq2SeqLM.from_pretrained(Path(checkpoint) / name))
+        saved = t5_as_in_4x(AutoModelForSeq2SeqLM.from_pretrained(Path(checkpoint) / name))
         getattr(model, name).load_state_dict(saved.state_dict())

@@ -52,6 +52,7 @@ class Data:
     eval_rows: list
     truncation: dict
     skipped: SkipReport
+    source_prefix: str = ""  # the prefix used: --source_prefix, else the family's default (T5 prefix for T5 only)
 
 
 # ----------------------------------------------------------------------------- data
@@ -96,6 +97,7 @@ def _sequence_kd_rows(
     training: Seq2SeqTrainingArguments,
     teacher_path: str,
     train_rows: list[ParallelRow],
+    prefix: str,
 ) -> list[ParallelRow]:
     from llmdiet.distill.pseudo_labels import apply_pseudo_labels, generate_pseudo_labels
 
@@ -104,7 +106,7 @@ def _sequence_kd_rows(
         targets = generate_pseudo_labels(
             teacher_path,
             train_rows,
-            data.source_prefix or "",  # resolved by setup_data before this runs
+            prefix,
             path,
             num_beams=args.sequence_kd_beams,
             max_new_tokens=data.max_target_length,
@@ -120,24 +122,20 @@ def setup_data(
     args: DistillationArguments, data: DataArguments, training: Seq2SeqTrainingArguments, models: Models
 ) -> Data:
     train_rows, eval_rows, skipped = load_splits(data)
-    if data.source_prefix is None:  # the T5 task prefix is a T5-family default only
-        data.source_prefix = default_prefix(models.student.config.model_type, REFERENCE_PREFIX)
+    # the T5 task prefix is a T5-family default only (the settings keep None: "the family's default")
+    prefix = default_prefix(models.student.config.model_type, REFERENCE_PREFIX, data.source_prefix)
     forced = apply_languages(models.tokenizer, data.source_lang, data.target_lang)
     if forced is not None:  # in-training eval, sequence KD and every later use of the saved student
         for model in (models.student, models.teacher):
             if model is not None:
                 model.generation_config.forced_bos_token_id = forced
     if args.sequence_kd != "off":
-        train_rows = _sequence_kd_rows(args, data, training, models.teacher_path, train_rows)
+        train_rows = _sequence_kd_rows(args, data, training, models.teacher_path, train_rows, prefix)
     tok = models.tokenizer
-    train_ds, train_trunc = tokenize_rows(
-        train_rows, tok, data.source_prefix, data.max_source_length, data.max_target_length
-    )
+    train_ds, train_trunc = tokenize_rows(train_rows, tok, prefix, data.max_source_length, data.max_target_length)
     eval_ds, eval_trunc = None, None
     if eval_rows:
-        eval_ds, eval_trunc = tokenize_rows(
-            eval_rows, tok, data.source_prefix, data.max_source_length, data.max_target_length
-        )
+        eval_ds, eval_trunc = tokenize_rows(eval_rows, tok, prefix, data.max_source_length, data.max_target_length)
     elif training.eval_strategy != "no":
         training.eval_strategy = "no"
     return Data(
@@ -146,6 +144,7 @@ def setup_data(
         eval_rows,
         {"train": train_trunc.as_dict(), "eval": eval_trunc.as_dict() if eval_trunc else None},
         skipped,
+        prefix,
     )
 
 
@@ -244,12 +243,11 @@ def build_compute_metrics(tokenizer: Any, references: list[str]) -> Any:
     change them.) With the same generation settings as ``llmdiet eval``, the in-training BLEU of a model equals
     the harness's BLEU on the same rows. The Trainer keeps the eval set's order, so prediction i is row i.
     """
-    import numpy as np
 
-    from llmdiet.evaluation.metrics import corpus_scores
+    from llmdiet.evaluation.metrics import corpus_scores, generated_ids
 
     def compute_metrics(prediction: Any) -> dict:
-        preds = np.where(prediction.predictions < 0, tokenizer.pad_token_id, prediction.predictions)
+        preds = generated_ids(prediction.predictions, tokenizer.pad_token_id)
         hyps = [t.strip() for t in tokenizer.batch_decode(preds, skip_special_tokens=True)]
         if len(hyps) != len(references):
             raise RuntimeError(f"{len(hyps)} eval predictions for {len(references)} references")
@@ -419,6 +417,7 @@ def save(
             "student": models.student_path,
         },
         "truncation": data.truncation,
+        "source_prefix": data.source_prefix,
         "skipped_rows": {"total": data.skipped.total, "by_reason": dict(data.skipped.reasons)},
         "provenance": provenance(seed=training.seed, command=command),
         "world_size": trainer.accelerator.num_processes,

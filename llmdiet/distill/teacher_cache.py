@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from llmdiet.compat import decoder_inputs_from_labels
 from llmdiet.config import ConfigError
 from llmdiet.fingerprint import check_parts
 
@@ -59,6 +60,8 @@ def _shard_tensors(
         ]
         batch = {key: v.to(device) for key, v in collator(feats).items()}
         labels = batch.pop("labels")
+        if "decoder_input_ids" not in batch:  # collators add them only for models with prepare_decoder_input_ids...
+            batch["decoder_input_ids"] = decoder_inputs_from_labels(teacher, labels)
         logits = teacher(**batch, use_cache=False).logits.float()
         top = torch.log_softmax(logits / temperature, dim=-1).topk(k, dim=-1)
         for row, feat in enumerate(feats):

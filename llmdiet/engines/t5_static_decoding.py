@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from llmdiet.compat import extended_attention_bias
+from llmdiet.compat import extended_attention_bias, t5_scales_decoder_output, use_eager_attention
 
 # generation_config attributes whose non-default values change greedy output; the static decoder does not implement them
 _UNSUPPORTED_GENERATION = {
@@ -73,11 +73,12 @@ class StaticCacheT5Decoder:
         if why:
             raise ValueError(f"static-cache decoding does not support this model: {why}")
         self.model = model
+        use_eager_attention(model)
         config = model.config
         gen = getattr(model, "generation_config", None)
         self.n_heads, self.d_kv = config.num_heads, config.d_kv
         self.inner = self.n_heads * self.d_kv
-        self.tied = bool(getattr(config, "tie_word_embeddings", True))
+        self.tied = t5_scales_decoder_output(config)  # original T5 scales before lm_head; flan-T5 does not
         self.scale = config.d_model**-0.5
         start = getattr(gen, "decoder_start_token_id", None)
         self.start_id = config.decoder_start_token_id if start is None else start

@@ -163,17 +163,28 @@ def metric_for_evaluate(key: str, hypotheses: list[str], references: list[str]) 
     return {"rougeL": rouge_l(hypotheses, references), "tokenizer": ROUGE_TOKENIZER_NAME}
 
 
+def generated_ids(predictions, pad_token_id: int) -> list[list[int]]:
+    """A Seq2SeqTrainer's generated ids (an array, or a tuple whose first item is one, as transformers 5 may give)
+    as lists of ints, with the -100 padding replaced by the pad id."""
+    import numpy as np
+
+    if isinstance(predictions, (tuple, list)) and predictions and not np.isscalar(predictions[0]):
+        first = np.asarray(predictions[0])
+        predictions = first if first.ndim == 2 else predictions
+    array = np.asarray(predictions)
+    return np.where(array < 0, pad_token_id, array).astype(np.int64).tolist()
+
+
 def seq2seq_compute_metrics(tokenizer, metric_names=("bleu", "chrf", "rougeL")):
     """A ``compute_metrics`` for a user's own ``Seq2SeqTrainer(predict_with_generate=True)`` built on the
     ``evaluate`` modules above (references decoded from the labels: pass raw strings where you have them)."""
     import evaluate
-    import numpy as np
 
     modules = {name: evaluate.load(metric_module_path(name)) for name in metric_names}
 
     def compute_metrics(prediction) -> dict:
-        preds = np.where(prediction.predictions < 0, tokenizer.pad_token_id, prediction.predictions)
-        labels = np.where(prediction.label_ids < 0, tokenizer.pad_token_id, prediction.label_ids)
+        preds = generated_ids(prediction.predictions, tokenizer.pad_token_id)
+        labels = generated_ids(prediction.label_ids, tokenizer.pad_token_id)
         hyps = [t.strip() for t in tokenizer.batch_decode(preds, skip_special_tokens=True)]
         refs = [t.strip() for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
         return {name: module.compute(predictions=hyps, references=refs)[name] for name, module in modules.items()}

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from llmdiet.artifacts import BackendError
+from llmdiet.compat import t5_scales_decoder_output
 
 TOKENIZER_DIR = "tokenizer"
 QUANTIZATION = "int8"  # the weights' type (the family tests convert in float32 to compare ids exactly)
@@ -71,6 +72,24 @@ def _marian_starts_from_pad(model_type: str | None):
     layout); other families convert unchanged."""
     from ctranslate2.converters import transformers as ct2_transformers
 
+    if model_type in T5_FAMILY:  # CTranslate2 reads tie_word_embeddings, which transformers 5 always sets to true
+        name = "MT5Config" if model_type == "mt5" else "T5Config"
+        stock_t5 = ct2_transformers._MODEL_LOADERS.get(name)
+        if stock_t5 is None:
+            yield
+            return
+
+        class ScaleAsTransformers(type(stock_t5)):  # type: ignore[misc]
+            def get_model_spec(self, model):
+                model.config.tie_word_embeddings = t5_scales_decoder_output(model.config)
+                return super().get_model_spec(model)
+
+        ct2_transformers._MODEL_LOADERS[name] = ScaleAsTransformers()
+        try:
+            yield
+        finally:
+            ct2_transformers._MODEL_LOADERS[name] = stock_t5
+        return
     if model_type == "bart":  # fairseq BART configs say normalize_before: false; transformers' BartConfig may not
         stock_bart = ct2_transformers._MODEL_LOADERS["BartConfig"]
 

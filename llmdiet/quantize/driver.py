@@ -174,7 +174,7 @@ def quantize_model(
     *,
     calibration_file: str | None = None,
     calibration_source_column: str = "en",
-    calibration_prefix: str = REFERENCE_PREFIX,
+    calibration_prefix: str | None = None,
     calibration_count: int = 128,
     device: str = "cpu",
     per_channel: bool | None = None,
@@ -182,9 +182,14 @@ def quantize_model(
     tokenizer: str | None = None,
     seed: int = 0,
 ) -> dict:
-    """``llmdiet quantize`` from Python; returns the artifact record (``llmdiet_artifact.json``)."""
+    """``llmdiet quantize`` from Python; returns the artifact record (``llmdiet_artifact.json``).
+    ``calibration_prefix`` None: the T5 prefix for T5-family models, none for others ('' = none)."""
+    from llmdiet.artifacts import model_type_of
+    from llmdiet.languages import default_prefix
     from llmdiet.modeling import resolve_model
 
+    if calibration_prefix is None:
+        calibration_prefix = default_prefix(model_type_of(resolve_model(str(model))), REFERENCE_PREFIX)
     get_method(method, device)
     calibration = CalibrationSpec(
         file=calibration_file,

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from llmdiet.artifacts import BackendError, check_no_meta_tensors, load_tensors, save_tensors
-from llmdiet.compat import keep_t5_head_untied
+from llmdiet.compat import t5_as_in_4x
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def _skeleton(path: Path, dtype: torch.dtype):
 
     config = AutoConfig.from_pretrained(path)
     with init_empty_weights(include_buffers=False):
-        model = keep_t5_head_untied(AutoModelForSeq2SeqLM.from_config(config, dtype=dtype))
+        model = t5_as_in_4x(AutoModelForSeq2SeqLM.from_config(config, dtype=dtype))
     return model
 
 

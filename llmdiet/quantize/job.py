@@ -58,8 +58,12 @@ class QuantizeArguments:
     )
     calibration_split: str = field(default="train", metadata={"help": "Hub dataset split for calibration."})
     calibration_source_column: str = field(default="en", metadata={"help": "Column holding the source text."})
-    calibration_prefix: str = field(
-        default=REFERENCE_PREFIX, metadata={"help": "Task prefix prepended to each calibration source."}
+    calibration_prefix: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Task prefix prepended to each calibration source ('' = none). Default: the reference T5 prefix "
+            "for T5-family models, none for other families."
+        },
     )
     calibration_start: int = field(default=0, metadata={"help": "First calibration row."})
     calibration_count: int = field(default=128, metadata={"help": "Number of calibration sources (>= 1)."})
@@ -164,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             dataset=None if args.calibration_file else args.calibration_dataset,
             dataset_split=args.calibration_split,
             source_column=args.calibration_source_column,
-            prefix=args.calibration_prefix,
+            prefix=_calibration_prefix(args),
             start=args.calibration_start,
             count=args.calibration_count,
             skip_bad_rows=args.skip_bad_rows,
@@ -195,3 +199,14 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _calibration_prefix(args) -> str:
+    """``--calibration_prefix`` as given; else the T5 prefix for T5-family models and none for the others."""
+    if args.calibration_prefix is not None:
+        return args.calibration_prefix
+    from llmdiet.artifacts import model_type_of
+    from llmdiet.languages import default_prefix
+    from llmdiet.modeling import resolve_model
+
+    return default_prefix(model_type_of(resolve_model(args.model)), REFERENCE_PREFIX)

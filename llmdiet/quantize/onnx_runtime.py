@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 from llmdiet.artifacts import BackendError
+from llmdiet.compat import T5_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -369,6 +370,7 @@ def make_int8_artifact(job, model, tokenizer, sources, out: Path, model_type: st
             calibration_batch_size=job.calibration_batch_size,
             calibration_max_new_tokens=job.calibration_max_new_tokens,
             seed=job.seed,
-            keep_float=tuple(job.static_keep_float),
+            # wo is T5's feed-forward output; other families have no such node (before: recorded, yet fc2 quantized)
+            keep_float=tuple(job.static_keep_float) if model_type in T5_TYPES else (),
         ),
     }

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from llmdiet.artifacts import BackendError, check_no_meta_tensors, load_tensors, save_tensors, trim_heap
-from llmdiet.compat import keep_t5_head_untied
+from llmdiet.compat import t5_as_in_4x
 
 WEIGHTS_FILE = "model_int8.safetensors"
 FORMAT = "llmdiet-dynamic-int8/1"
@@ -108,6 +108,16 @@ def _rebuild_qweight(codes: torch.Tensor, scale: torch.Tensor, zero_point: torch
     return torch._make_per_channel_quantized_tensor(codes, scale, zero_point, int(entry["axis"]))
 
 
+def _retie_input_embeddings(model: nn.Module) -> None:
+    """``load_state_dict(assign=True)`` gives the encoder/decoder token embeddings their own tensors; make them the
+    shared embedding again (one copy in memory, as the checkpoint was; transformers 4.x did not need this)."""
+    shared = model.get_input_embeddings()  # type: ignore[operator]
+    for part in (model.get_encoder(), model.get_decoder()):  # type: ignore[operator]
+        embed = getattr(part, "embed_tokens", None)
+        if embed is not None and embed is not shared and embed.weight.shape == shared.weight.shape:
+            embed.weight = shared.weight
+
+
 def load_dynamic_int8(path: str | Path) -> nn.Module:
     """Load a directory written by :func:`save_dynamic_int8` (plus ``config.json``) back into a model."""
     from accelerate import init_empty_weights
@@ -121,7 +131,7 @@ def load_dynamic_int8(path: str | Path) -> nn.Module:
     config = AutoConfig.from_pretrained(path)
     # buffers are built for real: the non-persistent ones (M2M100's sinusoidal position table) are not in the file
     with init_empty_weights(include_buffers=False):
-        model = keep_t5_head_untied(AutoModelForSeq2SeqLM.from_config(config))
+        model = t5_as_in_4x(AutoModelForSeq2SeqLM.from_config(config))
     packed: dict[str, list[Any]] = {
         name: [tensors.pop(f"{name}.{part}") for part in ("weight_int8", "weight_scale", "weight_zero_point")]
         + [tensors.pop(f"{name}.bias", None)]
@@ -131,6 +141,7 @@ def load_dynamic_int8(path: str | Path) -> nn.Module:
     result = model.load_state_dict(tensors, strict=False, assign=True)
     if result.unexpected_keys:
         raise BackendError(f"{path / WEIGHTS_FILE}: tensors the model does not have: {result.unexpected_keys[:5]}")
+    _retie_input_embeddings(model)
     linear_cls = _dynamic_linear_class()
     for name, entry in layout.items():
         codes, scale, zero_point, bias = packed.pop(name)  # freed as soon as packed: the peak holds one layer's codes

@@ -25,6 +25,7 @@ from llmdiet.constants import REFERENCE_PREFIX, REFERENCE_TEACHER
 from llmdiet.data import read_parallel_file, tokenize_rows
 from llmdiet.engines import GenerationSettings
 from llmdiet.evaluation.eval_sets import resolve_eval_set
+from llmdiet.languages import default_prefix
 from llmdiet.modeling import load_seq2seq
 from llmdiet.provenance import provenance
 
@@ -49,7 +50,17 @@ class BitSweepArguments:
     calibration_source_column: str = field(default="en", metadata={"help": "Source column of the calibration file."})
     calibration_target_column: str = field(default="fr", metadata={"help": "Target column of the calibration file."})
     calibration_rows: int = field(default=128, metadata={"help": "Number of calibration rows (>= 1)."})
-    calibration_prefix: str = field(default=REFERENCE_PREFIX, metadata={"help": "Prefix of calibration sources."})
+    calibration_prefix: str | None = field(
+        default=None,
+        metadata={"help": "Prefix of calibration sources ('' = none; default: the T5 prefix for T5 models only)."},
+    )
+    prefix: str | None = field(
+        default=None,
+        metadata={
+            "help": "Prefix of the eval sources ('' = none). Default: the eval set's prefix for T5-family models, "
+            "none for other families."
+        },
+    )
     batch_size: int = field(default=32, metadata={"help": "Generation and calibration batch size."})
     max_new_tokens: int = field(default=128, metadata={"help": "Most tokens generated per sentence."})
     scale: float = field(default=1.16, metadata={"help": "Alphabet radius factor C (step = C * mean row max / K)."})
@@ -91,7 +102,8 @@ def calibration_batches(args: BitSweepArguments, tokenizer, model) -> list[dict]
     rows = read_parallel_file(args.calibration_file, args.calibration_source_column, args.calibration_target_column)[
         : args.calibration_rows
     ]
-    ds, _ = tokenize_rows(rows, tokenizer, args.calibration_prefix, 256, 256)
+    prefix = default_prefix(model.config.model_type, REFERENCE_PREFIX, args.calibration_prefix)
+    ds, _ = tokenize_rows(rows, tokenizer, prefix, 256, 256)
     collate = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
     return [
         dict(collate([ds[j] for j in range(i, min(i + args.batch_size, len(ds)))]))
@@ -136,7 +148,11 @@ def sweep_settings(args: BitSweepArguments, spec) -> dict:
         models[name] = model_identity(path) if Path(path).exists() else {"missing": name}
     return {
         "models": models,
-        "eval_set": {"fingerprint": spec.fingerprint(), "prefix": spec.prefix, "rows": [spec.start, spec.stop]},
+        "eval_set": {
+            "fingerprint": spec.fingerprint(),
+            "prefix": spec.prefix if args.prefix is None else args.prefix,
+            "rows": [spec.start, spec.stop],
+        },
         "limit": args.limit,
         "calibration": calibration,
         "batch_size": args.batch_size,
@@ -184,12 +200,14 @@ def run_sweep(args: BitSweepArguments, command=None) -> dict:
     spec = resolve_eval_set(args.eval_set)
     rows = spec.load()[: args.limit]
     check_sweep_settings(out, args, spec)
-    sources, references = [spec.prefix + r.source for r in rows], [r.target for r in rows]
+    references = [r.target for r in rows]
     for model_name in args.models:
         path = resolve_model(model_name)
         if not Path(path).exists() and model_name.startswith("runs/"):
             raise ConfigError(f"model '{model_name}' not found: train it first (e.g. llmdiet distill --preset demo)")
         base, tokenizer = load_seq2seq(path)
+        prefix = default_prefix(base.config.model_type, spec.prefix, args.prefix)  # T5's prefix for T5 only
+        sources = [prefix + r.source for r in rows]
         jobs = [("float", 32)] + [(m, b) for m in args.methods for b in args.bits]
         calib = None
         for method, bits in jobs:

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from llmdiet.config import ConfigError
-from llmdiet.constants import REFERENCE_PREFIX
 from llmdiet.study.config import StudyConfig
 
 logger = logging.getLogger(__name__)
@@ -250,14 +249,15 @@ def calibration(cfg: StudyConfig) -> dict:
         or _preset_value(cfg, "source_column")
         or "en",
         "target_column": flags.get("target_column") or _preset_value(cfg, "target_column") or "fr",
-        "prefix": _first_set(flags.get("source_prefix"), _preset_value(cfg, "source_prefix"), REFERENCE_PREFIX),
+        # None: each model's family decides (the T5 prefix for T5-family models only)
+        "prefix": _first_set(flags.get("source_prefix"), _preset_value(cfg, "source_prefix"), None),
         "count": q.calibration_count,
     }
 
 
 def _first_set(*values):
-    """The first value that is not None ("" is a value: no prefix)."""
-    return next(v for v in values if v is not None)
+    """The first value that is not None ("" is a value: no prefix); None when all are."""
+    return next((v for v in values if v is not None), None)
 
 
 def _preset_value(cfg: StudyConfig, key: str):

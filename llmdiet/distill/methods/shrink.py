@@ -58,15 +58,24 @@ class ShrinkConfig:
             )
 
 
+def stack_layers(model: Any, stack: str) -> Any:
+    """The encoder's or decoder's list of layers: ``encoder.block`` (T5) or ``model.encoder.layers`` (BART-like)."""
+    part = model.get_encoder() if stack == "encoder" else model.get_decoder()
+    return part.block if hasattr(part, "block") else part.layers
+
+
 def hidden_state_hooks(student: Any, teacher: Any, layers: dict) -> dict:
     """Forward hooks that keep each copied student block's output and its teacher block's output."""
     store: dict = {"student": {}, "teacher": {}}
     for stack in ("encoder", "decoder"):
         for i, t in enumerate(layers[stack]):
             for role, model, index in (("student", student, i), ("teacher", teacher, t)):
-                block = getattr(model, stack).block[index]
+                block = stack_layers(model, stack)[index]
                 block.register_forward_hook(
-                    lambda m, a, out, role=role, key=(stack, i): store[role].__setitem__(key, out[0])
+                    # a layer returns a tuple (hidden states first) in transformers 4.x, often the tensor in 5.x
+                    lambda m, a, out, role=role, key=(stack, i): store[role].__setitem__(
+                        key, out[0] if isinstance(out, tuple) else out
+                    )
                 )
     store["keys"] = [(stack, i) for stack in ("encoder", "decoder") for i in range(len(layers[stack]))]
     return store
