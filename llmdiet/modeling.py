@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmdiet.compat import t5_as_in_4x
+from llmdiet.compat import T5_TYPES, t5_as_in_4x
 
 if TYPE_CHECKING:  # torch and transformers load only when a model does
     import torch
@@ -52,7 +52,7 @@ def load_seq2seq(name_or_path: str, dtype: torch.dtype | None = None, tokenizer_
     from safetensors import SafetensorError
 
     try:
-        with no_local_progress_bar(local.is_dir()):
+        with no_local_progress_bar(local.is_dir()), quiet_untied_t5_notice(config.model_type):
             model = t5_as_in_4x(AutoModelForSeq2SeqLM.from_pretrained(name_or_path, dtype=dtype))
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -79,6 +79,24 @@ def no_local_progress_bar(active: bool = True):
     finally:
         if shown:
             hf_logging.enable_progress_bar()
+
+
+@contextmanager
+def quiet_untied_t5_notice(model_type: str):
+    """transformers 5 warns on every flan-T5/mT5 load that their lm_head is not tied (it forces the config to say
+    tied; llmdiet keeps them untied on purpose): that warning is hidden, all others stay."""
+    import logging
+
+    if model_type not in T5_TYPES:
+        yield
+        return
+    log = logging.getLogger("transformers.modeling_utils")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 # files any tokenizer directory has at least one of (fast, SentencePiece, Marian, BPE/WordPiece vocabularies)

@@ -161,7 +161,7 @@ def test_alpha_zero_equals_plain_fine_tuning(demo_assets, tmp_path):
     tok = __import__("transformers").AutoTokenizer.from_pretrained(demo_assets.student)
     plain = AutoModelForSeq2SeqLM.from_pretrained(demo_assets.student)
     rows = read_parallel_file(DEMO_EN_FR, "en", "fr")[:128]
-    ds, _ = tokenize_rows(rows, tok, data.source_prefix, data.max_source_length, data.max_target_length)
+    ds, _ = tokenize_rows(rows, tok, summary["source_prefix"], data.max_source_length, data.max_target_length)
     training.output_dir = str(tmp_path / "plain")
     Seq2SeqTrainer(
         model=plain,

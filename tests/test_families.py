@@ -13,6 +13,7 @@ import pytest
 import torch
 from test_distill import parse, small_run_argv
 
+from llmdiet.compat import transformers_major
 from llmdiet.config import ConfigError
 from llmdiet.demo.families import FAMILIES, build_family_pair, family_prefix
 from llmdiet.distill.methods import methods
@@ -247,6 +248,10 @@ def test_copy_layers_with_the_hidden_loss_on_bart_like_families(family, family_p
         "--learning_rate",
         "1e-3",
     )
+    if family == "m2m100" and transformers_major() >= 5:  # a known gap, refused in one line instead of a traceback
+        with pytest.raises(ConfigError, match="--hidden_weight with an M2M100/NLLB student does not train"):
+            run(*parse(argv))
+        return
     summary = run(*parse(argv))
     losses = [e["loss"] for e in summary["log_history"] if "loss" in e]
     assert losses and all(math.isfinite(x) for x in losses), losses  # starts near the teacher: no trend asserted

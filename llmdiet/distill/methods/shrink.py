@@ -66,6 +66,14 @@ def stack_layers(model: Any, stack: str) -> Any:
 
 def hidden_state_hooks(student: Any, teacher: Any, layers: dict) -> dict:
     """Forward hooks that keep each copied student block's output and its teacher block's output."""
+    from llmdiet.compat import transformers_major
+    from llmdiet.config import ConfigError
+
+    if transformers_major() >= 5 and student.config.model_type == "m2m_100":
+        raise ConfigError(
+            "--hidden_weight with an M2M100/NLLB student does not train on transformers 5 yet (the second step fails "
+            "in backward; known, issue 21): use --hidden_weight 0, or transformers 4.57 (constraints-onnx.txt)"
+        )
     store: dict = {"student": {}, "teacher": {}}
     for stack in ("encoder", "decoder"):
         for i, t in enumerate(layers[stack]):
