@@ -47,8 +47,10 @@ def configure_logging(verbose: bool = False) -> None:
         warnings.filterwarnings("ignore", module=r"^(?!llmdiet)")
         for name in ("torchao", "torch.utils._pytree", "transformers", "optimum", "onnxruntime"):
             logging.getLogger(name).setLevel(logging.ERROR if name.startswith("torch") else logging.WARNING)
-        # transformers 5 reports tensor-parallel sharding plans on single-process loads (not sharded: nothing to do)
-        logging.getLogger("transformers.distributed").setLevel(logging.ERROR)
+        # transformers reports tensor-parallel sharding plans on single-process loads (not sharded: nothing to do);
+        # the logger is transformers.integrations.tensor_parallel on 4.57 and transformers.distributed on 5.x
+        for name in ("transformers.distributed", "transformers.integrations.tensor_parallel"):
+            logging.getLogger(name).setLevel(logging.ERROR)
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 

@@ -22,9 +22,12 @@ def demo_rows(start: int, stop: int) -> tuple[list[str], list[str]]:
     return [PREFIX + r["en"] for r in rows], [r["fr"] for r in rows]
 
 
-def build_artifact(teacher: Path, method: str, out: Path, **job_options) -> dict:
-    calibration = CalibrationSpec(file=str(DEMO_EN_FR), source_column="en", prefix=PREFIX, count=CALIBRATION_COUNT)
-    return quantize(QuantizeJob(str(teacher), method, out, calibration=calibration, **job_options))
+def calibration_spec(prefix: str = PREFIX) -> CalibrationSpec:
+    return CalibrationSpec(file=str(DEMO_EN_FR), source_column="en", prefix=prefix, count=CALIBRATION_COUNT)
+
+
+def build_artifact(teacher: Path, method: str, out: Path, prefix: str = PREFIX, **job_options) -> dict:
+    return quantize(QuantizeJob(str(teacher), method, out, calibration=calibration_spec(prefix), **job_options))
 
 
 def teacher_forced(tokenizer, sources: list[str], references: list[str]) -> dict:

@@ -310,3 +310,46 @@ def test_onnx_fp32_equals_generate_per_family(family, family_pairs, tmp_path):
     if family == "marian":
         meta = build_artifact(path, "onnx-static-int8", tmp_path / "static")
         assert meta["static_keep_float"] == []
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "t5"])  # T5: tests/test_quantize_methods.py
+@pytest.mark.parametrize("method", ["torch-bf16", "torchao-int8", "quanto-int8"])
+def test_gpu_int8_methods_per_family_load_and_equal_generate_of_the_quantized_model(
+    method, family, family_pairs, tmp_path
+):
+    """The torch-based methods (GPU methods that also run on CPU) on every family: the artifact loads through
+    ``load_backend("auto")`` and translates exactly as transformers' ``generate`` on the same recipe in memory.
+    Before: torchao artifacts of BART and Marian did not load (torchao splits names at a dot; final_logits_bias)."""
+    from transformers import AutoTokenizer
+
+    from llmdiet.modeling import load_seq2seq
+    from llmdiet.quantize.calibration import load_calibration_sources
+    from llmdiet.quantize.registry import METHODS
+
+    from quantize_helpers import build_artifact, calibration_spec
+
+    path = family_pairs(family)["teacher"]
+    build_artifact(path, method, tmp_path / "q", prefix=family_prefix(family))
+    tok = AutoTokenizer.from_pretrained(path)
+    calibration = load_calibration_sources(calibration_spec(family_prefix(family)))  # the artifact's own
+    model = load_seq2seq(str(path))[0].eval()  # as llmdiet loads it (eager attention for T5-family models)
+    in_memory = METHODS[method].function("in_memory")(model, tok, calibration)
+    expected = _expected(tok, _generate_ids(in_memory, tok, family))
+    assert _engine_output(load_backend("auto", str(tmp_path / "q"), decoding="generate"), family) == expected
+
+
+@needs_onnx
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "t5"])  # T5: tests/test_quantize_methods.py
+@pytest.mark.parametrize("method", ["onnx-dynamic-int8", "onnx-static-int8"])
+def test_onnx_int8_per_family_stays_close_to_fp32(method, family, family_pairs, tmp_path):
+    """ONNX Runtime int8 on every family: the artifact loads and its greedy outputs mostly equal the fp32 model's
+    (int8 may flip a near-tie; a broken graph or calibration gives none equal)."""
+    from transformers import AutoTokenizer
+
+    from quantize_helpers import build_artifact
+
+    path = family_pairs(family)["teacher"]
+    expected = _expected(AutoTokenizer.from_pretrained(path), _reference_ids(path, family))
+    build_artifact(path, method, tmp_path / "q", prefix=family_prefix(family))
+    got = _engine_output(load_backend("auto", str(tmp_path / "q")), family)
+    assert sum(a == b for a, b in zip(got, expected)) >= len(SOURCES) - 2, (got, expected)

@@ -90,6 +90,8 @@ _BACKEND_MODULES: dict[str, str] = {
     "torch-fp32": "llmdiet.engines.torch_engine",
     **{name: method.engine for name, method in QUANTIZATION_METHODS.items()},
 }
+# backends that run a torch module through TorchSeq2SeqBackend (static decoder, speculative decoding)
+TORCH_BACKENDS = ("torch-fp32", "torch-bf16", "dynamic-int8", "quanto-int8", "torchao-int8")
 
 
 def register_backend(name: str, module: str | None = None):

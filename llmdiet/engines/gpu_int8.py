@@ -17,7 +17,9 @@ from llmdiet.modeling import directory_bytes
 class TorchInt8Backend(TorchSeq2SeqBackend):
     """A quantized ``transformers`` model whose weights are tensor subclasses (quanto or torchao)."""
 
-    def __init__(self, model_path, name: str, device: str = "cpu", decoding: str = "static", **_):
+    def __init__(
+        self, model_path, name: str, device: str = "cpu", decoding: str = "static", draft=None, draft_lookahead=4, **_
+    ):
         from llmdiet.quantize import gpu_int8
 
         self.artifact = read_artifact(model_path, expected_backend=name)
@@ -35,6 +37,8 @@ class TorchInt8Backend(TorchSeq2SeqBackend):
             tokenizer=load_tokenizer(model_path),
             name=name,
             decoding=decoding,
+            draft=draft,
+            draft_lookahead=draft_lookahead,
         )
 
     def size_info(self) -> dict:

@@ -117,19 +117,8 @@ class StaticCacheT5Decoder:
 
     # ------------------------------------------------------------------ decoding
 
-    @torch.inference_mode()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        max_new_tokens: int = 128,
-        min_new_tokens: int = 0,
-        on_token=None,
-    ) -> torch.Tensor:
-        """``(batch, 1 + n)`` ids: the start token then n <= max_new_tokens generated tokens, pad after EOS.
-
-        ``on_token(step)`` is called after each token is chosen (the benchmarks time the first token with it).
-        """
+    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, capacity: int) -> DecoderState:
+        """Run the encoder and the cross-attention projections once; empty self-attention buffers."""
         model, decoder = self.model, self.model.decoder
         batch, device = input_ids.shape[0], input_ids.device
         if attention_mask is None:
@@ -151,45 +140,78 @@ class StaticCacheT5Decoder:
                     self._heads(attention.v(encoded), batch).contiguous(),
                 )
             )
+        return DecoderState(batch, dtype, device, cross, cross_bias, capacity)
 
-        capacity = min(max_new_tokens, 64)
-        keys: list[torch.Tensor] = []
-        values: list[torch.Tensor] = []
+    def forward(self, state: DecoderState, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed ``tokens`` ``(batch, n)`` at decoder positions ``state.length ..``; float32 logits ``(batch, n, V)``.
+
+        Keys and values are written into the buffers at those positions and ``state.length`` advances by n; a
+        caller that rejects some of them sets ``state.length`` back (the buffers are overwritten later). With n = 1
+        this is one step of greedy decoding; n > 1 (speculative verification) adds T5's causal mask inside the chunk.
+        """
+        decoder, batch, dtype = self.model.decoder, state.batch, state.dtype
+        n, pos = tokens.shape[1], state.length
+        end = pos + n
+        if end > state.capacity:  # grow every buffer by doubling (amortised O(1) per token), one layer at a time
+            state.capacity = max(end, 2 * state.capacity)
+            state.keys = [self._grow(k, state.capacity) for k in state.keys]
+            state.values = [self._grow(v, state.capacity) for v in state.values]
+        self_bias = self._self_bias(end, state.device)[:, :, pos:end, :end].to(dtype)
+        if n > 1:
+            causal = torch.ones((n, end), dtype=torch.bool, device=state.device).triu(pos + 1)
+            self_bias = self_bias.masked_fill(causal, torch.finfo(dtype).min)
+        hidden = decoder.embed_tokens(tokens)
+        for i, block in enumerate(decoder.block):
+            layer_sa, layer_ca, layer_ff = block.layer[0], block.layer[1], block.layer[2]
+            attention = layer_sa.SelfAttention
+            normed = layer_sa.layer_norm(hidden)
+            q = self._heads(attention.q(normed), batch)
+            k = self._heads(attention.k(normed), batch)
+            v = self._heads(attention.v(normed), batch)
+            if len(state.keys) == i:
+                state.keys.append(k.new_empty((batch, self.n_heads, state.capacity, self.d_kv)))
+                state.values.append(v.new_empty((batch, self.n_heads, state.capacity, self.d_kv)))
+            if n == 1:
+                state.keys[i][:, :, pos] = k[:, :, 0]
+                state.values[i][:, :, pos] = v[:, :, 0]
+            else:
+                state.keys[i][:, :, pos:end] = k
+                state.values[i][:, :, pos:end] = v
+            context = self._attend(q, state.keys[i][:, :, :end], state.values[i][:, :, :end], self_bias)
+            hidden = hidden + attention.o(context.transpose(1, 2).contiguous().view(batch, -1, self.inner))
+
+            attention = layer_ca.EncDecAttention
+            q = self._heads(attention.q(layer_ca.layer_norm(hidden)), batch)
+            context = self._attend(q, state.cross[i][0], state.cross[i][1], state.cross_bias)
+            hidden = hidden + attention.o(context.transpose(1, 2).contiguous().view(batch, -1, self.inner))
+            hidden = layer_ff(hidden)
+        hidden = decoder.final_layer_norm(hidden)
+        if self.tied:
+            hidden = hidden * self.scale
+        state.length = end
+        return self.model.lm_head(hidden).to(dtype=torch.float32)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        max_new_tokens: int = 128,
+        min_new_tokens: int = 0,
+        on_token=None,
+    ) -> torch.Tensor:
+        """``(batch, 1 + n)`` ids: the start token then n <= max_new_tokens generated tokens, pad after EOS.
+
+        ``on_token(step)`` is called after each token is chosen (the benchmarks time the first token with it).
+        """
+        state = self.start(input_ids, attention_mask, capacity=min(max_new_tokens, 64))
+        batch, device = state.batch, state.device
         tokens = torch.full((batch,), self.start_id, dtype=torch.long, device=device)
         out = [tokens]
         unfinished = torch.ones(batch, dtype=torch.bool, device=device)
         eos = torch.tensor(self.eos_ids, device=device) if self.eos_ids else None
         for step in range(max_new_tokens):
-            if step == capacity:  # grow every buffer by doubling (amortised O(1) per token), one layer at a time
-                capacity = min(max_new_tokens, 2 * capacity)
-                keys = [self._grow(k, capacity) for k in keys]
-                values = [self._grow(v, capacity) for v in values]
-            self_bias = self._self_bias(step + 1, device)[:, :, step : step + 1, : step + 1].to(dtype)
-            hidden = decoder.embed_tokens(tokens[:, None])
-            for i, block in enumerate(decoder.block):
-                layer_sa, layer_ca, layer_ff = block.layer[0], block.layer[1], block.layer[2]
-                attention = layer_sa.SelfAttention
-                normed = layer_sa.layer_norm(hidden)
-                q = self._heads(attention.q(normed), batch)
-                k = self._heads(attention.k(normed), batch)
-                v = self._heads(attention.v(normed), batch)
-                if step == 0:
-                    keys.append(k.new_empty((batch, self.n_heads, capacity, self.d_kv)))
-                    values.append(v.new_empty((batch, self.n_heads, capacity, self.d_kv)))
-                keys[i][:, :, step] = k[:, :, 0]
-                values[i][:, :, step] = v[:, :, 0]
-                context = self._attend(q, keys[i][:, :, : step + 1], values[i][:, :, : step + 1], self_bias)
-                hidden = hidden + attention.o(context.transpose(1, 2).contiguous().view(batch, -1, self.inner))
-
-                attention = layer_ca.EncDecAttention
-                q = self._heads(attention.q(layer_ca.layer_norm(hidden)), batch)
-                context = self._attend(q, cross[i][0], cross[i][1], cross_bias)
-                hidden = hidden + attention.o(context.transpose(1, 2).contiguous().view(batch, -1, self.inner))
-                hidden = layer_ff(hidden)
-            hidden = decoder.final_layer_norm(hidden)
-            if self.tied:
-                hidden = hidden * self.scale
-            logits = model.lm_head(hidden)[:, -1, :].to(dtype=torch.float32)
+            logits = self.forward(state, tokens[:, None])[:, -1, :]
             if step < min_new_tokens and eos is not None:
                 logits[:, eos] = -float("inf")
             tokens = torch.argmax(logits, dim=-1)
@@ -202,3 +224,15 @@ class StaticCacheT5Decoder:
                 if not bool(unfinished.any()):
                     break
         return torch.stack(out, dim=1)
+
+
+class DecoderState:
+    """One batch's decoding state: cross-attention keys/values, self-attention buffers, positions cached so far."""
+
+    def __init__(self, batch: int, dtype, device, cross: list, cross_bias: torch.Tensor, capacity: int):
+        self.batch, self.dtype, self.device = batch, dtype, device
+        self.cross, self.cross_bias = cross, cross_bias
+        self.capacity = max(capacity, 1)
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.length = 0  # decoder positions whose keys/values are in the buffers

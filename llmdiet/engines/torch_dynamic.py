@@ -11,7 +11,7 @@ from llmdiet.modeling import directory_bytes, module_bytes
 
 
 class DynamicInt8Backend(TorchSeq2SeqBackend):
-    def __init__(self, model_path, device: str = "cpu", decoding: str = "static", **_):
+    def __init__(self, model_path, device: str = "cpu", decoding: str = "static", draft=None, draft_lookahead=4, **_):
         from llmdiet.quantize.torch_dynamic import load_dynamic_int8
 
         if torch.device(device).type != "cpu":
@@ -28,6 +28,8 @@ class DynamicInt8Backend(TorchSeq2SeqBackend):
             tokenizer=load_tokenizer(model_path),
             name="dynamic-int8",
             decoding=decoding,
+            draft=draft,
+            draft_lookahead=draft_lookahead,
         )
 
     def size_info(self) -> dict:

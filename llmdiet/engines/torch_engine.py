@@ -98,6 +98,8 @@ class TorchSeq2SeqBackend(TranslationBackend):
         name=None,
         tokenizer_path: str | None = None,
         decoding: str = "static",
+        draft: str | None = None,
+        draft_lookahead: int = 4,
     ):
         self.name = name or {torch.float32: "torch-fp32", torch.bfloat16: "torch-bf16"}.get(dtype, "torch")
         self.model_path = str(model_path)
@@ -123,6 +125,42 @@ class TorchSeq2SeqBackend(TranslationBackend):
                 self.name,
                 self.static_unsupported,
             )
+        self.draft_path, self.speculative = draft, None
+        if draft is not None:
+            self.speculative = self._speculative(draft, draft_lookahead)
+            self.static_decoder = self.speculative  # the same generate() signature
+
+    def _speculative(self, draft: str, lookahead: int):
+        """A :class:`SpeculativeDecoder` with ``draft`` (any torch artifact or model directory) proposing tokens."""
+        from llmdiet.engines import load_backend
+        from llmdiet.engines.speculative import SpeculativeDecoder
+
+        if self.static_decoder is None:
+            raise BackendError(
+                f"--draft_model needs llmdiet's static decoder for the model being evaluated, which is not used "
+                f"here ({self.static_unsupported}); drop --draft_model or use --decoding static with a T5 model"
+            )
+        drafter = load_backend("auto", draft, device=str(self.device), decoding="static")
+        if not isinstance(drafter, TorchSeq2SeqBackend) or drafter.static_decoder is None:
+            why = getattr(drafter, "static_unsupported", f"backend {drafter.name} is not a torch backend")
+            raise BackendError(f"--draft_model {draft}: cannot draft ({why}); give a T5 torch model or artifact")
+        if drafter.tokenizer.get_vocab() != self.tokenizer.get_vocab():
+            raise BackendError(
+                f"--draft_model {draft}: its tokenizer differs from the evaluated model's; the draft must share "
+                "the teacher's vocabulary (e.g. a student distilled from it)"
+            )
+        try:
+            return SpeculativeDecoder(self.static_decoder, drafter.static_decoder, lookahead=lookahead)
+        except ValueError as err:
+            raise BackendError(f"--draft_model {draft}: {err}") from None
+
+    def decoding_stats(self) -> dict | None:
+        """Speculative decoding's counts since the last call (None without a draft), and resets them."""
+        if self.speculative is None:
+            return None
+        from llmdiet.engines.speculative import SpeculativeDecoder
+
+        return SpeculativeDecoder.summarize(self.speculative.reset_stats())
 
     def translate(self, sources: list[str], settings: GenerationSettings, on_first_token=None) -> list[Translation]:
         return generate_translations(
@@ -147,10 +185,26 @@ class TorchSeq2SeqBackend(TranslationBackend):
             "backend": self.name,
             "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
-            "decoding": "llmdiet static KV cache (greedy; beam search uses generate)"
-            if self.static_decoder
-            else f"transformers generate ({self.static_unsupported})",
+            "decoding": self._decoding_description(),
+            **({"draft": self.draft_path, "lossless": self.lossless()} if self.speculative else {}),
         }
+
+    def _decoding_description(self) -> str:
+        if self.speculative is not None:
+            return (
+                f"speculative (llmdiet static KV caches): draft {self.draft_path} proposes, this model verifies; "
+                f"lookahead {self.speculative.lookahead} adaptive up to {self.speculative.max_lookahead} "
+                "(greedy; beam search uses generate)"
+            )
+        if self.static_decoder is not None:
+            return "llmdiet static KV cache (greedy; beam search uses generate)"
+        return f"transformers generate ({self.static_unsupported})"
+
+    def lossless(self) -> bool:
+        """Whether speculative outputs are this model's own greedy outputs: float weights and activations (chunked
+        verification only changes summation order); int8 activation scales depend on the chunk (measured, not
+        assumed: bench/speculative.py)."""
+        return self.dtype in (torch.float32, torch.bfloat16) and self.name in ("torch-fp32", "torch-bf16")
 
 
 @register_backend("torch-fp32")

@@ -38,7 +38,7 @@ from llmdiet.config import ConfigError, check_range, parse_config, precheck
 from llmdiet.constants import REFERENCE_PREFIX
 from llmdiet.data import DataError, ParallelRow, SkipReport
 from llmdiet.demo import DEMO_MODEL_PREFIX
-from llmdiet.engines import ARTIFACT_FILE, GenerationSettings, detect_backend, load_backend
+from llmdiet.engines import ARTIFACT_FILE, TORCH_BACKENDS, GenerationSettings, detect_backend, load_backend
 from llmdiet.evaluation.eval_sets import EvalSet, resolve_eval_set
 from llmdiet.evaluation.generation import generate_all, plan_batches, source_lengths
 from llmdiet.evaluation.metrics import corpus_scores, degenerate_outputs
@@ -141,6 +141,18 @@ class EvalArguments:
             "as transformers' generate, faster) or 'generate' (transformers' own loop). Other backends ignore it."
         },
     )
+    draft_model: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Speculative decoding: a small model sharing --model's vocabulary (e.g. the student distilled from "
+            "it; a directory or torch artifact) proposes tokens that --model verifies through llmdiet's static cache. "
+            "Greedy T5 torch backends only; float teachers give their own greedy output (results record the "
+            "acceptance rate per set and whether the output is lossless)."
+        },
+    )
+    draft_lookahead: int = field(
+        default=4, metadata={"help": "Draft tokens proposed in the first round (then adapted, 1..10)."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed (decoding is deterministic; recorded for provenance)."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar (--no_progress to hide)."})
 
@@ -162,6 +174,11 @@ class EvalArguments:
         check_range("threads", self.threads, 1)
         if self.decoding not in ("static", "generate"):
             raise ConfigError(f"--decoding must be static or generate, got '{self.decoding}'")
+        check_range("draft_lookahead", self.draft_lookahead, 1, 10)
+        if self.draft_model is not None and (self.decoding != "static" or self.num_beams != 1):
+            raise ConfigError(
+                "--draft_model decodes greedily through llmdiet's static cache: drop --decoding generate / --num_beams"
+            )
         if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
             raise ConfigError(f"--device must be cpu, cuda or cuda:N, got '{self.device}'")
 
@@ -353,6 +370,20 @@ def set_generation_settings(backend, spec: EvalSet, args: EvalArguments) -> Gene
     )
 
 
+def _add_speculative_stats(backend, timing: dict) -> None:
+    """Speculative decoding's acceptance over the rows this run translated (warm-up batches included)."""
+    stats = backend.decoding_stats() if hasattr(backend, "decoding_stats") else None
+    if stats is not None:
+        timing["speculative"] = stats
+        logger.info(
+            "speculative decoding: %s of %s draft tokens accepted (%.0f%%), %.2f tokens per verifying forward",
+            stats["accepted"],
+            stats["proposed"],
+            100 * (stats["acceptance_rate"] or 0.0),
+            stats["tokens_per_teacher_forward"] or 0.0,
+        )
+
+
 def evaluate_set(
     backend, spec: EvalSet, rows: list[ParallelRow], set_dir: Path, args: EvalArguments, previous_timing: dict | None
 ) -> dict:
@@ -416,6 +447,7 @@ def evaluate_set(
             "generated_this_run": len(todo),
             "covers_all_rows": resumed_from == 0,
         }
+        _add_speculative_stats(backend, timing)
     elif timing is None:
         # every row was translated by a run killed before it saved its timing: time the set again (outputs are
         # not rewritten), so a resumed run never loses a set's speed
@@ -437,6 +469,7 @@ def evaluate_set(
             "covers_all_rows": True,
             "retimed": True,
         }
+        _add_speculative_stats(backend, timing)
 
     samples = [s for _, s in sorted(read_samples(samples_path, rows).items())]
     if len(samples) != len(rows):
@@ -548,11 +581,25 @@ def _run_eval_locked(args: EvalArguments, command: list[str] | None) -> dict:
         "batch_size": args.batch_size,
         **args.generation_settings().as_dict(),
     }
+    if args.draft_model is not None:
+        if backend_name not in TORCH_BACKENDS:
+            raise ConfigError(
+                f"--draft_model: backend {backend_name} cannot verify drafts (torch backends only: "
+                f"{', '.join(TORCH_BACKENDS)}); drop --draft_model"
+            )
+        draft_path = resolve_model(args.draft_model)
+        run_settings["draft"] = {
+            "model": str(Path(draft_path).resolve()) if Path(draft_path).exists() else draft_path,
+            "fingerprint": model_fingerprint(draft_path),
+            "lookahead": args.draft_lookahead,
+        }
     settings = check_run_dir(out, run_settings, {n: set_settings(s, args, len(r)) for n, (s, r, _) in loaded.items()})
     previous = _previous_results(out)
 
     # 3. the model (the directory is only written once it loads), then each set
-    options = {"tokenizer_path": args.tokenizer} if args.tokenizer else {}
+    options: dict[str, Any] = {"tokenizer_path": args.tokenizer} if args.tokenizer else {}
+    if args.draft_model is not None:
+        options.update(draft=run_settings["draft"]["model"], draft_lookahead=args.draft_lookahead)
     backend = load_backend(backend_name, model_path, device=args.device, decoding=args.decoding, **options)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / SETTINGS_FILE, settings)

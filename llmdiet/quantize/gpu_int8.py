@@ -168,10 +168,15 @@ def quantize_torchao_int8(model, device: str = "cpu"):
     return model
 
 
+TOP_LEVEL = "llmdiet_top_level."
+
+
 def save_torchao(model, out: str | Path) -> None:
     from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
 
-    state = {k: v.to("cpu") for k, v in model.state_dict().items()}
+    # torchao's (un)flattening splits every name at its last dot: top-level tensors (BART/Marian's
+    # final_logits_bias) travel under a module-like prefix
+    state = {(k if "." in k else TOP_LEVEL + k): v.to("cpu") for k, v in model.state_dict().items()}
     tensors, metadata = flatten_tensor_state_dict(state)
     save_tensors(tensors, Path(out) / TORCHAO_WEIGHTS, {**metadata, "format": "llmdiet-torchao/1"})
 
@@ -183,6 +188,7 @@ def load_torchao(path: str | Path, device: str = "cpu"):
     tensors, metadata = load_tensors(path / TORCHAO_WEIGHTS)
     metadata.pop("format", None)
     state, leftover = unflatten_tensor_state_dict(tensors, metadata)
+    state = {k.removeprefix(TOP_LEVEL): v for k, v in state.items()}
     if leftover:
         raise BackendError(f"{path / TORCHAO_WEIGHTS}: unexpected tensors {sorted(leftover)[:3]}")
     model = _skeleton(path, torch.bfloat16)

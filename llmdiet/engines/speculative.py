@@ -1,0 +1,143 @@
+"""Speculative greedy decoding: a small draft model (the distilled student) proposes tokens, the teacher verifies
+them in one forward pass, and the output is the teacher's own greedy output.
+
+Each round the draft decodes ``k`` tokens greedily through its own static KV cache; the teacher then runs the last
+accepted token and the ``k`` proposals as one chunk through its static cache (:meth:`StaticCacheT5Decoder.forward`)
+and takes its argmax at every position. The proposals it agrees with are kept, plus the teacher's own token at the
+first disagreement (or after the last proposal), so every round adds 1 to k+1 tokens for one teacher forward. Both
+caches are rolled back by setting their length (rejected positions are overwritten). ``k`` adapts as in
+transformers' assisted generation (+2 after a round where every proposal was accepted, -1 otherwise, 1..k_max).
+
+Batches are decoded in lockstep: a round keeps the proposals every unfinished row agrees with (the minimum), so
+each row still gets exactly its greedy tokens. ``min_new_tokens`` masks EOS at the same generated positions as
+``generate``. What equals the teacher's greedy output:
+
+* float32 and bfloat16 teachers compute a chunk's positions with the same arithmetic as single steps (the chunk
+  only changes GEMM shapes, i.e. summation order: identical ids on the demo pair and on real shapes,
+  ``tests/test_speculative.py``; a near-tie could in principle flip);
+* torch.ao dynamic int8 quantizes activations with one scale per tensor, so a verification chunk of k+1 rows gets
+  other scales than a single step: outputs can differ (agreement is measured and reported, never assumed).
+
+The acceptance rate (accepted / proposed draft tokens) and the teacher forwards per generated token are kept in
+:attr:`SpeculativeDecoder.stats` and recorded per eval set in results.json.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from llmdiet.engines.t5_static_decoding import StaticCacheT5Decoder
+
+
+class SpeculativeDecoder:
+    """Greedy decoding of ``teacher`` with ``draft`` proposals; same ids as ``teacher.generate``."""
+
+    def __init__(
+        self, teacher: StaticCacheT5Decoder, draft: StaticCacheT5Decoder, lookahead: int = 4, max_lookahead: int = 10
+    ):
+        if not 1 <= lookahead <= max_lookahead:
+            raise ValueError(f"lookahead must be in [1, {max_lookahead}] (got {lookahead})")
+        t_vocab, d_vocab = teacher.model.lm_head.out_features, draft.model.lm_head.out_features
+        if t_vocab != d_vocab:
+            raise ValueError(f"the draft's vocabulary ({d_vocab}) differs from the teacher's ({t_vocab})")
+        if (draft.start_id, draft.eos_ids) != (teacher.start_id, teacher.eos_ids):
+            raise ValueError("the draft's decoder start / EOS tokens differ from the teacher's")
+        self.teacher, self.draft = teacher, draft
+        self.lookahead, self.max_lookahead = lookahead, max_lookahead
+        self.stats = {"proposed": 0, "accepted": 0, "teacher_forwards": 0, "generated": 0, "sequences": 0}
+
+    def reset_stats(self) -> dict:
+        stats, self.stats = self.stats, dict.fromkeys(self.stats, 0)
+        return stats
+
+    @staticmethod
+    def summarize(stats: dict) -> dict:
+        """Acceptance rate and tokens per teacher forward from raw counts (None where nothing was proposed)."""
+        return {
+            **stats,
+            "acceptance_rate": round(stats["accepted"] / stats["proposed"], 4) if stats["proposed"] else None,
+            "tokens_per_teacher_forward": round(stats["generated"] / stats["teacher_forwards"], 3)
+            if stats["teacher_forwards"]
+            else None,
+        }
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        max_new_tokens: int = 128,
+        min_new_tokens: int = 0,
+        on_token=None,
+        oracle=None,
+    ) -> torch.Tensor:
+        """``(batch, 1 + n)`` ids as :meth:`StaticCacheT5Decoder.generate` returns them.
+
+        ``oracle(proposal, index)`` (benchmarks only) may replace each draft proposal for generated position
+        ``index`` before it is fed back to the draft and verified: the draft's compute is real, its agreement set.
+        """
+        teacher, draft = self.teacher, self.draft
+        capacity = min(max_new_tokens, 64) + self.max_lookahead + 1
+        t_state = teacher.start(input_ids, attention_mask, capacity)
+        d_state = draft.start(input_ids, attention_mask, capacity)
+        batch, device = t_state.batch, t_state.device
+        pad = torch.full((batch,), teacher.pad_id, dtype=torch.long, device=device)
+        eos = torch.tensor(teacher.eos_ids, device=device) if teacher.eos_ids else None
+        seq = torch.full((batch, 1), teacher.start_id, dtype=torch.long, device=device)
+        unfinished = torch.ones(batch, dtype=torch.bool, device=device)
+        k = self.lookahead
+        while seq.shape[1] - 1 < max_new_tokens and bool(unfinished.any()):
+            generated = seq.shape[1] - 1
+            k_round = min(k, max_new_tokens - generated - 1)  # a round adds up to k+1 tokens
+            proposals = []
+            if k_round > 0:  # the draft catches up on the tokens it has not seen, then proposes greedily
+                feed = seq[:, d_state.length :]
+                for j in range(k_round):
+                    logits = draft.forward(d_state, feed)[:, -1, :]
+                    if eos is not None and generated + j < min_new_tokens:
+                        logits[:, eos] = -float("inf")
+                    proposal = torch.argmax(logits, dim=-1)
+                    if oracle is not None:
+                        proposal = oracle(proposal, generated + j)
+                    proposals.append(proposal)
+                    feed = proposal[:, None]
+            chunk = torch.cat([seq[:, -1:], *(p[:, None] for p in proposals)], dim=1)  # (batch, k_round + 1)
+            logits = teacher.forward(t_state, chunk)
+            self.stats["teacher_forwards"] += 1
+            if eos is not None and generated < min_new_tokens:
+                masked = max(0, min(k_round + 1, min_new_tokens - generated))
+                logits[:, :masked, eos] = -float("inf")
+            chosen = torch.argmax(logits, dim=-1)  # the teacher's greedy token at each chunk position
+            # per row: how many leading proposals the teacher agrees with; finished rows do not constrain
+            if k_round:
+                agree = (chosen[:, :k_round] == torch.stack(proposals, dim=1)).long().cumprod(dim=1).sum(dim=1)
+                # a row whose accepted run reaches EOS is done: what follows does not constrain the others
+                accepted = int(torch.where(unfinished & ~self._ends_within(chosen, agree, eos), agree, k_round).min())
+            else:
+                accepted = 0
+            self.stats["proposed"] += k_round
+            self.stats["accepted"] += accepted
+            new = chosen[:, : accepted + 1]  # the accepted proposals (equal to the teacher's) + the teacher's next
+            for j in range(new.shape[1]):
+                token = torch.where(unfinished, new[:, j], pad)
+                seq = torch.cat([seq, token[:, None]], dim=1)
+                if on_token is not None:
+                    on_token(seq.shape[1] - 2)
+                if eos is not None:
+                    unfinished &= ~torch.isin(token, eos)
+                    if not bool(unfinished.any()):  # generate stops here: no trailing padding column
+                        break
+            t_state.length = seq.shape[1] - 1  # the last token is fed in the next round
+            d_state.length = min(d_state.length, seq.shape[1] - 1)
+            k = min(self.max_lookahead, k + 2) if k_round and accepted == k_round else max(1, k - 1)
+        self.stats["generated"] += int((seq[:, 1:] != teacher.pad_id).sum()) if batch else 0
+        self.stats["sequences"] += batch
+        return seq
+
+    @staticmethod
+    def _ends_within(chosen: torch.Tensor, agree: torch.Tensor, eos) -> torch.Tensor:
+        """Rows whose teacher tokens hit EOS within their agreed run (so the row ends this round)."""
+        if eos is None:
+            return torch.zeros_like(agree, dtype=torch.bool)
+        positions = torch.arange(chosen.shape[1] - 1, device=chosen.device)[None, :]
+        return (torch.isin(chosen[:, :-1], eos) & (positions < agree[:, None])).any(dim=1)
