@@ -79,6 +79,9 @@ _QUICK_ONNX = (
 QUICK_TEACHER_SKIP = {name: _QUICK_ONNX for name in ("onnx-fp32", "onnx-dynamic-int8", "onnx-static-int8")}
 
 
+SECTIONS = ("generation", "rounds", "distillation", "harness")
+
+
 def default_work_dir() -> str:
     return str(Path(os.environ.get("LLMDIET_CACHE", Path.home() / ".cache" / "llmdiet")) / "bench")
 
@@ -113,8 +116,24 @@ class BenchArguments:
         },
     )
     sections: list[str] = field(
-        default_factory=lambda: ["generation", "distillation", "harness"],
-        metadata={"help": "What to run: generation, distillation, harness."},
+        default_factory=lambda: ["generation", "rounds", "distillation", "harness"],
+        metadata={
+            "help": "What to run: generation, rounds (paired comparisons in interleaved rounds, speculative "
+            "decoding), distillation, harness."
+        },
+    )
+    rounds: int = field(
+        default=5, metadata={"help": "Interleaved rounds of the paired comparisons (the 'rounds' section)."}
+    )
+    alphas: list[float] = field(
+        default_factory=lambda: [0.6, 0.7, 0.8, 0.9],
+        metadata={"help": "Controlled acceptance rates of the speculative-decoding rows (oracle drafts)."},
+    )
+    rounds_batch1_sentences: Optional[int] = field(
+        default=None, metadata={"help": "Sentences per round at batch 1 (default: quick 2, full 4)."}
+    )
+    rounds_batch16_sentences: Optional[int] = field(
+        default=None, metadata={"help": "Sentences per round at batch 16 (default: quick 16, full 32)."}
     )
     new_tokens: int = field(default=40, metadata={"help": "Tokens generated per sentence (fixed: min = max)."})
     source_tokens: int = field(default=40, metadata={"help": "Tokens per source sentence in the generation table."})
@@ -182,9 +201,14 @@ class BenchArguments:
     def __post_init__(self):
         if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
             raise ConfigError(f"--device must be cpu, cuda or cuda:N, got '{self.device}'")
-        unknown = set(self.sections) - {"generation", "distillation", "harness"}
+        unknown = set(self.sections) - set(SECTIONS)
         if unknown:
-            raise ConfigError(f"--sections: unknown {sorted(unknown)} (use generation, distillation, harness)")
+            raise ConfigError(f"--sections: unknown {sorted(unknown)} (use {', '.join(SECTIONS)})")
+        check_range("rounds", self.rounds, 1)
+        check_range("rounds_batch1_sentences", self.rounds_batch1_sentences, 1)
+        check_range("rounds_batch16_sentences", self.rounds_batch16_sentences, 1)
+        for alpha in self.alphas:
+            check_range("alphas", alpha, 0.0, 1.0)
         known = set(CPU_BACKENDS) | set(GPU_BACKENDS)
         bad = [b for b in self.backends if b not in known]
         if bad:
@@ -410,6 +434,74 @@ class Runner:
                     rows.append({**row, "status": "ok", **result})
         return rows, artifacts
 
+    def run_rounds(self, models: dict, artifacts: dict) -> list[dict]:
+        """Paired comparisons in interleaved rounds (``bench/rounds.py``): one process per shape."""
+        a = self.args
+        if a.on_gpu:
+            return []
+        b1 = a.rounds_batch1_sentences or (2 if a.quick else 4)
+        b16 = a.rounds_batch16_sentences or (16 if a.quick else 32)
+
+        def built(shape: str, method: str | None) -> dict:
+            models[shape] = models.get(shape) or self.random_model(shape)
+            if method is None:
+                return models[shape]
+            have = artifacts.setdefault(shape, {})
+            if method not in have:
+                have[method] = self.artifact(shape, method, models[shape]["dir"])
+            return have[method]
+
+        draft = built(a.student_shape, "dynamic-int8")
+        plans = [
+            (
+                a.teacher_shape,
+                {
+                    "1": [
+                        "ct2-direct",
+                        "dynamic-int8",
+                        "dynamic-int8+draft",
+                        *(f"dynamic-int8+draft@{alpha:g}" for alpha in a.alphas),
+                    ],
+                    "16": ["ct2-direct", "dynamic-int8"],
+                },
+            )
+        ]
+        if a.student_shape != a.teacher_shape:
+            plans.append((a.student_shape, {"1": ["ct2-direct", "dynamic-int8", "torch-fp32"]}))
+        else:  # one model plays both roles (the runner's smoke test)
+            plans[0][1]["1"].append("torch-fp32")
+        out = []
+        for shape, paths in plans:
+            dirs = {"dynamic-int8": built(shape, "dynamic-int8"), "ct2-direct": built(shape, "ct2-int8")}
+            dirs["torch-fp32"], dirs["draft"] = built(shape, None), draft
+            failed = {k: v["error"] for k, v in dirs.items() if "error" in v}
+            if failed:
+                out.append({"shape": shape, "status": "skipped", "reason": f"artifacts: {failed}"})
+                continue
+            self.log(
+                f"interleaved rounds: {shape}, {a.rounds} rounds of {', '.join(sorted(set(sum(paths.values(), []))))}"
+            )
+            result = self.job(
+                "bench.rounds",
+                {
+                    "shape": shape,
+                    "rounds": a.rounds,
+                    "source_tokens": a.source_tokens,
+                    "new_tokens": a.new_tokens,
+                    "dirs": {k: v["dir"] for k, v in dirs.items()},
+                    "paths": paths,
+                    "sentences": {"1": b1, "16": b16},
+                },
+            )
+            role = "teacher" if shape == a.teacher_shape else "student"
+            row = {"shape": shape, "role": "student and teacher" if a.student_shape == a.teacher_shape else role}
+            out.append(
+                {**row, "status": "skipped", "reason": result["error"]}
+                if "error" in result
+                else {**row, "status": "ok", **result}
+            )
+        return out
+
     def run_gpu_eval(self, models: dict, artifacts: dict) -> dict:
         a = self.args
         shape = a.student_shape
@@ -555,6 +647,8 @@ def run(args: BenchArguments, argv: list[str]) -> dict:
         results["generation"], results["artifacts"] = runner.run_generation(models)
         if args.on_gpu:
             results["gpu_eval"] = runner.run_gpu_eval(models, results["artifacts"])
+    if "rounds" in sections:
+        results["rounds"] = runner.run_rounds(models, results.setdefault("artifacts", {}))
     if "distillation" in sections:
         results["distillation"] = runner.run_distillation(models)
     if "harness" in sections:

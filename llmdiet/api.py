@@ -133,14 +133,29 @@ class Translator:
         return self.backend.size_info()
 
 
-def load(path_or_hub_id: str, backend: str = "auto", device: str = "cpu", tokenizer: str | None = None) -> Translator:
+def load(
+    path_or_hub_id: str,
+    backend: str = "auto",
+    device: str = "cpu",
+    tokenizer: str | None = None,
+    draft: str | None = None,
+    draft_lookahead: int = 4,
+) -> Translator:
     """Load any model llmdiet can run: a hub id, a ``save_pretrained`` directory, an ``llmdiet quantize`` artifact
-    (its ``llmdiet_artifact.json`` picks the engine), or ``llmdiet-demo:teacher|student``."""
-    from llmdiet.engines import load_backend
+    (its ``llmdiet_artifact.json`` picks the engine), or ``llmdiet-demo:teacher|student``.
+
+    ``draft``: speculative decoding (``llmdiet eval --draft_model``): a small model with the same vocabulary (the
+    distilled student) proposes tokens this model verifies; greedy output is unchanged for float models."""
+    from llmdiet.engines import TORCH_BACKENDS, BackendError, detect_backend, load_backend
     from llmdiet.modeling import resolve_model
 
     path = resolve_model(str(path_or_hub_id))
-    options = {"tokenizer_path": tokenizer} if tokenizer else {}
+    options: dict = {"tokenizer_path": tokenizer} if tokenizer else {}
+    if draft is not None:
+        name = detect_backend(path) if backend == "auto" else backend
+        if name not in TORCH_BACKENDS:
+            raise BackendError(f"draft=: backend {name} cannot verify drafts (torch backends only)")
+        options.update(draft=resolve_model(str(draft)), draft_lookahead=draft_lookahead)
     with quiet_libraries():
         return Translator(load_backend(backend, path, device=device, **options), path)
 

@@ -184,3 +184,15 @@ def test_eval_draft_model_bad_combinations_are_one_line(demo_assets, tmp_path, c
     assert _eval([*argv, "--draft_model", demo_assets.student, *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1, err
+
+
+def test_python_api_load_with_a_draft(demo_assets):
+    import llmdiet
+    from llmdiet.engines import BackendError
+
+    plain = llmdiet.load(str(demo_assets.teacher))
+    drafted = llmdiet.load(str(demo_assets.teacher), draft=str(demo_assets.student), draft_lookahead=2)
+    assert drafted.translate(SOURCES[:3], max_new_tokens=24) == plain.translate(SOURCES[:3], max_new_tokens=24)
+    assert drafted.backend.describe()["draft"] == str(demo_assets.student)
+    with pytest.raises(BackendError, match="torch backends only"):
+        llmdiet.load(str(demo_assets.teacher), backend="ct2-int8", draft=str(demo_assets.student))

@@ -44,6 +44,7 @@ class SpeculativeDecoder:
             raise ValueError("the draft's decoder start / EOS tokens differ from the teacher's")
         self.teacher, self.draft = teacher, draft
         self.lookahead, self.max_lookahead = lookahead, max_lookahead
+        self.oracle = None  # benchmarks: the default ``oracle`` of :meth:`generate`
         self.stats = {"proposed": 0, "accepted": 0, "teacher_forwards": 0, "generated": 0, "sequences": 0}
 
     def reset_stats(self) -> dict:
@@ -77,6 +78,7 @@ class SpeculativeDecoder:
         ``index`` before it is fed back to the draft and verified: the draft's compute is real, its agreement set.
         """
         teacher, draft = self.teacher, self.draft
+        oracle = oracle if oracle is not None else self.oracle
         capacity = min(max_new_tokens, 64) + self.max_lookahead + 1
         t_state = teacher.start(input_ids, attention_mask, capacity)
         d_state = draft.start(input_ids, attention_mask, capacity)
