@@ -130,7 +130,7 @@ class BenchArguments:
         metadata={"help": "Controlled acceptance rates of the speculative-decoding rows (oracle drafts)."},
     )
     rounds_batch1_sentences: Optional[int] = field(
-        default=None, metadata={"help": "Sentences per round at batch 1 (default: quick 2, full 4)."}
+        default=None, metadata={"help": "Sentences per round at batch 1 (default: quick 1, full 4)."}
     )
     rounds_batch16_sentences: Optional[int] = field(
         default=None, metadata={"help": "Sentences per round at batch 16 (default: quick 16, full 32)."}
@@ -439,7 +439,7 @@ class Runner:
         a = self.args
         if a.on_gpu:
             return []
-        b1 = a.rounds_batch1_sentences or (2 if a.quick else 4)
+        b1 = a.rounds_batch1_sentences or (1 if a.quick else 4)
         b16 = a.rounds_batch16_sentences or (16 if a.quick else 32)
 
         def built(shape: str, method: str | None) -> dict:

@@ -196,3 +196,33 @@ def test_python_api_load_with_a_draft(demo_assets):
     assert drafted.backend.describe()["draft"] == str(demo_assets.student)
     with pytest.raises(BackendError, match="torch backends only"):
         llmdiet.load(str(demo_assets.teacher), backend="ct2-int8", draft=str(demo_assets.student))
+
+
+@pytest.mark.parametrize("forced", [0, "all"])
+def test_forced_acceptance_runs_the_real_passes_at_the_set_rate(tiny_teacher, tiny_tokenizer, demo_student, forced):
+    """The benchmarks' ``accept`` hook: none accepted means one token per teacher forward; all accepted means k+1."""
+    decoder = SpeculativeDecoder(StaticCacheT5Decoder(tiny_teacher), StaticCacheT5Decoder(demo_student), lookahead=3)
+    enc = tiny_tokenizer(SOURCES[:1], return_tensors="pt")
+
+    def accept(k, batch):
+        return torch.full((batch,), 0 if forced == 0 else k, dtype=torch.long)
+
+    out = decoder.generate(enc["input_ids"], enc["attention_mask"], 30, 30, accept=accept)
+    stats = SpeculativeDecoder.summarize(decoder.stats)
+    assert out.shape == (1, 31) and stats["generated"] == 30
+    if forced == 0:
+        assert stats["accepted"] == 0 and stats["teacher_forwards"] == 30
+    else:  # lookahead 3, 5, 7, 9 (+2 after each full round), capped by what is left: 4 + 6 + 8 + 10 + 2 tokens
+        assert stats["accepted"] == stats["proposed"] and stats["teacher_forwards"] == 5
+
+
+def test_bench_acceptance_follows_alpha():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench.rounds import Acceptance
+
+    counts = Acceptance(0.7, seed=0)(4, 20000).float()
+    # leading successes of 4 Bernoulli(0.7) draws: E = 0.7 + 0.49 + 0.343 + 0.2401
+    assert counts.mean().item() == pytest.approx(1.7731, abs=0.03) and counts.max() == 4 and counts.min() == 0

@@ -59,6 +59,7 @@ def tiny_config(demo_assets, study_dir: Path, **changes) -> dict:
             "latency_sentences": 4,
             "speed_sentences": 8,
             "dev": "demo-en-fr-dev",
+            "draft": "alpha-0.5",  # adds teacher+draft:alpha-0.5 (speculative decoding)
         },
         "statistics": {"n_bootstrap": 200},
         "verdict": {"n_resamples": 2000},
@@ -157,7 +158,7 @@ def test_study_md_numbers_equal_the_results_files(study):
     config, run = study
     text = (run / "STUDY.md").read_text()
     rows = _table(text, "## All results")
-    assert len(rows) == 6  # teacher, vanilla, 2 students, the teacher and alpha-0.5 quantized
+    assert len(rows) == 7  # teacher, vanilla, 2 students, the teacher and alpha-0.5 quantized, teacher+draft
     results = {}
     for row in rows:
         label = row["model"].strip("`")
@@ -187,6 +188,29 @@ def test_study_md_numbers_equal_the_results_files(study):
                 assert bits[label + p["method"].upper()][f"{p['bits']}-bit"] == f"{p['bleu']:.2f}"
     data = json.loads((run / "study_results.json").read_text())
     assert data["missing"] == [] and set(data["models"]) == set(results)
+
+
+def test_the_teacher_with_a_student_drafting_gives_the_teachers_output(study):
+    """eval.draft: the fp32 teacher with speculative decoding scores exactly as the teacher, with its acceptance."""
+    config, run = study
+    label = "teacher+draft:alpha-0.5"
+
+    def hyps(name):
+        return sorted(
+            (json.loads(x)["index"], json.loads(x)["hypothesis"])
+            for x in (run / "eval" / name / "demo-en-fr" / "samples.jsonl").read_text().splitlines()
+        )
+
+    assert hyps(label) == hyps("teacher")
+    data = json.loads((run / "study_results.json").read_text())
+    row = data["models"][label]
+    assert row["role"] == "speculative" and row["draft"] == "alpha-0.5"
+    accepted = row["speculative"]["demo-en-fr"]
+    assert accepted["proposed"] > 0 and 0 <= accepted["acceptance_rate"] <= 1
+    text = (run / "STUDY.md").read_text()
+    assert "**Speculative decoding**" in text and f"`{label}`" in text
+    answer_line = next(line for line in text.splitlines() if "**Answer for this study" in line)
+    assert label not in answer_line  # a compression is chosen, never the teacher itself
 
 
 def test_statistics_in_the_study_equal_sacrebleu_on_the_samples(study):

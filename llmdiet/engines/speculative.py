@@ -45,6 +45,7 @@ class SpeculativeDecoder:
         self.teacher, self.draft = teacher, draft
         self.lookahead, self.max_lookahead = lookahead, max_lookahead
         self.oracle = None  # benchmarks: the default ``oracle`` of :meth:`generate`
+        self.accept = None  # benchmarks: the default ``accept`` of :meth:`generate`
         self.stats = {"proposed": 0, "accepted": 0, "teacher_forwards": 0, "generated": 0, "sequences": 0}
 
     def reset_stats(self) -> dict:
@@ -71,14 +72,20 @@ class SpeculativeDecoder:
         min_new_tokens: int = 0,
         on_token=None,
         oracle=None,
+        accept=None,
     ) -> torch.Tensor:
         """``(batch, 1 + n)`` ids as :meth:`StaticCacheT5Decoder.generate` returns them.
 
-        ``oracle(proposal, index)`` (benchmarks only) may replace each draft proposal for generated position
-        ``index`` before it is fed back to the draft and verified: the draft's compute is real, its agreement set.
+        Benchmarks only: ``oracle(proposal, index)`` may replace each draft proposal for generated position
+        ``index`` before it is fed back to the draft and verified (the draft's compute is real, its agreement set:
+        exact for teachers whose verification equals single steps). ``accept(k, batch)`` instead decides how many
+        leading proposals of each row count as accepted (a ``(batch,)`` tensor): every forward pass runs as usual,
+        only the acceptance is set, so the cost of decoding at that acceptance is measured whatever the weights
+        (the output is then not the teacher's).
         """
         teacher, draft = self.teacher, self.draft
         oracle = oracle if oracle is not None else self.oracle
+        accept = accept if accept is not None else self.accept
         capacity = min(max_new_tokens, 64) + self.max_lookahead + 1
         t_state = teacher.start(input_ids, attention_mask, capacity)
         d_state = draft.start(input_ids, attention_mask, capacity)
@@ -113,6 +120,8 @@ class SpeculativeDecoder:
             # per row: how many leading proposals the teacher agrees with; finished rows do not constrain
             if k_round:
                 agree = (chosen[:, :k_round] == torch.stack(proposals, dim=1)).long().cumprod(dim=1).sum(dim=1)
+                if accept is not None:
+                    agree = accept(k_round, batch).to(device)
                 # a row whose accepted run reaches EOS is done: what follows does not constrain the others
                 accepted = int(torch.where(unfinished & ~self._ends_within(chosen, agree, eos), agree, k_round).min())
             else:

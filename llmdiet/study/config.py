@@ -83,6 +83,14 @@ class EvalSettings:
             "(interleaved), and the report gives the median and the min-max spread."
         },
     )
+    draft: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Label of a trained student (e.g. alpha-0.5) that also drafts for the teacher: adds the row "
+            "teacher+draft:<label>, the teacher with speculative decoding (same greedy output for a float teacher, "
+            "timed by the speed job; results record the acceptance rate). null: no such row."
+        },
+    )
     speed_sentences: int = field(
         default=128,
         metadata={"help": "In-domain rows translated at eval.batch_size per round for the throughput figure (>= 1)."},

@@ -82,13 +82,14 @@ NEUTRAL_TRAINING_KEYS = {
 @dataclass
 class ModelEntry:
     label: str
-    role: str  # teacher | vanilla | student | quantized
+    role: str  # teacher | vanilla | student | quantized | speculative (the teacher with a student drafting)
     path: str  # hub id, local directory or artifact directory
     base: str  # the float model a quantized model comes from (itself otherwise)
     producer: str | None = None  # the job that makes it (None: given)
     method: str | None = None  # quantization method
     alpha: float | None = None  # distillation alpha of a student
     distill_method: str | None = None
+    draft: str | None = None  # speculative: the drafting student's label
 
 
 @dataclass
@@ -356,6 +357,14 @@ def build_plan(cfg: StudyConfig) -> StudyPlan:
                 distill_method=base.distill_method,
             )
     ev = cfg.eval
+    if ev.draft is not None:
+        draft = models.get(ev.draft)
+        if draft is None or draft.role != "student":
+            trained = ", ".join(m for m in models if models[m].role == "student")
+            raise ConfigError(f"{cfg.path}: eval.draft: {ev.draft!r} is not a trained student (trained: {trained})")
+        label = f"{TEACHER}+draft:{ev.draft}"
+        models[label] = ModelEntry(label, "speculative", models[TEACHER].path, TEACHER, producer=draft.producer, draft=ev.draft)
+        params_of_input[label] = params_of_input[TEACHER]
     check_no_leaks(cfg, [train_params_data(cfg, overrides) for _, overrides in students(cfg)])
     eval_params = {
         "sets": [_eval_set_identity(s) for s in ev.scored_sets],
@@ -695,13 +704,15 @@ def _run_eval(plan: StudyPlan, job: Job) -> dict:
     command = ["llmdiet", "study", "--config", cfg.path, "--job", job.name]
     common: dict[str, Any] = dict(
         model=model.path,
-        tokenizer=cfg.tokenizer if model.role != "quantized" else None,
+        tokenizer=cfg.tokenizer if model.role != "quantized" else None,  # speculative: the teacher's
         device=eval_device(plan, job.model),
         num_beams=ev.num_beams,
         max_new_tokens=ev.max_new_tokens,
         seed=cfg.seed,
         progress=False,
     )
+    if model.draft is not None:
+        common["draft_model"] = plan.models[model.draft].path
     results = run_eval(
         EvalArguments(
             eval_set=list(ev.scored_sets), out=str(job.out), batch_size=ev.batch_size, limit=ev.limit, **common

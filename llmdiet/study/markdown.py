@@ -64,6 +64,8 @@ def describe(m: dict) -> str:
         return "student before distillation"
     if m["role"] == "student":
         return f"student, {m['distill_method']}, alpha {m['alpha']:g}"
+    if m["role"] == "speculative":
+        return f"teacher, speculative decoding with {m['draft']} drafting (same greedy output for a float teacher)"
     return f"{m['base']} quantized with {m['method']}"
 
 
@@ -135,7 +137,11 @@ def choose(data: dict, labels: list[str]) -> tuple[dict | None, list[str]]:
 
 
 def _kind(m: dict) -> str:
-    return {"student": "distill", "vanilla": "the student as it is"}.get(m["role"]) or (
+    return {
+        "student": "distill",
+        "vanilla": "the student as it is",
+        "speculative": "speculative decoding (the teacher, a student drafting)",
+    }.get(m["role"]) or (
         "quantize" if m["base"] == TEACHER else "both (distill, then quantize)"
     )
 
@@ -207,8 +213,23 @@ def answer(data: dict) -> list[str]:
             + (f" ({', '.join(f'`{x}`' for x in by['non-inferior'])})" if by["non-inferior"] else "")
             + f", {len(by['inconclusive'])} inconclusive, {len(by['inferior'])} inferior, of {len(group)}."
         )
-    ok = [
-        label for label in models if label != TEACHER and (_decision(data, label) or {}).get("label") == "non-inferior"
+    for m in models.values():
+        if m["role"] != "speculative":
+            continue
+        spec = ((m.get("speculative") or {}).get(first)) or {}
+        rate = spec.get("acceptance_rate")
+        out.append(
+            f"**Speculative decoding** (the teacher itself, not a smaller model): `{m['label']}` lets `{m['draft']}` "
+            f"propose and the teacher verify; same BLEU as the teacher on {first} ({m['sets'][first]['bleu']:.2f}), "
+            + (f"{100 * rate:.0f}% of the draft tokens accepted, " if rate is not None else "")
+            + f"{_speed_words(m)}."
+        )
+    ok = [  # the compressions: speculative rows keep the teacher (they are reported above, never chosen)
+        label
+        for label in models
+        if label != TEACHER
+        and models[label]["role"] != "speculative"
+        and (_decision(data, label) or {}).get("label") == "non-inferior"
     ]
     chosen, tied = choose(data, ok)
     if chosen:

@@ -86,6 +86,10 @@ def collect_model(plan: StudyPlan, label: str, speed: dict) -> dict | None:
         "alpha": entry.alpha,
         "demo": bool(results.get("demo")),  # demo models or demo eval sets
         "distill_method": entry.distill_method,
+        "draft": entry.draft,
+        "speculative": {s: (e.get("timing") or {}).get("speculative") for s, e in results["sets"].items()}
+        if entry.draft
+        else None,
         "backend": results["model"]["backend"].get("backend"),
         "size_mb": size,
         "size_source": size_source,

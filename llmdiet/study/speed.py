@@ -91,7 +91,9 @@ def run_speed(plan, job) -> dict:
                 if (r, label) in done:
                     continue
                 model = plan.models[label]
-                options = {"tokenizer_path": cfg.tokenizer} if cfg.tokenizer and model.role != "quantized" else {}
+                options: dict = {"tokenizer_path": cfg.tokenizer} if cfg.tokenizer and model.role != "quantized" else {}
+                if model.draft is not None:  # the teacher with a student drafting (speculative decoding)
+                    options["draft"] = plan.models[model.draft].path
                 backend = load_backend(
                     detect_backend(model.path), model.path, device=eval_device(plan, label), **options
                 )
