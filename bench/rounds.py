@@ -1,9 +1,11 @@
-"""Paired comparisons in interleaved rounds, in one process: verdicts that survive the machine's noise.
+"""Paired comparisons in interleaved rounds: verdicts that survive the machine's noise.
 
 The generation table times each backend once, in its own process, minutes apart; on a shared 2-core machine the
-same ratio read 1.00, 1.08 and 1.10 in three runs. Here every compared path is loaded in **one** process and timed
-in ``rounds`` rounds; in each round every path runs the same sentences, in an order that rotates from round to
-round. A ratio is taken inside each round (path / CTranslate2 of that round), and a target is
+same ratio read 1.00, 1.08 and 1.10 in three runs. Here the compared paths stay loaded in **two engine processes**
+for the whole comparison, one with llmdiet's torch paths and one with CTranslate2 alone (it never imports torch:
+in one shared process llmdiet's int8 paths ran at half their speed next to CTranslate2's thread pools, measured
+2026-12-01), and are timed alternately in ``rounds`` rounds: in each round every path runs the same sentences, in
+an order that rotates from round to round, with a short pause between measurements. A ratio is taken inside each round (path / CTranslate2 of that round), and a target is
 
 * **met** when even the round with the smallest ratio clears it,
 * **missed** when even the largest ratio falls short,
@@ -34,7 +36,6 @@ Worker spec::
 
 from __future__ import annotations
 
-import gc
 import statistics
 import time
 
@@ -71,111 +72,192 @@ class Acceptance:
         return hits.cumprod(dim=1).sum(dim=1)
 
 
-def _ct2(spec: dict, cores: int):
+# ----------------------------------------------------------------------------- the two engine processes
+
+RESULT = "@@rounds-result "  # the prefix of a worker's answer line on stdout (anything else there is ignored)
+
+
+def torch_engine(init: dict):
+    """The llmdiet paths, loaded once: ``measure(path, batch, count) -> (tokens/s, speculative stats)``."""
+    import torch
+
+    from llmdiet.engines import GenerationSettings, load_backend
+
+    torch.set_num_threads(init["cores"])
+    new = init["new_tokens"]
+    settings = GenerationSettings(max_new_tokens=new, min_new_tokens=new, num_beams=1)
+    backends: dict = {}
+    for path in init["paths"]:
+        name = path.split("+")[0]
+        if name not in backends:
+            backends[name] = load_backend(name, init["dirs"][name], device="cpu")
+        if "+draft" in path and f"{name}+draft" not in backends:
+            backends[f"{name}+draft"] = load_backend(
+                name, init["dirs"][name], device="cpu", draft=init["dirs"]["draft"]
+            )
+    acceptances = {p: Acceptance(float(p.split("@")[1]), seed=k) for k, p in enumerate(init["paths"]) if "@" in p}
+    sources = init["sources"]
+
+    def measure(path: str, batch: int, count: int):
+        backend = backends[path.split("@")[0]]
+        if backend.speculative is not None:
+            backend.speculative.accept = acceptances.get(path)
+        groups = [list(range(i, min(i + batch, count))) for i in range(0, count, batch)]
+        start = time.perf_counter()
+        produced = sum(t.generated_tokens for g in groups for t in backend.translate([sources[i] for i in g], settings))
+        wall = time.perf_counter() - start
+        return produced / wall, backend.decoding_stats() if backend.speculative is not None else None
+
+    return measure
+
+
+def ct2_engine(init: dict):
+    """CTranslate2 alone (this process never imports torch): every thread layout, the fastest kept per call."""
     import ctranslate2
 
     from .generation import ct2_layouts
 
-    translators = {}
-    for batch in spec["paths"]:
-        for intra, inter in ct2_layouts(int(batch), cores):
-            if (intra, inter) not in translators:
-                translators[(intra, inter)] = ctranslate2.Translator(
-                    spec["dirs"]["ct2-direct"],
-                    device="cpu",
-                    compute_type="int8",
-                    inter_threads=inter,
-                    intra_threads=intra,
+    cores, new, tokens = init["cores"], init["new_tokens"], init["tokens"]
+    layouts = sorted({layout for batch in init["batches"] for layout in ct2_layouts(int(batch), cores)})
+    translators = {
+        (intra, inter): ctranslate2.Translator(
+            init["dirs"]["ct2-direct"], device="cpu", compute_type="int8", inter_threads=inter, intra_threads=intra
+        )
+        for intra, inter in layouts
+    }
+
+    def measure(path: str, batch: int, count: int):
+        groups = [list(range(i, min(i + batch, count))) for i in range(0, count, batch)]
+        best = 0.0
+        for layout in ct2_layouts(batch, cores):
+            split = -(-batch // layout[1]) if layout[1] > 1 else 0
+            start = time.perf_counter()
+            produced = 0
+            for group in groups:
+                results = translators[layout].translate_batch(
+                    [tokens[i] for i in group],
+                    beam_size=1,
+                    max_batch_size=split,
+                    max_decoding_length=new,
+                    min_decoding_length=new,
+                    max_input_length=0,
+                    return_end_token=True,
                 )
-    return translators
+                produced += sum(len(r.hypotheses[0]) for r in results)
+            best = max(best, produced / (time.perf_counter() - start))
+        return best, None
+
+    return measure
+
+
+def serve(kind: str) -> int:
+    """A worker: the first stdin line is its init spec, then one ``[path, batch, count]`` per line, answered on
+    stdout; an empty line ends it."""
+    import json
+    import sys
+
+    init = json.loads(sys.stdin.readline())
+    measure = (torch_engine if kind == "torch" else ct2_engine)(init)
+    extra = {"torch_imported": "torch" in sys.modules}
+    if kind == "ct2":
+        extra["ct2_isa"] = _ct2_isa()
+    print(RESULT + json.dumps({"ready": True, **extra}), flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            break
+        path, batch, count = json.loads(line)
+        tps, stats = measure(path, int(batch), int(count))
+        print(RESULT + json.dumps({"tokens_per_s": tps, "stats": stats}), flush=True)
+    return 0
+
+
+class _Worker:
+    def __init__(self, kind: str, init: dict):
+        import json
+        import subprocess
+        import sys
+
+        from .jobs import REPO_ROOT, job_environment
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.rounds", "--serve", kind],
+            cwd=REPO_ROOT,
+            env=job_environment(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.kind = kind
+        self.ready = self._send(json.dumps(init))
+
+    def _send(self, line: str) -> dict:
+        import json
+
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        for out in self.proc.stdout:
+            if out.startswith(RESULT):
+                return json.loads(out[len(RESULT) :])
+        raise RuntimeError(f"the {self.kind} worker exited (code {self.proc.wait()})")
+
+    def measure(self, path: str, batch: int, count: int) -> dict:
+        import json
+
+        return self._send(json.dumps([path, batch, count]))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin
+            self.proc.stdin.write("\n")
+            self.proc.stdin.flush()
+            self.proc.wait(timeout=60)
 
 
 def run(spec: dict) -> dict:
-    import torch
-
-    from llmdiet.engines import GenerationSettings, load_backend
     from llmdiet.provenance import available_cores
 
-    from .generation import ct2_layouts
     from .workload import fixed_length_sources, load_tokenizer
 
     cores = spec.get("threads") or available_cores()
-    torch.set_num_threads(cores)
     tokenizer = load_tokenizer(spec["tokenizer_dir"])
-    new = spec.get("new_tokens", 40)
-    settings = GenerationSettings(max_new_tokens=new, min_new_tokens=new, num_beams=1)
     most = max(spec["sentences"].values())
     sources = fixed_length_sources(tokenizer, most, spec.get("source_tokens", 40))
-    token_lists = [tokenizer.convert_ids_to_tokens(x) for x in tokenizer(sources)["input_ids"]]
     all_paths = sorted({p for paths in spec["paths"].values() for p in paths})
-
-    backends: dict = {}
-    for path in all_paths:
-        name, _, variant = path.partition("+")
-        if name == "ct2-direct" or name in backends:
-            continue
-        backends[name] = load_backend(name, spec["dirs"][name], device="cpu")
-        if any(p.startswith(f"{name}+draft") for p in all_paths):
-            backends[f"{name}+draft"] = load_backend(
-                name, spec["dirs"][name], device="cpu", draft=spec["dirs"]["draft"]
+    common = {"cores": cores, "new_tokens": spec.get("new_tokens", 40), "dirs": spec["dirs"]}
+    workers: dict = {}
+    try:
+        if any(p != "ct2-direct" for p in all_paths):
+            workers["torch"] = _Worker(
+                "torch", {**common, "paths": [p for p in all_paths if p != "ct2-direct"], "sources": sources}
             )
-    translators = _ct2(spec, cores) if "ct2-direct" in all_paths else {}
+        if "ct2-direct" in all_paths:
+            tokens = [tokenizer.convert_ids_to_tokens(x) for x in tokenizer(sources)["input_ids"]]
+            workers["ct2"] = _Worker("ct2", {**common, "tokens": tokens, "batches": list(spec["paths"])})
 
-    acceptances = {
-        path: Acceptance(float(path.split("@")[1]), seed=k) for k, path in enumerate(all_paths) if "@" in path
-    }
+        def measure(path: str, batch: str, count: int) -> dict:
+            time.sleep(spec.get("pause_s", 0.5))  # the other engine's idle threads stop spinning
+            return workers["ct2" if path == "ct2-direct" else "torch"].measure(path, int(batch), count)
 
-    def time_path(path: str, batch: int, count: int) -> tuple[float, dict | None]:
-        rows = list(range(count))
-        groups = [rows[i : i + batch] for i in range(0, count, batch)]
-        if path == "ct2-direct":
-            best = 0.0
-            for layout in ct2_layouts(batch, cores):
-                translator = translators[layout]
-                split = -(-batch // layout[1]) if layout[1] > 1 else 0
-                start = time.perf_counter()
-                produced = 0
-                for group in groups:
-                    results = translator.translate_batch(
-                        [token_lists[i] for i in group],
-                        beam_size=1,
-                        max_batch_size=split,
-                        max_decoding_length=new,
-                        min_decoding_length=new,
-                        max_input_length=0,
-                        return_end_token=True,
-                    )
-                    produced += sum(len(r.hypotheses[0]) for r in results)
-                best = max(best, produced / (time.perf_counter() - start))
-            return best, None
-        backend = backends[path.split("@")[0]]
-        if backend.speculative is not None:
-            backend.speculative.accept = acceptances.get(path)
-        start = time.perf_counter()
-        produced = 0
-        for group in groups:
-            produced += sum(t.generated_tokens for t in backend.translate([sources[i] for i in group], settings))
-        wall = time.perf_counter() - start
-        stats = backend.decoding_stats() if backend.speculative is not None else None
-        return produced / wall, stats
-
-    # warm-up: every path once, untimed
-    for batch, paths in spec["paths"].items():
-        for path in paths:
-            time_path(path, int(batch), min(int(batch), spec["sentences"][batch]))
-
-    measured: dict = {batch: {p: [] for p in paths} for batch, paths in spec["paths"].items()}
-    acceptance: dict = {}
-    started = time.perf_counter()
-    for round_index in range(spec.get("rounds", 5)):
-        for batch, paths in spec["paths"].items():
-            order = paths[round_index % len(paths) :] + paths[: round_index % len(paths)]  # rotate the order
-            for path in order:
-                tps, stats = time_path(path, int(batch), spec["sentences"][batch])
-                measured[batch][path].append(tps)
-                if stats:
-                    acceptance.setdefault(path, []).append(stats["acceptance_rate"])
-        gc.collect()
+        for batch, paths in spec["paths"].items():  # warm-up: every path once, untimed
+            for path in paths:
+                measure(path, batch, min(int(batch), spec["sentences"][batch]))
+        measured: dict = {batch: {p: [] for p in paths} for batch, paths in spec["paths"].items()}
+        acceptance: dict = {}
+        started = time.perf_counter()
+        for round_index in range(spec.get("rounds", 5)):
+            for batch, paths in spec["paths"].items():
+                order = paths[round_index % len(paths) :] + paths[: round_index % len(paths)]  # rotate the order
+                for path in order:
+                    result = measure(path, batch, spec["sentences"][batch])
+                    measured[batch][path].append(result["tokens_per_s"])
+                    if result.get("stats"):
+                        acceptance.setdefault(path, []).append(result["stats"]["acceptance_rate"])
+        timed = time.perf_counter() - started
+        ready = {kind: w.ready for kind, w in workers.items()}
+    finally:
+        for w in workers.values():
+            w.close()
     out: dict = {"shape": spec["shape"], "rounds": spec.get("rounds", 5), "cores": cores, "by_batch": {}}
     for batch, paths in measured.items():
         entry: dict = {"sentences": spec["sentences"][batch], "tokens_per_s": {}, "ratio_vs_ct2": {}}
@@ -185,8 +267,9 @@ def run(spec: dict) -> dict:
                 entry["ratio_vs_ct2"][path] = spread([v / c for v, c in zip(values, paths["ct2-direct"])])
         out["by_batch"][batch] = entry
     out["acceptance_rate"] = {p: spread([a for a in v if a is not None] or [0.0]) for p, v in acceptance.items()}
-    out["timed_s"] = time.perf_counter() - started
-    out["ct2_isa"] = _ct2_isa()
+    out["timed_s"] = timed
+    out["ct2_isa"] = ready.get("ct2", {}).get("ct2_isa")
+    out["ct2_process_imported_torch"] = ready.get("ct2", {}).get("torch_imported")
     return out
 
 
@@ -205,4 +288,8 @@ def _ct2_isa() -> dict:
 
 
 if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve":
+        raise SystemExit(serve(sys.argv[2]))
     raise SystemExit(worker_main(run))

@@ -179,6 +179,7 @@ def test_interleaved_rounds_pair_every_path_with_ctranslate2_and_decide_by_the_s
     _, results, _ = smoke_run
     (row,) = results["rounds"]
     assert row["status"] == "ok" and row["rounds"] == 3 and row["role"] == "student and teacher"
+    assert row["ct2_process_imported_torch"] is False  # CTranslate2 is timed in a process of its own, without torch
     batch1, batch16 = row["by_batch"]["1"], row["by_batch"]["16"]
     assert set(batch16["tokens_per_s"]) == {"ct2-direct", "dynamic-int8"}
     for path in ("dynamic-int8+draft", "dynamic-int8+draft@0.6", "dynamic-int8+draft@0.9", "torch-fp32"):

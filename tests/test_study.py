@@ -391,6 +391,7 @@ def test_changed_settings_redo_only_the_affected_jobs_and_keep_the_old_output(st
         ({"student": "/"}, "student: / has no config.json"),
         ({"quantize": {"calibration_file": "/nonexistent.tsv"}}, "calibration_file: /nonexistent.tsv does not exist"),
         ({"eval": {"device": "tpu"}}, "eval: device: expected cpu, cuda or cuda:N, got 'tpu'"),
+        ({"eval": {"draft": "alpha-0.3"}}, "eval.draft: 'alpha-0.3' is not a trained student (trained: alpha-0,"),
         (
             {"distill": {"temp": 4}},
             "settings of student 'alpha-0': unknown option(s) ['temp']",

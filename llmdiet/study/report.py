@@ -213,7 +213,8 @@ def decisions(plan: StudyPlan, labels: list[str]) -> dict:
             cache[key] = noninferiority(**args)
         return cache[key]
 
-    compressed = [label for label in labels if label != TEACHER]
+    # speculative rows run the teacher itself: not candidates (they would widen the Holm family of the others)
+    compressed = [label for label in labels if label != TEACHER and plan.models[label].role != "speculative"]
     decision_sets = names["in_domain"] + (names["out_of_domain"] if v.require_out_of_domain else [])
     out: dict = {"teacher": {}, "out_of_domain": {}, "vanilla": {}}
     if TEACHER in labels and compressed:
