@@ -789,17 +789,19 @@ def render(
             generation_section(cpu_results),
             "### Paired comparisons in interleaved rounds (and speculative decoding)",
             "",
-            "The comparisons the targets rest on, measured again in one process per shape (`bench/rounds.py`): "
-            "every path runs the same sentences in each round, the order rotating between rounds; a ratio is taken "
-            "inside each round, and a target is MET only when its smallest per-round ratio clears the line, MISSED "
-            "when its largest does not, UNDECIDED otherwise. `+draft` rows are speculative decoding "
-            "(`llmdiet eval --draft_model`) with the student shape's dynamic-int8 artifact as the draft; `@a` rows "
-            "replace each draft proposal by the teacher's own token with probability a (the draft's forward passes "
-            "are real): random-init shapes never agree, so acceptance is set, and measured (*acceptance*). For "
-            "scale: distilled drafts of real models are reported at 0.6-0.8 (Leviathan et al., ICML 2023: "
-            "T5-small drafting for T5-XXL on WMT En-De, greedy, a = 0.75 and 3.4x; DistillSpec, Zhou et al., ICLR 2024, "
-            "raises draft acceptance by distilling the draft on the target's outputs); the demo pair's own rate is "
-            "in `bench/results/speculative-demo.json` (`bench/speculative_demo.py`).",
+            "The comparisons the targets rest on, measured again in interleaved rounds (`bench/rounds.py`): llmdiet's "
+            "torch paths stay loaded in one process and CTranslate2 in another that never imports torch; they take "
+            "turns on the same sentences in each round, the order rotating between rounds. A ratio is taken inside "
+            "each round, and a target is MET only when its smallest per-round ratio clears the line, MISSED when its "
+            "largest does not, UNDECIDED otherwise. `+draft` rows are speculative decoding (`llmdiet eval "
+            "--draft_model`) with the student shape's dynamic-int8 artifact as the draft; in `@a` rows each proposal "
+            "counts as accepted with probability a (a round's run ending at the first rejection) while every draft "
+            "and teacher forward pass runs for real: random-init shapes never agree, so the per-token agreement is "
+            "set; *acceptance* is the measured accepted / proposed (below a: proposals after a rejection are "
+            "wasted). For scale: Leviathan et al. (ICML 2023) report a = 0.75 and 3.4x for T5-small drafting for "
+            "T5-XXL on WMT En-De (greedy); DistillSpec (Zhou et al., ICLR 2024) raises acceptance by distilling the "
+            "draft on the target's outputs; the demo pair's own rates are in `bench/results/speculative-demo.json` "
+            "(`bench/speculative_demo.py`).",
             "",
             rounds_section(cpu_results),
             "### Artifacts",
