@@ -363,7 +363,9 @@ def build_plan(cfg: StudyConfig) -> StudyPlan:
             trained = ", ".join(m for m in models if models[m].role == "student")
             raise ConfigError(f"{cfg.path}: eval.draft: {ev.draft!r} is not a trained student (trained: {trained})")
         label = f"{TEACHER}+draft:{ev.draft}"
-        models[label] = ModelEntry(label, "speculative", models[TEACHER].path, TEACHER, producer=draft.producer, draft=ev.draft)
+        models[label] = ModelEntry(
+            label, "speculative", models[TEACHER].path, TEACHER, producer=draft.producer, draft=ev.draft
+        )
         params_of_input[label] = params_of_input[TEACHER]
     check_no_leaks(cfg, [train_params_data(cfg, overrides) for _, overrides in students(cfg)])
     eval_params = {

@@ -141,9 +141,7 @@ def _kind(m: dict) -> str:
         "student": "distill",
         "vanilla": "the student as it is",
         "speculative": "speculative decoding (the teacher, a student drafting)",
-    }.get(m["role"]) or (
-        "quantize" if m["base"] == TEACHER else "both (distill, then quantize)"
-    )
+    }.get(m["role"]) or ("quantize" if m["base"] == TEACHER else "both (distill, then quantize)")
 
 
 def _speed_words(m: dict) -> str:
