@@ -259,7 +259,11 @@ def answer(data: dict) -> list[str]:
     else:
         from llmdiet.study.figures import pareto_front
 
-        pts = [(m["size_mb"], m["sets"][first]["bleu"], m["label"]) for m in models.values() if m["size_mb"]]
+        pts = [
+            (m["size_mb"], m["sets"][first]["bleu"], m["label"])
+            for m in models.values()
+            if m["size_mb"] and m["role"] != "speculative"
+        ]
         front = [label for label in pareto_front(pts) if label != TEACHER]
         open_ = sorted(
             (label for label in models if (_decision(data, label) or {}).get("label") == "inconclusive"),
@@ -335,7 +339,8 @@ def verdict_table(data: dict) -> str:
         "degenerate",
     ] + [f"ΔBLEU {s}" for s in ood]
     rows = []
-    for m in sorted((m for m in data["models"].values() if m["label"] != TEACHER), key=lambda m: m["size_mb"] or 0):
+    compressed = (m for m in data["models"].values() if m["label"] != TEACHER and m["role"] != "speculative")
+    for m in sorted(compressed, key=lambda m: m["size_mb"] or 0):
         d = _decision(data, m["label"])
         label = (d or {}).get("label", "–")
         if label == "inconclusive" and d and d.get("sentences_needed"):
