@@ -294,6 +294,30 @@ def test_eval_gives_the_t5_prefix_to_t5_models_only_and_m2m100_its_languages(fam
         assert json.loads(first)["hypothesis"] == expected.hypothesis, family
 
 
+@pytest.mark.parametrize("family", ["marian", "mt5"])
+def test_speculative_decoding_on_other_families(family, family_pairs, tmp_path, capsys):
+    """mT5 drafts with its student (same ids as without); Marian (no static decoder) is refused in one line."""
+    from llmdiet import cli
+
+    pair = family_pairs(family)
+    capsys.readouterr()  # what building the pair printed
+    argv = ["eval", "--model", str(pair["teacher"]), "--eval_set", "demo-en-fr", "--limit", "4", "--no_progress"]
+    code = cli.main([*argv, "--out", str(tmp_path / "d"), "--draft_model", str(pair["student"])])
+    if family == "marian":
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and "speculative decoding runs on llmdiet's static T5 decoder" in err and "marian" in err
+        assert len(err.splitlines()) == 1 and not (tmp_path / "d").exists(), err
+        return
+    assert code == 0 and cli.main([*argv, "--out", str(tmp_path / "p")]) == 0
+
+    def hyps(run):
+        return [json.loads(x)["hypothesis"] for x in (tmp_path / run / "demo-en-fr" / "samples.jsonl").open()]
+
+    assert hyps("d") == hyps("p")
+    results = json.loads((tmp_path / "d" / "results.json").read_text())
+    assert results["sets"]["demo-en-fr"]["timing"]["speculative"]["proposed"] > 0
+
+
 @needs_onnx
 @pytest.mark.parametrize("family", FAMILIES)
 def test_onnx_fp32_equals_generate_per_family(family, family_pairs, tmp_path):

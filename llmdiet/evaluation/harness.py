@@ -588,6 +588,12 @@ def _run_eval_locked(args: EvalArguments, command: list[str] | None) -> dict:
                 f"{', '.join(TORCH_BACKENDS)}); drop --draft_model"
             )
         draft_path = resolve_model(args.draft_model)
+        for flag, kind in (("--model", model_type), ("--draft_model", model_type_of(draft_path))):
+            if kind not in ("t5", "mt5"):  # what StaticCacheT5Decoder serves (static_decoding_unsupported)
+                raise ConfigError(
+                    f"--draft_model: speculative decoding runs on llmdiet's static T5 decoder, and {flag} is a "
+                    f"{kind} model (decoded with transformers' generate); use T5/mT5 models or drop --draft_model"
+                )
         run_settings["draft"] = {
             "model": str(Path(draft_path).resolve()) if Path(draft_path).exists() else draft_path,
             "fingerprint": model_fingerprint(draft_path),
