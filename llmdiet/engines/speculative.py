@@ -18,7 +18,7 @@ each row still gets exactly its greedy tokens. ``min_new_tokens`` masks EOS at t
 * torch.ao dynamic int8 quantizes activations with one scale per tensor, so a verification chunk of k+1 rows gets
   other scales than a single step: outputs can differ (agreement is measured and reported, never assumed).
 
-The acceptance rate (accepted / proposed draft tokens) and the teacher forwards per generated token are kept in
+The acceptance rate (accepted / proposed draft tokens) and the tokens generated per row and teacher forward are kept in
 :attr:`SpeculativeDecoder.stats` and recorded per eval set in results.json.
 """
 
@@ -46,7 +46,15 @@ class SpeculativeDecoder:
         self.lookahead, self.max_lookahead = lookahead, max_lookahead
         self.oracle = None  # benchmarks: the default ``oracle`` of :meth:`generate`
         self.accept = None  # benchmarks: the default ``accept`` of :meth:`generate`
-        self.stats = {"proposed": 0, "accepted": 0, "teacher_forwards": 0, "generated": 0, "sequences": 0}
+        # teacher_forwards: verification passes; row_forwards: the same times the rows in the batch
+        self.stats = {
+            "proposed": 0,
+            "accepted": 0,
+            "teacher_forwards": 0,
+            "row_forwards": 0,
+            "generated": 0,
+            "sequences": 0,
+        }
 
     def reset_stats(self) -> dict:
         stats, self.stats = self.stats, dict.fromkeys(self.stats, 0)
@@ -58,8 +66,9 @@ class SpeculativeDecoder:
         return {
             **stats,
             "acceptance_rate": round(stats["accepted"] / stats["proposed"], 4) if stats["proposed"] else None,
-            "tokens_per_teacher_forward": round(stats["generated"] / stats["teacher_forwards"], 3)
-            if stats["teacher_forwards"]
+            # per row: a batch's finished rows are still computed and count (at most k + 1; below 1 is possible)
+            "tokens_per_teacher_forward": round(stats["generated"] / stats["row_forwards"], 3)
+            if stats["row_forwards"]
             else None,
         }
 
@@ -113,6 +122,7 @@ class SpeculativeDecoder:
             chunk = torch.cat([seq[:, -1:], *(p[:, None] for p in proposals)], dim=1)  # (batch, k_round + 1)
             logits = teacher.forward(t_state, chunk)
             self.stats["teacher_forwards"] += 1
+            self.stats["row_forwards"] += batch
             if eos is not None and generated < min_new_tokens:
                 masked = max(0, min(k_round + 1, min_new_tokens - generated))
                 logits[:, :masked, eos] = -float("inf")
