@@ -59,7 +59,9 @@ def test_load_translates_every_artifact_kind(demo_assets, artifacts):
         assert translator.name == method
         hyps = translator.translate(SOURCES, batch_size=3, max_new_tokens=48)
         assert len(hyps) == len(SOURCES)
-        assert sum(h == r for h, r in zip(hyps, reference)) >= 7, method  # same model, int8/bf16 noise only
+        # same model, int8/bf16 noise only (a broken artifact agrees on none); the demo teacher falls into
+        # repetition loops on a row or two on some CPUs, which int8 noise can flip: 6 of 8 on an AVX-512 AMD EPYC
+        assert sum(h == r for h, r in zip(hyps, reference)) >= 5, method
     with pytest.raises(TypeError, match="list of strings"):
         translator.translate("one sentence")
 
