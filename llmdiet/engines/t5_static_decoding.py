@@ -68,7 +68,7 @@ def static_decoding_unsupported(model) -> str | None:
 class StaticCacheT5Decoder:
     """Greedy decoding of a T5ForConditionalGeneration with a static KV cache; output ids equal ``generate``'s."""
 
-    def __init__(self, model):
+    def __init__(self, model, fuse: bool = True):
         why = static_decoding_unsupported(model)
         if why:
             raise ValueError(f"static-cache decoding does not support this model: {why}")
@@ -88,6 +88,17 @@ class StaticCacheT5Decoder:
         eos = config.eos_token_id if eos is None else eos
         self.eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
         self._bias_table = None  # (1, heads, L, L) decoder self-attention position bias, grown on demand
+        # per decoder block: q/k/v as one GEMM and gated wi_0/wi_1 as one GEMM, where exact (fused_linear.py)
+        self.fused = [self._fuse_block(block) for block in model.decoder.block] if fuse else []
+
+    @staticmethod
+    def _fuse_block(block) -> tuple:
+        from llmdiet.engines.fused_linear import fuse_in_place
+
+        attention, dense = block.layer[0].SelfAttention, block.layer[2].DenseReluDense
+        qkv = fuse_in_place(attention, ["q", "k", "v"])
+        gated = hasattr(dense, "wi_0") and hasattr(dense, "wi_1")
+        return qkv, fuse_in_place(dense, ["wi_0", "wi_1"]) if gated else None
 
     # ------------------------------------------------------------------ helpers
 
@@ -107,6 +118,17 @@ class StaticCacheT5Decoder:
         grown = buffer.new_empty((*buffer.shape[:2], capacity, buffer.shape[3]))
         grown[:, :, : buffer.shape[2]] = buffer
         return grown
+
+    @staticmethod
+    def _gated_ff(layer_ff, wi, hidden: torch.Tensor) -> torch.Tensor:
+        """T5LayerFF's gated branch (T5DenseGatedActDense, eval mode) with wi_0 and wi_1 as one GEMM."""
+        dense = layer_ff.DenseReluDense
+        gate, linear = wi(layer_ff.layer_norm(hidden)).chunk(2, dim=-1)
+        inner = dense.act(gate) * linear
+        weight = getattr(dense.wo, "weight", None)
+        if isinstance(weight, torch.Tensor) and inner.dtype != weight.dtype and weight.dtype != torch.int8:
+            inner = inner.to(weight.dtype)  # as T5DenseGatedActDense does for a wo kept in another dtype
+        return dense.wo(inner)
 
     @staticmethod
     def _attend(q, keys, values, bias):
@@ -165,9 +187,13 @@ class StaticCacheT5Decoder:
             layer_sa, layer_ca, layer_ff = block.layer[0], block.layer[1], block.layer[2]
             attention = layer_sa.SelfAttention
             normed = layer_sa.layer_norm(hidden)
-            q = self._heads(attention.q(normed), batch)
-            k = self._heads(attention.k(normed), batch)
-            v = self._heads(attention.v(normed), batch)
+            qkv, wi = self.fused[i] if self.fused else (None, None)
+            if qkv is not None:
+                q, k, v = (self._heads(x, batch) for x in qkv(normed).split(self.inner, dim=-1))
+            else:
+                q = self._heads(attention.q(normed), batch)
+                k = self._heads(attention.k(normed), batch)
+                v = self._heads(attention.v(normed), batch)
             if len(state.keys) == i:
                 state.keys.append(k.new_empty((batch, self.n_heads, state.capacity, self.d_kv)))
                 state.values.append(v.new_empty((batch, self.n_heads, state.capacity, self.d_kv)))
@@ -184,7 +210,7 @@ class StaticCacheT5Decoder:
             q = self._heads(attention.q(layer_ca.layer_norm(hidden)), batch)
             context = self._attend(q, state.cross[i][0], state.cross[i][1], state.cross_bias)
             hidden = hidden + attention.o(context.transpose(1, 2).contiguous().view(batch, -1, self.inner))
-            hidden = layer_ff(hidden)
+            hidden = layer_ff(hidden) if wi is None else hidden + self._gated_ff(layer_ff, wi, hidden)
         hidden = decoder.final_layer_norm(hidden)
         if self.tied:
             hidden = hidden * self.scale

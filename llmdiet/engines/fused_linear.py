@@ -1,0 +1,152 @@
+"""Exact fusion of Linear layers that read the same input into one GEMM (T5's q/k/v and gated wi_0/wi_1).
+
+``fuse_linears([q, k, v])`` returns one layer whose output is ``cat([q(x), k(x), v(x)], -1)``:
+
+* ``nn.Linear`` (fp32, bf16): the weights concatenated along the output dimension. Each output element is the
+  same dot product; only the GEMM kernel's blocking may differ, so values agree to float rounding.
+* ``torch.ao`` dynamic int8 Linear (``llmdiet quantize --method dynamic-int8``): the int8 weights are
+  concatenated **unchanged** into one per-channel quantized weight whose channel scales are the source layers'
+  scales (per-tensor scales repeated per channel). The activation is quantized once with the same scale as
+  each separate call would choose (it is the same tensor), int8 products accumulate exactly in int32 and each
+  channel is rescaled by ``activation_scale * its own weight scale`` as before: the outputs are the same.
+
+Anything else (torchao tensor subclasses, weights with zero points, a layer with a bias next to one without,
+different input sizes) gives ``None``, and the caller keeps the separate layers.
+
+``fuse_in_place(owner, names)`` also keeps the model's memory as it was: float layers' weights become views of
+the fused weight, and int8 layers become :class:`FusedPart` slices of the fused layer (their packed weights are
+freed), so ``transformers``' own forward (``generate``, beam search) computes the same values as before.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _dynamic_int8_linear_type():
+    try:
+        from torch.ao.nn.quantized.dynamic import Linear
+    except ImportError:  # pragma: no cover - torch builds without quantization
+        return None
+    return Linear
+
+
+def _fuse_float(layers: list[nn.Linear]) -> nn.Linear | None:
+    weights = [layer.weight for layer in layers]
+    if type(weights[0]) is not nn.Parameter and type(weights[0]) is not torch.Tensor:
+        return None  # a tensor subclass (torchao): its own kernels, not concatenable here
+    if any(type(w) is not type(weights[0]) or w.dtype != weights[0].dtype for w in weights):
+        return None
+    has_bias = [layer.bias is not None for layer in layers]
+    if any(has_bias) and not all(has_bias):
+        return None
+    weight = torch.cat([w.detach() for w in weights], dim=0)
+    fused = nn.Linear(weight.shape[1], weight.shape[0], bias=all(has_bias), device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        fused.weight.copy_(weight)
+        if all(has_bias):
+            fused.bias.copy_(torch.cat([layer.bias.detach() for layer in layers]))
+    return fused.eval()
+
+
+def _fuse_dynamic_int8(layers) -> nn.Module | None:
+    dynamic_linear = _dynamic_int8_linear_type()
+    ints, scales = [], []
+    for layer in layers:
+        if getattr(layer, "_packed_params", None) is None or layer._packed_params.dtype != torch.qint8:
+            return None
+        weight = layer.weight()
+        scheme = weight.qscheme()
+        if scheme in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            if weight.q_zero_point() != 0:
+                return None
+            scales.append(torch.full((weight.shape[0],), weight.q_scale(), dtype=torch.float64))
+        elif scheme in (torch.per_channel_affine, torch.per_channel_symmetric) and weight.q_per_channel_axis() == 0:
+            if bool(weight.q_per_channel_zero_points().ne(0).any()):
+                return None
+            scales.append(weight.q_per_channel_scales().to(torch.float64))
+        else:
+            return None
+        ints.append(weight.int_repr())
+    biases = [layer.bias() for layer in layers]
+    if any(b is not None for b in biases) and not all(b is not None for b in biases):
+        return None
+    int_weight = torch.cat(ints, dim=0)
+    scale = torch.cat(scales)
+    qweight = torch._make_per_channel_quantized_tensor(
+        int_weight, scale, torch.zeros(scale.shape, dtype=torch.long), 0
+    )
+    fused = dynamic_linear(int_weight.shape[1], int_weight.shape[0], bias_=False, dtype=torch.qint8)
+    fused.set_weight_bias(qweight, torch.cat(biases) if biases[0] is not None else None)
+    return fused
+
+
+def fuse_linears(layers: list) -> nn.Module | None:
+    """One layer computing ``cat([layer(x) for layer in layers], -1)`` exactly, or None where that is not possible."""
+    if len(layers) < 2:
+        return None
+    dynamic_linear = _dynamic_int8_linear_type()
+    if not all(hasattr(layer, "in_features") and hasattr(layer, "out_features") for layer in layers):
+        return None
+    if len({layer.in_features for layer in layers}) != 1:
+        return None  # different inputs: not one GEMM
+    if dynamic_linear is not None and all(type(layer) is dynamic_linear for layer in layers):
+        fused = _fuse_dynamic_int8(layers)
+    elif all(type(layer) is nn.Linear for layer in layers):
+        fused = _fuse_float(layers)
+    else:
+        return None
+    return fused
+
+
+class FusedPart(nn.Module):
+    """Columns ``[start, end)`` of a fused layer's output; the parts of one group share one call per input tensor.
+
+    T5 calls ``q(x)``, ``k(x)``, ``v(x)`` (and ``wi_0(x)``, ``wi_1(x)``) on the same tensor one after the other:
+    the first part computes the fused GEMM, the others slice the kept result, the last part drops it.
+    """
+
+    def __init__(self, fused: nn.Module, cache: dict, start: int, end: int, last: bool):
+        super().__init__()
+        self.fused = fused  # shared by the group's parts (counted once by Module.modules())
+        self._cache, self.start, self.end, self.last = cache, start, end, last
+        self.in_features, self.out_features = fused.in_features, end - start
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cache = self._cache
+        if cache.get("input") is not x:
+            cache["input"], cache["output"] = x, self.fused(x)
+        out = cache["output"][..., self.start : self.end]
+        if self.last:
+            cache.clear()
+        return out
+
+
+def fuse_in_place(owner: nn.Module, names: list[str]) -> nn.Module | None:
+    """The fused layer of ``owner``'s ``names`` (cached on ``owner``), with the originals made to share its memory."""
+    key = "_llmdiet_fused_" + "_".join(names)
+    existing = owner.__dict__.get(key)
+    if existing is not None:
+        return existing
+    layers = [getattr(owner, name) for name in names]
+    fused = fuse_linears(layers)
+    if fused is None:
+        return None
+    start = 0
+    if isinstance(fused, nn.Linear):  # float: each weight becomes a view of the fused weight
+        fused.weight.requires_grad_(False)
+        for layer in layers:
+            end = start + layer.out_features
+            layer.weight = nn.Parameter(fused.weight[start:end], requires_grad=False)
+            if layer.bias is not None:
+                layer.bias = nn.Parameter(fused.bias[start:end], requires_grad=False)
+            start = end
+    else:  # int8 packed weights cannot be views: the originals become slices of the fused output
+        cache: dict = {}
+        for index, (name, layer) in enumerate(zip(names, layers)):
+            end = start + layer.out_features
+            setattr(owner, name, FusedPart(fused, cache, start, end, last=index == len(names) - 1))
+            start = end
+    object.__setattr__(owner, key, fused)  # not a registered submodule: not in state_dict or modules()
+    return fused
