@@ -271,7 +271,79 @@ def round_targets(results: dict) -> list[dict]:
 
         text = f"{best['median']:.2f}x (min {best['min']:.2f}, max {best['max']:.2f}; {path})"
         targets.append(_target(name, best["median"], f">= {required}x", verdict(best["values"], required), text))
-    return targets
+    return targets + memory_targets(rows)
+
+
+def memory_targets(rows: list[dict]) -> list[dict]:
+    """dynamic-int8's peak minus the bare runtime against its artifact, and against CTranslate2's (each engine alone)."""
+    row = next((r for r in rows if "teacher" in r.get("role", "") and r.get("memory")), None)
+    shape = (row or {}).get("shape", "teacher")
+    name = f"dynamic-int8 {shape}: peak RSS minus the bare runtime vs artifact size (engine alone in a fresh process)"
+    mem = {m["engine"]: m for m in (row or {}).get("memory", []) if "error" not in m}
+    dyn = mem.get("dynamic-int8")
+    if dyn is None:
+        why = next((m["error"] for m in (row or {}).get("memory", []) if "error" in m), "not part of this run")
+        return [_target(name, None, "<= 1.2x", None, "-", why)]
+    ratio = dyn["peak_minus_runtime_bytes"] / dyn["artifact_bytes"]
+    text = (
+        f"{ratio:.2f}x ({dyn['peak_minus_runtime_bytes'] / MB:,.0f} MB / {dyn['artifact_bytes'] / MB:,.0f} MB; "
+        f"runtime {dyn['runtime_rss_bytes'] / MB:,.0f} MB, batch {dyn['batch']}; one measurement: memory does not vary "
+        "with the machine's load)"
+    )
+    return [_target(name, ratio, "<= 1.2x", ratio <= 1.2, text)]
+
+
+def memory_rows_section(results: dict) -> str:
+    """The table of the engines-alone memory processes (bench/memory_paths.py)."""
+    lines, notes = [], []
+    for row in results.get("rounds") or []:
+        for m in row.get("memory") or []:
+            if "error" in m:
+                lines.append([row["shape"], m["engine"], "error: " + m["error"][:80], *["-"] * 7])
+                continue
+            lines.append(
+                [
+                    row["shape"],
+                    f"`{m['engine']}`",
+                    _mb(m["artifact_bytes"]),
+                    _mb(m["runtime_rss_bytes"]),
+                    _mb(m["rss_after_load_bytes"]),
+                    _mb(m["generation_peak_rss_bytes"]),
+                    _mb(m["load_peak_rss_bytes"]),
+                    _mb(m["peak_minus_runtime_bytes"]),
+                    fmt(m["peak_minus_runtime_bytes"] / m["artifact_bytes"], 2, "x"),
+                    "yes" if m["torch_imported"] else "no",
+                ]
+            )
+            if "expected_bytes" in m:
+                e = m["expected_bytes"]
+                notes.append(
+                    f"- `{m['engine']}` {row['shape']}, batch {m['batch']} x {m['new_tokens']} tokens: generation "
+                    f"adds {_mb(m['generation_overhead_bytes'])} MB over the loaded model; the decoder must hold "
+                    f"{_mb(e['cross_attention_kv'])} MB of cross-attention KV ({m['source_tokens']} source tokens), "
+                    f"{_mb(e['self_attention_kv'])} MB of self-attention KV ({m['decoder_capacity_tokens']} slots) "
+                    f"and {_mb(e['step_logits_fp32'])} MB of step logits: "
+                    f"{_mb(m['unexplained_generation_bytes'])} MB is not explained by them."
+                )
+    if not lines:
+        return ""
+    header = [
+        "shape",
+        "engine",
+        "artifact MB",
+        "runtime MB",
+        "after load MB",
+        "generation peak MB",
+        "load peak MB",
+        "peak - runtime MB",
+        "(peak - runtime) / artifact",
+        "torch imported",
+    ]
+    return (
+        "**Each engine alone** (`bench/memory_paths.py`: a fresh process per engine, one batch of 16; *runtime* is "
+        "the RSS after the engine's imports, before the model; *peak* is the higher of the load and generation "
+        "peaks):\n\n" + table(header, lines) + ("\n\n" + "\n".join(notes) if notes else "")
+    )
 
 
 def rounds_section(results: dict) -> str:
@@ -307,7 +379,8 @@ def rounds_section(results: dict) -> str:
             table(["batch", "path", "tokens/s median (min-max)", "x ct2-direct median (min-max)", "acceptance"], lines),
             "",
         ]
-    return "\n".join(parts)
+    memory = memory_rows_section(results)
+    return "\n".join(parts + ([memory, ""] if memory else []))
 
 
 # ----------------------------------------------------------------------------- Markdown helpers

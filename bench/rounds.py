@@ -221,7 +221,7 @@ def run(spec: dict) -> dict:
 
     cores = spec.get("threads") or available_cores()
     tokenizer = load_tokenizer(spec["tokenizer_dir"])
-    most = max(spec["sentences"].values())
+    most = max([*spec["sentences"].values(), int((spec.get("memory") or {}).get("batch", 0))])
     sources = fixed_length_sources(tokenizer, most, spec.get("source_tokens", 40))
     all_paths = sorted({p for paths in spec["paths"].values() for p in paths})
     common = {"cores": cores, "new_tokens": spec.get("new_tokens", 40), "dirs": spec["dirs"]}
@@ -258,6 +258,7 @@ def run(spec: dict) -> dict:
     finally:
         for w in workers.values():
             w.close()
+    memory = _memory(spec, cores, sources, tokenizer) if spec.get("memory") else None
     out: dict = {"shape": spec["shape"], "rounds": spec.get("rounds", 5), "cores": cores, "by_batch": {}}
     for batch, paths in measured.items():
         entry: dict = {"sentences": spec["sentences"][batch], "tokens_per_s": {}, "ratio_vs_ct2": {}}
@@ -270,7 +271,26 @@ def run(spec: dict) -> dict:
     out["timed_s"] = timed
     out["ct2_isa"] = ready.get("ct2", {}).get("ct2_isa")
     out["ct2_process_imported_torch"] = ready.get("ct2", {}).get("torch_imported")
+    if memory is not None:
+        out["memory"] = memory
     return out
+
+
+def _memory(spec: dict, cores: int, sources: list[str], tokenizer) -> list[dict]:
+    """Each engine alone in a fresh process (bench/memory_paths.py), after the rounds: runtime, model, peak."""
+    from .generation import artifact_bytes
+    from .memory_paths import measure
+
+    batch, new = int(spec["memory"].get("batch", 16)), spec.get("new_tokens", 40)
+    tokens = [tokenizer.convert_ids_to_tokens(x) for x in tokenizer(sources[:batch])["input_ids"]]
+    rows = []
+    for engine, key in (("ct2", "ct2-direct"), ("dynamic-int8", "dynamic-int8")):
+        child = {"engine": engine, "dir": spec["dirs"][key], "batch": batch, "new_tokens": new, "cores": cores}
+        child.update({"tokens": tokens} if engine == "ct2" else {"sources": sources[:batch]})
+        row = measure(child)
+        row["artifact_bytes"] = artifact_bytes(spec["dirs"][key])
+        rows.append(row)
+    return rows
 
 
 def _ct2_isa() -> dict:

@@ -491,6 +491,7 @@ class Runner:
                     "dirs": {k: v["dir"] for k, v in dirs.items()},
                     "paths": paths,
                     "sentences": {"1": b1, "16": b16},
+                    **({"memory": {"batch": 16}} if shape == a.teacher_shape else {}),
                 },
             )
             role = "teacher" if shape == a.teacher_shape else "student"

@@ -160,7 +160,7 @@ def test_results_carry_provenance_and_targets(smoke_run):
     assert len(results["load_average"]["start"]) == 3 and len(results["load_average"]["end"]) == 3
     assert results["total_wall_s"] > 0 and results["command"].startswith("python bench/run.py --quick")
     by_name = {t["name"]: t for t in results["targets"]}
-    assert len(by_name) == 14  # 5 speed, 2 size/memory, 4 from interleaved rounds, cached KD, live KD, harness
+    assert len(by_name) == 15  # 5 speed, 2 size/memory, 4 from rounds, 1 engine-alone memory, cached/live KD, harness
     for t in results["targets"]:
         assert t["status"] in {"MET", "MISSED", "IN RANGE", "OUTSIDE", "UNDECIDED"}, t
     speed = next(
@@ -199,6 +199,30 @@ def test_interleaved_rounds_pair_every_path_with_ctranslate2_and_decide_by_the_s
     assert spec["status"] == verdict(values, 1.5).upper()
     assert verdict([1.6, 1.7], 1.5) == "met" and verdict([1.4, 1.6], 1.5) == "undecided"
     assert verdict([1.2, 1.4], 1.5) == "missed"
+
+
+def test_memory_of_each_engine_alone_in_a_fresh_process(smoke_run):
+    _, results, markdown = smoke_run
+    (row,) = results["rounds"]
+    mem = {m["engine"]: m for m in row["memory"]}
+    assert set(mem) == {"ct2", "dynamic-int8"}
+    assert mem["ct2"]["torch_imported"] is False and mem["ct2"]["transformers_imported"] is False
+    assert mem["dynamic-int8"]["torch_imported"] is True
+    assert mem["ct2"]["runtime_rss_bytes"] < mem["dynamic-int8"]["runtime_rss_bytes"]  # no torch in CTranslate2's
+    for m in mem.values():
+        assert m["batch"] == 16 and m["runtime_rss_bytes"] < m["rss_after_load_bytes"] <= m["lifetime_peak_rss_bytes"]
+        peak = max(m["generation_peak_rss_bytes"], m["load_peak_rss_bytes"])
+        assert m["peak_minus_runtime_bytes"] == peak - m["runtime_rss_bytes"]
+    dyn = mem["dynamic-int8"]
+    config = json.loads((Path(results["random_models"]["tiny-student"]["dir"]) / "config.json").read_text())
+    per_position = config["num_decoder_layers"] * 2 * 16 * config["num_heads"] * config["d_kv"] * 4  # fp32 K and V
+    assert dyn["expected_bytes"]["self_attention_kv"] == per_position * 40
+    assert dyn["expected_bytes"]["cross_attention_kv"] == per_position * dyn["source_tokens"] > 0
+    assert dyn["expected_bytes"]["step_logits_fp32"] == 16 * config["vocab_size"] * 4
+    target = next(t for t in results["targets"] if "peak RSS minus the bare runtime" in t["name"])
+    assert target["measured"] == pytest.approx(dyn["peak_minus_runtime_bytes"] / dyn["artifact_bytes"])
+    assert target["status"] == ("MET" if target["measured"] <= 1.2 else "MISSED")
+    assert "**Each engine alone**" in markdown and "is not explained by them" in markdown
 
 
 def test_markdown_renders_every_section(smoke_run):
