@@ -74,9 +74,7 @@ def _fuse_dynamic_int8(layers) -> nn.Module | None:
         return None
     int_weight = torch.cat(ints, dim=0)
     scale = torch.cat(scales)
-    qweight = torch._make_per_channel_quantized_tensor(
-        int_weight, scale, torch.zeros(scale.shape, dtype=torch.long), 0
-    )
+    qweight = torch._make_per_channel_quantized_tensor(int_weight, scale, torch.zeros(scale.shape, dtype=torch.long), 0)
     fused = dynamic_linear(int_weight.shape[1], int_weight.shape[0], bias_=False, dtype=torch.qint8)
     fused.set_weight_bias(qweight, torch.cat(biases) if biases[0] is not None else None)
     return fused
