@@ -259,54 +259,83 @@ _SAFETENSORS_DTYPES = {
 }
 
 
-def _read_safetensors(path: Path) -> tuple[dict, dict]:
-    """Tensors and metadata of a safetensors file read with plain ``read()`` calls, one tensor at a time.
+class TensorFile:
+    """A :func:`save_tensors` file read one tensor at a time, with plain ``read()`` calls.
 
     ``safe_open`` memory-maps the file, and tensors taken from the mapping keep it resident (the whole file on top
     of the model: it doubled the peak memory of dynamic-int8 evaluation). Read into private buffers instead, the
-    file's pages stay in the page cache, which is not the process's memory. Format: an 8-byte little-endian header
-    length, a JSON header (dtype, shape, data_offsets per tensor, ``__metadata__``), then the data.
+    file's pages stay in the page cache, which is not the process's memory; and a loader that reads, converts and
+    drops one tensor at a time (:func:`llmdiet.quantize.torch_dynamic.load_dynamic_int8`) never holds the whole
+    file. Format: an 8-byte little-endian header length, a JSON header (dtype, shape, data_offsets per tensor,
+    ``__metadata__``), then the data. Aliased names (:func:`save_tensors`) read their target's data.
     """
-    import struct
 
-    import torch
+    def __init__(self, path: str | Path):
+        import struct
 
-    with open(path, "rb") as f:
-        (header_len,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(header_len))
-        metadata = header.pop("__metadata__", None) or {}
-        tensors = {}
-        for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
-            begin, end = info["data_offsets"]
-            f.seek(8 + header_len + begin)
-            data = bytearray(f.read(end - begin))
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise BackendError(f"{self.path}: weights file not found")
+        try:
+            with open(self.path, "rb") as f:
+                (header_len,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(header_len))
+            self.metadata: dict[str, str] = header.pop("__metadata__", None) or {}
+            self.aliases: dict[str, str] = json.loads(self.metadata.pop(ALIASES_KEY, "{}"))
+            for info in header.values():  # every entry names a known dtype, a shape and its byte range
+                if info["dtype"] not in _SAFETENSORS_DTYPES or len(info["data_offsets"]) != 2:
+                    raise ValueError(f"bad header entry {info}")
+                list(info["shape"])
+            self._header, self._data_start = header, 8 + header_len
+        except (ValueError, KeyError, struct.error, RuntimeError, TypeError) as err:
+            raise self._unreadable(err) from None
+
+    def _unreadable(self, err) -> BackendError:
+        return BackendError(
+            f"{self.path}: not a readable safetensors file (truncated or corrupted? {err}); "
+            "re-create the artifact with llmdiet quantize --overwrite"
+        )
+
+    def names(self) -> list[str]:
+        """Stored names in file order, then the aliases."""
+        return [*sorted(self._header, key=lambda n: self._header[n]["data_offsets"][0]), *self.aliases]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._header or name in self.aliases
+
+    def read(self, name: str) -> torch.Tensor:
+        import torch
+
+        info = self._header.get(self.aliases.get(name, name))
+        if info is None:
+            raise self._unreadable(f"tensor '{name}' is missing")
+        begin, end = info["data_offsets"]
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._data_start + begin)
+                data = bytearray(f.read(end - begin))
+            if len(data) != end - begin:
+                raise ValueError(f"tensor '{name}' is cut short ({len(data)} of {end - begin} bytes)")
             dtype = getattr(torch, _SAFETENSORS_DTYPES[info["dtype"]])
             tensor = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
-            tensors[name] = tensor.reshape(info["shape"])
-    return tensors, metadata
+            return tensor.reshape(info["shape"])
+        except (ValueError, RuntimeError, TypeError) as err:
+            raise self._unreadable(err) from None
+
+    def read_all(self, names=None) -> dict[str, torch.Tensor]:
+        """``{name: tensor}`` for ``names`` (default all); an alias is the same tensor object as its target."""
+        wanted = self.names() if names is None else list(names)
+        out: dict[str, torch.Tensor] = {}
+        for name in sorted(wanted, key=lambda n: n in self.aliases):  # targets first
+            target = self.aliases.get(name)
+            out[name] = out[target] if target in out else self.read(name)
+        return out
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """``(tensors, metadata)`` from :func:`save_tensors`; aliased names point at the same tensor again."""
-    path = Path(path)
-    if not path.is_file():
-        raise BackendError(f"{path}: weights file not found")
-    try:
-        tensors, metadata = _read_safetensors(path)
-    except (ValueError, KeyError, struct_error(), RuntimeError, TypeError) as err:
-        raise BackendError(
-            f"{path}: not a readable safetensors file (truncated or corrupted? {err}); "
-            "re-create the artifact with llmdiet quantize --overwrite"
-        ) from None
-    for alias, target in json.loads(metadata.pop(ALIASES_KEY, "{}")).items():
-        tensors[alias] = tensors[target]
-    return tensors, metadata
-
-
-def struct_error() -> type[Exception]:
-    import struct
-
-    return struct.error
+    file = TensorFile(path)
+    return file.read_all(), file.metadata
 
 
 def save_tokenizer_and_config(model_or_config, tokenizer, out: str | Path) -> None:
@@ -363,12 +392,16 @@ def parameters_from_artifact(meta: dict, path: str | Path) -> int:
     return int(meta["parameters"])
 
 
-def trim_heap() -> None:
-    """Hand memory freed by large transient copies back to the OS (glibc ``malloc_trim``; a no-op elsewhere)."""
+def trim_heap(collect: bool = True) -> None:
+    """Hand memory freed by large transient copies back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    ``collect=False`` skips the garbage collection first (it costs ~0.3 s with a large model alive; a loader that
+    frees its tensors by reference counting does not need it)."""
     import ctypes
     import gc
 
-    gc.collect()
+    if collect:
+        gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do

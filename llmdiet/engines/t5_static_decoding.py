@@ -97,12 +97,16 @@ class StaticCacheT5Decoder:
 
     @staticmethod
     def _fuse_block(block) -> tuple:
+        from llmdiet.artifacts import trim_heap
         from llmdiet.engines.fused_linear import fuse_in_place
 
         attention, dense = block.layer[0].SelfAttention, block.layer[2].DenseReluDense
         qkv = fuse_in_place(attention, ["q", "k", "v"])
         gated = hasattr(dense, "wi_0") and hasattr(dense, "wi_1")
-        return qkv, fuse_in_place(dense, ["wi_0", "wi_1"]) if gated else None
+        wi = fuse_in_place(dense, ["wi_0", "wi_1"]) if gated else None
+        if qkv is not None or wi is not None:
+            trim_heap(collect=False)  # the separate int8 weights were freed: their pages back (+287 MB RSS if not)
+        return qkv, wi
 
     # ------------------------------------------------------------------ helpers
 

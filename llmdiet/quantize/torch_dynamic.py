@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from llmdiet.artifacts import BackendError, check_no_meta_tensors, load_tensors, save_tensors, trim_heap
+from llmdiet.artifacts import BackendError, TensorFile, check_no_meta_tensors, save_tensors, trim_heap
 from llmdiet.compat import t5_as_in_4x
 
 WEIGHTS_FILE = "model_int8.safetensors"
@@ -118,13 +118,17 @@ def _retie_input_embeddings(model: nn.Module) -> None:
             embed.weight = shared.weight
 
 
+TRIM_EVERY_LAYERS = 16
+
+
 def load_dynamic_int8(path: str | Path) -> nn.Module:
     """Load a directory written by :func:`save_dynamic_int8` (plus ``config.json``) back into a model."""
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForSeq2SeqLM, GenerationConfig
 
     path = Path(path)
-    tensors, metadata = load_tensors(path / WEIGHTS_FILE)
+    weights = TensorFile(path / WEIGHTS_FILE)
+    metadata = weights.metadata
     if metadata.get("format") != FORMAT:
         raise BackendError(f"{path / WEIGHTS_FILE}: format '{metadata.get('format')}' is not {FORMAT}")
     layout = json.loads(metadata["quantized_linears"])
@@ -132,27 +136,30 @@ def load_dynamic_int8(path: str | Path) -> nn.Module:
     # buffers are built for real: the non-persistent ones (M2M100's sinusoidal position table) are not in the file
     with init_empty_weights(include_buffers=False):
         model = t5_as_in_4x(AutoModelForSeq2SeqLM.from_config(config))
-    packed: dict[str, list[Any]] = {
-        name: [tensors.pop(f"{name}.{part}") for part in ("weight_int8", "weight_scale", "weight_zero_point")]
-        + [tensors.pop(f"{name}.bias", None)]
-        for name in layout
-    }
+    parts = ("weight_int8", "weight_scale", "weight_zero_point", "bias")
+    quantized = {f"{name}.{part}" for name in layout for part in parts}
     # float tensors first: the skeleton's float Linears that get replaced below stay on meta meanwhile
-    result = model.load_state_dict(tensors, strict=False, assign=True)
+    result = model.load_state_dict(
+        weights.read_all(n for n in weights.names() if n not in quantized), strict=False, assign=True
+    )
     if result.unexpected_keys:
         raise BackendError(f"{path / WEIGHTS_FILE}: tensors the model does not have: {result.unexpected_keys[:5]}")
     _retie_input_embeddings(model)
     linear_cls = _dynamic_linear_class()
-    for name, entry in layout.items():
-        codes, scale, zero_point, bias = packed.pop(name)  # freed as soon as packed: the peak holds one layer's codes
+    for index, (name, entry) in enumerate(layout.items()):
+        # one layer's int8 codes read, packed and dropped at a time: the file is never all in memory
+        if index % TRIM_EVERY_LAYERS == TRIM_EVERY_LAYERS - 1:
+            trim_heap(collect=False)  # glibc keeps the freed codes' pages otherwise: the peak grew by ~320 MB
+        codes, scale, zero_point = (weights.read(f"{name}.{part}") for part in parts[:3])
+        bias = weights.read(f"{name}.bias") if f"{name}.bias" in weights else None
         qlinear = linear_cls(entry["in_features"], entry["out_features"], bias_=entry["bias"], dtype=torch.qint8)
         qlinear.set_weight_bias(_rebuild_qweight(codes, scale, zero_point, entry), bias)
+        del codes
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, qlinear)
     check_no_meta_tensors(model, path)
     if (path / "generation_config.json").is_file():
         model.generation_config = GenerationConfig.from_pretrained(path)
-    del tensors, packed
     trim_heap()  # the int8 codes were re-packed into fbgemm/onednn weights: release their transient copies
     return model.eval()
 
