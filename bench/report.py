@@ -246,6 +246,14 @@ ROUND_TARGETS = (
     ),
     ("batch 1: dynamic-int8 (static decoder)", "teacher", "1", ("dynamic-int8",), 1.5),
     ("batch 16: dynamic-int8 (static decoder)", "teacher", "16", ("dynamic-int8",), 1.25),
+    (
+        "batch 16, natural lengths (assumed log-normal, rows stop at their lengths): dynamic-int8, finished rows "
+        "kept or dropped",
+        "teacher",
+        "16-natural",
+        ("dynamic-int8", "dynamic-int8+drop"),
+        1.25,
+    ),
     ("batch 1: fastest llmdiet path (dynamic-int8, torch-fp32)", "student", "1", ("dynamic-int8", "torch-fp32"), 1.2),
 )
 

@@ -98,15 +98,39 @@ def torch_engine(init: dict):
     acceptances = {p: Acceptance(float(p.split("@")[1]), seed=k) for k, p in enumerate(init["paths"]) if "@" in p}
     sources = init["sources"]
 
-    def measure(path: str, batch: int, count: int):
+    def measure(path: str, key: str, count: int):
+        batch = int(key.split("-")[0])
+        groups = [list(range(i, min(i + batch, count))) for i in range(0, count, batch)]
+        if key.endswith("-natural"):  # the decoder directly, each row stopped at its drawn length
+            return natural(path, groups), None
         backend = backends[path.split("@")[0]]
         if backend.speculative is not None:
             backend.speculative.accept = acceptances.get(path)
-        groups = [list(range(i, min(i + batch, count))) for i in range(0, count, batch)]
         start = time.perf_counter()
         produced = sum(t.generated_tokens for g in groups for t in backend.translate([sources[i] for i in g], settings))
         wall = time.perf_counter() - start
         return produced / wall, backend.decoding_stats() if backend.speculative is not None else None
+
+    def natural(path: str, groups: list[list[int]]) -> float:
+        backend = backends[path.split("+")[0]]
+        texts, lengths = init["natural"]["sources"], torch.tensor(init["natural"]["output_tokens"])
+        start, produced = time.perf_counter(), 0
+        for group in groups:
+            enc = backend.tokenizer([texts[i] for i in group], return_tensors="pt", padding=True)
+            wanted = lengths[group]
+            longest = int(wanted.max())
+            out = backend.static_decoder.generate(
+                enc["input_ids"],
+                enc["attention_mask"],
+                longest,
+                longest,  # EOS masked: a row ends only at its drawn length, as in CTranslate2 below
+                stopping=lambda step, rows, tokens, wanted=wanted: step + 1 >= wanted[rows],
+                drop_finished="+drop" in path,
+            )
+            if out.shape[1] != 1 + longest:
+                raise RuntimeError(f"natural workload: {path} decoded {out.shape[1] - 1} steps, not {longest}")
+            produced += int(wanted.sum())  # EOS masked and every row stopped at its length: exactly these
+        return produced / (time.perf_counter() - start)
 
     return measure
 
@@ -118,7 +142,7 @@ def ct2_engine(init: dict):
     from .generation import ct2_layouts
 
     cores, new, tokens = init["cores"], init["new_tokens"], init["tokens"]
-    layouts = sorted({layout for batch in init["batches"] for layout in ct2_layouts(int(batch), cores)})
+    layouts = sorted({layout for batch in init["batches"] for layout in ct2_layouts(int(batch.split("-")[0]), cores)})
     translators = {
         (intra, inter): ctranslate2.Translator(
             init["dirs"]["ct2-direct"], device="cpu", compute_type="int8", inter_threads=inter, intra_threads=intra
@@ -126,24 +150,34 @@ def ct2_engine(init: dict):
         for intra, inter in layouts
     }
 
-    def measure(path: str, batch: int, count: int):
+    def measure(path: str, key: str, count: int):
+        batch, natural = int(key.split("-")[0]), key.endswith("-natural")
         groups = [list(range(i, min(i + batch, count))) for i in range(0, count, batch)]
+        texts = init["natural"]["tokens"] if natural else tokens
+        wanted = init["natural"]["output_tokens"] if natural else None
         best = 0.0
         for layout in ct2_layouts(batch, cores):
             split = -(-batch // layout[1]) if layout[1] > 1 else 0
             start = time.perf_counter()
             produced = 0
             for group in groups:
+                longest = max(wanted[i] for i in group) if natural else new
+                options: dict = {}
+                if natural:  # CTranslate2 drops a row from the batch when its callback returns True
+                    options["callback"] = lambda r, group=group: r.step + 1 >= wanted[group[r.batch_id]]
                 results = translators[layout].translate_batch(
-                    [tokens[i] for i in group],
+                    [texts[i] for i in group],
                     beam_size=1,
                     max_batch_size=split,
-                    max_decoding_length=new,
-                    min_decoding_length=new,
+                    max_decoding_length=longest,
+                    min_decoding_length=longest,
                     max_input_length=0,
                     return_end_token=True,
+                    **options,
                 )
                 produced += sum(len(r.hypotheses[0]) for r in results)
+            if natural and produced != sum(wanted[i] for g in groups for i in g):
+                raise RuntimeError(f"natural workload: CTranslate2 produced {produced} tokens, not the drawn lengths")
             best = max(best, produced / (time.perf_counter() - start))
         return best, None
 
@@ -166,7 +200,7 @@ def serve(kind: str) -> int:
         if not line.strip():
             break
         path, batch, count = json.loads(line)
-        tps, stats = measure(path, int(batch), int(count))
+        tps, stats = measure(path, str(batch), int(count))
         print(RESULT + json.dumps({"tokens_per_s": tps, "stats": stats}), flush=True)
     return 0
 
@@ -217,14 +251,24 @@ class _Worker:
 def run(spec: dict) -> dict:
     from llmdiet.provenance import available_cores
 
-    from .workload import fixed_length_sources, load_tokenizer
+    from .workload import fixed_length_sources, load_tokenizer, natural_lengths, sources_of_lengths
 
     cores = spec.get("threads") or available_cores()
     tokenizer = load_tokenizer(spec["tokenizer_dir"])
     most = max([*spec["sentences"].values(), int((spec.get("memory") or {}).get("batch", 0))])
     sources = fixed_length_sources(tokenizer, most, spec.get("source_tokens", 40))
     all_paths = sorted({p for paths in spec["paths"].values() for p in paths})
-    common = {"cores": cores, "new_tokens": spec.get("new_tokens", 40), "dirs": spec["dirs"]}
+    common: dict = {"cores": cores, "new_tokens": spec.get("new_tokens", 40), "dirs": spec["dirs"]}
+    natural_keys = [key for key in spec["paths"] if key.endswith("-natural")]
+    if natural_keys:
+        source_tokens, output_tokens = natural_lengths(max(spec["sentences"][key] for key in natural_keys))
+        texts = sources_of_lengths(tokenizer, source_tokens)
+        common["natural"] = {
+            "sources": texts,
+            "tokens": [tokenizer.convert_ids_to_tokens(x) for x in tokenizer(texts)["input_ids"]],
+            "source_tokens": source_tokens,
+            "output_tokens": output_tokens,
+        }
     workers: dict = {}
     try:
         if any(p != "ct2-direct" for p in all_paths):
@@ -237,11 +281,11 @@ def run(spec: dict) -> dict:
 
         def measure(path: str, batch: str, count: int) -> dict:
             time.sleep(spec.get("pause_s", 0.5))  # the other engine's idle threads stop spinning
-            return workers["ct2" if path == "ct2-direct" else "torch"].measure(path, int(batch), count)
+            return workers["ct2" if path == "ct2-direct" else "torch"].measure(path, batch, count)
 
         for batch, paths in spec["paths"].items():  # warm-up: every path once, untimed
             for path in paths:
-                measure(path, batch, min(int(batch), spec["sentences"][batch]))
+                measure(path, batch, min(int(batch.split("-")[0]), spec["sentences"][batch]))
         measured: dict = {batch: {p: [] for p in paths} for batch, paths in spec["paths"].items()}
         acceptance: dict = {}
         started = time.perf_counter()
@@ -260,6 +304,13 @@ def run(spec: dict) -> dict:
             w.close()
     memory = _memory(spec, cores, sources, tokenizer) if spec.get("memory") else None
     out: dict = {"shape": spec["shape"], "rounds": spec.get("rounds", 5), "cores": cores, "by_batch": {}}
+    if "natural" in common:
+        n = common["natural"]
+        out["natural_workload"] = {
+            "source_tokens": n["source_tokens"],
+            "output_tokens": n["output_tokens"],
+            "distribution": "assumed log-normal (bench/workload.py natural_lengths), not fitted to a corpus",
+        }
     for batch, paths in measured.items():
         entry: dict = {"sentences": spec["sentences"][batch], "tokens_per_s": {}, "ratio_vs_ct2": {}}
         for path, values in paths.items():

@@ -463,6 +463,7 @@ class Runner:
                         *(f"dynamic-int8+draft@{alpha:g}" for alpha in a.alphas),
                     ],
                     "16": ["ct2-direct", "dynamic-int8"],
+                    "16-natural": ["ct2-direct", "dynamic-int8", "dynamic-int8+drop"],
                 },
             )
         ]
@@ -490,7 +491,7 @@ class Runner:
                     "new_tokens": a.new_tokens,
                     "dirs": {k: v["dir"] for k, v in dirs.items()},
                     "paths": paths,
-                    "sentences": {"1": b1, "16": b16},
+                    "sentences": {"1": b1, "16": b16, "16-natural": b16},
                     **({"memory": {"batch": 16}} if shape == a.teacher_shape else {}),
                 },
             )

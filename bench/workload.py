@@ -147,3 +147,27 @@ def save_random_model(shape: str, out: str | Path, tokenizer, seed: int = 0) -> 
     del model
     gc.collect()
     return out
+
+
+# The natural-length workload's distribution (bench/rounds.py, batch "16-natural"). ASSUMED, not fitted: no corpus
+# of the study's language pair with a T5 tokenizer is available offline. Sentence lengths of news-like corpora are
+# roughly log-normal; these parameters put the median English source at 28 tokens (10th-90th percentile about
+# 15-53) and the French output at 1.15x its source (x/÷ 1.17), clipped to [6, 120].
+NATURAL_SOURCE_MEDIAN, NATURAL_SOURCE_SIGMA = 28.0, 0.5
+NATURAL_RATIO_MEDIAN, NATURAL_RATIO_SIGMA = 1.15, 0.15
+NATURAL_MIN, NATURAL_MAX = 6, 120
+
+
+def natural_lengths(n: int, seed: int = 0) -> tuple[list[int], list[int]]:
+    """``n`` (source tokens, output tokens) pairs drawn from the distribution above (seeded: every run the same)."""
+    import math
+    import random
+
+    rng = random.Random(seed)
+    sources, outputs = [], []
+    for _ in range(n):
+        source = rng.lognormvariate(math.log(NATURAL_SOURCE_MEDIAN), NATURAL_SOURCE_SIGMA)
+        ratio = rng.lognormvariate(math.log(NATURAL_RATIO_MEDIAN), NATURAL_RATIO_SIGMA)
+        sources.append(int(min(NATURAL_MAX, max(NATURAL_MIN, round(source)))))
+        outputs.append(int(min(NATURAL_MAX, max(NATURAL_MIN, round(source * ratio)))))
+    return sources, outputs

@@ -160,7 +160,7 @@ def test_results_carry_provenance_and_targets(smoke_run):
     assert len(results["load_average"]["start"]) == 3 and len(results["load_average"]["end"]) == 3
     assert results["total_wall_s"] > 0 and results["command"].startswith("python bench/run.py --quick")
     by_name = {t["name"]: t for t in results["targets"]}
-    assert len(by_name) == 15  # 5 speed, 2 size/memory, 4 from rounds, 1 engine-alone memory, cached/live KD, harness
+    assert len(by_name) == 16  # 5 speed, 2 size/memory, 5 from rounds, 1 engine-alone memory, cached/live KD, harness
     for t in results["targets"]:
         assert t["status"] in {"MET", "MISSED", "IN RANGE", "OUTSIDE", "UNDECIDED"}, t
     speed = next(
@@ -187,6 +187,17 @@ def test_interleaved_rounds_pair_every_path_with_ctranslate2_and_decide_by_the_s
         assert len(tps["values"]) == 3 and tps["min"] <= tps["median"] <= tps["max"]
         ct2 = batch1["tokens_per_s"]["ct2-direct"]["values"]
         assert ratio["values"] == pytest.approx([v / c for v, c in zip(tps["values"], ct2)])  # paired per round
+    natural = row["by_batch"]["16-natural"]
+    assert set(natural["tokens_per_s"]) == {"ct2-direct", "dynamic-int8", "dynamic-int8+drop"}
+    assert set(natural["ratio_vs_ct2"]) == {"dynamic-int8", "dynamic-int8+drop"}
+    lengths = row["natural_workload"]
+    from bench.workload import natural_lengths
+
+    assert (lengths["source_tokens"], lengths["output_tokens"]) == natural_lengths(16)  # seeded: the same every run
+    assert len(set(lengths["output_tokens"])) > 8 and min(lengths["output_tokens"]) >= 6  # ragged, as real batches
+    target = next(t for t in results["targets"] if "natural lengths" in t["name"])
+    best = max(natural["ratio_vs_ct2"].values(), key=lambda r: r["median"])
+    assert target["measured"] == pytest.approx(best["median"])
     # the draft is the teacher's own artifact here: it mostly agrees; the oracle rows' acceptance follows a (below it:
     # a run of proposals ends at the first wrong one)
     accept = row["acceptance_rate"]

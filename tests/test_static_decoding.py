@@ -104,3 +104,48 @@ def test_random_init_flan_t5_small_shape_same_ids():
             input_ids=ids, attention_mask=mask, max_new_tokens=16, min_new_tokens=16, do_sample=False
         )
         assert torch.equal(StaticCacheT5Decoder(m).generate(ids, mask, 16, 16), reference)
+
+
+def test_per_row_stopping_ends_each_row_at_its_length(tiny_teacher, tiny_tokenizer):
+    enc = tiny_tokenizer(SOURCES, return_tensors="pt", padding=True)
+    decoder = StaticCacheT5Decoder(tiny_teacher)
+    full = decoder.generate(enc["input_ids"], enc["attention_mask"], 10, 10)
+    lengths = torch.tensor([3, 7, 1, 5])
+    seen = []
+
+    def stopping(step, rows, tokens):
+        seen.append(rows.tolist())
+        return step + 1 >= lengths[rows]
+
+    got = decoder.generate(enc["input_ids"], enc["attention_mask"], 10, 10, stopping=stopping)
+    assert got.shape == (4, 1 + 7)  # the longest row decides when the batch ends
+    for row, n in enumerate(lengths.tolist()):
+        assert torch.equal(got[row, : 1 + n], full[row, : 1 + n])  # its own greedy tokens, then padding
+        assert (got[row, 1 + n :] == tiny_tokenizer.pad_token_id).all()
+    assert seen[0] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("forced", [False, True])
+def test_dropping_finished_rows_keeps_float_outputs(tiny_teacher, tiny_tokenizer, monkeypatch, forced):
+    """Rows leave the batch as they finish (CTranslate2's trick); the fp32 output ids stay generate's."""
+    from llmdiet.engines import t5_static_decoding as module
+
+    sources = SOURCES * 2  # 8 rows, so that a quarter of the rows is 2
+    enc = tiny_tokenizer(sources, return_tensors="pt", padding=True)
+    lengths = torch.tensor([2, 9, 4, 12, 3, 6, 1, 8])
+    stopping = (lambda step, rows, tokens: step + 1 >= lengths[rows]) if forced else None
+    low, high = (12, 12) if forced else (0, 40)
+    decoder = StaticCacheT5Decoder(tiny_teacher)
+    reference = decoder.generate(enc["input_ids"], enc["attention_mask"], high, low, stopping=stopping)
+    kept_sizes = []
+    original_keep = module.DecoderState.keep
+    monkeypatch.setattr(
+        module.DecoderState, "keep", lambda self, rows: (kept_sizes.append(len(rows)), original_keep(self, rows))[1]
+    )
+    got = decoder.generate(enc["input_ids"], enc["attention_mask"], high, low, stopping=stopping, drop_finished=True)
+    assert torch.equal(got, reference)
+    assert kept_sizes and kept_sizes == sorted(kept_sizes, reverse=True) and kept_sizes[-1] < 8  # rows did leave
+    if not forced:  # the trained teacher's rows end at their own EOS, at different steps
+        ends = (reference == tiny_tokenizer.eos_token_id).int().argmax(dim=1)
+        assert len(set(ends.tolist())) > 1
+        assert torch.equal(reference, _hf(tiny_teacher, enc, high))

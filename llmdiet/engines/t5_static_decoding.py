@@ -233,31 +233,52 @@ class StaticCacheT5Decoder:
         max_new_tokens: int = 128,
         min_new_tokens: int = 0,
         on_token=None,
+        stopping=None,
+        drop_finished: bool = False,
     ) -> torch.Tensor:
         """``(batch, 1 + n)`` ids: the start token then n <= max_new_tokens generated tokens, pad after EOS.
 
         ``on_token(step)`` is called after each token is chosen (the benchmarks time the first token with it).
+        ``stopping(step, rows, tokens)`` may end rows early: ``rows`` are the original batch indices of the rows
+        still decoding, ``tokens`` the ids just chosen for them; it returns a bool tensor, True where that row ends
+        after this token (per-row stopping criteria; the benchmarks' natural-length workload uses it).
+        ``drop_finished=True`` removes finished rows from the batch (their cache rows are dropped once a quarter
+        of the rows still decoding has finished), as CTranslate2 does: less work for ragged batches. Float
+        weights keep each row's numbers up to GEMM rounding; torch.ao int8 quantizes activations with one scale
+        per batch, so a smaller batch changes the others' numbers (off by default: the output equals
+        ``generate``'s).
         """
         state = self.start(input_ids, attention_mask, capacity=min(max_new_tokens, 64))
         batch, device = state.batch, state.device
-        tokens = torch.full((batch,), self.start_id, dtype=torch.long, device=device)
-        out = [tokens]
+        out = torch.full((batch, max_new_tokens + 1), self.pad_id, dtype=torch.long, device=device)
+        out[:, 0] = self.start_id
+        tokens = out[:, 0].clone()
+        rows = torch.arange(batch, device=device)  # the original row of each row in the state
         unfinished = torch.ones(batch, dtype=torch.bool, device=device)
         eos = torch.tensor(self.eos_ids, device=device) if self.eos_ids else None
+        steps = 0
         for step in range(max_new_tokens):
             logits = self.forward(state, tokens[:, None])[:, -1, :]
             if step < min_new_tokens and eos is not None:
                 logits[:, eos] = -float("inf")
             tokens = torch.argmax(logits, dim=-1)
             tokens = torch.where(unfinished, tokens, torch.full_like(tokens, self.pad_id))
-            out.append(tokens)
+            out[rows, step + 1] = tokens
+            steps = step + 1
             if on_token is not None:
                 on_token(step)
             if eos is not None:
                 unfinished &= ~torch.isin(tokens, eos)
-                if not bool(unfinished.any()):
-                    break
-        return torch.stack(out, dim=1)
+            if stopping is not None:
+                unfinished &= ~stopping(step, rows, tokens).to(device=device, dtype=torch.bool)
+            if not bool(unfinished.any()):
+                break
+            finished = state.batch - int(unfinished.sum())
+            if drop_finished and finished >= max(1, state.batch // 4):
+                keep = unfinished.nonzero().squeeze(1)
+                state.keep(keep)
+                rows, tokens, unfinished = rows[keep], tokens[keep], unfinished[keep]
+        return out[:, : steps + 1]
 
 
 class DecoderState:
@@ -270,3 +291,14 @@ class DecoderState:
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self.length = 0  # decoder positions whose keys/values are in the buffers
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only ``rows`` (indices into this state's batch) in every cache: finished rows dropped."""
+        self.cross = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.cross]
+        self.cross_bias = self.cross_bias.index_select(0, rows) if self.cross_bias.shape[0] > 1 else self.cross_bias
+        for buffers in (self.keys, self.values):
+            for i, buffer in enumerate(buffers):
+                kept = buffer.new_empty((len(rows), *buffer.shape[1:]))
+                kept[:, :, : self.length] = buffer[rows, :, : self.length]  # only the positions written so far
+                buffers[i] = kept
+        self.batch = len(rows)
