@@ -140,12 +140,14 @@ def load(
     tokenizer: str | None = None,
     draft: str | None = None,
     draft_lookahead: int = 4,
+    drop_finished: bool = False,
 ) -> Translator:
     """Load any model llmdiet can run: a hub id, a ``save_pretrained`` directory, an ``llmdiet quantize`` artifact
     (its ``llmdiet_artifact.json`` picks the engine), or ``llmdiet-demo:teacher|student``.
 
     ``draft``: speculative decoding (``llmdiet eval --draft_model``): a small model with the same vocabulary (the
-    distilled student) proposes tokens this model verifies; greedy output is unchanged for float models."""
+    distilled student) proposes tokens this model verifies; greedy output is unchanged for float models.
+    ``drop_finished``: finished rows leave the batch (``llmdiet eval --drop_finished``)."""
     from llmdiet.engines import TORCH_BACKENDS, BackendError, detect_backend, load_backend
     from llmdiet.modeling import resolve_model
 
@@ -156,6 +158,11 @@ def load(
         if name not in TORCH_BACKENDS:
             raise BackendError(f"draft=: backend {name} cannot verify drafts (torch backends only)")
         options.update(draft=resolve_model(str(draft)), draft_lookahead=draft_lookahead)
+    if drop_finished:
+        name = detect_backend(path) if backend == "auto" else backend
+        if name not in TORCH_BACKENDS:
+            raise BackendError(f"drop_finished=: backend {name} has no static decoder (torch backends only)")
+        options["drop_finished"] = True
     with quiet_libraries():
         return Translator(load_backend(backend, path, device=device, **options), path)
 

@@ -149,3 +149,57 @@ def test_dropping_finished_rows_keeps_float_outputs(tiny_teacher, tiny_tokenizer
         ends = (reference == tiny_tokenizer.eos_token_id).int().argmax(dim=1)
         assert len(set(ends.tolist())) > 1
         assert torch.equal(reference, _hf(tiny_teacher, enc, high))
+
+
+def _eval(argv) -> int:
+    from llmdiet import cli
+
+    return cli.main(["eval", *(str(a) for a in argv)])
+
+
+def test_eval_drop_finished_keeps_the_fp32_scores_and_is_recorded(demo_assets, tmp_path, capsys):
+    import json
+
+    common = ["--model", demo_assets.teacher, "--eval_set", "demo-en-fr", "--limit", "24", "--no_progress"]
+    common += ["--batch_size", "8"]
+    assert _eval([*common, "--out", tmp_path / "plain"]) == 0
+    assert _eval([*common, "--out", tmp_path / "drop", "--drop_finished"]) == 0
+    plain = json.loads((tmp_path / "plain" / "results.json").read_text())
+    dropped = json.loads((tmp_path / "drop" / "results.json").read_text())
+    assert dropped["sets"]["demo-en-fr"]["metrics"] == plain["sets"]["demo-en-fr"]["metrics"]
+    assert "finished rows dropped" in dropped["model"]["backend"]["decoding"]
+    settings = json.loads((tmp_path / "drop" / "eval_settings.json").read_text())
+    assert json.dumps(settings).count('"drop_finished": true') == 1
+    # resuming the plain run with --drop_finished is another run: refused in one line
+    capsys.readouterr()
+    assert _eval([*common, "--out", tmp_path / "plain", "--drop_finished"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "drop_finished" in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--decoding", "generate"], "--drop_finished works in llmdiet's greedy static decoder"),
+        (["--num_beams", "2"], "--drop_finished works in llmdiet's greedy static decoder"),
+        (["--backend", "ct2-int8"], "--drop_finished: backend ct2-int8"),
+    ],
+)
+def test_eval_drop_finished_bad_combinations_are_one_line(demo_assets, tmp_path, capsys, extra, needle):
+    argv = ["--model", demo_assets.teacher, "--eval_set", "demo-en-fr", "--out", tmp_path / "o", "--drop_finished"]
+    assert _eval([*argv, *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1, err
+
+
+def test_python_api_load_drop_finished(demo_assets):
+    import llmdiet
+    from llmdiet.engines import BackendError
+
+    plain = llmdiet.load(str(demo_assets.teacher))
+    dropping = llmdiet.load(str(demo_assets.teacher), drop_finished=True)
+    sources = SOURCES * 3
+    assert dropping.translate(sources, max_new_tokens=30) == plain.translate(sources, max_new_tokens=30)
+    assert dropping.backend.drop_finished and not plain.backend.drop_finished
+    with pytest.raises(BackendError, match="torch backends only"):
+        llmdiet.load(str(demo_assets.teacher), backend="ct2-int8", drop_finished=True)

@@ -18,7 +18,15 @@ class TorchInt8Backend(TorchSeq2SeqBackend):
     """A quantized ``transformers`` model whose weights are tensor subclasses (quanto or torchao)."""
 
     def __init__(
-        self, model_path, name: str, device: str = "cpu", decoding: str = "static", draft=None, draft_lookahead=4, **_
+        self,
+        model_path,
+        name: str,
+        device: str = "cpu",
+        decoding: str = "static",
+        draft=None,
+        draft_lookahead=4,
+        drop_finished=False,
+        **_,
     ):
         from llmdiet.quantize import gpu_int8
 
@@ -39,6 +47,7 @@ class TorchInt8Backend(TorchSeq2SeqBackend):
             decoding=decoding,
             draft=draft,
             draft_lookahead=draft_lookahead,
+            drop_finished=drop_finished,
         )
 
     def size_info(self) -> dict:

@@ -91,7 +91,7 @@ class StaticCacheT5Decoder:
         eos = getattr(gen, "eos_token_id", None)
         eos = config.eos_token_id if eos is None else eos
         self.eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
-        self._bias_table = None  # (1, heads, L, L) decoder self-attention position bias, grown on demand
+        self._bias_table: torch.Tensor | None = None  # (1, heads, L, L) decoder self-attention position bias, grown on demand
         # per decoder block: q/k/v as one GEMM and gated wi_0/wi_1 as one GEMM, where exact (fused_linear.py)
         self.fused = [self._fuse_block(block) for block in model.decoder.block] if fuse else []
 
@@ -170,6 +170,12 @@ class StaticCacheT5Decoder:
                     self._heads(attention.v(encoded), batch).contiguous(),
                 )
             )
+        if device.type == "cpu":
+            from llmdiet.artifacts import trim_heap
+
+            # the encoder's freed activations stay in glibc's per-thread arenas otherwise: on flan-T5-large int8 at
+            # batch 16 the generation peak drops from +384 MB to +278 MB over the loaded model, at no measured cost
+            trim_heap(collect=False)
         return DecoderState(batch, dtype, device, cross, cross_bias, capacity)
 
     def forward(self, state: DecoderState, tokens: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,16 @@ from llmdiet.modeling import directory_bytes, module_bytes
 
 
 class DynamicInt8Backend(TorchSeq2SeqBackend):
-    def __init__(self, model_path, device: str = "cpu", decoding: str = "static", draft=None, draft_lookahead=4, **_):
+    def __init__(
+        self,
+        model_path,
+        device: str = "cpu",
+        decoding: str = "static",
+        draft=None,
+        draft_lookahead=4,
+        drop_finished=False,
+        **_,
+    ):
         from llmdiet.quantize.torch_dynamic import load_dynamic_int8
 
         if torch.device(device).type != "cpu":
@@ -30,6 +39,7 @@ class DynamicInt8Backend(TorchSeq2SeqBackend):
             decoding=decoding,
             draft=draft,
             draft_lookahead=draft_lookahead,
+            drop_finished=drop_finished,
         )
 
     def size_info(self) -> dict:

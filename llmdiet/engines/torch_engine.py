@@ -48,7 +48,14 @@ class _FirstToken:
 
 @torch.inference_mode()
 def generate_translations(
-    model, tokenizer, device, sources: list[str], settings: GenerationSettings, static_decoder=None, on_first_token=None
+    model,
+    tokenizer,
+    device,
+    sources: list[str],
+    settings: GenerationSettings,
+    static_decoder=None,
+    on_first_token=None,
+    drop_finished: bool = False,
 ) -> list[Translation]:
     """One batch through a ``generate()``-style model (transformers or optimum ONNX Runtime).
 
@@ -66,6 +73,7 @@ def generate_translations(
             settings.max_new_tokens,
             settings.min_new_tokens,
             on_token=(lambda step: on_first_token() if step == 0 else None) if on_first_token else None,
+            **({"drop_finished": True} if drop_finished else {}),
         )
     else:
         streamer = (
@@ -100,6 +108,7 @@ class TorchSeq2SeqBackend(TranslationBackend):
         decoding: str = "static",
         draft: str | None = None,
         draft_lookahead: int = 4,
+        drop_finished: bool = False,
     ):
         self.name = name or {torch.float32: "torch-fp32", torch.bfloat16: "torch-bf16"}.get(dtype, "torch")
         self.model_path = str(model_path)
@@ -125,6 +134,10 @@ class TorchSeq2SeqBackend(TranslationBackend):
                 self.name,
                 self.static_unsupported,
             )
+        if drop_finished and (self.static_decoder is None or draft is not None):
+            why = self.static_unsupported or "with a draft model"
+            raise BackendError(f"drop_finished needs llmdiet's static decoder without a draft (not used here: {why})")
+        self.drop_finished = drop_finished
         self.draft_path, self.speculative = draft, None
         if draft is not None:
             self.speculative = self._speculative(draft, draft_lookahead)
@@ -171,6 +184,7 @@ class TorchSeq2SeqBackend(TranslationBackend):
             settings,
             static_decoder=self.static_decoder,
             on_first_token=on_first_token,
+            drop_finished=self.drop_finished,
         )
 
     def size_info(self) -> dict:
@@ -197,7 +211,8 @@ class TorchSeq2SeqBackend(TranslationBackend):
                 "(greedy; beam search uses generate)"
             )
         if self.static_decoder is not None:
-            return "llmdiet static KV cache (greedy; beam search uses generate)"
+            dropped = ", finished rows dropped from the batch" if self.drop_finished else ""
+            return f"llmdiet static KV cache{dropped} (greedy; beam search uses generate)"
         return f"transformers generate ({self.static_unsupported})"
 
     def lossless(self) -> bool:
