@@ -318,6 +318,27 @@ def test_speculative_decoding_on_other_families(family, family_pairs, tmp_path, 
     assert results["sets"]["demo-en-fr"]["timing"]["speculative"]["proposed"] > 0
 
 
+@pytest.mark.parametrize("family", ["mt5", "marian"])
+def test_drop_finished_on_other_families(family, family_pairs, tmp_path, capsys):
+    """mT5 drops finished rows with the same output; Marian (transformers' generate) is refused in one line."""
+    from llmdiet import cli
+
+    pair = family_pairs(family)
+    capsys.readouterr()
+    argv = ["eval", "--model", str(pair["teacher"]), "--eval_set", "demo-en-fr", "--limit", "8", "--no_progress"]
+    code = cli.main([*argv, "--out", str(tmp_path / "d"), "--drop_finished"])
+    if family == "marian":
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and "--drop_finished runs in llmdiet's static T5 decoder" in err and "marian" in err
+        assert len(err.splitlines()) == 1 and not (tmp_path / "d").exists(), err
+        return
+    assert code == 0 and cli.main([*argv, "--out", str(tmp_path / "p")]) == 0
+    hyps = {
+        r: [json.loads(x)["hypothesis"] for x in (tmp_path / r / "demo-en-fr" / "samples.jsonl").open()] for r in "dp"
+    }
+    assert hyps["d"] == hyps["p"]
+
+
 @needs_onnx
 @pytest.mark.parametrize("family", FAMILIES)
 def test_onnx_fp32_equals_generate_per_family(family, family_pairs, tmp_path):

@@ -39,18 +39,13 @@ def test_int8_fusion_is_exact(per_channel):
     assert not torch.equal(fuse_linears([owner.q, owner.v, owner.k])(x), separate)
 
 
-def test_float_fusion_matches_and_shares_memory():
+def test_float_layers_stay_separate():
+    """fp32 fusion measured slower (fused_linear.py): the float layers are left as they are."""
     owner = _Three(bias=True)
-    x = torch.randn(4, 48)
-    separate = torch.cat([owner.q(x), owner.k(x), owner.v(x)], dim=-1).detach()
-    before = module_bytes(owner)
-    fused = fuse_in_place(owner, ["q", "k", "v"])
-    assert torch.allclose(fused(x), separate, atol=1e-6, rtol=1e-6)
-    assert owner.q.weight.data_ptr() == fused.weight.data_ptr()  # views, not copies
-    assert owner.k.weight.data_ptr() == fused.weight[32:].data_ptr()
-    assert module_bytes(owner) == before
-    assert fuse_in_place(owner, ["q", "k", "v"]) is fused  # a second decoder on the model reuses it
-    assert torch.allclose(torch.cat([owner.q(x), owner.k(x), owner.v(x)], -1), separate, atol=1e-6)
+    weights = [owner.q.weight, owner.k.weight, owner.v.weight]
+    assert fuse_linears([owner.q, owner.k, owner.v]) is None
+    assert fuse_in_place(owner, ["q", "k", "v"]) is None
+    assert [owner.q.weight, owner.k.weight, owner.v.weight] == weights and type(owner.q) is nn.Linear
 
 
 def test_int8_in_place_parts_share_one_call_and_free_the_originals():
@@ -71,13 +66,15 @@ def test_int8_in_place_parts_share_one_call_and_free_the_originals():
 
 
 def test_unfusable_layers_are_left_alone():
-    owner = _Three()
+    owner = quantize_dynamic_int8(_Three())
     assert fuse_linears([owner.q]) is None
-    assert fuse_linears([owner.q, quantize_dynamic_int8(_Three()).k]) is None  # float next to int8
+    assert fuse_linears([owner.q, _Three().k]) is None  # int8 next to float
     mixed = _Three()
     mixed.k = nn.Linear(48, 40, bias=True)
+    mixed = quantize_dynamic_int8(mixed)
     assert fuse_linears([mixed.q, mixed.k]) is None  # bias next to no bias
-    assert fuse_linears([nn.Linear(48, 8), nn.Linear(32, 8)]) is None  # different inputs
+    other = quantize_dynamic_int8(nn.Sequential(nn.Linear(48, 8), nn.Linear(32, 8)))
+    assert fuse_linears([other[0], other[1]]) is None  # different inputs
 
 
 @pytest.mark.parametrize("int8", [False, True])
@@ -89,7 +86,8 @@ def test_fused_static_decoder_and_generate_unchanged_on_the_demo_teacher(tiny_te
     plain = reference_model.generate(**enc, max_new_tokens=30, num_beams=1, do_sample=False)
     bytes_before = module_bytes(model)
     decoder = StaticCacheT5Decoder(model)
-    assert all(qkv is not None and wi is not None for qkv, wi in decoder.fused)  # every block fused
+    # int8: every block fused; float: none (measured slower)
+    assert all((qkv is not None and wi is not None) == int8 for qkv, wi in decoder.fused) and decoder.fused
     assert torch.equal(decoder.generate(enc["input_ids"], enc["attention_mask"], 30), separate)
     assert torch.equal(separate, plain)
     # the model itself still runs transformers' generate (beam search, --decoding generate) with the same output

@@ -13,9 +13,9 @@ model's own modules (so fp32, bf16, torch.ao dynamic int8 and torchao Linear lay
   never the O(n^2) copying of concatenation; ``max_new_tokens=512`` does not reserve memory for 512 tokens);
 * the decoder's relative position bias is computed once for all positions and sliced per step;
 * each block's q/k/v projections run as one GEMM, and so do the gated feed-forward's wi_0/wi_1
-  (:mod:`llmdiet.engines.fused_linear`: exact for float and torch.ao int8 weights, no extra memory;
-  ``fuse=False`` keeps them separate; measured 1.06x at batch 1 on flan-T5-large int8,
-  ``bench/results/batch-layouts-flan-t5-large.json``);
+  for torch.ao dynamic int8 weights (:mod:`llmdiet.engines.fused_linear`: exact, no extra memory; ``fuse=False``
+  keeps them separate; measured 1.06x at batch 1 on flan-T5-large, ``bench/results/batch-layouts-flan-t5-large.json``;
+  float weights stay separate, where one GEMM measured slower);
 * greedy selection, ``min_new_tokens`` (EOS masked to -inf) and padding of finished rows are those of
   ``generate``, so the output ids are **the same** as ``model.generate(..., num_beams=1, do_sample=False)``
   (checked by ``tests/test_static_decoding.py`` on the demo models for every torch backend).
@@ -91,7 +91,9 @@ class StaticCacheT5Decoder:
         eos = getattr(gen, "eos_token_id", None)
         eos = config.eos_token_id if eos is None else eos
         self.eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
-        self._bias_table: torch.Tensor | None = None  # (1, heads, L, L) decoder self-attention position bias, grown on demand
+        self._bias_table: torch.Tensor | None = (
+            None  # (1, heads, L, L) decoder self-attention position bias, grown on demand
+        )
         # per decoder block: q/k/v as one GEMM and gated wi_0/wi_1 as one GEMM, where exact (fused_linear.py)
         self.fused = [self._fuse_block(block) for block in model.decoder.block] if fuse else []
 

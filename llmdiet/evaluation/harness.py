@@ -619,6 +619,11 @@ def _run_eval_locked(args: EvalArguments, command: list[str] | None) -> dict:
                 f"--drop_finished: backend {backend_name} does not run llmdiet's static decoder (torch backends only: "
                 f"{', '.join(TORCH_BACKENDS)}); drop --drop_finished"
             )
+        if model_type not in ("t5", "mt5"):  # what StaticCacheT5Decoder serves (static_decoding_unsupported)
+            raise ConfigError(
+                f"--drop_finished runs in llmdiet's static T5 decoder, and --model is a {model_type} model (decoded "
+                "with transformers' generate, which keeps finished rows); drop --drop_finished"
+            )
         run_settings["drop_finished"] = True  # in the settings only when asked: earlier run dirs still resume
     settings = check_run_dir(out, run_settings, {n: set_settings(s, args, len(r)) for n, (s, r, _) in loaded.items()})
     previous = _previous_results(out)
