@@ -109,7 +109,9 @@ def fuse_in_place(owner: nn.Module, names: list[str]) -> nn.Module | None:
     fused = fuse_linears(layers)
     if fused is None:
         return None
-    start, cache = 0, {}  # int8 packed weights cannot be views: the originals become slices of the fused output
+    # int8 packed weights cannot be views: the originals become slices of the fused output
+    cache: dict[str, torch.Tensor] = {}
+    start = 0
     for index, (name, layer) in enumerate(zip(names, layers)):
         end = start + layer.out_features
         setattr(owner, name, FusedPart(fused, cache, start, end, last=index == len(names) - 1))
