@@ -34,9 +34,11 @@ def test_int8_fusion_is_exact(per_channel):
     separate = torch.cat([owner.q(x), owner.k(x), owner.v(x)], dim=-1)
     fused = fuse_linears([owner.q, owner.k, owner.v])
     assert fused is not None and fused.weight().qscheme() == torch.per_channel_affine
-    assert torch.equal(fused(x), separate)  # same int8 weights and scales, one activation scale: bit for bit
+    # same int8 weights and scales, one activation scale: equal (bit for bit on fbgemm; other int8 kernels may
+    # apply the per-channel scales in another float order, hence a float32-rounding tolerance)
+    torch.testing.assert_close(fused(x), separate, rtol=1e-6, atol=1e-6)
     # the order of the parts is the order asked for (a swapped k/v would not match)
-    assert not torch.equal(fuse_linears([owner.q, owner.v, owner.k])(x), separate)
+    assert not torch.allclose(fuse_linears([owner.q, owner.v, owner.k])(x)[..., 32:], separate[..., 32:])
 
 
 def test_float_layers_stay_separate():
@@ -59,10 +61,12 @@ def test_int8_in_place_parts_share_one_call_and_free_the_originals():
     assert module_bytes(owner) == before  # the fused layer counted once, the separate packed weights gone
     calls = []
     fused.register_forward_hook(lambda *a: calls.append(1))
-    assert all(torch.equal(a, b) for a, b in zip([owner.q(x), owner.k(x), owner.v(x)], separate))
+    for a, b in zip([owner.q(x), owner.k(x), owner.v(x)], separate):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
     assert len(calls) == 1 and owner.q._cache == {}  # one GEMM for the three, nothing kept afterwards
     y = torch.randn(3, 48)  # a different input is recomputed, never served from the cache
-    assert torch.equal(owner.k(y), reference.k(y)) and owner.k(y).shape[-1] == 40
+    torch.testing.assert_close(owner.k(y), reference.k(y), rtol=1e-6, atol=1e-6)
+    assert owner.k(y).shape[-1] == 40
 
 
 def test_unfusable_layers_are_left_alone():
