@@ -17,11 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmdiet.config import ConfigError
-
-
-class ArgumentTypeError(ConfigError, TypeError):
-    """A wrong type given to the Python API: a ConfigError (one line from the CLI) that is also a TypeError."""
+from llmdiet.config import ArgumentTypeError, check_python_types
 
 
 @contextlib.contextmanager
@@ -148,6 +144,13 @@ def load(
     ``draft``: speculative decoding (``llmdiet eval --draft_model``): a small model with the same vocabulary (the
     distilled student) proposes tokens this model verifies; greedy output is unchanged for float models.
     ``drop_finished``: finished rows leave the batch (``llmdiet eval --drop_finished``)."""
+    if not isinstance(path_or_hub_id, (str, Path)):
+        raise ArgumentTypeError(
+            f"load(): path_or_hub_id must be a path or hub id (str or Path), got {path_or_hub_id!r}"
+        )
+    for name, value in (("backend", backend), ("device", device)):
+        if not isinstance(value, str):
+            raise ArgumentTypeError(f"load(): {name} must be a string, got {value!r}")
     from llmdiet.engines import TORCH_BACKENDS, BackendError, detect_backend, load_backend
     from llmdiet.modeling import resolve_model
 
@@ -172,11 +175,18 @@ def evaluate(model: str, eval_sets: list[str] | str, out: str | Path, **options)
     ``options`` are ``llmdiet eval``'s (``batch_size``, ``limit``, ``backend``, ``max_new_tokens``, ...)."""
     from llmdiet.evaluation.harness import EvalArguments, run_eval
 
-    sets = [eval_sets] if isinstance(eval_sets, str) else list(eval_sets)
-    for name in ("batch_size", "limit", "max_new_tokens", "num_beams", "min_new_tokens", "max_source_length"):
-        value = options.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ArgumentTypeError(f"evaluate(): {name} must be an integer, got {value!r}")
+    if not isinstance(model, (str, Path)):
+        raise ArgumentTypeError(f"evaluate(): model must be a path or hub id (str or Path), got {model!r}")
+    if not isinstance(out, (str, Path)):
+        raise ArgumentTypeError(f"evaluate(): out must be a directory path (str or Path), got {out!r}")
+    if isinstance(eval_sets, (str, Path)):
+        eval_sets = [str(eval_sets)]
+    if not isinstance(eval_sets, (list, tuple)) or not all(isinstance(s, (str, Path)) for s in eval_sets):
+        raise ArgumentTypeError(
+            f"evaluate(): eval_sets must be a set name or file, or a list of them, got {eval_sets!r}"
+        )
+    sets = [str(s) for s in eval_sets]
+    check_python_types("evaluate()", [EvalArguments], options)
     args = EvalArguments(
         model=str(model), eval_set=sets, out=str(out), progress=options.pop("progress", False), **options
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 # subcommand -> (module with a ``main(argv)``, one-line help)
@@ -34,7 +35,6 @@ def configure_logging(verbose: bool = False) -> None:
     ``--verbose`` (or ``LLMDIET_LOG_LEVEL=INFO``/``DEBUG``) shows every library's INFO lines and warnings again
     (e.g. ONNX Runtime's quantizer logs ~75 INFO lines per model; torch/transformers tracer warnings).
     """
-    import os
     import warnings
 
     level_name = os.environ.get("LLMDIET_LOG_LEVEL", "INFO" if verbose else "").upper()
@@ -52,6 +52,15 @@ def configure_logging(verbose: bool = False) -> None:
         for name in ("transformers.distributed", "transformers.integrations.tensor_parallel"):
             logging.getLogger(name).setLevel(logging.ERROR)
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        # third-party progress bars ("Writing model shards", datasets' map/filter): llmdiet logs its own progress
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        for module, call in (
+            ("transformers.utils.logging", "disable_progress_bar"),
+            ("datasets", "disable_progress_bars"),
+        ):
+            if module.split(".")[0] in sys.modules:  # already imported (tests, the API): switch them off there too
+                getattr(importlib.import_module(module), call)()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--verbose"]
     configure_logging(verbose)
     module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
+    if verbose:  # the commands that print one progress line per step show their libraries' own output instead
+        os.environ["LLMDIET_VERBOSE"] = "1"
     try:
         return module.main(argv[1:]) or 0
     except user_errors() as err:  # user mistakes: a clear message, no traceback
@@ -93,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    finally:
+        os.environ.pop("LLMDIET_VERBOSE", None)
 
 
 def os_error_line(err: OSError) -> str:

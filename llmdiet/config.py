@@ -6,6 +6,7 @@ Precedence, lowest to highest: dataclass defaults < ``--preset NAME`` < ``--conf
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
@@ -20,9 +21,12 @@ class ConfigError(ValueError):
 
 
 def check_range(name: str, value, low=None, high=None, *, low_open=False, high_open=False) -> None:
-    """Raise ConfigError unless ``low <= value <= high`` (bounds optional, optionally open)."""
+    """Raise ConfigError unless ``low <= value <= high`` (bounds optional, optionally open); NaN and infinities are
+    refused whatever the bounds (every comparison with NaN is false, so a plain range check lets it through)."""
     if value is None:
         return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"--{name} must be a finite number, got {value}")
     if low is not None and (value <= low if low_open else value < low):
         raise ConfigError(f"--{name} must be {'>' if low_open else '>='} {low}, got {value}")
     if high is not None and (value >= high if high_open else value > high):
@@ -263,6 +267,44 @@ def coerce_value(name: str, hint, value):
     if kind is str and not isinstance(value, str):
         raise ConfigError(f"--{name}: expected text, got {value!r}")
     return value
+
+
+class ArgumentTypeError(ConfigError, TypeError):
+    """A wrong type given to the Python API: a ConfigError (one line from the CLI) that is also a TypeError."""
+
+
+def check_python_types(where: str, dataclass_types: Sequence[type], options: dict) -> None:
+    """The Python API's one rule: options are given as their documented types, never as text to convert
+    (``llmdiet.distill(alpha="0.5")`` and ``llmdiet.evaluate(..., limit="10")`` are both refused); a float option
+    takes an int, a list option a list (or tuple) of strings. YAML files and command lines are text and are
+    converted (:func:`coerce_value`); Python callers are not."""
+    import typing
+
+    for dc in dataclass_types:
+        hints = typing.get_type_hints(dc)
+        for f in fields(dc):
+            if f.name not in options or options[f.name] is None:
+                continue
+            value, hint = options[f.name], hints.get(f.name)
+            kind = _scalar_kind(hint)
+            ok = True
+            if kind is bool:
+                ok = isinstance(value, bool)
+            elif kind is int:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif kind is float:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            elif kind is str:
+                ok = isinstance(value, str)
+            elif "list" in str(hint).lower():
+                ok = (
+                    isinstance(value, (list, tuple))
+                    and all(isinstance(v, str) for v in value)
+                    or isinstance(value, str)
+                )
+            if not ok:
+                expected = kind.__name__ if kind else "a list of strings"
+                raise ArgumentTypeError(f"{where}: {f.name} must be {expected}, got {value!r} ({type(value).__name__})")
 
 
 def coerce_fields(dataclass_type: type, values: dict) -> dict:

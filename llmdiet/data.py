@@ -252,11 +252,17 @@ def read_parallel_file(
         if row is not None:
             rows.append(row)
     if not rows:
+        header_only = fmt in ("tsv", "csv") and header and _has_one_line(path)
+        empty = " (a header row and no data rows)" if header_only else " (file is empty)"
         raise DataError(
             f"{path}: no usable rows"
-            + (f" ({report.total} skipped: {dict(report.reasons)})" if report.total else " (file is empty)")
+            + (f" ({report.total} skipped: {dict(report.reasons)})" if report.total else empty)
         )
     return rows
+
+
+def _has_one_line(path: Path) -> bool:
+    return len([line for line in path.read_bytes().splitlines() if line.strip()]) == 1
 
 
 # ----------------------------------------------------------------------------- hub datasets

@@ -8,6 +8,7 @@ records the holder's pid and command only to make the refusal message useful.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from llmdiet.config import ConfigError
 
 LOCK_FILE = ".llmdiet.lock"
+logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -45,16 +47,19 @@ def file_lock(path: str | Path, what: str, wait: bool = False, shown: Path | Non
         try:
             import fcntl
 
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except ImportError:  # pragma: no cover - Windows: no advisory locks, run unguarded
             pass
         except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise ConfigError(
-                f"{directory} is in use by a running {what} ({holder}); wait for it to finish, "
-                "or choose another output directory"
-            ) from None
+            holder = _holder(handle)
+            if not wait:
+                raise ConfigError(
+                    f"{directory} is in use by a running {what} ({holder}); wait for it to finish, "
+                    "or choose another output directory"
+                ) from None
+            # a shared cache: one line saying who builds it, then wait for it and reuse what it built
+            logger.info("%s: waiting for %s (%s) to finish; its result is then reused", directory, what, holder)
+            fcntl.flock(handle, fcntl.LOCK_EX)
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}: {' '.join(sys.argv[:6])}\n")
@@ -65,6 +70,19 @@ def file_lock(path: str | Path, what: str, wait: bool = False, shown: Path | Non
         if remove and locked:
             path.unlink(missing_ok=True)
         handle.close()
+
+
+def _holder(handle) -> str:
+    """The holder's "pid N: command" line; it writes it right after taking the lock, so wait up to 1 s for it."""
+    import time
+
+    for _ in range(20):
+        handle.seek(0)
+        text = handle.read().strip()
+        if text:
+            return text
+        time.sleep(0.05)
+    return "another process"
 
 
 def is_locked(directory: str | Path) -> bool:

@@ -247,8 +247,8 @@ def module_bytes(module: torch.nn.Module) -> int:
 
 
 def resolve_model(name: str) -> str:
-    """Hub ids and paths pass through; ``llmdiet-demo:teacher|student`` builds the demo models once (cached)."""
-    from llmdiet.demo import DEMO_MODEL_PREFIX, demo_cache_dir, ensure_demo_assets
+    """Hub ids and paths pass through; ``llmdiet-demo:teacher|student`` name the shipped demo models (hash-checked)."""
+    from llmdiet.demo import DEMO_MODEL_PREFIX, shipped_demo_assets
 
     if not name.startswith(DEMO_MODEL_PREFIX):
         return name
@@ -257,5 +257,5 @@ def resolve_model(name: str) -> str:
     role = name[len(DEMO_MODEL_PREFIX) :]
     if role not in ("teacher", "student"):
         raise ConfigError(f"unknown demo model '{name}' (use {DEMO_MODEL_PREFIX}teacher or {DEMO_MODEL_PREFIX}student)")
-    assets = ensure_demo_assets(demo_cache_dir())
+    assets = shipped_demo_assets()
     return str(assets.teacher if role == "teacher" else assets.student)

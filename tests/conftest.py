@@ -1,7 +1,7 @@
-"""Shared offline fixtures: a locally built tokenizer and tiny T5 teacher/student.
+"""Shared offline fixtures: the shipped demo tokenizer and tiny T5 teacher/student.
 
-Nothing here touches the network: the models are built from ``T5Config`` at toy sizes
-(see ``llmdiet.demo``) and the data is the small corpus shipped in ``llmdiet/demo/data``.
+Nothing here touches the network or trains the demo: the models ship in ``llmdiet/demo/models`` (see
+``llmdiet.demo``) and the data is the small corpus shipped in ``llmdiet/demo/data``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from llmdiet.demo import DemoAssets, build_tiny_t5, ensure_demo_assets  # noqa: E402
+from llmdiet.demo import DemoAssets, build_tiny_t5, shipped_demo_assets  # noqa: E402
 from llmdiet.quantize.registry import METHODS, missing_libraries  # noqa: E402
 
 # The onnx-* methods need the ONNX extra (optimum-onnx caps transformers < 4.58): installed in .ci/run's second job
@@ -38,9 +38,9 @@ def usable_methods(names) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def demo_assets(tmp_path_factory) -> DemoAssets:
-    """Tokenizer, trained tiny teacher and untrained tiny student, built once per test session."""
-    return ensure_demo_assets(tmp_path_factory.mktemp("demo_assets"))
+def demo_assets() -> DemoAssets:
+    """The shipped demo tokenizer, teacher and student (package data, hash-checked; nothing is trained)."""
+    return shipped_demo_assets()
 
 
 @pytest.fixture(scope="session")

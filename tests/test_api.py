@@ -240,7 +240,7 @@ def test_translate_checks_its_input_in_one_line(demo_assets):
         (lambda: translator.translate("x"), "wrap a single sentence in a list"),
         (
             lambda: llmdiet.evaluate(str(demo_assets.teacher), "demo-en-fr", "/tmp/x", limit="5"),
-            "limit must be an integer",
+            "limit must be int",
         ),
     ):
         with pytest.raises(ConfigError, match=message):

@@ -9,7 +9,7 @@ from llmdiet.study.bit_sweep import BitSweepArguments, run_sweep
 def test_sweep_scores_resumes_and_plots(demo_assets, tmp_path):
     args = BitSweepArguments(
         models=[str(demo_assets.teacher)],
-        bits=[3],
+        bits=[2],
         methods=["rtn", "gpfq"],
         eval_set="demo-en-fr",
         limit=64,
@@ -22,7 +22,7 @@ def test_sweep_scores_resumes_and_plots(demo_assets, tmp_path):
     points = {p["method"]: p for p in summary["points"]}
     assert set(points) == {"float", "rtn", "gpfq"}
     assert points["float"]["bleu"] > 60  # the demo teacher knows its templates (ambiguous references: not 100)
-    assert points["gpfq"]["bleu"] > points["rtn"]["bleu"] + 10  # measured 80 vs 41 on 200 rows
+    assert points["gpfq"]["bleu"] > points["rtn"]["bleu"] + 10  # 2 bits: 73.9 vs 0.1 on 200 rows (demo study)
     assert points["gpfq"]["packed_bytes"] < 0.3 * points["float"]["packed_bytes"]
     assert "tok:13a" in points["gpfq"]["bleu_signature"]
     for name in ("bit_sweep.json", "bit_sweep.md", "bleu_vs_bits.png", "bleu_vs_packed_size.png"):

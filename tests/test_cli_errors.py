@@ -42,6 +42,11 @@ BAD_FLAGS = [
     # before: 6.7 s (an unknown eval flag waited for transformers) and ~3 s (a study config error)
     (["eval", "--model", "m", "--eval-set", "s", "--out", "o", "--bogus", "1"], "unrecognized arguments: --bogus"),
     (["study", "--config", "BAD_STUDY", "--list"], "unknown key(s) ['colour']"),
+    # issue 31: a gkd flag at its default value with method kd trained; --alpha nan failed after 34 s of loading
+    (["distill", "--preset", "demo", "--lmbda", "0.5"], "--lmbda belongs to --method gkd, not to --method kd"),
+    (["distill", "--preset", "demo", "--alpha", "nan"], "--alpha must be a finite number, got nan"),
+    (["distill", "--preset", "demo", "--replay_fraction", "1"], "--replay_fraction must be < 1"),
+    (["distill", "--preset", "demo", "--test_overlap", "keep"], "--test_overlap must be 'refuse' or 'drop'"),
     (["study", "--config", "BAD_STUDY", "--lst"], "unrecognized arguments: --lst"),
 ]
 
@@ -106,6 +111,21 @@ def test_alpha_sweep_checks_eval_sets_before_training(tmp_path, capsys, monkeypa
     assert rc == 2 and "unknown eval set 'no-such-set'" in capsys.readouterr().err
 
 
+def test_no_third_party_progress_bars_or_sharding_notices_by_default():
+    """The study printed raw "Writing model shards" bars (21 of 104 lines); the API printed transformers'
+    tensor-parallel notice ("The following layers were not sharded")."""
+    import logging
+
+    from datasets.utils import are_progress_bars_disabled
+    from transformers.utils import logging as hf_logging
+
+    import llmdiet  # noqa: F401 - its import quiets the sharding notices
+
+    assert logging.getLogger("transformers.distributed").level >= logging.ERROR
+    cli.configure_logging(verbose=False)
+    assert not hf_logging.is_progress_bar_enabled() and are_progress_bars_disabled()
+
+
 def test_verbose_flag_and_env_bring_library_logs_back(monkeypatch):
     import logging
 
@@ -149,3 +169,124 @@ def test_interrupts_and_disk_errors_are_one_line_with_how_to_resume(monkeypatch,
     assert cli.main(["eval"]) == code
     err = capsys.readouterr().err.strip()
     assert expected in err and "\n" not in err and "Traceback" not in err
+
+
+def test_study_with_a_misspelt_distill_key_or_a_missing_set_file_is_refused_before_any_job(tmp_path, capsys):
+    """Before: with an empty cache, ``llmdiet study --list`` built the demo teacher for minutes before reading the
+    distill section. The demo models ship now, and the plan checks every section before a job runs."""
+    import time
+
+    base = "study_dir: {d}\nteacher: llmdiet-demo:teacher\nstudent: llmdiet-demo:student\nalphas: [0.5]\n"
+    cases = {
+        "distill:\n  preset: demo\n  learnin_rate: 0.001\n": "unknown option(s) ['learnin_rate']",
+        "distill:\n  preset: demo\n  num_train_epochs: true\n": "num_train_epochs",
+        "distill:\n  preset: demo\neval:\n  in_domain: [missing-set.jsonl]\n": "missing-set.jsonl",
+    }
+    for i, (section, message) in enumerate(cases.items()):
+        config = tmp_path / f"s{i}.yaml"
+        config.write_text(base.format(d=tmp_path / f"run{i}") + section)
+        start = time.perf_counter()
+        assert cli.main(["study", "--config", str(config), "--list"]) == 2, section
+        err = capsys.readouterr().err.strip().splitlines()  # (a note on methods left out may come first)
+        assert message in err[-1] and err[-1].startswith("llmdiet study: error:"), err
+        assert time.perf_counter() - start < 60  # no model is built or trained (before: minutes)
+        assert not (tmp_path / f"run{i}" / "jobs").exists()
+
+
+def test_quantize_names_an_already_quantized_input(tmp_path, capsys):
+    """Before: "its config.json has no known model_type" for a CTranslate2 artifact."""
+    import json
+
+    artifact = tmp_path / "teacher-ct2"
+    artifact.mkdir()
+    (artifact / "config.json").write_text("{}")  # CTranslate2's own config, not a transformers one
+    (artifact / "llmdiet_artifact.json").write_text(json.dumps({"method": "ct2-int8", "source_model": "runs/t"}))
+    rc = cli.main(["quantize", "--model", str(artifact), "--method", "dynamic-int8", "--out", str(tmp_path / "q")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "already a quantized artifact (ct2-int8 of runs/t)" in err and len(err.splitlines()) == 1
+
+
+def test_header_only_tsv_and_local_data_dev_rows(tmp_path):
+    from llmdiet.data import DataError, read_parallel_file
+    from llmdiet.distill.settings import DataArguments
+
+    header_only = tmp_path / "pairs.tsv"
+    header_only.write_text("en\tfr\n")
+    with pytest.raises(DataError, match="a header row and no data rows"):
+        read_parallel_file(header_only, "en", "fr")
+    # a local file's dev rows follow its training rows (before: PGV's 12,000, refused for a 602-row file)
+    local = DataArguments(data_files=str(header_only), train_rows=550, eval_rows=50)
+    assert local.dev_start == 550
+    assert DataArguments().dev_start == 12_000  # the reference dataset keeps its published split
+    assert DataArguments(data_files=str(header_only), train_rows=550, eval_rows=50, eval_start=560).dev_start == 560
+
+
+def test_python_api_one_type_rule_before_anything_loads(tmp_path):
+    """Before: distill(alpha="0.5") coerced, evaluate(limit="10") refused, evaluate(model, 5, out) raised a raw
+    TypeError from inside, load(None) failed after 23.8 s with a hub connection error."""
+    import time
+
+    import llmdiet
+    from llmdiet.config import ArgumentTypeError
+
+    start = time.perf_counter()
+    with pytest.raises(ArgumentTypeError, match=r"llmdiet.distill\(\): alpha must be float, got '0.5'"):
+        llmdiet.distill(preset="demo", output_dir=str(tmp_path / "d"), alpha="0.5")
+    with pytest.raises(ArgumentTypeError, match=r"evaluate\(\): limit must be int, got '10'"):
+        llmdiet.evaluate("llmdiet-demo:teacher", ["demo-en-fr"], str(tmp_path / "e"), limit="10")
+    with pytest.raises(ArgumentTypeError, match=r"evaluate\(\): eval_sets must be a set name or file"):
+        llmdiet.evaluate("llmdiet-demo:teacher", 5, str(tmp_path / "e"))
+    with pytest.raises(ArgumentTypeError, match=r"load\(\): path_or_hub_id must be a path or hub id"):
+        llmdiet.load(None)
+    with pytest.raises(ArgumentTypeError, match=r"llmdiet.quantize\(\): calibration_count must be int"):
+        llmdiet.quantize("llmdiet-demo:teacher", "dynamic-int8", str(tmp_path / "q"), calibration_count="8")
+    assert isinstance(ArgumentTypeError("x"), TypeError)
+    assert time.perf_counter() - start < 30  # nothing was loaded
+    assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()
+
+
+def test_a_missing_quantize_method_warning_is_given_once(caplog):
+    import logging
+
+    from llmdiet.study import jobs
+
+    class Cfg:
+        class quantize:  # noqa: N801 - the config's section
+            methods = ["dynamic-int8", "no-such-lib-method"]
+
+    from dataclasses import replace
+
+    from llmdiet.quantize import METHODS
+
+    jobs._LEFT_OUT_TOLD.clear()
+    METHODS["no-such-lib-method"] = replace(
+        METHODS["dynamic-int8"], name="no-such-lib-method", libraries=("no_such_module_xyz",)
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="llmdiet"):
+            for _ in range(4):  # the study builds its plan several times per run
+                assert jobs.usable_quantize_methods(Cfg) == ["dynamic-int8"]
+    finally:
+        del METHODS["no-such-lib-method"]
+    assert sum("left out" in r.message for r in caplog.records) == 1
+
+
+def test_the_accelerate_recipe_ends_with_llmdiets_line(tmp_path):
+    """Before: llmdiet's line, then accelerate's CalledProcessError traceback; with accelerate's -q (README) the
+    line is all there is."""
+    import os
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "distill.py"
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "-q", "--num_processes", "1", "--cpu", str(recipe)]
+        + ["--alpha", "1.5"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={**os.environ, "ACCELERATE_USE_CPU": "true"},
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert lines[-1] == "llmdiet distill: error: --alpha must be <= 1.0, got 1.5", lines[-3:]

@@ -97,8 +97,8 @@ def test_empty_file_and_all_rows_bad(tmp_path):
 
 def test_split_asking_for_more_rows_than_exist():
     rows = read_parallel_file(DEMO_EN_FR, "en", "fr")
-    assert len(rows) == 2160
-    with pytest.raises(DataError, match=r"asked for rows \[2000, 3000\) but only 2160 usable rows exist"):
+    assert len(rows) == 2400
+    with pytest.raises(DataError, match=r"asked for rows \[2000, 3000\) but only 2400 usable rows exist"):
         take_rows(rows, 2000, 1000, "demo (evaluation split)")
     assert [r.source for r in take_rows(rows, 10, 3, "x")] == [r.source for r in rows[10:13]]
 

@@ -508,3 +508,92 @@ def test_a_teacher_with_another_token_to_id_map_is_refused_in_one_line(demo_asse
     with pytest.raises(ConfigError, match="its tokenizer maps 2 tokens to other ids than the student's"):
         run(*parse(argv))
     assert cli_main(["distill", *argv]) == 2
+
+
+def test_three_concurrent_first_uses_of_a_teacher_cache_build_it_once(demo_assets, tmp_path, caplog):
+    """Three study jobs that need the same cache at once: one builds every shard, the others wait (one line each
+    naming the builder) and reuse it; all three succeed with the same cache."""
+    import logging
+    import threading
+
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
+
+    from llmdiet.data import read_parallel_file, tokenize_rows
+    from llmdiet.distill import teacher_cache
+    from llmdiet.distill.teacher_cache import TeacherCache, build_teacher_cache_once
+
+    tok = AutoTokenizer.from_pretrained(demo_assets.tokenizer)
+    teacher = AutoModelForSeq2SeqLM.from_pretrained(demo_assets.teacher).eval()
+    ds, _ = tokenize_rows(read_parallel_file(DEMO_EN_FR, "en", "fr")[:48], tok, "translate English to French: ", 64, 64)
+    collate = DataCollatorForSeq2Seq(tok, model=teacher)
+    built, real = [], teacher_cache._shard_tensors
+
+    def counted(*args, **kwargs):
+        built.append(args[3])  # the shard's first row
+        return real(*args, **kwargs)
+
+    errors: list[BaseException] = []
+
+    def job():
+        try:
+            build_teacher_cache_once(teacher, ds, collate, tmp_path / "cache", k=4, shard_size=16)
+        except BaseException as err:  # noqa: BLE001 - reported by the assertion below
+            errors.append(err)
+
+    teacher_cache._shard_tensors = counted
+    try:
+        with caplog.at_level(logging.INFO, logger="llmdiet"):
+            threads = [threading.Thread(target=job) for _ in range(3)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=300)
+    finally:
+        teacher_cache._shard_tensors = real
+    assert not errors, errors
+    assert sorted(built) == [0, 16, 32]  # each of the 3 shards computed once, not 3 times
+    TeacherCache(tmp_path / "cache").check_matches(ds["labels"], 1.0)
+    waits = [r.message for r in caplog.records if "waiting for teacher cache build" in r.message]
+    assert len(waits) <= 2 and all("pid" in w for w in waits)
+
+
+def test_the_distill_command_prints_progress_lines_not_trainer_dicts(demo_assets, tmp_path, capsys):
+    """Before: a CLI run printed 22 raw Trainer dicts and tqdm bars; --verbose brings them back."""
+    from llmdiet import cli
+
+    argv = ["distill", "--preset", "demo", "--output_dir", str(tmp_path / "d"), "--max_steps", "4"]
+    argv += ["--logging_steps", "2", "--eval_strategy", "no", "--save_strategy", "no", "--train_rows", "64"]
+    assert cli.main(argv) == 0  # (the CLI sets up its own logging: its lines go to stderr)
+    out = capsys.readouterr()
+    assert "{'loss'" not in out.out and "it/s]" not in out.err and "Writing model shards" not in out.err
+    assert [line.split(": ", 2)[-1][:9] for line in out.err.splitlines() if ": step " in line] == [
+        "step 2/4 ",
+        "step 4/4 ",
+    ]
+
+
+def test_concurrent_students_sharing_a_teacher_translation_file_write_it_once(demo_assets, tmp_path):
+    """--sequence_kd_file shared by several students (the alpha sweep, study jobs): before, each appended its own
+    translations to the same JSONL at once; now the first writes it under a lock and the others reuse it."""
+    import threading
+
+    from llmdiet.data import read_parallel_file
+    from llmdiet.distill.pseudo_labels import generate_pseudo_labels
+
+    rows = read_parallel_file(DEMO_EN_FR, "en", "fr")[:24]
+    out = tmp_path / "shared" / "teacher_translations.jsonl"
+    results: list[list[str]] = []
+
+    def student():
+        results.append(
+            generate_pseudo_labels(str(demo_assets.teacher), rows, "translate English to French: ", out, num_beams=1)
+        )
+
+    threads = [threading.Thread(target=student) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(x["index"] for x in lines) == list(range(24))  # each row once, not three times
+    assert len(results) == 3 and results[0] == results[1] == results[2]

@@ -53,7 +53,8 @@ def test_dml_trains_two_students_and_saves_both(demo_assets, tmp_path):
         *parse(small_run_argv(demo_assets, out, "--method", "dml", "--max_steps", "12", "--learning_rate", "1e-3"))
     )
     history = [e for e in summary["log_history"] if "loss" in e]
-    assert history[-1]["loss"] < 0.9 * history[0]["loss"], [e["loss"] for e in history]  # measured 0.162 -> 0.091
+    losses = [e["loss"] for e in history]  # per-step losses are noisy: compare the first and last two
+    assert sum(losses[-2:]) < 0.9 * sum(losses[:2]), losses  # measured 2.23 -> 1.51 (shipped demo models)
     assert all({"ce_a", "ce_b", "kl_peer_a", "kl_peer_b"} <= set(e) for e in history)
     assert summary["resolved_models"]["teacher"] is None  # no teacher term by default: no teacher loaded
     a = AutoModelForSeq2SeqLM.from_pretrained(out / "student_a")

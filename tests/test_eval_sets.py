@@ -43,7 +43,7 @@ def test_offline_demo_sets_have_the_documented_rows():
     ]
     ko_en = resolve_eval_set("demo-ko-en")
     assert ko_en.prefix == "translate Korean to English: " and ko_en.demo
-    assert [(r.source, r.target) for r in ko_en.load()] == [(x["ko"], x["en"]) for x in korean[1000:1200]]
+    assert [(r.source, r.target) for r in ko_en.load()] == [(x["ko"], x["en"]) for x in korean[2000:2200]]
 
 
 def test_hub_sets_are_pinned_and_fail_clearly_offline():
@@ -66,7 +66,8 @@ def test_hub_sets_are_pinned_and_fail_clearly_offline():
 
 def test_unknown_name_lists_the_known_sets():
     with pytest.raises(
-        ConfigError, match=r"unknown eval set 'pgv-en-de' \(known: demo-en-fr-dev, demo-en-fr, demo-fr-en, demo-ko-en"
+        ConfigError,
+        match=r"unknown eval set 'pgv-en-de' \(known: demo-en-fr-dev, demo-en-fr, demo-fr-en-train, demo-fr-en, demo-ko-en-train, demo-ko-en",
     ):
         resolve_eval_set("pgv-en-de")
 

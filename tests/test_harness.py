@@ -60,7 +60,7 @@ def test_results_json_has_the_documented_blocks(teacher_run, demo_assets):
     assert results["schema_version"] == 1 and results["kind"] == "llmdiet-eval"
     assert set(results["sets"]) == {"demo-en-fr", "demo-ko-en"}
     entry = results["sets"]["demo-en-fr"]
-    assert entry["num_samples"] == 40 and entry["eval_set"]["version"] == "3"
+    assert entry["num_samples"] == 40 and entry["eval_set"]["version"] == "4"
     assert entry["eval_set"]["prefix"] == "translate English to French: "
     timing = entry["timing"]
     assert timing["num_sentences"] == 40 and timing["num_batches"] == 5 and timing["batch_size"] == 8
@@ -194,19 +194,13 @@ def test_repeated_and_multi_value_eval_set_flags():
 
 
 def test_demo_preset_evaluates_the_teacher_on_the_three_offline_sets(demo_assets, tmp_path, monkeypatch, capsys):
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    monkeypatch.setenv("LLMDIET_CACHE", str(cache))
-    from llmdiet.demo import demo_cache_dir
-
-    demo_cache_dir().symlink_to(demo_assets.root)  # reuse the session's demo models
     monkeypatch.chdir(tmp_path)
     assert parse_args(["--preset", "demo"]).out == "runs/eval-demo-teacher"
     rc, out, _ = run_cli(capsys, "--preset", "demo", "--limit", "8", *FAST)
-    assert rc == 0 and "DEMO: tiny locally-built models" in out
+    assert rc == 0 and "DEMO: tiny shipped models" in out
     results = json.loads((tmp_path / "runs/eval-demo-teacher/results.json").read_text())
     assert list(results["sets"]) == ["demo-en-fr", "demo-fr-en", "demo-ko-en"]
-    assert Path(results["model"]["path"]) == (demo_cache_dir() / "teacher").resolve()
+    assert Path(results["model"]["path"]) == demo_assets.teacher.resolve()  # the shipped bytes, nothing built
     for name in results["sets"]:
         assert f"| {name} | 8 |" in out  # the summary table printed at the end
 
@@ -311,7 +305,7 @@ def test_bad_input_gives_a_clear_error_without_traceback(case, demo_assets, not_
     empty = tmp_path / "empty.tsv"
     empty.write_text("")
     expected = {
-        "unknown_set": "unknown eval set 'demo-en-de' (known: demo-en-fr-dev, demo-en-fr, demo-fr-en, demo-ko-en",
+        "unknown_set": "unknown eval set 'demo-en-de' (known: demo-en-fr-dev, demo-en-fr, demo-fr-en-train, demo-fr-en, demo-ko-en-train, demo-ko-en",
         "missing_columns": "columns.jsonl:1: no field 'source'",
         "empty_file": "empty.tsv: no usable rows (file is empty)",
         "not_seq2seq": "is a 'gpt2' model, not a sequence-to-sequence",

@@ -1,5 +1,5 @@
 """A wheel (non-editable) install finds everything it needs inside the package: the named eval sets, the demo
-corpus, the metric modules. Before, the eval sets lived in the checkout's ``eval_sets/`` and a wheel install found
+corpus and models, the metric modules. Before, the eval sets lived in the checkout's ``eval_sets/`` and a wheel install found
 none of them."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_a_wheel_install_runs_the_demo_eval_from_another_directory(demo_assets, tmp_path):
+def test_a_wheel_install_runs_the_demo_eval_from_another_directory(tmp_path):
     source = tmp_path / "source"  # a copy: building in place would leave build/ in the checkout
     for name in ("pyproject.toml", "README.md"):
         source.mkdir(exist_ok=True)
@@ -43,6 +43,13 @@ def test_a_wheel_install_runs_the_demo_eval_from_another_directory(demo_assets, 
     (wheel,) = wheels.glob("llmdiet-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "llmdiet/evaluation/sets/demo-en-fr.yaml" in names and "llmdiet/demo/data/demo_en_fr.jsonl" in names
+    for shipped in (
+        "manifest.json",
+        "teacher/model.safetensors",
+        "student_init/config.json",
+        "tokenizer/tokenizer.json",
+    ):
+        assert f"llmdiet/demo/models/{shipped}" in names, shipped
     site = tmp_path / "site"
     install = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
@@ -72,7 +79,7 @@ def test_a_wheel_install_runs_the_demo_eval_from_another_directory(demo_assets, 
             "--preset",
             "demo",
             "--model",
-            str(demo_assets.teacher),
+            "llmdiet-demo:teacher",  # the wheel's own shipped models, hash-checked
             "--limit",
             "8",
             "--out",
@@ -88,3 +95,4 @@ def test_a_wheel_install_runs_the_demo_eval_from_another_directory(demo_assets, 
     results = json.loads((elsewhere / "eval" / "results.json").read_text())
     assert sorted(results["sets"]) == ["demo-en-fr", "demo-fr-en", "demo-ko-en"]
     assert all(s["num_samples"] == 8 for s in results["sets"].values())
+    assert results["model"]["path"].startswith(str(site))

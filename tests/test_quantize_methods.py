@@ -256,8 +256,7 @@ def test_dynamic_int8_keeps_embeddings_float_and_quantizes_lm_head(artifacts):
 
 
 def test_dynamic_int8_per_channel_round_trip(demo_assets, fp32, tmp_path):
-    from transformers import AutoModelForSeq2SeqLM
-
+    from llmdiet.modeling import load_seq2seq
     from llmdiet.quantize.torch_dynamic import quantize_dynamic_int8
 
     meta = build_artifact(demo_assets.teacher, "dynamic-int8", tmp_path / "pc", per_channel=True)
@@ -265,7 +264,9 @@ def test_dynamic_int8_per_channel_round_trip(demo_assets, fp32, tmp_path):
     loaded = load_backend("auto", str(tmp_path / "pc")).model
     weight, _ = loaded.lm_head._packed_params._weight_bias()
     assert weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
-    reference = quantize_dynamic_int8(AutoModelForSeq2SeqLM.from_pretrained(demo_assets.teacher), per_channel=True)
+    # quantize the teacher as llmdiet loads it (eager attention: transformers 5's default SDPA rounds differently in
+    # the last bits, which the activation scales then amplify)
+    reference = quantize_dynamic_int8(load_seq2seq(str(demo_assets.teacher))[0], per_channel=True)
     assert torch.equal(logits_of(reference, fp32["batch"]), logits_of(loaded, fp32["batch"]))
 
 

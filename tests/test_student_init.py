@@ -72,7 +72,7 @@ def test_copy_layers_student_distils_with_any_method(demo_assets, tmp_path):
     from transformers import AutoModelForSeq2SeqLM
 
     saved = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "s")
-    assert saved.config.num_layers == 1 and saved.config.d_model == 64  # the demo teacher's width
+    assert saved.config.num_layers == 1 and saved.config.d_model == 128  # the demo teacher's width
 
 
 def test_hidden_state_loss_equals_an_independent_computation():
@@ -108,9 +108,9 @@ def test_hidden_weight_compares_each_block_with_the_block_it_was_copied_from(dem
                 "--student_init",
                 "copy_layers",
                 "--student_encoder_layers",
-                "2",
+                "3",
                 "--student_decoder_layers",
-                "2",
+                "3",
                 "--hidden_weight",
                 "1.0",
                 "--max_steps",
@@ -121,7 +121,7 @@ def test_hidden_weight_compares_each_block_with_the_block_it_was_copied_from(dem
         )
     )
     assert [e["hidden"] for e in same["log_history"] if "hidden" in e] == [0.0, 0.0]
-    # a shrunk student (decoder 2 -> 1 block): starts equal to its teacher blocks (hidden 0), drifts while it learns;
+    # a shrunk student (decoder 3 -> 1 block): starts equal to its teacher blocks (hidden 0), drifts while it learns;
     # weighting the hidden term keeps it closer to them than a negligible weight does (the term is optimised)
     finals = {}
     for weight in ("1e-9", "5.0"):
@@ -131,7 +131,7 @@ def test_hidden_weight_compares_each_block_with_the_block_it_was_copied_from(dem
             "--student_init",
             "copy_layers",
             "--student_encoder_layers",
-            "2",
+            "3",
             "--student_decoder_layers",
             "1",
             "--hidden_weight",
@@ -143,7 +143,7 @@ def test_hidden_weight_compares_each_block_with_the_block_it_was_copied_from(dem
         )
         summary = run(*parse(argv))
         hidden = [e["hidden"] for e in summary["log_history"] if "hidden" in e]
-        assert summary["copied_layers"] == {"encoder": [0, 1], "decoder": [0]} and len(hidden) == 6
+        assert summary["copied_layers"] == {"encoder": [0, 1, 2], "decoder": [0]} and len(hidden) == 6
         finals[weight] = hidden[-1]
     assert finals["5.0"] < 0.8 * finals["1e-9"], finals
 

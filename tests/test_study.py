@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from llmdiet import cli
-from llmdiet.demo import DEMO_EN_FR, DEMO_KO_EN, DEMO_TRAIN_ROWS, pretraining_rows
+from llmdiet.demo import DEMO_EN_FR, DEMO_KO_EN, DEMO_TRAIN_ROWS
+from llmdiet.demo.build import pretraining_rows
 from llmdiet.evaluation.eval_sets import resolve_eval_set
 from llmdiet.evaluation.statistics import confidence_interval
 from llmdiet.study.config import load_study_config
@@ -135,7 +136,7 @@ def test_every_job_figure_and_table_exists(study):
     ):
         assert heading in text
     # local model paths, but the demo eval sets: the page carries the demo banner
-    assert "> DEMO: tiny locally-built models" in text.split("##")[0] and "written for llmdiet" in text
+    assert "> DEMO: tiny shipped models" in text.split("##")[0] and "written for llmdiet" in text
     assert "git sha" in text and "nrefs:1" in text  # provenance and sacreBLEU signatures
     # speed: 3 interleaved rounds of every model (one run per model before), median and spread in the results
     data = json.loads((run / "study_results.json").read_text())
@@ -521,12 +522,108 @@ def test_the_answer_never_reads_inconclusive_as_as_good():
     assert "no compressed model is shown non-inferior" in text and "≈5,000" in text
 
 
-def test_demo_pretraining_never_sees_an_eval_row():
-    pretrain = {source.split(": ", 1)[1] for source, _ in pretraining_rows()}
+def test_the_answer_covers_every_declared_set_and_gives_the_in_domain_answer_beside_it():
+    """Before: the chosen model lost 61-74 BLEU out of domain and the answer still read 'as good as the teacher'
+    (require_out_of_domain defaulted to false). Now every declared set decides by default; the in-domain-only
+    answer is printed beside it, so the cost of forgetting is one line."""
+    from llmdiet.study.config import VerdictSettings
+    from llmdiet.study.markdown import answer, verdict_table
+
+    assert VerdictSettings().require_out_of_domain is True
+
+    def model(label, role, size, base=None, method=None):
+        sets = {"in": {"bleu": 40.0, "chrf": 60.0}, "in2": {"bleu": 30.0, "chrf": 50.0}, "ood": {"bleu": 20.0}}
+        return {
+            "label": label,
+            "role": role,
+            "base": base or label,
+            "method": method,
+            "size_mb": size,
+            "size_x": 10.0 / size,
+            "sets": {**sets, "dev": {"bleu": 41.0}},
+            "alpha": 0.5,
+            "distill_method": "kd",
+        }
+
+    def test(delta):
+        return {"delta": delta, "low": delta - 0.5, "high": delta + 0.5, "margin": 1.0}
+
+    def decision(label, ood_delta=None):
+        tests = {f"{s}/{m}": test(-0.1) for s in ("in", "in2") for m in ("bleu", "chrf")}
+        if ood_delta is not None:
+            tests |= {"ood/bleu": test(ood_delta), "ood/chrf": test(ood_delta)}
+        return {"label": label, "tests": tests}
+
+    rule = {
+        "margins": {"bleu": 1.0, "chrf": 0.5},
+        "confidence": 0.95,
+        "alpha": 0.05,
+        "candidates": 2,
+        "interval_level": 0.975,
+        "n_resamples": 10000,
+        "seed": 12345,
+    }
+    data = {
+        "study": {
+            "in_domain": ["in", "in2"],
+            "out_of_domain": ["ood"],
+            "dev": "dev",
+            "verdict": {"minimise": "size", "tie": 0.02, "require_out_of_domain": True},
+        },
+        "models": {
+            "teacher": model("teacher", "teacher", 10.0),
+            "teacher+int8": model("teacher+int8", "quantized", 2.5, "teacher", "int8"),
+            "alpha-0.5": model("alpha-0.5", "student", 1.0),
+        },
+        "decisions": {
+            "teacher": {
+                "rule": {**rule, "sets": ["in", "in2", "ood"]},
+                "models": {"teacher+int8": decision("non-inferior", -0.2), "alpha-0.5": decision("inferior", -60.0)},
+            },
+            "teacher_other_rule": {
+                "rule": {**rule, "sets": ["in", "in2"]},
+                "models": {"teacher+int8": decision("non-inferior"), "alpha-0.5": decision("non-inferior")},
+            },
+            "out_of_domain": {
+                "ood": {
+                    "models": {
+                        "teacher+int8": {"label": "non-inferior", "tests": {"ood/bleu": test(-0.2)}},
+                        "alpha-0.5": {"label": "inferior", "tests": {"ood/bleu": test(-60.0)}},
+                    }
+                }
+            },
+            "vanilla": {},
+        },
+    }
+    lines = answer(data)
+    assert (
+        "on every declared set (in, in2, ood)" in lines[0] and "Holm-adjusted over all 2 candidate models" in lines[0]
+    )
+    assert lines[-2].startswith("**Answer for this study: quantize: `teacher+int8`**")
+    assert "on in2" in lines[-2]  # every in-domain set's delta, not only the first one's
+    assert lines[-1].startswith("**Beside it, deciding on the in-domain sets only: distill: `alpha-0.5`**")
+    assert (
+        "ood ΔBLEU -60.00 [-60.50, -59.50] **beyond the margin**" in lines[-1] and "not part of this rule" in lines[-1]
+    )
+    table = verdict_table(data)
+    assert "verdict (every declared set)" in table and "verdict (the in-domain sets only)" in table
+    assert "ΔBLEU in2" in table and "ΔchrF in2" in table
+
+
+def test_demo_pretraining_never_sees_an_eval_sentence():
+    """Content, not row numbers: corpus v3 had 98/200 demo-fr-en references and 83/200 demo-ko-en references among
+    the pretraining targets of the other directions, and 273/600 demo-en-fr sources as ko->en training targets."""
+    from llmdiet.evaluation.overlap import normalize_text
+
+    seen = {normalize_text(t) for source, target in pretraining_rows() for t in (source.split(": ", 1)[1], target)}
     assert len(pretraining_rows()) == 3 * DEMO_TRAIN_ROWS
-    for name in ("demo-en-fr", "demo-fr-en", "demo-ko-en"):
+    for name in ("demo-en-fr", "demo-fr-en", "demo-ko-en", "demo-en-fr-dev"):
         rows = resolve_eval_set(name).load()
-        assert not {r.source for r in rows} & pretrain, name
+        texts = {normalize_text(t) for r in rows for t in (r.source, r.target)}
+        assert not texts & seen, (name, sorted(texts & seen)[:3])
+    # and the held-out sets are disjoint from one another
+    held = [{normalize_text(r.target) for r in resolve_eval_set(n).load()} for n in ("demo-fr-en", "demo-ko-en")]
+    assert not held[0] & held[1]
     assert DEMO_EN_FR.exists() and DEMO_KO_EN.exists()
 
 

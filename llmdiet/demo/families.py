@@ -225,7 +225,7 @@ def build_family_pair(family: str, root: str | Path, teacher_steps: int = 300, s
 def _train_en_fr(model, tok, family: str, steps: int, seed: int) -> None:
     """Teach ``model`` some English->French: the demo trainer on one direction, with the family's prefix."""
     from llmdiet.data import read_parallel_file
-    from llmdiet.demo import train_on_demo_corpus
+    from llmdiet.demo.build import train_on_demo_corpus
 
     prefix = family_prefix(family)
     rows = [(prefix + r.source, r.target) for r in read_parallel_file(DEMO_EN_FR, "en", "fr")[:DEMO_TRAIN_ROWS]]

@@ -77,7 +77,10 @@ def write_student_card(
         how=(
             f"Student `{summary['resolved_models']['student']}` distilled from teacher `{args.teacher_model}` with "
             f"llmdiet: {args.card_text()}; {data.train_rows} training rows from "
-            f"{data.data_files or data.dataset_name}, prefix `{summary.get('source_prefix', data.source_prefix)}`."
+            f"{data.data_files or data.dataset_name}, prefix `{summary.get('source_prefix', data.source_prefix)}`"
+            + _replay_words(summary.get("replay"))
+            + _overlap_words(summary.get("test_overlap"))
+            + "."
         ),
         command=command if isinstance(command, str) else " ".join(command),
         size={"parameters": f"{summary['parameters']:,}", "disk (MB)": f"{directory_bytes(out) / 1e6:.1f}"},
@@ -86,4 +89,21 @@ def write_student_card(
         demo=demo,
         direction=f"{source_lang}-{target_lang}",
         loading=GENERATE_SNIPPET.replace("{out}", str(out)).replace("{prefix}", summary.get("source_prefix") or ""),
+    )
+
+
+def _replay_words(replay: dict | None) -> str:
+    if not replay:
+        return ""
+    parts = ", ".join(f"{v['rows']} of {name} (prefix `{v['prefix']}`)" for name, v in replay["sets"].items())
+    return f"; replay against forgetting: {replay['rows']} rows ({100 * replay['fraction']:g}% of the mix): {parts}"
+
+
+def _overlap_words(overlap: dict | None) -> str:
+    if not overlap:
+        return ""
+    dropped = sum(n for per_set in overlap["rows"].values() for n in per_set.values())
+    checked = ", ".join(overlap["checked_sets"]) or "none"
+    return f"; no training or dev sentence occurs in the held-out sets ({checked})" + (
+        f" after dropping {dropped} rows that did" if dropped else ""
     )

@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llmdiet.config import parse_config, precheck
+from llmdiet.config import check_python_types, parse_config, precheck
 from llmdiet.data import DataError
+from llmdiet.distill.methods import check_given_flags
 from llmdiet.distill.presets import PRESETS, demo_preset, reference_defaults
 from llmdiet.distill.run import run
 from llmdiet.distill.settings import (
@@ -47,6 +48,7 @@ def parse_settings(argv: list[str], prog: str = PROG) -> DistillSettings:
         default_preset="reference",
     )
     if early:
+        check_given_flags(str(early.get("method") or "kd"), early)
         check_output_dir(
             early.get("output_dir") or "runs/distill",
             early.get("resume_from_checkpoint"),
@@ -101,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         from llmdiet.demo import DEMO_BANNER
 
         print(DEMO_BANNER, flush=True)
-    summary = run(args, data, training, command=["llmdiet", "distill", *argv])
+    # one progress line per logging step (the Trainer's printed dicts and bars with --verbose)
+    quiet = not (
+        os.environ.get("LLMDIET_VERBOSE") or os.environ.get("LLMDIET_LOG_LEVEL", "").upper() in ("INFO", "DEBUG")
+    )
+    summary = run(args, data, training, command=["llmdiet", "distill", *argv], quiet=quiet)
     if training.process_index == 0:
         _print_summary(summary, training)
         if is_demo:
@@ -153,6 +159,9 @@ def distill(*, preset: str | None = None, config: str | None = None, **options: 
 
     ``llmdiet.distill(preset="demo", output_dir="runs/s", alpha=0.25)``
     """
+    from transformers import Seq2SeqTrainingArguments
+
+    check_python_types("llmdiet.distill()", [DistillationArguments, DataArguments, Seq2SeqTrainingArguments], options)
     settings = settings_from_options(preset, config, **options)
     command = [
         "llmdiet",

@@ -110,13 +110,33 @@ def generate_pseudo_labels(
     (by content), dtype, prefix, beam count, length or other sources stop with the changed parts named;
     ``rebuild`` starts the file over.
     """
-    from llmdiet.engines import load_backend
-    from llmdiet.evaluation.generation import generate_all
     from llmdiet.fingerprint import model_identity
+    from llmdiet.locking import file_lock
 
     out_file = Path(out_file)
     parts = pseudo_label_parts(model_identity(teacher_path), dtype, prefix, num_beams, max_new_tokens, rows)
-    _check_or_start(out_file, parts, rebuild)
+    # one writer per file: students sharing --sequence_kd_file wait for the first and reuse its translations
+    with file_lock(out_file.with_name(f".{out_file.name}.lock"), "teacher translation", wait=True, shown=out_file):
+        _check_or_start(out_file, parts, rebuild)
+        return _translate_missing(
+            teacher_path, rows, prefix, out_file, num_beams, max_new_tokens, batch_size, device, dtype
+        )
+
+
+def _translate_missing(
+    teacher_path: str,
+    rows: list[ParallelRow],
+    prefix: str,
+    out_file: Path,
+    num_beams: int,
+    max_new_tokens: int,
+    batch_size: int,
+    device: str,
+    dtype: str,
+) -> list[str]:
+    from llmdiet.engines import load_backend
+    from llmdiet.evaluation.generation import generate_all
+
     done = read_pseudo_labels(out_file, rows)
     if len(done) < len(rows):
         todo = [i for i in range(len(rows)) if i not in done]

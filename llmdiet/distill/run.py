@@ -19,6 +19,7 @@ from llmdiet.constants import REFERENCE_PREFIX
 from llmdiet.data import ParallelRow, SkipReport, read_hub_dataset, read_parallel_file, take_rows, tokenize_rows
 from llmdiet.distill.card import plot_loss_curve, write_student_card
 from llmdiet.distill.methods import get_method
+from llmdiet.distill.replay import ReplaySet, load_replay, replay_summary
 from llmdiet.distill.settings import DataArguments, DistillationArguments, check_training_arguments
 from llmdiet.languages import apply_languages, default_prefix
 from llmdiet.modeling import load_seq2seq, parse_dtype, resolve_model
@@ -53,6 +54,8 @@ class Data:
     truncation: dict
     skipped: SkipReport
     source_prefix: str = ""  # the prefix used: --source_prefix, else the family's default (T5 prefix for T5 only)
+    replay: Optional[dict] = None  # --replay_set: rows mixed in per set (replay.replay_summary)
+    test_overlap: Optional[dict] = None  # rows whose text is a test set's, per split and set (checked, or dropped)
 
 
 # ----------------------------------------------------------------------------- data
@@ -118,10 +121,30 @@ def _sequence_kd_rows(
     return apply_pseudo_labels(train_rows, targets, args.sequence_kd)
 
 
-def setup_data(
-    args: DistillationArguments, data: DataArguments, training: Seq2SeqTrainingArguments, models: Models
-) -> Data:
+@dataclass
+class Rows:
+    """The run's rows, read and checked before any model loads."""
+
+    train: list[ParallelRow]
+    dev: list[ParallelRow]
+    replay: list[ReplaySet]
+    skipped: SkipReport
+    overlap: dict
+
+
+def load_rows(data: DataArguments, seed: int) -> Rows:
+    """Training, dev and replay rows, with the content check against the declared test sets (a refusal costs no
+    model load)."""
     train_rows, eval_rows, skipped = load_splits(data)
+    replay = load_replay(data.replay_set, data.replay_fraction, len(train_rows), seed) if data.replay_set else []
+    train_rows, eval_rows, replay, overlap = check_test_overlap(data, train_rows, eval_rows, replay)
+    return Rows(train_rows, eval_rows, replay, skipped, overlap)
+
+
+def setup_data(
+    args: DistillationArguments, data: DataArguments, training: Seq2SeqTrainingArguments, models: Models, rows: Rows
+) -> Data:
+    train_rows, eval_rows, replay, skipped, overlap = rows.train, rows.dev, rows.replay, rows.skipped, rows.overlap
     # the T5 task prefix is a T5-family default only (the settings keep None: "the family's default")
     prefix = default_prefix(models.student.config.model_type, REFERENCE_PREFIX, data.source_prefix)
     forced = apply_languages(models.tokenizer, data.source_lang, data.target_lang)
@@ -133,6 +156,8 @@ def setup_data(
         train_rows = _sequence_kd_rows(args, data, training, models.teacher_path, train_rows, prefix)
     tok = models.tokenizer
     train_ds, train_trunc = tokenize_rows(train_rows, tok, prefix, data.max_source_length, data.max_target_length)
+    if replay:
+        train_ds, train_trunc = _with_replay(train_ds, train_trunc, replay, tok, data)
     eval_ds, eval_trunc = None, None
     if eval_rows:
         eval_ds, eval_trunc = tokenize_rows(eval_rows, tok, prefix, data.max_source_length, data.max_target_length)
@@ -145,7 +170,67 @@ def setup_data(
         {"train": train_trunc.as_dict(), "eval": eval_trunc.as_dict() if eval_trunc else None},
         skipped,
         prefix,
+        replay_summary(replay, data.replay_fraction) if data.replay_set else None,
+        overlap,
     )
+
+
+def _with_replay(train_ds: Any, trunc: Any, replay: list[ReplaySet], tok: Any, data: DataArguments) -> tuple:
+    """The training dataset with each replay set's rows appended, tokenized with that set's own prefix."""
+    import datasets
+
+    parts = [train_ds]
+    for spec in replay:
+        part, part_trunc = tokenize_rows(spec.rows, tok, spec.prefix, data.max_source_length, data.max_target_length)
+        parts.append(part)
+        trunc.sources, trunc.targets = trunc.sources + part_trunc.sources, trunc.targets + part_trunc.targets
+        trunc.total += part_trunc.total
+    return datasets.concatenate_datasets(parts), trunc
+
+
+def overlap_test_sets(data: DataArguments) -> list:
+    """The declared test sets whose text the training and dev rows must not contain: every named test and dev set
+    read from a local file, and those read from the training data's own hub dataset (others would need the hub for
+    a check their data cannot fail)."""
+    from llmdiet.evaluation.eval_sets import named_sets
+
+    return [s for s in named_sets(("test", "dev")) if s.file is not None or s.source_key() == data.source_key()]
+
+
+def check_test_overlap(
+    data: DataArguments,
+    train: list[ParallelRow],
+    dev: list[ParallelRow],
+    replay: list[ReplaySet],
+    sets: Optional[list] = None,
+) -> tuple[list[ParallelRow], list[ParallelRow], list[ReplaySet], dict]:
+    """Refuse (``--test_overlap refuse``) or drop (``drop``) training, replay and dev rows whose text occurs in a
+    declared test set; dev rows are checked against the test sets, training and replay rows against the test and
+    dev sets (``sets``: the held-out sets, default :func:`overlap_test_sets`). Returns the kept rows and the
+    counts."""
+    from llmdiet.evaluation.overlap import find_overlaps, held_out_texts
+
+    sets = overlap_test_sets(data) if sets is None else sets
+    tests = held_out_texts([s for s in sets if s.role == "test"])
+    held = {**tests, **held_out_texts([s for s in sets if s.role == "dev"])}
+    checks = [("training", train, held), ("dev", dev, tests)] + [(f"replay ({r.name})", r.rows, held) for r in replay]
+    found = {what: find_overlaps(rows, what, against) for what, rows, against in checks}
+    problems = [o.describe(len(rows)) for what, rows, _ in checks for o in found[what]]
+    counts = {what: {o.held_out: len(o.rows) for o in hits} for what, hits in found.items() if hits}
+    if problems and data.test_overlap == "refuse":
+        raise ConfigError(
+            "; ".join(problems) + ": training or selection on test sentences; use other rows, or pass "
+            "--test_overlap drop to remove them (counted in training_log.json)"
+        )
+    if problems:
+        logger.warning("--test_overlap drop: %s", "; ".join(problems))
+
+    def keep(rows: list[ParallelRow], what: str) -> list[ParallelRow]:
+        drop = {i for o in found[what] for i in o.rows}
+        return [r for i, r in enumerate(rows) if i not in drop]
+
+    kept_replay = [ReplaySet(r.name, r.prefix, keep(r.rows, f"replay ({r.name})"), r.available) for r in replay]
+    return keep(train, "training"), keep(dev, "dev"), kept_replay, {"checked_sets": sorted(held), "rows": counts}
 
 
 # ----------------------------------------------------------------------------- models
@@ -206,27 +291,30 @@ def apply_fake_quant(args: DistillationArguments, student: Any, train_ds: Any, c
 
 def _with_teacher_cache(args: Any, teacher: Any, teacher_path: Any, train_ds: Any, collator: Any, training: Any) -> Any:
     """Build (or finish) the cache on rank 0, then wrap the collator to serve it."""
-    from llmdiet.distill.teacher_cache import INDEX_COLUMN, CachedTeacherCollator, TeacherCache, build_teacher_cache
+    from llmdiet.distill.teacher_cache import (
+        INDEX_COLUMN,
+        CachedTeacherCollator,
+        TeacherCache,
+        build_teacher_cache_once,
+    )
     from llmdiet.fingerprint import model_identity
-    from llmdiet.locking import directory_lock
 
     with training.main_process_first(desc="teacher cache"):
         if training.process_index == 0:
             # study jobs on several machines may share one cache: the first builds it, the others wait, then reuse
-            with directory_lock(args.teacher_cache, "teacher cache build", wait=True):
-                build_teacher_cache(
-                    teacher.to(training.device),
-                    train_ds,
-                    collator,
-                    args.teacher_cache,
-                    k=args.teacher_cache_topk,
-                    temperature=args.temperature,
-                    batch_size=training.per_device_eval_batch_size,
-                    teacher_name=teacher_path,
-                    teacher_identity=model_identity(teacher_path),
-                    teacher_dtype=args.teacher_dtype,
-                    rebuild=args.rebuild_caches,
-                )
+            build_teacher_cache_once(
+                teacher.to(training.device),
+                train_ds,
+                collator,
+                args.teacher_cache,
+                k=args.teacher_cache_topk,
+                temperature=args.temperature,
+                batch_size=training.per_device_eval_batch_size,
+                teacher_name=teacher_path,
+                teacher_identity=model_identity(teacher_path),
+                teacher_dtype=args.teacher_dtype,
+                rebuild=args.rebuild_caches,
+            )
     cache = TeacherCache(args.teacher_cache)
     cache.check_matches(train_ds["labels"], args.temperature)
     training.remove_unused_columns = False  # keep the example index for the collator
@@ -419,6 +507,8 @@ def save(
         "truncation": data.truncation,
         "source_prefix": data.source_prefix,
         "skipped_rows": {"total": data.skipped.total, "by_reason": dict(data.skipped.reasons)},
+        "replay": data.replay,
+        "test_overlap": data.test_overlap,
         "provenance": provenance(seed=training.seed, command=command),
         "world_size": trainer.accelerator.num_processes,
         "parameters": sum(p.numel() for p in trainer.accelerator.unwrap_model(trainer.model).parameters()),
@@ -450,8 +540,9 @@ def run(
         raise ConfigError(
             "; ".join(leaks) + ": selection on test rows; move them with --train_start/--eval_start (or --eval_rows 0)"
         )
+    rows = load_rows(data, training.seed)
     models = setup_models(args)
-    splits = setup_data(args, data, training, models)
+    splits = setup_data(args, data, training, models, rows)
     trainer = setup_trainer(args, training, models, splits, quiet)
     resume = resume_target(training.resume_from_checkpoint, str(training.output_dir))
     result = trainer.train(resume_from_checkpoint=resume)

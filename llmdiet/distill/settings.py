@@ -31,6 +31,7 @@ from llmdiet.constants import (
     REFERENCE_TRAIN_ROWS,
 )
 from llmdiet.distill.methods import (
+    check_given_flags,
     config_types,
     foreign_options,
     get_method,
@@ -208,10 +209,11 @@ class DataArguments:
         default=1_000, metadata={"help": "Dev rows (checkpoint selection, in-training BLEU; 0: none)."}
     )
     eval_start: Optional[int] = field(
-        default=REFERENCE_DEV_START,
+        default=None,
         metadata={
-            "help": "First dev row (default for PGV: 12,000, after the 10,000-11,999 test rows; none = right after the "
-            "training rows). Dev rows that overlap a declared test set of the same data are refused."
+            "help": "First dev row. Default: 12,000 for the reference dataset (PGV: after its 10,000-11,999 test rows); "
+            "right after the training rows for --data_files and any other dataset. Dev rows that overlap a declared "
+            "test set are refused."
         },
     )
     source_prefix: Optional[str] = field(
@@ -244,8 +246,36 @@ class DataArguments:
     skip_bad_rows: bool = field(
         default=False, metadata={"help": "Skip (and count in the log) empty/malformed rows instead of failing."}
     )
+    replay_set: Optional[list[str]] = field(
+        default=None,
+        metadata={
+            "help": "Replay against forgetting: sets of other directions or domains (names or YAML files in the eval-set "
+            "format, e.g. demo-fr-en-train demo-ko-en-train) whose rows are mixed into the training data, each with "
+            "its own prefix; the teacher scores them like any training row. Counted in training_log.json and the card."
+        },
+    )
+    replay_fraction: float = field(
+        default=0.2,
+        metadata={
+            "help": "With --replay_set: the share of replay rows in the training mix, in (0, 1) (0.2 with 1,000 "
+            "training rows adds 250 replay rows, drawn evenly from the sets with the training seed)."
+        },
+    )
+    test_overlap: str = field(
+        default="refuse",
+        metadata={
+            "help": "Training, replay or dev rows whose source or target text (NFC, whitespace collapsed) occurs in a "
+            "declared test set: 'refuse' (one line naming the set) or 'drop' (remove those rows, counted in "
+            "training_log.json)."
+        },
+    )
 
     def __post_init__(self) -> None:
+        if isinstance(self.replay_set, str):
+            self.replay_set = [self.replay_set]
+        check_range("replay_fraction", self.replay_fraction, 0, 1, low_open=True, high_open=True)
+        if self.test_overlap not in ("refuse", "drop"):
+            raise ConfigError(f"--test_overlap must be 'refuse' or 'drop', got {self.test_overlap!r}")
         check_range("train_start", self.train_start, 0)
         check_range("train_rows", self.train_rows, 1)
         check_range("eval_rows", self.eval_rows, 0)
@@ -262,7 +292,11 @@ class DataArguments:
 
     @property
     def dev_start(self) -> int:
-        return self.train_start + self.train_rows if self.eval_start is None else self.eval_start
+        if self.eval_start is not None:
+            return self.eval_start
+        if not self.data_files and self.dataset_name == REFERENCE_DATASET:
+            return REFERENCE_DEV_START  # PGV's published split: dev rows after its test rows
+        return self.train_start + self.train_rows
 
     def source_key(self) -> tuple:
         from llmdiet.evaluation.eval_sets import data_source_key
@@ -421,6 +455,10 @@ def build_settings(values: dict, where: str = "options") -> DistillSettings:
     unknown = sorted(set(values) - own - trainer_fields)
     if unknown:
         raise ConfigError(f"{where}: unknown option(s) {unknown} (see llmdiet distill --help)")
+    try:
+        check_given_flags(str(values.get("method") or "kd"), values)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
     try:
         distill = DistillationArguments(**coerce_fields(DistillationArguments, values))
         data = DataArguments(**coerce_fields(DataArguments, values))

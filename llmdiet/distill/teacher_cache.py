@@ -139,6 +139,16 @@ def build_teacher_cache(
     return out
 
 
+def build_teacher_cache_once(teacher: Any, dataset: Any, collator: Any, out_dir: str | Path, **options: Any) -> Path:
+    """:func:`build_teacher_cache` under a lock on ``out_dir``: of several processes (study jobs, on one machine or
+    sharing a file system) that need the same cache, the first builds it and the others wait (one line naming
+    the builder), then find every shard written and reuse them; a cache built with other settings is refused."""
+    from llmdiet.locking import directory_lock
+
+    with directory_lock(out_dir, "teacher cache build", wait=True):
+        return build_teacher_cache(teacher, dataset, collator, out_dir, **options)
+
+
 class TeacherCache:
     """Read access to a finished cache: per-example (length, k) ids and log-probs."""
 

@@ -59,7 +59,8 @@ _TOP_KEYS = {
     "notes",
     "role",
 }
-ROLES = ("test", "dev")  # a dev set serves selection (checkpoints, alphas, methods); a test set the verdict
+# a dev set serves selection (checkpoints, alphas, methods); a test set the verdict; a train set replay (distill)
+ROLES = ("test", "dev", "train")
 _SOURCE_KEYS = {"file", "hub", "revision", "split", "config"}
 _COLUMN_KEYS = {"source", "reference"}
 
@@ -197,17 +198,22 @@ def overlapping_sets(source_key: tuple, start: int, stop: int | None, sets: list
     return hits
 
 
-def named_test_sets() -> list[EvalSet]:
-    """Every declared set whose role is test (what no training or dev row may overlap)."""
+def named_sets(roles: tuple[str, ...]) -> list[EvalSet]:
+    """Every declared set whose role is one of ``roles``."""
     out = []
     for path in known_eval_sets().values():
         try:
             spec = parse_eval_set_yaml(path)
         except ConfigError:
             continue
-        if spec.role == "test":
+        if spec.role in roles:
             out.append(spec)
     return out
+
+
+def named_test_sets() -> list[EvalSet]:
+    """Every declared set whose role is test (what no training or dev row may overlap)."""
+    return named_sets(("test",))
 
 
 def offline_set_names() -> list[str]:

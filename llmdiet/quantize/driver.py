@@ -7,7 +7,9 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from llmdiet.config import ConfigError
 from llmdiet.constants import REFERENCE_DATASET, REFERENCE_PREFIX
 from llmdiet.quantize.calibration import CalibrationSpec, load_calibration_sources
 from llmdiet.quantize.registry import METHODS, Method, get_method
@@ -120,7 +122,7 @@ LLMDIET_LOADING = (
 
 def write_artifact_card(directory: Path, meta: dict) -> Path:
     """The artifact's model card: method, command, size vs fp32, how to load it, provenance."""
-    from llmdiet.demo import DEMO_MODEL_PREFIX, demo_cache_dir
+    from llmdiet.demo import DEMO_MODEL_PREFIX, SHIPPED_MODELS_DIR
     from llmdiet.model_card import write_model_card
 
     method = meta["method"]
@@ -138,7 +140,7 @@ def write_artifact_card(directory: Path, meta: dict) -> Path:
             + ours.split("\n(This")[0]
         )
     source = meta["source_model"]
-    demo = str(source).startswith(str(demo_cache_dir())) or str(source).startswith(DEMO_MODEL_PREFIX)
+    demo = str(source).startswith(str(SHIPPED_MODELS_DIR)) or str(source).startswith(DEMO_MODEL_PREFIX)
     size = {
         "parameters": f"{meta['parameters']:,}",
         "disk (MB)": f"{meta['disk_bytes'] / 1e6:.1f}",
@@ -167,6 +169,26 @@ def _run_method(method: Method, job: QuantizeJob, model, tokenizer, sources, out
     return method.function("make")(job, model, tokenizer, sources, out, model_type)
 
 
+def refuse_quantized_input(model: str) -> None:
+    """An llmdiet artifact (it has ``llmdiet_artifact.json``) is already quantized: name it and its source, before
+    anything loads (before: "its config.json has no known model_type" for a CTranslate2 artifact)."""
+    import json
+
+    from llmdiet.artifacts import ARTIFACT_FILE
+
+    meta_path = Path(model) / ARTIFACT_FILE
+    if not meta_path.is_file():
+        return
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = {}
+    raise ConfigError(
+        f"--model {model}: this is already a quantized artifact ({meta.get('method', 'llmdiet artifact')} of "
+        f"{meta.get('source_model', 'another model')}); quantize its float source model instead"
+    )
+
+
 def quantize_model(
     model: str,
     method: str,
@@ -185,9 +207,22 @@ def quantize_model(
     """``llmdiet quantize`` from Python; returns the artifact record (``llmdiet_artifact.json``).
     ``calibration_prefix`` None: the T5 prefix for T5-family models, none for others ('' = none)."""
     from llmdiet.artifacts import model_type_of
+    from llmdiet.config import ArgumentTypeError
     from llmdiet.languages import default_prefix
     from llmdiet.modeling import resolve_model
 
+    checks: list[tuple[str, Any, Any]] = [
+        ("model", model, (str, Path)),
+        ("method", method, str),
+        ("out", out, (str, Path)),
+    ]
+    checks += [("calibration_count", calibration_count, int), ("seed", seed, int), ("overwrite", overwrite, bool)]
+    for name, value, kind in checks:
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ArgumentTypeError(
+                f"llmdiet.quantize(): {name} must be {getattr(kind, '__name__', 'a path')}, got {value!r}"
+            )
+    refuse_quantized_input(resolve_model(str(model)))
     if calibration_prefix is None:
         calibration_prefix = default_prefix(model_type_of(resolve_model(str(model))), REFERENCE_PREFIX)
     get_method(method, device)

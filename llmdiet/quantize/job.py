@@ -154,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     )  # unknown method / missing library / wrong device: fail before loading anything
     from llmdiet.demo import DEMO_MODEL_PREFIX
     from llmdiet.modeling import resolve_model
+    from llmdiet.quantize.driver import refuse_quantized_input
 
+    refuse_quantized_input(resolve_model(args.model))
     job = QuantizeJob(
         model=resolve_model(args.model),
         method=args.method,

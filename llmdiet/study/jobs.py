@@ -27,7 +27,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -133,11 +133,12 @@ def students(cfg: StudyConfig) -> list[tuple[str, dict]]:
 
 def _cache_usable(options: dict) -> bool:
     """Whether a student with these flags can train from the shared teacher cache (its method's and modifiers'
-    declarations: gkd, dml and the hidden-state loss cannot)."""
+    declarations: gkd, dml and the hidden-state loss cannot; nor can replay students, whose rows differ)."""
     from llmdiet.distill.methods import get_method
 
     method = get_method(options.get("method") or "kd")
-    return method.teacher_cache and float(options.get("hidden_weight") or 0) == 0
+    replay = bool(options.get("replay_set"))  # other rows than the shared cache's
+    return method.teacher_cache and float(options.get("hidden_weight") or 0) == 0 and not replay
 
 
 def distill_options(cfg: StudyConfig, overrides: dict, output_dir: str) -> tuple[str | None, dict]:
@@ -202,11 +203,15 @@ def student_fingerprint(args, data, training, teacher: dict, student: dict) -> d
 def _data_identity(data) -> dict:
     from dataclasses import asdict
 
+    from llmdiet.evaluation.eval_sets import resolve_eval_set
     from llmdiet.fingerprint import file_sha256
 
     out = asdict(data)
     if data.data_files and Path(data.data_files).is_file():
         out["data_files_sha256"] = file_sha256(data.data_files)
+    if data.replay_set:  # the replay rows' content, not just the names
+        specs = [resolve_eval_set(name) for name in data.replay_set]
+        out["replay_sets"] = [{**spec.describe(), "data": spec.fingerprint()} for spec in specs]
     return out
 
 
@@ -268,13 +273,17 @@ def _preset_value(cfg: StudyConfig, key: str):
     return PRESETS[preset]().get(key) if preset in PRESETS else None
 
 
+_LEFT_OUT_TOLD: set[tuple[str, ...]] = set()
+
+
 def usable_quantize_methods(cfg) -> list[str]:
     """The study's quantization methods whose libraries are installed; the others (the onnx-* methods without the
     ONNX extra) are left out with one logged line and listed in results.json (``quantize_left_out``)."""
     from llmdiet.quantize import METHODS, missing_libraries
 
     left = [m for m in cfg.quantize.methods if missing_libraries(METHODS[m])]
-    if left:
+    if left and tuple(left) not in _LEFT_OUT_TOLD:  # once per process, not once per plan built
+        _LEFT_OUT_TOLD.add(tuple(left))
         logger.warning(
             "study: quantization method(s) %s left out: their libraries are not installed (the onnx-* methods need "
             "the ONNX extra: pip install -c constraints-onnx.txt -e '.[onnx]', README 'Supported versions')",
@@ -470,6 +479,44 @@ def check_no_leaks(cfg: StudyConfig, datas: list) -> None:
             "rows of their own (distill.eval_start / eval_rows) and a dev set disjoint from every test "
             "set (eval.dev)"
         )
+    check_no_shared_sentences(cfg, datas, tests)
+
+
+def check_no_shared_sentences(cfg: StudyConfig, datas: list, tests: list) -> None:
+    """The content check (:mod:`llmdiet.evaluation.overlap`) at plan time, for what is read from local files: every
+    student's training, replay and dev rows against the study's test sets and eval.dev, and eval.dev against the
+    test sets. Hub data is checked by each training job when it starts (it needs the hub)."""
+    from llmdiet.distill.replay import load_replay
+    from llmdiet.distill.run import check_test_overlap, load_splits
+    from llmdiet.evaluation.eval_sets import resolve_eval_set
+    from llmdiet.evaluation.overlap import find_overlaps, held_out_texts
+
+    local_tests = [t for t in tests if t.file is not None]
+    dev = resolve_eval_set(cfg.eval.dev) if cfg.eval.dev else None
+    if dev is not None and dev.file is not None:
+        hits = find_overlaps(dev.load(), f"eval.dev {dev.name}", held_out_texts(local_tests, skip={dev.name}))
+        if hits:
+            raise ConfigError(f"{cfg.path}: {'; '.join(h.describe(len(dev.load())) for h in hits)}")
+    held = local_tests + ([replace(dev, role="dev")] if dev is not None and dev.file is not None else [])
+    seen = set()
+    for data in datas:
+        key = (
+            data.source_key(),
+            data.train_start,
+            data.train_rows,
+            data.dev_start,
+            data.eval_rows,
+            str(data.replay_set),
+        )
+        if not data.data_files or key in seen:
+            continue
+        seen.add(key)
+        train, dev_rows, _ = load_splits(data)
+        replay = load_replay(data.replay_set, data.replay_fraction, len(train), cfg.seed) if data.replay_set else []
+        try:
+            check_test_overlap(data, train, dev_rows, replay, sets=held)
+        except ConfigError as err:
+            raise ConfigError(f"{cfg.path}: distill data: {err}") from None
 
 
 def _alpha_default(cfg: StudyConfig) -> float:

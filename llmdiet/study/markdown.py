@@ -77,6 +77,13 @@ def _ci(entry: dict, metric: str) -> str:
 # ----------------------------------------------------------------------------- the answer
 
 
+def _rule_scope(data: dict, family: str = "teacher") -> str:
+    """'every declared set' or 'the in-domain sets' for the decision ``family`` (the rule, or the other rule)."""
+    rule = (data["decisions"].get(family) or {}).get("rule") or {}
+    ood = set(data["study"]["out_of_domain"])
+    return "every declared set" if ood and ood <= set(rule.get("sets", [])) else "the in-domain sets"
+
+
 def rule_sentence(data: dict) -> str:
     rule = (data["decisions"].get("teacher") or {}).get("rule")
     v = data["study"]["verdict"]
@@ -85,13 +92,16 @@ def rule_sentence(data: dict) -> str:
     margins = ", ".join(f"{ {'bleu': 'BLEU', 'chrf': 'chrF'}[k] } {m:g}" for k, m in rule["margins"].items())
     return (
         f"**Rule (fixed in the config before any score).** A model is *as good as the teacher* only if it is "
-        f"shown **non-inferior**: on {', '.join(rule['sets'])}, for every metric, the one-sided "
-        f"{100 * rule['confidence']:g}% lower bound of (model − teacher) is above −margin ({margins} points). "
-        f"The error is controlled over all {rule['candidates']} candidate models (Holm, family-wise error ≤ "
-        f"{rule['alpha']:g}); Δ intervals below are simultaneous ({100 * rule['interval_level']:.2f}% two-sided, "
-        f"Bonferroni), from {rule['n_resamples']:,} paired bootstrap resamples (seed {rule['seed']}). "
-        '*Inferior*: shown worse than −margin; *inconclusive*: the interval straddles −margin (not "as good"; '
-        "more sentences would decide it). The answer minimises "
+        f"shown **non-inferior** on {_rule_scope(data)} ({', '.join(rule['sets'])}) for every metric. What is "
+        f"decided: for each model, one-sided paired-bootstrap tests of H0: (model − teacher) ≤ −margin ({margins} "
+        "points) on every (set, metric) pair, the model's p-value being the largest of them (intersection-union: "
+        "all must hold), Holm-adjusted over all "
+        f"{rule['candidates']} candidate models at family-wise error {rule['alpha']:g}. What is printed: Δ = model − "
+        f"teacher with simultaneous percentile intervals ({100 * rule['interval_level']:.2f}% two-sided, Bonferroni "
+        f"over the candidates), from {rule['n_resamples']:,} paired bootstrap resamples (seed {rule['seed']}); "
+        "the labels come from the Holm-adjusted tests, which can decide a model whose Bonferroni interval still "
+        'touches −margin. *Inferior*: shown worse than −margin; *inconclusive*: neither (not "as good"; more '
+        "sentences would decide it; docs/statistics.md relates the margin to the set size). The answer minimises "
         f"**{v['minimise']}** among the non-inferior models; ties (within {100 * v['tie']:g}% for size and memory, "
         "overlapping min–max spreads for speed) go to the better dev-set BLEU."
     )
@@ -222,72 +232,80 @@ def answer(data: dict) -> list[str]:
             + (f"{100 * rate:.0f}% of the draft tokens accepted, " if rate is not None else "")
             + f"{_speed_words(m)}."
         )
+    out.append(_answer_line(data, "teacher"))
+    if data["decisions"].get("teacher_other_rule"):
+        out.append(_answer_line(data, "teacher_other_rule"))
+    return out
+
+
+def _answer_line(data: dict, family: str) -> str:
+    """The answer under the rule (``family`` "teacher") or, beside it, under the other rule ("teacher_other_rule":
+    in-domain only when the rule covers every declared set, and the reverse)."""
+    models, st = data["models"], data["study"]
+    scope = _rule_scope(data, family)
     ok = [  # the compressions: speculative rows keep the teacher (they are reported above, never chosen)
         label
         for label in models
         if label != TEACHER
         and models[label]["role"] != "speculative"
-        and (_decision(data, label) or {}).get("label") == "non-inferior"
+        and (_decision(data, label, family) or {}).get("label") == "non-inferior"
     ]
     chosen, tied = choose(data, ok)
+    title = "Answer for this study" if family == "teacher" else f"Beside it, deciding on {scope} only"
     if chosen:
-        d = _decision(data, chosen["label"])
-        ood = []
-        for s in st["out_of_domain"]:
-            t = _test(_decision(data, chosen["label"], "out_of_domain", s), s, "bleu")
-            if t:
-                ood.append(f"{s} ΔBLEU {_delta(t)}{_flag(t)}")
+        d = _decision(data, chosen["label"], family)
+        ind = "; ".join(
+            f"ΔBLEU {_delta(_test(d, s, 'bleu'))}, ΔchrF {_delta(_test(d, s, 'chrf'))} on {s}" for s in st["in_domain"]
+        )
         text = (
-            f"**Answer for this study: {_kind(chosen)}: `{chosen['label']}`** ({describe(chosen)}). It is "
-            f"non-inferior to the teacher in-domain: ΔBLEU {_delta(_test(d, first, 'bleu'))}, ΔchrF "
-            f"{_delta(_test(d, first, 'chrf'))} on {first}; {_f(chosen.get('size_x'), 2)}x smaller; "
-            f"{_speed_words(chosen)}; degenerate outputs {_degenerate(chosen['sets'].get(first))}."
+            f"**{title}: {_kind(chosen)}: `{chosen['label']}`** ({describe(chosen)}). It is non-inferior to the "
+            f"teacher on {scope}: {ind}; {_f(chosen.get('size_x'), 2)}x smaller; {_speed_words(chosen)}; degenerate "
+            f"outputs {_degenerate(chosen['sets'].get(st['in_domain'][0]))}."
         )
         if tied:
             text += (
                 f" Tied on {st['verdict']['minimise']} with {', '.join(f'`{x}`' for x in tied)}: chosen by dev BLEU."
             )
-        if ood:
-            text += (
-                " **Out of domain** (not part of the rule"
-                + (")" if not st["verdict"]["require_out_of_domain"] else "; required)")
-                + ": "
-                + "; ".join(ood)
-                + "."
-            )
-        out.append(text)
-    else:
-        from llmdiet.study.figures import pareto_front
-
-        pts = [
-            (m["size_mb"], m["sets"][first]["bleu"], m["label"])
-            for m in models.values()
-            if m["size_mb"] and m["role"] != "speculative"
+        ood = [
+            f"{s} ΔBLEU {_delta(t)}{_flag(t)}"
+            for s in st["out_of_domain"]
+            if (t := _test(_decision(data, chosen["label"], "out_of_domain", s), s, "bleu"))
         ]
-        front = [label for label in pareto_front(pts) if label != TEACHER]
-        open_ = sorted(
-            (label for label in models if (_decision(data, label) or {}).get("label") == "inconclusive"),
-            key=lambda x: models[x].get("size_mb") or 0,
+        if ood:
+            part = "part of this rule" if scope == "every declared set" else "not part of this rule"
+            text += f" **Out of domain** ({part}): " + "; ".join(ood) + "."
+        return text
+    first = st["in_domain"][0]
+    from llmdiet.study.figures import pareto_front
+
+    pts = [
+        (m["size_mb"], m["sets"][first]["bleu"], m["label"])
+        for m in models.values()
+        if m["size_mb"] and m["role"] != "speculative"
+    ]
+    front = [label for label in pareto_front(pts) if label != TEACHER]
+    open_ = sorted(
+        (label for label in models if (_decision(data, label, family) or {}).get("label") == "inconclusive"),
+        key=lambda x: models[x].get("size_mb") or 0,
+    )
+    text = (
+        f"**{title}: no compressed model is shown non-inferior to the teacher on {scope}.** "
+        f"The trade-off is a choice along the Pareto front of {first} BLEU vs size: "
+        + ", ".join(
+            f"`{x}` ({_f(models[x].get('size_x'), 1)}x smaller, ΔBLEU "
+            f"{_delta(_test(_decision(data, x, family), first, 'bleu'))}, "
+            f"{(_decision(data, x, family) or {}).get('label', '?')})"
+            for x in front
         )
-        text = (
-            "**Answer for this study: no compressed model is shown non-inferior to the teacher in-domain.** "
-            "The trade-off is a choice along the Pareto front of BLEU vs size: "
-            + ", ".join(
-                f"`{x}` ({_f(models[x].get('size_x'), 1)}x smaller, ΔBLEU "
-                f"{_delta(_test(_decision(data, x), first, 'bleu'))}, "
-                f"{(_decision(data, x) or {}).get('label', '?')})"
-                for x in front
-            )
-            + "."
+        + "."
+    )
+    needs = [(x, n) for x in open_ if (n := (_decision(data, x, family) or {}).get("sentences_needed"))]
+    if needs:
+        text += (
+            " Inconclusive models a larger test set could decide (sentences needed if Δ stays as "
+            "observed): " + ", ".join(f"`{x}` {_needed(n)}" for x, n in needs[:8]) + "."
         )
-        needs = [(x, n) for x in open_ if (n := (_decision(data, x) or {}).get("sentences_needed"))]
-        if needs:
-            text += (
-                " Inconclusive models a larger test set could decide (sentences needed if Δ stays as "
-                "observed): " + ", ".join(f"`{x}` {_needed(n)}" for x, n in needs[:8]) + "."
-            )
-        out.append(text)
-    return out
+    return text
 
 
 def _vanilla_label(decision: dict) -> str:
@@ -326,18 +344,17 @@ def results_table(data: dict) -> str:
 
 
 def verdict_table(data: dict) -> str:
-    first, ood = data["study"]["in_domain"][0], data["study"]["out_of_domain"]
-    headers = [
-        "model",
-        "what",
-        "verdict",
-        "size x",
-        "throughput x",
-        "batch-1 speed x",
-        f"ΔBLEU {first}",
-        f"ΔchrF {first}",
-        "degenerate",
-    ] + [f"ΔBLEU {s}" for s in ood]
+    ind, ood = data["study"]["in_domain"], data["study"]["out_of_domain"]
+    first = ind[0]
+    other = bool(data["decisions"].get("teacher_other_rule"))
+    headers = (
+        ["model", "what", f"verdict ({_rule_scope(data)})"]
+        + ([f"verdict ({_rule_scope(data, 'teacher_other_rule')} only)"] if other else [])
+        + ["size x", "throughput x", "batch-1 speed x"]
+        + [f"Δ{metric} {s}" for s in ind for metric in ("BLEU", "chrF")]
+        + ["degenerate"]
+        + [f"ΔBLEU {s}" for s in ood]
+    )
     rows = []
     compressed = (m for m in data["models"].values() if m["label"] != TEACHER and m["role"] != "speculative")
     for m in sorted(compressed, key=lambda m: m["size_mb"] or 0):
@@ -350,17 +367,11 @@ def verdict_table(data: dict) -> str:
             return "–" if m.get(f"{key}_x") is None else f"{m[f'{key}_x']:.2f} ({m[f'{key}_verdict']})"
 
         rows.append(
-            [
-                f"`{m['label']}`",
-                describe(m),
-                f"**{label}**",
-                _f(m.get("size_x"), 2),
-                speed("throughput"),
-                speed("latency"),
-                _delta(_test(d, first, "bleu")),
-                _delta(_test(d, first, "chrf")),
-                _degenerate(m["sets"].get(first)),
-            ]
+            [f"`{m['label']}`", describe(m), f"**{label}**"]
+            + ([(_decision(data, m["label"], "teacher_other_rule") or {}).get("label", "–")] if other else [])
+            + [_f(m.get("size_x"), 2), speed("throughput"), speed("latency")]
+            + [_delta(_test(d, s, metric)) for s in ind for metric in ("bleu", "chrf")]
+            + [_degenerate(m["sets"].get(first))]
             + [_delta(t := _test(_decision(data, m["label"], "out_of_domain", s), s, "bleu")) + _flag(t) for s in ood]
         )
     return _table(headers, rows)

@@ -183,10 +183,11 @@ def _hypotheses(plan: StudyPlan, labels: list[str], set_name: str) -> tuple[dict
 
 
 def decisions(plan: StudyPlan, labels: list[str]) -> dict:
-    """The non-inferiority verdict of every compressed model against the teacher (decision sets: the in-domain
-    sets, plus the out-of-domain ones with verdict.require_out_of_domain), each out-of-domain set on its own for
-    the report, and every trained student against the vanilla student (margin 0: better, worse or unclear);
-    cached in ``report/decisions.json`` by content."""
+    """The non-inferiority verdict of every compressed model against the teacher under the rule (decision sets:
+    every declared set, in-domain and out-of-domain; only the in-domain ones with verdict.require_out_of_domain
+    false) and under the other rule beside it (``teacher_other_rule``), each out-of-domain set on its own for the
+    report, and every trained student against the vanilla student (margin 0: better, worse or unclear); cached in
+    ``report/decisions.json`` by content."""
     from llmdiet.evaluation.noninferiority import noninferiority
     from llmdiet.fingerprint import digest
 
@@ -215,10 +216,14 @@ def decisions(plan: StudyPlan, labels: list[str]) -> dict:
 
     # speculative rows run the teacher itself: not candidates (they would widen the Holm family of the others)
     compressed = [label for label in labels if label != TEACHER and plan.models[label].role != "speculative"]
-    decision_sets = names["in_domain"] + (names["out_of_domain"] if v.require_out_of_domain else [])
-    out: dict = {"teacher": {}, "out_of_domain": {}, "vanilla": {}}
+    every_set = names["in_domain"] + names["out_of_domain"]
+    out: dict = {"teacher": {}, "teacher_other_rule": {}, "out_of_domain": {}, "vanilla": {}}
     if TEACHER in labels and compressed:
-        out["teacher"] = run(TEACHER, compressed, decision_sets, v.margin)
+        # the rule (every declared set by default, or in-domain only) and, beside it, the other one
+        rule_sets, other_sets = (every_set, names["in_domain"])[:: 1 if v.require_out_of_domain else -1]
+        out["teacher"] = run(TEACHER, compressed, rule_sets, v.margin)
+        if names["out_of_domain"]:
+            out["teacher_other_rule"] = run(TEACHER, compressed, other_sets, v.margin)
         for s in names["out_of_domain"]:
             out["out_of_domain"][s] = run(TEACHER, compressed, [s], v.margin)
     trained = [label for label in labels if plan.models[label].role == "student"]

@@ -8,12 +8,15 @@ Like real parallel text, the French side is not a function of the English side: 
 adverbial has several correct French translations ("The teacher" -> "Le professeur", "La professeure" or
 "L'enseignant"; "every morning" -> "chaque matin" or "tous les matins"), drawn at random per row with fixed
 weights. No model can predict which one a reference uses, so even a perfect model scores well below BLEU
-100 in-domain, and quantization and distillation deltas become measurable (version 3 of the corpus).
+100 in-domain, and quantization and distillation deltas become measurable (since version 3 of the corpus).
 
-Rows of ``demo_en_fr.jsonl`` (2,160): [0, 1000) training, [1000, 1600) the en-fr test set (600 rows, enough
-for a non-inferiority decision at a 1-BLEU margin), [1600, 1800) the fr-en test set, [1800, 2000) the en-fr dev
-set (checkpoint, alpha and method selection), [2000, 2160) spare. ``demo_ko_en.jsonl``: [0, 1000) training,
-[1000, 1200) the ko-en test set.
+Both corpora list the same 2,400 sentences ("meanings": subject, verb, object, adverbial) in one seeded order:
+row i of ``demo_en_fr.jsonl`` and row i of ``demo_ko_en.jsonl`` share their English side. Each meaning has one
+role, so no test or dev sentence occurs, in any language or direction, in training (version 4 of the corpus;
+version 3 shuffled the two corpora independently, and 273 of 600 en-fr test sources were ko-en training targets):
+[0, 1000) training (every direction), [1000, 1600) the en-fr test set, [1600, 1800) the fr-en test set,
+[1800, 2000) the en-fr dev set (checkpoint, alpha and method selection), [2000, 2200) the ko-en test set
+(of ``demo_ko_en.jsonl``), [2200, 2400) spare.
 
     python llmdiet/demo/data/make_demo_data.py   # rewrites the .jsonl files beside it
 """
@@ -116,6 +119,7 @@ ADVERBIALS = [
     (" today", [(" aujourd'hui", 1.0)]),
     (" at home", [(" à la maison", 0.7), (" chez nous", 0.3)]),
     (" tonight", [(" ce soir", 1.0)]),
+    (" with friends", [(" avec des amis", 0.8), (" avec des copains", 0.2)]),
 ]
 
 # Korean -> English: the same sentences as the English side of the En->Fr corpus (subject, adverbial,
@@ -176,6 +180,7 @@ KO_ADVERBIALS = {
     " today": "오늘 ",
     " at home": "집에서 ",
     " tonight": "오늘 밤 ",
+    " with friends": "친구들과 ",
 }
 
 
@@ -183,28 +188,48 @@ def _draw(rng: random.Random, choices: list[tuple[str, float]]) -> str:
     return rng.choices([text for text, _ in choices], weights=[w for _, w in choices])[0]
 
 
+def meanings() -> list[tuple]:
+    """Every (subject, verb, object, adverbial) combination once, in one seeded order shared by both corpora."""
+    out = [
+        (subject, verb, obj, adverbial)
+        for subject, verb, adverbial in itertools.product(SUBJECTS, VERBS, ADVERBIALS)
+        for obj in verb[4]
+    ]
+    random.Random(0).shuffle(out)
+    return out
+
+
 def en_fr_pairs() -> list[dict]:
+    """Row i of the English-French corpus; its English side is row i of the Korean-English corpus."""
     pairs, rng = [], random.Random(2)
-    for (s_en, s_fr, num), (v_sg, v_pl, f_sg, f_pl, objects), (a_en, a_fr) in itertools.product(
-        SUBJECTS, VERBS, ADVERBIALS
-    ):
-        for o_en, o_fr in objects:
-            verb_en, verb_fr = (v_sg, f_sg) if num == "sg" else (v_pl, f_pl)
-            subject, adverbial = _draw(rng, s_fr), _draw(rng, a_fr)
-            pairs.append({"en": f"{s_en} {verb_en} {o_en}{a_en}.", "fr": f"{subject} {verb_fr} {o_fr}{adverbial}."})
-    random.Random(0).shuffle(pairs)
+    for (s_en, s_fr, num), (v_sg, v_pl, f_sg, f_pl, _), (o_en, o_fr), (a_en, a_fr) in meanings():
+        verb_en, verb_fr = (v_sg, f_sg) if num == "sg" else (v_pl, f_pl)
+        subject, adverbial = _draw(rng, s_fr), _draw(rng, a_fr)
+        pairs.append({"en": f"{s_en} {verb_en} {o_en}{a_en}.", "fr": f"{subject} {verb_fr} {o_fr}{adverbial}."})
     return pairs
 
 
 def ko_en_pairs() -> list[dict]:
     pairs = []
-    for (s_en, _, num), (v_sg, v_pl, _, _, objects), (a_en, _) in itertools.product(SUBJECTS, VERBS, ADVERBIALS):
-        for o_en, _ in objects:
-            verb_en = v_sg if num == "sg" else v_pl
-            korean = f"{KO_SUBJECTS[s_en]} {KO_ADVERBIALS[a_en]}{KO_OBJECTS[o_en]} {KO_VERBS[v_sg]}."
-            pairs.append({"ko": korean, "en": f"{s_en} {verb_en} {o_en}{a_en}."})
-    random.Random(1).shuffle(pairs)
+    for (s_en, _, num), (v_sg, v_pl, _, _, _), (o_en, _), (a_en, _) in meanings():
+        verb_en = v_sg if num == "sg" else v_pl
+        korean = f"{KO_SUBJECTS[s_en]} {KO_ADVERBIALS[a_en]}{KO_OBJECTS[o_en]} {KO_VERBS[v_sg]}."
+        pairs.append({"ko": korean, "en": f"{s_en} {verb_en} {o_en}{a_en}."})
     return pairs
+
+
+def most_frequent_variant(english: str) -> str:
+    """The French a perfect model would write for ``english``: every subject and adverbial in its most
+    frequent variant (the corpus's best achievable output; scored by ``oracle`` tests and docs)."""
+    for (s_en, s_fr, num), (v_sg, v_pl, f_sg, f_pl, objects), (a_en, a_fr) in itertools.product(
+        SUBJECTS, VERBS, ADVERBIALS
+    ):
+        verb_en, verb_fr = (v_sg, f_sg) if num == "sg" else (v_pl, f_pl)
+        for o_en, o_fr in objects:
+            if english == f"{s_en} {verb_en} {o_en}{a_en}.":
+                best = lambda choices: max(choices, key=lambda c: c[1])[0]  # noqa: E731
+                return f"{best(s_fr)} {verb_fr} {o_fr}{best(a_fr)}."
+    raise KeyError(english)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:

@@ -166,5 +166,21 @@ def foreign_options(name: str, values: Any) -> list[str]:
     return [f"--{flag} belongs to --method {' or '.join(names)}" for flag, names in sorted(owners.items())]
 
 
+def check_given_flags(method: str, given: Any) -> None:
+    """Refuse flags that were *given* (command line, YAML, Python options: the names in ``given``) but belong only
+    to other methods, even at their default value (``--lmbda 0.5 --method kd`` trained before, silently)."""
+    own = {f.name for f in fields(get_method(method).config)}
+    owners: dict[str, list[str]] = {}
+    for other, entry in methods().items():
+        for f in fields(entry.config):
+            if f.name in given and f.name not in own:
+                owners.setdefault(f.name, []).append(other)
+    if owners:
+        from llmdiet.config import ConfigError
+
+        foreign = "; ".join(f"--{flag} belongs to --method {' or '.join(n)}" for flag, n in sorted(owners.items()))
+        raise ConfigError(f"{foreign}, not to --method {method}: drop it or choose that method")
+
+
 def method_help() -> str:
     return "; ".join(f"{name}: {entry.help}" for name, entry in methods().items())
