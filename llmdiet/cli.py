@@ -65,8 +65,17 @@ def configure_logging(verbose: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--version":
+        from llmdiet import __version__
+
+        print(f"llmdiet {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
-        lines = ["usage: llmdiet <subcommand> [options]", "", "subcommands:"]
+        lines = [
+            "usage: llmdiet <subcommand> [options]   (also: python -m llmdiet; llmdiet --version)",
+            "",
+            "subcommands:",
+        ]
         lines += [f"  {name:<10} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
         print("\n".join(lines))
         if argv and argv[0] not in ("-h", "--help"):

@@ -290,3 +290,36 @@ def test_the_accelerate_recipe_ends_with_llmdiets_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert lines[-1] == "llmdiet distill: error: --alpha must be <= 1.0, got 1.5", lines[-3:]
+
+
+def test_version_module_entry_and_usage_lines_name_llmdiet(tmp_path):
+    """Before: no `llmdiet --version`, no `python -m llmdiet`; distill, alpha-sweep and bit-sweep printed
+    `usage: recipes/distill.py ...`."""
+    import llmdiet
+
+    version = subprocess.run([sys.executable, "-m", "llmdiet", "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.strip() == f"llmdiet {llmdiet.__version__}"
+    for command in ("distill", "alpha-sweep", "bit-sweep"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "llmdiet", command, "--help"], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0 and proc.stdout.startswith(f"usage: llmdiet {command} "), proc.stdout[:200]
+
+
+def test_study_list_json_is_the_plan_for_other_tools(tmp_path, capsys):
+    import json
+
+    config = tmp_path / "s.yaml"
+    config.write_text(
+        f"study_dir: {tmp_path / 'run'}\nteacher: llmdiet-demo:teacher\nstudent: llmdiet-demo:student\n"
+        "alphas: [0.5]\ndistill: {preset: demo}\nquantize: {methods: [dynamic-int8], students: []}\n"
+        "bit_sweep: {models: []}\neval: {in_domain: [demo-en-fr], out_of_domain: [], dev: demo-en-fr-dev}\n"
+    )
+    assert cli.main(["study", "--config", str(config), "--list", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    jobs = {j["name"]: j for j in plan["jobs"]}
+    assert jobs["train/alpha-0.5"]["deps"] == [] and jobs["train/alpha-0.5"]["state"] == "pending"
+    assert "train/alpha-0.5" in jobs["eval/alpha-0.5"]["deps"] and len(jobs["eval/alpha-0.5"]["fingerprint"]) >= 16
+    assert jobs["quantize/teacher+dynamic-int8"]["kind"] == "quantize"
+    assert cli.main(["study", "--config", str(config), "--json"]) == 2
+    assert "--json goes with --list" in capsys.readouterr().err

@@ -29,6 +29,7 @@ LAYERS = {
     "study": 5,
     "api": 6,
     "cli": 6,
+    "__main__": 6,  # python -m llmdiet: the cli
     "__init__": 6,
 }
 

@@ -33,7 +33,7 @@ from llmdiet.distill.settings import (
     merged_values,
 )
 
-PROG = "recipes/distill.py"
+PROG = "llmdiet distill"
 DESCRIPTION = "Distil a seq2seq teacher into a student: loss = alpha*T^2*KL(teacher||student) + (1-alpha)*CE."
 
 

@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         (SweepArguments, DistillationArguments, DataArguments, TrainerFlagChecks, *EARLY_TRAINER_FLAGS),
         argv,
         presets=presets,
-        prog="recipes/alpha_sweep.py",
+        prog="llmdiet alpha-sweep",
         default_preset="reference",
     )
     from transformers import Seq2SeqTrainingArguments
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         argv,
         presets=presets,
         default_preset="reference",
-        prog="recipes/alpha_sweep.py",
+        prog="llmdiet alpha-sweep",
         description="Distil once per alpha, evaluate every student, compare.",
     )
     run_sweep(sweep, dist, data, training)

@@ -302,12 +302,12 @@ def plot(points: list[dict], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    precheck([BitSweepArguments], argv, presets={"demo": demo_preset}, prog="recipes/bit_sweep.py")
+    precheck([BitSweepArguments], argv, presets={"demo": demo_preset}, prog="llmdiet bit-sweep")
     (args,) = parse_config(
         [BitSweepArguments],
         argv,
         presets={"demo": demo_preset},
-        prog="recipes/bit_sweep.py",
+        prog="llmdiet bit-sweep",
         description="2-8-bit RTN vs GPFQ sweep of teacher and student weights.",
     )
     import torch

@@ -2,6 +2,7 @@
 
     llmdiet study --config recipes/configs/demo.yaml             # every job not yet done, then STUDY.md
     llmdiet study --config recipes/configs/demo.yaml --list      # jobs, dependencies, state
+    llmdiet study --config recipes/configs/demo.yaml --list --json   # the same for other tools
     llmdiet study --config recipes/configs/demo.yaml --job train/alpha-0.5   # one job (Slurm arrays, several machines)
     llmdiet study --config recipes/configs/demo.yaml --report    # STUDY.md from whatever has finished
 
@@ -27,10 +28,16 @@ class StudyArguments:
         metadata={"help": "Run only these jobs (their dependencies must be done); no report is written."},
     )
     report: bool = field(default=False, metadata={"help": "Only write STUDY.md and the figures from finished jobs."})
+    json: bool = field(
+        default=False,
+        metadata={"help": "With --list: the plan as JSON (jobs, kind, state, dependencies, fingerprint, output)."},
+    )
 
     def __post_init__(self):
         if sum([self.list, bool(self.job), self.report]) > 1:
             raise ConfigError("--list, --job and --report are alternatives: give one of them (or none to run all)")
+        if self.json and not self.list:
+            raise ConfigError("--json goes with --list (llmdiet study --config FILE --list --json)")
 
 
 def list_jobs(plan) -> str:
@@ -40,6 +47,26 @@ def list_jobs(plan) -> str:
     for name, job in plan.jobs.items():
         rows.append(f"{name:<44} {status(plan, name):<12} {', '.join(job.deps) or '-':<34} {job.out}")
     return "\n".join(rows)
+
+
+def plan_json(plan) -> str:
+    """The plan for other tools (a cluster executor, CI): one object per job, in dependency order."""
+    import json
+
+    from llmdiet.study.jobs import status
+
+    jobs = [
+        {
+            "name": name,
+            "kind": job.kind,
+            "state": status(plan, name),
+            "deps": list(job.deps),
+            "fingerprint": plan.fingerprints[name],
+            "output": str(job.out),
+        }
+        for name, job in plan.jobs.items()
+    ]
+    return json.dumps({"config": plan.config.path, "study_dir": str(plan.config.root), "jobs": jobs}, indent=2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_study_config(str(config_path), args.study_dir)
     plan = build_plan(cfg)
     if args.list:
-        print(list_jobs(plan))
+        print(plan_json(plan) if args.json else list_jobs(plan))
         return 0
     if args.report:
         path = write_report(plan)
