@@ -1,6 +1,6 @@
 """What differs between the supported transformers releases (4.57 and 5.x), in one place.
 
-llmdiet is tested at both ends of its supported range (README "Supported versions"): ``constraints.txt`` (the newest
+llmdiet is tested at both ends of its supported range (docs/install.md "Supported versions"): ``constraints.txt`` (the newest
 releases) and ``constraints-onnx.txt`` (transformers 4.57, the last release optimum-onnx 0.1.0 accepts). Code that
 must behave the same on both asks here instead of testing version numbers itself.
 """

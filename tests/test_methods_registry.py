@@ -62,3 +62,22 @@ def test_flags_of_other_methods_and_incompatible_modifiers_are_refused():
     DistillationArguments(method="gkd", divergence="jsd")  # gkd reads kd's divergence flags (GKDConfig(KDConfig))
     with pytest.raises(ConfigError, match="--method dml does not combine with fake_quant"):
         DistillationArguments(method="dml", student_fake_quant=4)
+
+
+def test_the_study_and_settings_read_the_registry_not_method_names(tmp_path):
+    """study/jobs.py and study/config.py special-cased method == "dml"; settings.py hard-coded a gkd message (and told
+    logit_mse it 'trains two students'); engines' TORCH_BACKENDS repeated the quantization registry."""
+    from pathlib import Path
+
+    from llmdiet.distill.methods import methods
+    from llmdiet.engines import TORCH_BACKENDS
+    from llmdiet.quantize.registry import METHODS
+    from llmdiet.study.jobs import student_outputs
+
+    for name, entry in methods().items():
+        assert entry.teacher_cache or entry.no_cache_reason, name
+    assert student_outputs("m", "dml", Path("o")) == [("m", "o/student_a"), ("m-b", "o/student_b")]
+    assert student_outputs("m", "kd", Path("o")) == [("m", "o")]
+    assert set(TORCH_BACKENDS) == {"torch-fp32"} | {n for n, m in METHODS.items() if m.kind == "torch"}
+    source = (Path(__file__).resolve().parents[1] / "llmdiet" / "study").glob("*.py")
+    assert not [p.name for p in source if '== "dml"' in p.read_text()]

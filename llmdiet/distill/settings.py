@@ -150,15 +150,8 @@ class DistillationArguments(*config_types(), _RunArguments, *_OWN_TRAINER_FLAGS)
                 )
         if self.teacher_cache and not self.cache_usable():
             if not method.teacher_cache:
-                raise ConfigError(
-                    f"--teacher_cache cannot serve --method {self.method}"
-                    + (
-                        ": on-policy targets are sampled anew every step, so no teacher output can be cached"
-                        if self.method == "gkd"
-                        else " (it trains two students)"
-                    )
-                    + "; drop --teacher_cache"
-                )
+                reason = f": {method.no_cache_reason}" if method.no_cache_reason else ""
+                raise ConfigError(f"--teacher_cache cannot serve --method {self.method}{reason}; drop --teacher_cache")
             raise ConfigError(
                 "--hidden_weight needs the teacher's hidden states, which --teacher_cache does not "
                 "keep; drop one of them"

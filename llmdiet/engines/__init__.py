@@ -90,8 +90,18 @@ _BACKEND_MODULES: dict[str, str] = {
     "torch-fp32": "llmdiet.engines.torch_engine",
     **{name: method.engine for name, method in QUANTIZATION_METHODS.items()},
 }
+
+
 # backends that run a torch module through TorchSeq2SeqBackend (static decoder, speculative decoding)
-TORCH_BACKENDS = ("torch-fp32", "torch-bf16", "dynamic-int8", "quanto-int8", "torchao-int8")
+def _torch_backends() -> tuple[str, ...]:
+    """The backends that run a torch module (static decoder, drafts, dropped rows): torch-fp32 and every quantization
+    method the registry declares ``kind == "torch"`` (a new torch-kind method joins without an edit here)."""
+    from llmdiet.quantize.registry import METHODS
+
+    return ("torch-fp32", *(name for name, m in METHODS.items() if m.kind == "torch"))
+
+
+TORCH_BACKENDS = _torch_backends()
 
 
 def register_backend(name: str, module: str | None = None):

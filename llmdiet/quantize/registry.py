@@ -194,7 +194,7 @@ def get_method(name: str, device: str = "cpu") -> Method:
     if missing:
         hint = (
             "; install the ONNX extra: pip install -c constraints-onnx.txt -e '.[onnx]' (optimum-onnx 0.1.0 needs "
-            "transformers<4.58; README 'Supported versions')"
+            "transformers<4.58; docs/install.md 'Supported versions')"
             if name.startswith("onnx")
             else ""
         )

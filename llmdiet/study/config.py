@@ -415,10 +415,11 @@ def load_study_config(path: str | Path, study_dir: str | None = None) -> StudyCo
             )
         if name in reserved:
             raise ConfigError(f"{path}: methods: name {name!r} is reserved for the study's own model; rename it")
-        if name.endswith("-b") and name[:-2] in methods and methods[name[:-2]].get("method") == "dml":
+        base, _, suffix = str(name).rpartition("-")
+        if len(suffix) == 1 and base in methods and _students_of(methods[base]) > ord(suffix) - ord("a") > 0:
             raise ConfigError(
-                f"{path}: methods: name {name!r} collides with the second student of dml method "
-                f"{name[:-2]!r}; rename it"
+                f"{path}: methods: name {name!r} collides with a student of the {methods[base].get('method')} "
+                f"method {base!r} (it saves {_students_of(methods[base])} students); rename it"
             )
     distill = data.get("distill") or {}
     if not isinstance(distill, dict):
@@ -448,3 +449,11 @@ def load_study_config(path: str | Path, study_dir: str | None = None) -> StudyCo
         statistics=_section(path, "statistics", StatisticsSettings, data.get("statistics")),
         verdict=_section(path, "verdict", VerdictSettings, data.get("verdict")),
     )
+
+
+def _students_of(overrides: dict) -> int:
+    """How many students a method entry's training job saves (its registry entry's ``students``; 1 by default)."""
+    from llmdiet.distill.methods import get_method, methods
+
+    method = str(overrides.get("method") or "kd") if isinstance(overrides, dict) else "kd"
+    return len(get_method(method).students) or 1 if method in methods() else 1

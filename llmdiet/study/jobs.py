@@ -122,6 +122,17 @@ def alpha_label(alpha: float) -> str:
     return f"alpha-{alpha:g}"
 
 
+def student_outputs(label: str, method: str, out: Path) -> list[tuple[str, str]]:
+    """(model label, directory) of every student one training job saves: the method's ``students`` sub-folders
+    (labels ``<label>``, ``<label>-b``, ...), or the output directory itself."""
+    from llmdiet.distill.methods import get_method
+
+    subs = get_method(method).students
+    if not subs:
+        return [(label, str(out))]
+    return [(label if i == 0 else f"{label}-{chr(ord('a') + i)}", str(out / sub)) for i, sub in enumerate(subs)]
+
+
 def students(cfg: StudyConfig) -> list[tuple[str, dict]]:
     """(label, distill flags that differ from the shared ones) of every trained student."""
     out = [(alpha_label(a), {"alpha": a}) for a in cfg.alphas]
@@ -286,7 +297,7 @@ def usable_quantize_methods(cfg) -> list[str]:
         _LEFT_OUT_TOLD.add(tuple(left))
         logger.warning(
             "study: quantization method(s) %s left out: their libraries are not installed (the onnx-* methods need "
-            "the ONNX extra: pip install -c constraints-onnx.txt -e '.[onnx]', README 'Supported versions')",
+            "the ONNX extra: pip install -c constraints-onnx.txt -e '.[onnx]', docs/install.md 'Supported versions')",
             ", ".join(left),
         )
     return [m for m in cfg.quantize.methods if m not in left]
@@ -317,15 +328,10 @@ def build_plan(cfg: StudyConfig) -> StudyPlan:
         jobs[job.name] = job
         method = str(overrides.get("method", cfg.distill.get("method", "kd")))
         alpha = float(overrides.get("alpha", _alpha_default(cfg)))
-        if method == "dml":  # two students from one training job: <label> (student_a) and <label>-b (student_b)
-            for sub, name in (("student_a", label), ("student_b", f"{label}-b")):
-                models[name] = ModelEntry(
-                    name, "student", str(job.out / sub), name, producer=job.name, alpha=alpha, distill_method=method
-                )
-        else:
-            models[label] = ModelEntry(
-                label, "student", str(job.out), label, producer=job.name, alpha=alpha, distill_method=method
-            )
+        # a method that saves several students (its registry entry's ``students``, e.g. dml's student_a and
+        # student_b) gives models <label>, <label>-b, <label>-c, ... from one training job
+        for name, out in student_outputs(label, method, job.out):
+            models[name] = ModelEntry(name, "student", out, name, producer=job.name, alpha=alpha, distill_method=method)
     calib = calibration(cfg)
     calib_identity = {
         **calib,

@@ -81,6 +81,7 @@ class DistillationMethod:
     needs_teacher: Callable[[float, Any], bool]  # (alpha, config) -> a live teacher (or its cache) is used
     card: Callable[[Any], str]  # (the run's DistillationArguments) -> the objective, for the model card
     teacher_cache: bool = True  # can train from the cached top-k teacher log-probs
+    no_cache_reason: str = ""  # why not, when teacher_cache is False (for --teacher_cache's refusal)
     setup: Optional[Callable[[Any], None]] = None  # (trainer) -> None: per-run state (gkd's sampling RNG)
     sample_batches: Optional[Callable[[Any, list], bool]] = None  # (trainer, batches) -> targets replaced
     build_model: Optional[Callable[[Any, Any, int], Any]] = None  # (student, args, seed) -> the trained module

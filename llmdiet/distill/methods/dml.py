@@ -94,6 +94,7 @@ METHOD = register(
         loss=dml_step,
         card=card,
         teacher_cache=False,
+        no_cache_reason="it trains two students against each other's live outputs",
         build_model=build_model,
         students=("student_a", "student_b"),
         modifiers=("shrink",),

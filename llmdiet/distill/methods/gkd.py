@@ -184,6 +184,7 @@ METHOD = register(
         loss=gkd_step,
         card=card,
         teacher_cache=False,
+        no_cache_reason="on-policy targets are sampled anew every step, so no teacher output can be cached",
         sample_batches=sample_batches,
         setup=setup,
         needs_teacher=lambda alpha, config: True,

@@ -112,6 +112,7 @@ METHOD = register(
         loss=logit_mse_step,
         card=card,
         teacher_cache=False,
+        no_cache_reason="it matches every logit, and the cache keeps only the top-k log-probs",
         needs_teacher=lambda alpha, config: alpha > 0,
         help="logit matching, alpha*MSE(student logits, teacher logits) + (1-alpha)*CE (Ba & Caruana 2014; no "
         "temperature)",
