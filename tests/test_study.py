@@ -387,7 +387,10 @@ def test_changed_settings_redo_only_the_affected_jobs_and_keep_the_old_output(st
         ({"alphas": [True]}, "alphas: expected a list of numbers in [0, 1] (not true/false)"),
         ({"methods": {"teacher": {"alpha": 0.5}}}, "methods: name 'teacher' is reserved"),
         ({"methods": {"student-vanilla": {"alpha": 0.5}}}, "methods: name 'student-vanilla' is reserved"),
-        ({"methods": {"pair": {"method": "dml"}, "pair-b": {"alpha": 0.5}}}, "collides with a student of the dml method"),
+        (
+            {"methods": {"pair": {"method": "dml"}, "pair-b": {"alpha": 0.5}}},
+            "collides with a student of the dml method",
+        ),
         ({"eval": {"batch_size": "abc"}}, "eval.batch_size: expected an integer, got 'abc'"),
         ({"statistics": {"n_bootstrap": True}}, "statistics.n_bootstrap: expected an integer, got True"),
         ({"teacher": "/nonexistent/teacher"}, "teacher: /nonexistent/teacher does not exist"),
