@@ -191,3 +191,20 @@ def test_replay_mixes_the_stated_share_of_other_directions_with_their_prefixes(d
     assert "replay against forgetting: 10 rows (20% of the mix)" in card
     with pytest.raises(ConfigError, match="replay_fraction"):
         distill(preset="demo", output_dir=str(tmp_path / "x"), replay_set=["demo-ko-en-train"], replay_fraction=1.0)
+
+
+def test_replay_is_refused_in_one_line_for_families_without_task_prefixes(demo_assets, tmp_path, capsys):
+    """Marian, BART and M2M100 pick their direction by model or language code, not by a text prefix: replay rows of
+    another direction would be silently wrong for them."""
+    import json as _json
+
+    from llmdiet import cli
+
+    marian = tmp_path / "marian"
+    marian.mkdir()
+    (marian / "config.json").write_text(_json.dumps({"model_type": "marian", "is_encoder_decoder": True}))
+    argv = ["distill", "--preset", "demo", "--student_model", str(marian), "--output_dir", str(tmp_path / "o")]
+    assert cli.main([*argv, "--replay_set", "demo-ko-en-train"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("llmdiet distill: error: --replay_set:") and "marian models do not read" in err[-1]
+    assert not (tmp_path / "o").exists()

@@ -132,6 +132,22 @@ class Rows:
     overlap: dict
 
 
+def check_replay_family(args: DistillationArguments, data: DataArguments) -> None:
+    """Replay rows select their direction with their set's task prefix, which only T5-family models read: refuse
+    --replay_set for other families in one line, before anything loads (their directions need language codes)."""
+    from llmdiet.artifacts import model_type_of
+    from llmdiet.languages import uses_task_prefix
+
+    if not data.replay_set:
+        return
+    model_type = model_type_of(resolve_model(args.student_model))
+    if model_type is not None and not uses_task_prefix(model_type):
+        raise ConfigError(
+            f"--replay_set: replay rows choose their direction by the set's task prefix, which {model_type} models do "
+            "not read (T5-family students only); drop --replay_set"
+        )
+
+
 def load_rows(data: DataArguments, seed: int) -> Rows:
     """Training, dev and replay rows, with the content check against the declared test sets (a refusal costs no
     model load)."""
@@ -540,6 +556,7 @@ def run(
         raise ConfigError(
             "; ".join(leaks) + ": selection on test rows; move them with --train_start/--eval_start (or --eval_rows 0)"
         )
+    check_replay_family(args, data)
     rows = load_rows(data, training.seed)
     models = setup_models(args)
     splits = setup_data(args, data, training, models, rows)
