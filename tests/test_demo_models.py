@@ -96,8 +96,10 @@ def test_the_teacher_is_near_the_best_achievable_and_never_degenerate(demo_asset
     for name, entry in res["sets"].items():
         assert entry["degenerate"]["flagged"] == 0, (name, entry["degenerate"])
         committed = COMMITTED["models"]["teacher"]["sets"][name]
-        assert entry["metrics"]["bleu"] == pytest.approx(committed["bleu"], abs=1e-9), name
-        assert entry["metrics"]["chrf"] == pytest.approx(committed["chrf"], abs=1e-9), name
+        # exact here (and in the fresh-clone check of .ci/run); another CPU's GEMM may flip a rare near-tie, so the
+        # test allows a quarter point rather than fail on an instruction set
+        assert entry["metrics"]["bleu"] == pytest.approx(committed["bleu"], abs=0.25), name
+        assert entry["metrics"]["chrf"] == pytest.approx(committed["chrf"], abs=0.25), name
     vanilla = COMMITTED["models"]["student-vanilla"]["sets"]["demo-en-fr"]["bleu"]
     assert en_fr["metrics"]["bleu"] > vanilla + 10
 
