@@ -146,7 +146,17 @@ def main() -> int:
             shutil.rmtree(ev, ignore_errors=True)  # a new student: its earlier eval run (other weights) is refused
         model = out / "student_a" if "dml" in flags else out  # dml saves two students; student a is scored
         subprocess.run(
-            ["llmdiet", "eval", "--model", str(model), "--eval-set", "demo-en-fr", "--out", str(ev), "--no_progress"],
+            [
+                "llmdiet",
+                "eval",
+                "--model",
+                str(model),
+                "--eval_set",
+                "demo-en-fr",
+                "--output_dir",
+                str(ev),
+                "--no_progress",
+            ],
             check=True,
             capture_output=True,
             text=True,

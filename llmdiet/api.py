@@ -170,24 +170,33 @@ def load(
         return Translator(load_backend(backend, path, device=device, **options), path)
 
 
-def evaluate(model: str, eval_sets: list[str] | str, out: str | Path, **options) -> dict:
-    """``llmdiet eval``: score ``model`` on ``eval_sets`` into ``out``; returns the ``results.json`` content.
-    ``options`` are ``llmdiet eval``'s (``batch_size``, ``limit``, ``backend``, ``max_new_tokens``, ...)."""
+def evaluate(
+    model: str, eval_set: list[str] | str | None = None, output_dir: str | Path | None = None, **options
+) -> dict:
+    """``llmdiet eval``: score ``model`` on ``eval_set`` (one name or file, or a list) into ``output_dir``; returns
+    the ``results.json`` content. ``options`` are ``llmdiet eval``'s flags by the same names (``batch_size``,
+    ``max_eval_samples``, ``backend``, ``max_new_tokens``, ...). Old names (``eval_sets``, ``out``, ``limit``,
+    ``prefix``, ``reference_column``) still work, with a FutureWarning."""
+    from dataclasses import fields
+
+    from llmdiet.config import rename_deprecated_kwargs
     from llmdiet.evaluation.harness import EvalArguments, run_eval
 
+    known = {f.name for f in fields(EvalArguments)}
+    options = rename_deprecated_kwargs("llmdiet.evaluate()", options, known)
+    eval_set = options.pop("eval_set", eval_set)
+    output_dir = options.pop("output_dir", output_dir)
     if not isinstance(model, (str, Path)):
         raise ArgumentTypeError(f"evaluate(): model must be a path or hub id (str or Path), got {model!r}")
-    if not isinstance(out, (str, Path)):
-        raise ArgumentTypeError(f"evaluate(): out must be a directory path (str or Path), got {out!r}")
-    if isinstance(eval_sets, (str, Path)):
-        eval_sets = [str(eval_sets)]
-    if not isinstance(eval_sets, (list, tuple)) or not all(isinstance(s, (str, Path)) for s in eval_sets):
-        raise ArgumentTypeError(
-            f"evaluate(): eval_sets must be a set name or file, or a list of them, got {eval_sets!r}"
-        )
-    sets = [str(s) for s in eval_sets]
+    if not isinstance(output_dir, (str, Path)):
+        raise ArgumentTypeError(f"evaluate(): output_dir must be a directory path (str or Path), got {output_dir!r}")
+    if isinstance(eval_set, (str, Path)):
+        eval_set = [str(eval_set)]
+    if not isinstance(eval_set, (list, tuple)) or not all(isinstance(s, (str, Path)) for s in eval_set):
+        raise ArgumentTypeError(f"evaluate(): eval_set must be a set name or file, or a list of them, got {eval_set!r}")
+    sets = [str(s) for s in eval_set]
     check_python_types("evaluate()", [EvalArguments], options)
     args = EvalArguments(
-        model=str(model), eval_set=sets, out=str(out), progress=options.pop("progress", False), **options
+        model=str(model), eval_set=sets, output_dir=str(output_dir), progress=options.pop("progress", False), **options
     )
-    return run_eval(args, command=["llmdiet.evaluate", str(model), *sets, str(out)])
+    return run_eval(args, command=["llmdiet.evaluate", str(model), *sets, str(output_dir)])

@@ -42,32 +42,34 @@ class BackendError(ValueError):
 
 def check_output_dir(out: str | Path, overwrite: bool) -> Path:
     """Refuse an ``out`` that cannot be (re)placed, before any work: a file, or a non-empty directory that is
-    not an llmdiet artifact, or an artifact without ``overwrite``. (``--overwrite`` never deletes a directory that
-    ``llmdiet quantize`` did not write, e.g. ``--out .``.)"""
+    not an llmdiet artifact, or an artifact without ``overwrite``. (``--overwrite_output_dir`` never deletes a directory that
+    ``llmdiet quantize`` did not write, e.g. ``--output_dir .``.)"""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise BackendError(f"--out {out}: exists and is not a directory")
+        raise BackendError(f"--output_dir {out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
         if not (out / ARTIFACT_FILE).is_file():
             raise BackendError(
-                f"--out {out}: not empty and not an llmdiet artifact (no {ARTIFACT_FILE}); "
-                "refusing to replace it, choose another --out"
+                f"--output_dir {out}: not empty and not an llmdiet artifact (no {ARTIFACT_FILE}); "
+                "refusing to replace it, choose another --output_dir"
             )
         if not overwrite:
-            raise BackendError(f"--out {out}: already holds an artifact (pass --overwrite to replace it)")
+            raise BackendError(
+                f"--output_dir {out}: already holds an artifact (pass --overwrite_output_dir to replace it)"
+            )
         foreign = foreign_files(out)
         if foreign:
             shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
             raise BackendError(
-                f"--out {out}: --overwrite replaces only what llmdiet wrote, and the directory also "
-                f"holds {shown}; move them out first (or choose another --out)"
+                f"--output_dir {out}: --overwrite_output_dir replaces only what llmdiet wrote, and the directory also "
+                f"holds {shown}; move them out first (or choose another --output_dir)"
             )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise BackendError(f"--out {out}: cannot create its parent directory ({err.strerror})") from None
+        raise BackendError(f"--output_dir {out}: cannot create its parent directory ({err.strerror})") from None
     if not os.access(out.parent, os.W_OK):
-        raise BackendError(f"--out {out}: {out.parent} is not writable; choose another --out")
+        raise BackendError(f"--output_dir {out}: {out.parent} is not writable; choose another --output_dir")
     return out
 
 
@@ -178,7 +180,7 @@ def write_artifact(
         "size_ratio": round(disk / fp32_bytes, 4) if fp32_bytes else None,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **extra,
-        "files": files,  # the manifest: what --overwrite may replace
+        "files": files,  # the manifest: what --overwrite_output_dir may replace
         "provenance": provenance(seed=seed, command=command),
     }
     meta_path.write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
@@ -293,7 +295,7 @@ class TensorFile:
     def _unreadable(self, err) -> BackendError:
         return BackendError(
             f"{self.path}: not a readable safetensors file (truncated or corrupted? {err}); "
-            "re-create the artifact with llmdiet quantize --overwrite"
+            "re-create the artifact with llmdiet quantize --overwrite_output_dir"
         )
 
     def names(self) -> list[str]:

@@ -33,7 +33,7 @@ def t5_prefix(source: str, target: str) -> str:
 
 REFERENCE_PREFIX = t5_prefix(REFERENCE_SOURCE_LANG, REFERENCE_TARGET_LANG)
 
-# the named eval sets of the reference study (in llmdiet/evaluation/sets/) and of the offline demo
+# the named eval sets of the reference study (in eval_sets/) and of the offline demo
 REFERENCE_TEST_SETS = ("pgv-en-fr", "pgv-fr-en")
 REFERENCE_DEV_SET = "pgv-en-fr-dev"
 DEMO_TEST_SETS = ("demo-en-fr", "demo-fr-en", "demo-ko-en")

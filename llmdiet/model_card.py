@@ -120,7 +120,7 @@ def write_model_card(
             "",
         ]
     else:
-        body += ["## Evaluation", "", "Not evaluated yet: `llmdiet eval --model <this directory> --eval-set ...`", ""]
+        body += ["## Evaluation", "", "Not evaluated yet: `llmdiet eval --model <this directory> --eval_set ...`", ""]
     if loading:
         body += ["## Use", "", loading, ""]
     hardware = provenance.get("hardware", {})

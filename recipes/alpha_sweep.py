@@ -1,6 +1,6 @@
 """Alpha sweep: distil once per alpha, evaluate every student, compare (see llmdiet/study/alpha_sweep.py).
 
-accelerate launch recipes/alpha_sweep.py --alphas 0 0.25 0.5 0.75 1 --eval_sets pgv-en-fr pgv-fr-en
+accelerate launch recipes/alpha_sweep.py --alphas 0 0.25 0.5 0.75 1 --eval_set pgv-en-fr pgv-fr-en
 python recipes/alpha_sweep.py --preset demo
 """
 

@@ -2,7 +2,7 @@
 
     python recipes/bit_sweep.py --preset demo        # after `llmdiet distill --preset demo`
     python recipes/bit_sweep.py --models google/flan-t5-large runs/distill --eval_set pgv-en-fr \
-        --calibration_file train.jsonl --limit 500
+        --calibration_file train.jsonl --max_eval_samples 500
 """
 
 import sys

@@ -1,6 +1,6 @@
 """Evaluate one model on one or more eval sets: ``llmdiet eval`` as a script (same options, see ``--help``).
 
-python recipes/evaluate.py --model runs/distill-demo --eval-set demo-en-fr demo-ko-en --out runs/eval-student
+python recipes/evaluate.py --model runs/distill-demo --eval_set demo-en-fr demo-ko-en --output_dir runs/eval-student
 python recipes/evaluate.py --preset demo
 """
 

@@ -15,7 +15,7 @@ def test_alpha_sweep_trains_evaluates_and_compares(demo_assets, tmp_path):
         data_files=preset["data_files"], train_rows=64, eval_rows=0, max_source_length=64, max_target_length=64
     )
     training = Seq2SeqTrainingArguments(
-        output_dir="unused",
+        output_dir=str(tmp_path),
         max_steps=3,
         per_device_train_batch_size=16,
         learning_rate=3e-3,
@@ -23,9 +23,7 @@ def test_alpha_sweep_trains_evaluates_and_compares(demo_assets, tmp_path):
         save_strategy="no",
         disable_tqdm=True,
     )
-    sweep = SweepArguments(
-        alphas=[0.0, 1.0], eval_sets=["demo-en-fr"], eval_limit=16, sweep_dir=str(tmp_path), eval_teacher=True
-    )
+    sweep = SweepArguments(alphas=[0.0, 1.0], eval_set=["demo-en-fr"], max_eval_samples=16, eval_teacher=True)
     dirs = run_sweep(sweep, dist, data, training)
     assert [d.split("/")[-1] for d in dirs] == ["eval-alpha-0", "eval-alpha-1", "eval-teacher"]
     for alpha in ("0", "1"):
@@ -75,16 +73,14 @@ def test_alpha_sweep_shares_one_teacher_translation_file(demo_assets, tmp_path, 
         data_files=preset["data_files"], train_rows=24, eval_rows=0, max_source_length=64, max_target_length=32
     )
     training = Seq2SeqTrainingArguments(
-        output_dir="unused",
+        output_dir=str(tmp_path),
         max_steps=1,
         per_device_train_batch_size=8,
         report_to="none",
         save_strategy="no",
         disable_tqdm=True,
     )
-    sweep = SweepArguments(
-        alphas=[0.0, 0.5], eval_sets=["demo-en-fr"], eval_limit=4, sweep_dir=str(tmp_path), eval_teacher=False
-    )
+    sweep = SweepArguments(alphas=[0.0, 0.5], eval_set=["demo-en-fr"], max_eval_samples=4, eval_teacher=False)
     run_sweep(sweep, dist, data, training)
     assert (tmp_path / "shared" / "teacher_translations.jsonl").exists()
     assert calls.count(24) == 1  # the 24 training sources were translated by the teacher once, for both alphas

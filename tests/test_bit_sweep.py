@@ -12,11 +12,11 @@ def test_sweep_scores_resumes_and_plots(demo_assets, tmp_path):
         bits=[2],
         methods=["rtn", "gpfq"],
         eval_set="demo-en-fr",
-        limit=64,
+        max_eval_samples=64,
         calibration_file=str(DEMO_EN_FR),
-        calibration_rows=64,
+        max_calibration_samples=64,
         max_new_tokens=32,
-        out=str(tmp_path / "sweep"),
+        output_dir=str(tmp_path / "sweep"),
     )
     summary = run_sweep(args)
     points = {p["method"]: p for p in summary["points"]}
@@ -56,14 +56,14 @@ def test_points_of_other_settings_are_not_reused(demo_assets, tmp_path):
         bits=[4],
         methods=["rtn"],
         eval_set="demo-en-fr",
-        limit=8,
+        max_eval_samples=8,
         max_new_tokens=16,
-        out=str(tmp_path / "sweep"),
+        output_dir=str(tmp_path / "sweep"),
     )
     run_sweep(args)
-    args.limit = 12
+    args.max_eval_samples = 12
     with pytest.raises(ConfigError, match=r"changed: limit \(8 -> 12\)"):
         run_sweep(args)
-    args.limit, args.scale = 8, 1.3
+    args.max_eval_samples, args.scale = 8, 1.3
     with pytest.raises(ConfigError, match="scale"):
         run_sweep(args)

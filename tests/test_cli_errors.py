@@ -25,29 +25,39 @@ BAD_FLAGS = [
     (["distill", "--fp16", "true"], "--fp16 is refused: T5 activations overflow"),
     (["distill", "--preset", "demo", "--temperature", "0"], "--temperature must be > 0.0"),
     (
-        ["eval", "--model", "m", "--eval-set", "s", "--out", "o", "--batch-size", "0"],
+        ["eval", "--model", "m", "--eval_set", "s", "--output_dir", "o", "--batch-size", "0"],
         "--batch_size must be >= 1, got 0",
     ),
     (
-        ["eval", "--model", "m", "--eval-set", "s", "--out", "o", "--max_source_length", "1"],
+        ["eval", "--model", "m", "--eval_set", "s", "--output_dir", "o", "--max_source_length", "1"],
         "--max_source_length must be >= 2",
     ),
-    (["quantize", "--model", "m", "--out", "o", "--method", "int4-magic"], "unknown --method 'int4-magic'"),
+    (["quantize", "--model", "m", "--output_dir", "o", "--method", "int4-magic"], "unknown --method 'int4-magic'"),
     (
-        ["quantize", "--model", "m", "--out", "o", "--method", "dynamic-int8", "--calibration_count", "0"],
-        "--calibration_count must be >= 1",
+        ["quantize", "--model", "m", "--output_dir", "o", "--method", "dynamic-int8", "--max_calibration_samples", "0"],
+        "--max_calibration_samples must be >= 1",
     ),
     (["alpha-sweep", "--alphas", "0", "1.5"], "--alphas must be <= 1.0, got 1.5"),
     (["bit-sweep", "--bits", "9"], "--bits must be <= 8, got 9"),
     # before: 6.7 s (an unknown eval flag waited for transformers) and ~3 s (a study config error)
-    (["eval", "--model", "m", "--eval-set", "s", "--out", "o", "--bogus", "1"], "unrecognized arguments: --bogus"),
+    (
+        ["eval", "--model", "m", "--eval_set", "s", "--output_dir", "o", "--bogus", "1"],
+        "unrecognized argument --bogus",
+    ),
     (["study", "--config", "BAD_STUDY", "--list"], "unknown key(s) ['colour']"),
     # issue 31: a gkd flag at its default value with method kd trained; --alpha nan failed after 34 s of loading
     (["distill", "--preset", "demo", "--lmbda", "0.5"], "--lmbda belongs to --method gkd, not to --method kd"),
     (["distill", "--preset", "demo", "--alpha", "nan"], "--alpha must be a finite number, got nan"),
     (["distill", "--preset", "demo", "--replay_fraction", "1"], "--replay_fraction must be < 1"),
     (["distill", "--preset", "demo", "--test_overlap", "keep"], "--test_overlap must be 'refuse' or 'drop'"),
-    (["study", "--config", "BAD_STUDY", "--lst"], "unrecognized arguments: --lst"),
+    (["study", "--config", "BAD_STUDY", "--lst"], "unrecognized argument --lst (did you mean --list?)"),
+    # issue 29: every command refuses a misspelt flag before torch, naming the closest one (old spellings included)
+    (["distill", "--alpah", "0.3"], "unrecognized argument --alpah (did you mean --alpha?)"),
+    (["distill", "--per_device_train_batch_sise", "3"], "(did you mean --per_device_train_batch_size?)"),
+    (["alpha-sweep", "--eval_limt", "3"], "unrecognized argument --eval_limt (did you mean --max_eval_samples?)"),
+    (["quantize", "--outptu_dir", "x"], "unrecognized argument --outptu_dir (did you mean --output_dir?)"),
+    (["compare", "--format", "csv", "--lables", "a"], "unrecognized argument --lables (did you mean --labels?)"),
+    (["bit-sweep", "--bitz", "4"], "unrecognized argument --bitz (did you mean --bits?)"),
 ]
 
 
@@ -101,10 +111,10 @@ def test_alpha_sweep_checks_eval_sets_before_training(tmp_path, capsys, monkeypa
             "alpha-sweep",
             "--preset",
             "demo",
-            "--eval_sets",
+            "--eval_set",
             "demo-en-fr",
             "no-such-set",
-            "--sweep_dir",
+            "--output_dir",
             str(tmp_path / "sweep"),
         ]
     )
@@ -201,7 +211,9 @@ def test_quantize_names_an_already_quantized_input(tmp_path, capsys):
     artifact.mkdir()
     (artifact / "config.json").write_text("{}")  # CTranslate2's own config, not a transformers one
     (artifact / "llmdiet_artifact.json").write_text(json.dumps({"method": "ct2-int8", "source_model": "runs/t"}))
-    rc = cli.main(["quantize", "--model", str(artifact), "--method", "dynamic-int8", "--out", str(tmp_path / "q")])
+    rc = cli.main(
+        ["quantize", "--model", str(artifact), "--method", "dynamic-int8", "--output_dir", str(tmp_path / "q")]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "already a quantized artifact (ct2-int8 of runs/t)" in err and len(err.splitlines()) == 1
 
@@ -232,14 +244,17 @@ def test_python_api_one_type_rule_before_anything_loads(tmp_path):
     start = time.perf_counter()
     with pytest.raises(ArgumentTypeError, match=r"llmdiet.distill\(\): alpha must be float, got '0.5'"):
         llmdiet.distill(preset="demo", output_dir=str(tmp_path / "d"), alpha="0.5")
-    with pytest.raises(ArgumentTypeError, match=r"evaluate\(\): limit must be int, got '10'"):
-        llmdiet.evaluate("llmdiet-demo:teacher", ["demo-en-fr"], str(tmp_path / "e"), limit="10")
-    with pytest.raises(ArgumentTypeError, match=r"evaluate\(\): eval_sets must be a set name or file"):
+    with pytest.raises(ArgumentTypeError, match=r"evaluate\(\): max_eval_samples must be int, got '10'"):
+        llmdiet.evaluate("llmdiet-demo:teacher", ["demo-en-fr"], str(tmp_path / "e"), max_eval_samples="10")
+    with pytest.warns(FutureWarning, match=r"limit= is deprecated .* use max_eval_samples="):
+        with pytest.raises(ArgumentTypeError, match=r"evaluate\(\): max_eval_samples must be int, got '10'"):
+            llmdiet.evaluate("llmdiet-demo:teacher", ["demo-en-fr"], str(tmp_path / "e"), limit="10")
+    with pytest.raises(ArgumentTypeError, match=r"evaluate\(\): eval_set must be a set name or file"):
         llmdiet.evaluate("llmdiet-demo:teacher", 5, str(tmp_path / "e"))
     with pytest.raises(ArgumentTypeError, match=r"load\(\): path_or_hub_id must be a path or hub id"):
         llmdiet.load(None)
-    with pytest.raises(ArgumentTypeError, match=r"llmdiet.quantize\(\): calibration_count must be int"):
-        llmdiet.quantize("llmdiet-demo:teacher", "dynamic-int8", str(tmp_path / "q"), calibration_count="8")
+    with pytest.raises(ArgumentTypeError, match=r"llmdiet.quantize\(\): max_calibration_samples must be int"):
+        llmdiet.quantize("llmdiet-demo:teacher", "dynamic-int8", str(tmp_path / "q"), max_calibration_samples="8")
     assert isinstance(ArgumentTypeError("x"), TypeError)
     assert time.perf_counter() - start < 30  # nothing was loaded
     assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()
@@ -248,7 +263,7 @@ def test_python_api_one_type_rule_before_anything_loads(tmp_path):
 def test_a_missing_quantize_method_warning_is_given_once(caplog):
     import logging
 
-    from llmdiet.study import jobs
+    from llmdiet.study import plan as jobs
 
     class Cfg:
         class quantize:  # noqa: N801 - the config's section

@@ -11,10 +11,10 @@ import pytest
 from llmdiet import cli
 
 RUN = [
-    "--eval-set",
+    "--eval_set",
     "demo-en-fr",
     "demo-ko-en",
-    "--limit",
+    "--max_eval_samples",
     "16",
     "--max-new-tokens",
     "16",
@@ -28,7 +28,7 @@ RUN = [
 def two_runs(demo_assets, tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
     for name, model in (("eval-teacher", demo_assets.teacher), ("eval-student", demo_assets.student)):
-        assert cli.main(["eval", "--model", str(model), "--out", str(root / name), *RUN]) == 0
+        assert cli.main(["eval", "--model", str(model), "--output_dir", str(root / name), *RUN]) == 0
     return root / "eval-teacher", root / "eval-student"
 
 
@@ -38,7 +38,7 @@ def results(run):
 
 def test_markdown_table_and_png_plots(two_runs, tmp_path, capsys):
     teacher, student = two_runs
-    assert cli.main(["compare", str(teacher), str(student), "--out", str(tmp_path)]) == 0
+    assert cli.main(["compare", str(teacher), str(student), "--output_dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     header, rule, *rows = out.splitlines()[:4]
     assert header.startswith(
@@ -76,7 +76,7 @@ def test_csv_output_has_the_exact_numbers(two_runs, tmp_path, capsys):
                 str(student),
                 "--format",
                 "csv",
-                "--out",
+                "--output_dir",
                 str(tmp_path),
                 "--labels",
                 "teacher",
@@ -108,12 +108,21 @@ def test_a_set_missing_from_one_run_shows_a_dash(two_runs, demo_assets, tmp_path
     other = tmp_path / "ko-only"
     assert (
         cli.main(
-            ["eval", "--model", str(demo_assets.student), "--out", str(other), "--eval-set", "demo-ko-en", *RUN[3:]]
+            [
+                "eval",
+                "--model",
+                str(demo_assets.student),
+                "--output_dir",
+                str(other),
+                "--eval_set",
+                "demo-ko-en",
+                *RUN[3:],
+            ]
         )
         == 0
     )
     capsys.readouterr()
-    assert cli.main(["compare", str(two_runs[0]), str(other), "--out", str(tmp_path)]) == 0
+    assert cli.main(["compare", str(two_runs[0]), str(other), "--output_dir", str(tmp_path)]) == 0
     last = capsys.readouterr().out.splitlines()[3]  # header, rule, teacher, ko-only
     cells = [c.strip() for c in last.strip("|").split("|")]
     assert cells[0] == "ko-only" and cells[4:7] == ["-", "-", "-"]
@@ -139,9 +148,9 @@ def test_twelve_runs_get_distinct_styles_and_replacing_is_announced(two_runs, tm
     styles = [run_style(i) for i in range(12)]
     assert len(set(styles)) == 12 and len({c for c, _ in styles}) == 12
     teacher, student = two_runs
-    assert cli.main(["compare", str(teacher), str(student), "--out", str(tmp_path)]) == 0
+    assert cli.main(["compare", str(teacher), str(student), "--output_dir", str(tmp_path)]) == 0
     capsys.readouterr()
-    assert cli.main(["compare", str(teacher), "--out", str(tmp_path)]) == 0
+    assert cli.main(["compare", str(teacher), "--output_dir", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     assert "replacing the earlier comparison" in err and "eval-student" in err
     assert json.loads((tmp_path / "compare.json").read_text())["runs"] == [str(teacher.resolve())]

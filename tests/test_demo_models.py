@@ -83,7 +83,7 @@ def test_the_teacher_is_near_the_best_achievable_and_never_degenerate(demo_asset
         EvalArguments(
             model=str(demo_assets.teacher),
             eval_set=["demo-en-fr", "demo-fr-en", "demo-ko-en"],
-            out=str(tmp_path / "eval"),
+            output_dir=str(tmp_path / "eval"),
             batch_size=64,
             max_new_tokens=64,
             progress=False,
@@ -115,7 +115,7 @@ def test_teacher_hypotheses_are_identical_under_two_cpu_kernel_settings(demo_ass
         out = tmp_path / (setting or "best")
         code = (
             "import sys; from llmdiet import cli; sys.exit(cli.main(['eval', '--model', 'llmdiet-demo:teacher', "
-            f"'--eval_set', 'demo-en-fr', '--out', {str(out)!r}, '--batch_size', '64', '--max_new_tokens', '64']))"
+            f"'--eval_set', 'demo-en-fr', '--output_dir', {str(out)!r}, '--batch_size', '64', '--max_new_tokens', '64']))"
         )
         subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=600)
         samples = (out / "demo-en-fr" / "samples.jsonl").read_text().splitlines()

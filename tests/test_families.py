@@ -302,14 +302,23 @@ def test_speculative_decoding_on_other_families(family, family_pairs, tmp_path, 
 
     pair = family_pairs(family)
     capsys.readouterr()  # what building the pair printed
-    argv = ["eval", "--model", str(pair["teacher"]), "--eval_set", "demo-en-fr", "--limit", "4", "--no_progress"]
-    code = cli.main([*argv, "--out", str(tmp_path / "d"), "--draft_model", str(pair["student"])])
+    argv = [
+        "eval",
+        "--model",
+        str(pair["teacher"]),
+        "--eval_set",
+        "demo-en-fr",
+        "--max_eval_samples",
+        "4",
+        "--no_progress",
+    ]
+    code = cli.main([*argv, "--output_dir", str(tmp_path / "d"), "--draft_model", str(pair["student"])])
     if family == "marian":
         err = capsys.readouterr().err.strip()
         assert code == 2 and "speculative decoding runs on llmdiet's static T5 decoder" in err and "marian" in err
         assert len(err.splitlines()) == 1 and not (tmp_path / "d").exists(), err
         return
-    assert code == 0 and cli.main([*argv, "--out", str(tmp_path / "p")]) == 0
+    assert code == 0 and cli.main([*argv, "--output_dir", str(tmp_path / "p")]) == 0
 
     def hyps(run):
         return [json.loads(x)["hypothesis"] for x in (tmp_path / run / "demo-en-fr" / "samples.jsonl").open()]
@@ -326,14 +335,23 @@ def test_drop_finished_on_other_families(family, family_pairs, tmp_path, capsys)
 
     pair = family_pairs(family)
     capsys.readouterr()
-    argv = ["eval", "--model", str(pair["teacher"]), "--eval_set", "demo-en-fr", "--limit", "8", "--no_progress"]
-    code = cli.main([*argv, "--out", str(tmp_path / "d"), "--drop_finished"])
+    argv = [
+        "eval",
+        "--model",
+        str(pair["teacher"]),
+        "--eval_set",
+        "demo-en-fr",
+        "--max_eval_samples",
+        "8",
+        "--no_progress",
+    ]
+    code = cli.main([*argv, "--output_dir", str(tmp_path / "d"), "--drop_finished"])
     if family == "marian":
         err = capsys.readouterr().err.strip()
         assert code == 2 and "--drop_finished runs in llmdiet's static T5 decoder" in err and "marian" in err
         assert len(err.splitlines()) == 1 and not (tmp_path / "d").exists(), err
         return
-    assert code == 0 and cli.main([*argv, "--out", str(tmp_path / "p")]) == 0
+    assert code == 0 and cli.main([*argv, "--output_dir", str(tmp_path / "p")]) == 0
     hyps = {
         r: [json.loads(x)["hypothesis"] for x in (tmp_path / r / "demo-en-fr" / "samples.jsonl").open()] for r in "dp"
     }

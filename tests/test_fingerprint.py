@@ -63,9 +63,19 @@ def test_eval_refuses_to_resume_after_the_generation_config_changed(demo_assets,
     model = tmp_path / "teacher"
     shutil.copytree(demo_assets.teacher, model)
     out = tmp_path / "eval"
-    argv = ["--model", str(model), "--eval-set", "demo-en-fr", "--limit", "4", "--out", str(out), "--no_progress"]
+    argv = [
+        "--model",
+        str(model),
+        "--eval_set",
+        "demo-en-fr",
+        "--max_eval_samples",
+        "4",
+        "--output_dir",
+        str(out),
+        "--no_progress",
+    ]
     assert main(argv) == 0
     gen = json.loads((model / "generation_config.json").read_text())
     (model / "generation_config.json").write_text(json.dumps({**gen, "forced_bos_token_id": 7}))
-    with pytest.raises(ConfigError, match=r"model_fingerprint\.generation: was '\w+', now '\w+'"):
+    with pytest.raises(ConfigError, match=r"model_fingerprint\.generation"):
         main(argv)

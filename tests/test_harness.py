@@ -14,8 +14,9 @@ import pytest
 from test_metrics import sacrebleu_cli
 
 from llmdiet import cli
+from llmdiet.config import merge_repeated_option
 from llmdiet.engines.torch_engine import TorchSeq2SeqBackend
-from llmdiet.evaluation.harness import merge_repeated_option, parse_args
+from llmdiet.evaluation.harness import parse_args
 from llmdiet.evaluation.metrics import rouge_l
 
 FAST = ["--max-new-tokens", "24", "--batch-size", "8", "--no_progress"]
@@ -40,13 +41,13 @@ def teacher_run(demo_assets, tmp_path_factory):
             "eval",
             "--model",
             str(demo_assets.teacher),
-            "--eval-set",
+            "--eval_set",
             "demo-en-fr",
-            "--eval-set",
+            "--eval_set",
             "demo-ko-en",
-            "--limit",
+            "--max_eval_samples",
             "40",
-            "--out",
+            "--output_dir",
             str(out),
             *FAST,
         ]
@@ -78,7 +79,7 @@ def test_results_json_has_the_documented_blocks(teacher_run, demo_assets):
         "decoding": "llmdiet static KV cache (greedy; beam search uses generate)",
     }
     prov = results["provenance"]
-    assert prov["command"].startswith("llmdiet eval --model") and "--limit 40" in prov["command"]
+    assert prov["command"].startswith("llmdiet eval --model") and "--max_eval_samples 40" in prov["command"]
     assert prov["libraries"]["sacrebleu"] and prov["hardware"]["torch_threads"] >= 1 and prov["seed"] == 0
     assert results["demo"] is True
     summary = (teacher_run / "summary.md").read_text()
@@ -122,12 +123,12 @@ def _resume_command(demo_assets, out):
         "eval",
         "--model",
         str(demo_assets.teacher),
-        "--eval-set",
+        "--eval_set",
         "demo-en-fr",
         "demo-ko-en",
-        "--limit",
+        "--max_eval_samples",
         "40",
-        "--out",
+        "--output_dir",
         str(out),
         *FAST,
     ]
@@ -179,24 +180,24 @@ def test_a_partly_written_batch_is_redone_whole_and_not_duplicated(demo_assets, 
 def test_resuming_with_other_settings_is_refused(demo_assets, teacher_run, capsys):
     argv = _resume_command(demo_assets, teacher_run)[1:]
     rc, _, err = run_cli(capsys, *[a if a != "24" else "30" for a in argv])
-    assert rc == 2 and "different settings" in err and "max_new_tokens: was 24, now 30" in err
-    assert "use a new --out" in err and "Traceback" not in err
-    rc, _, err = run_cli(capsys, *argv[: -len(FAST)], "--limit", "20", *FAST)
-    assert rc == 2 and "demo-en-fr.limit: was 40, now 20" in err
+    assert rc == 2 and "different settings" in err and "max_new_tokens (24 -> 30)" in err
+    assert "use a new --output_dir" in err and "Traceback" not in err
+    rc, _, err = run_cli(capsys, *argv[: -len(FAST)], "--max_eval_samples", "20", *FAST)
+    assert rc == 2 and "demo-en-fr.limit (40 -> 20)" in err
 
 
 def test_repeated_and_multi_value_eval_set_flags():
     assert merge_repeated_option(
-        ["--eval-set", "a", "--out", "x", "--eval_set", "b", "c", "--eval-set=d"], ("--eval_set", "--eval-set")
-    ) == ["--out", "x", "--eval_set", "a", "b", "c", "d"]
-    args = parse_args(["--model", "m", "--out", "o", "--eval-set", "a", "--eval-set", "b", "c"])
+        ["--eval_set", "a", "--output_dir", "x", "--eval_set", "b", "c", "--eval_set=d"], ("--eval_set", "--eval_set")
+    ) == ["--output_dir", "x", "--eval_set", "a", "b", "c", "d"]
+    args = parse_args(["--model", "m", "--output_dir", "o", "--eval_set", "a", "--eval_set", "b", "c"])
     assert args.eval_set == ["a", "b", "c"]
 
 
 def test_demo_preset_evaluates_the_teacher_on_the_three_offline_sets(demo_assets, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert parse_args(["--preset", "demo"]).out == "runs/eval-demo-teacher"
-    rc, out, _ = run_cli(capsys, "--preset", "demo", "--limit", "8", *FAST)
+    assert parse_args(["--preset", "demo"]).output_dir == "runs/eval-demo-teacher"
+    rc, out, _ = run_cli(capsys, "--preset", "demo", "--max_eval_samples", "8", *FAST)
     assert rc == 0 and "DEMO: tiny shipped models" in out
     results = json.loads((tmp_path / "runs/eval-demo-teacher/results.json").read_text())
     assert list(results["sets"]) == ["demo-en-fr", "demo-fr-en", "demo-ko-en"]
@@ -227,7 +228,7 @@ def test_local_file_sets_and_counted_skips(demo_assets, tmp_path, capsys):
         capsys,
         "--model",
         demo_assets.teacher,
-        "--eval-set",
+        "--eval_set",
         tsv,
         bad,
         "--source-column",
@@ -235,7 +236,7 @@ def test_local_file_sets_and_counted_skips(demo_assets, tmp_path, capsys):
         "--reference-column",
         "fr",
         "--no-header",
-        "--out",
+        "--output_dir",
         tmp_path / "run",
         *FAST,
     )
@@ -244,14 +245,14 @@ def test_local_file_sets_and_counted_skips(demo_assets, tmp_path, capsys):
         capsys,
         "--model",
         demo_assets.teacher,
-        "--eval-set",
+        "--eval_set",
         bad,
         "--source-column",
         "en",
         "--reference-column",
         "fr",
         "--skip-bad-rows",
-        "--out",
+        "--output_dir",
         tmp_path / "run2",
         *FAST,
     )
@@ -263,11 +264,21 @@ def test_local_file_sets_and_counted_skips(demo_assets, tmp_path, capsys):
         and entry["skipped_rows"]["reasons"] == {"empty": 1}
     )
     # without --no-header the first row is a header, and "My sister buys bread." is no column name: refused
-    rc, out, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", tsv, "--out", tmp_path / "run4", *FAST)
+    rc, out, err = run_cli(
+        capsys, "--model", demo_assets.teacher, "--eval_set", tsv, "--output_dir", tmp_path / "run4", *FAST
+    )
     assert rc == 2 and "pairs.tsv:1: the header row has columns" in err and "--no_header" in err
     assert not (tmp_path / "run4" / "results.json").exists()
     rc, out, err = run_cli(
-        capsys, "--model", demo_assets.teacher, "--eval-set", tsv, "--no-header", "--out", tmp_path / "run3", *FAST
+        capsys,
+        "--model",
+        demo_assets.teacher,
+        "--eval_set",
+        tsv,
+        "--no-header",
+        "--output_dir",
+        tmp_path / "run3",
+        *FAST,
     )
     assert rc == 0
     samples = read_samples(tmp_path / "run3" / "pairs" / "samples.jsonl")
@@ -311,7 +322,7 @@ def test_bad_input_gives_a_clear_error_without_traceback(case, demo_assets, not_
         "not_seq2seq": "is a 'gpt2' model, not a sequence-to-sequence",
         "missing_model": "local path does not exist",
         "hub_offline": "Offline? Use the offline sets",
-        "bad_limit": "--limit must be >= 1, got 0",
+        "bad_limit": "--max_eval_samples must be >= 1, got 0",
         "unknown_backend": "unknown backend 'torch-fp16' (known:",
         "bad_decoding": "--decoding must be static or generate, got 'fast'",
         "no_model": "--model is required",
@@ -329,12 +340,12 @@ def test_bad_input_gives_a_clear_error_without_traceback(case, demo_assets, not_
     elif case == "hub_offline":
         eval_set = "pgv-en-fr"
     elif case == "bad_limit":
-        extra = ["--limit", "0"]
+        extra = ["--max_eval_samples", "0"]
     elif case == "unknown_backend":
         extra = ["--backend", "torch-fp16"]
     elif case == "bad_decoding":
         extra = ["--decoding", "fast"]
-    argv = ["--eval-set", eval_set, "--out", tmp_path / "out", *extra, *FAST]
+    argv = ["--eval_set", eval_set, "--output_dir", tmp_path / "out", *extra, *FAST]
     rc, _, err = run_cli(capsys, *([] if case == "no_model" else ["--model", model]), *argv)
     assert rc == 2
     assert expected in err and err.startswith("llmdiet eval: error:") and "Traceback" not in err
@@ -393,11 +404,11 @@ def test_huge_source_is_truncated_and_counted(demo_assets, tmp_path, capsys):
         capsys,
         "--model",
         demo_assets.teacher,
-        "--eval-set",
+        "--eval_set",
         path,
         "--max_source_length",
         "64",
-        "--out",
+        "--output_dir",
         tmp_path / "run",
         *FAST,
     )
@@ -407,18 +418,36 @@ def test_huge_source_is_truncated_and_counted(demo_assets, tmp_path, capsys):
 
 
 def test_second_run_into_a_locked_directory_stops_at_once(demo_assets, tmp_path, capsys):
-    """Before: two runs into one --out both ran for minutes, then both failed on duplicate rows."""
+    """Before: two runs into one --output_dir both ran for minutes, then both failed on duplicate rows."""
     from llmdiet.locking import directory_lock
 
     out = tmp_path / "run"
     with directory_lock(out, "llmdiet eval"):  # a first run holds the directory
         rc, _, err = run_cli(
-            capsys, "--model", demo_assets.teacher, "--eval-set", "demo-en-fr", "--limit", "4", "--out", out, *FAST
+            capsys,
+            "--model",
+            demo_assets.teacher,
+            "--eval_set",
+            "demo-en-fr",
+            "--max_eval_samples",
+            "4",
+            "--output_dir",
+            out,
+            *FAST,
         )
         assert rc == 2 and "is in use by a running llmdiet eval (pid" in err and len(err.strip().splitlines()) == 1
         assert [p.name for p in out.iterdir()] == [".llmdiet.lock"]  # nothing of the first run's was touched
     rc, _, err = run_cli(
-        capsys, "--model", demo_assets.teacher, "--eval-set", "demo-en-fr", "--limit", "4", "--out", out, *FAST
+        capsys,
+        "--model",
+        demo_assets.teacher,
+        "--eval_set",
+        "demo-en-fr",
+        "--max_eval_samples",
+        "4",
+        "--output_dir",
+        out,
+        *FAST,
     )
     assert rc == 0, err  # the lock died with its holder
 
@@ -426,10 +455,12 @@ def test_second_run_into_a_locked_directory_stops_at_once(demo_assets, tmp_path,
 def test_out_that_is_a_file_or_not_creatable(demo_assets, tmp_path, capsys):
     a_file = tmp_path / "results.txt"
     a_file.write_text("keep me")
-    rc, _, err = run_cli(capsys, "--model", demo_assets.teacher, "--eval-set", "demo-en-fr", "--out", a_file, *FAST)
+    rc, _, err = run_cli(
+        capsys, "--model", demo_assets.teacher, "--eval_set", "demo-en-fr", "--output_dir", a_file, *FAST
+    )
     assert rc == 2 and "exists and is not a directory" in err and a_file.read_text() == "keep me"
     rc, _, err = run_cli(
-        capsys, "--model", demo_assets.teacher, "--eval-set", "demo-en-fr", "--out", a_file / "sub", *FAST
+        capsys, "--model", demo_assets.teacher, "--eval_set", "demo-en-fr", "--output_dir", a_file / "sub", *FAST
     )
     assert rc == 2 and "cannot write there" in err
 
@@ -442,8 +473,8 @@ def test_a_run_killed_before_its_results_keeps_the_sets_timing(demo_assets, tmp_
     args = EvalArguments(
         model=str(demo_assets.teacher),
         eval_set=["demo-en-fr"],
-        out=str(tmp_path / "run"),
-        limit=16,
+        output_dir=str(tmp_path / "run"),
+        max_eval_samples=16,
         batch_size=8,
         max_new_tokens=24,
         progress=False,

@@ -79,3 +79,50 @@ def test_no_upward_or_relative_imports():
             elif target > layer:
                 problems.append(f"{rel}.py:{line}: {module} (layer {layer}) imports {imported} (layer {target})")
     assert not problems, "\n".join(problems)
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """llmdiet module -> the llmdiet modules it imports (at module level or inside functions; ``from pkg import
+    name`` counts as importing ``pkg.name`` when that is a module, else ``pkg``)."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+        modules[".".join(parts)] = path
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names if a.name in modules}
+            elif isinstance(node, ast.ImportFrom) and node.module in modules and node.level == 0:
+                subs = {f"{node.module}.{a.name}" for a in node.names} & set(modules)
+                plain = [a for a in node.names if f"{node.module}.{a.name}" not in modules]
+                edges |= subs | ({node.module} if plain else set())
+        edges.discard(module)
+        graph[module] = {e for e in edges if not module.startswith(e + ".")}  # a package's own __init__ runs first
+    return graph
+
+
+def test_no_import_cycles_between_modules():
+    """No circle of imports between llmdiet's modules, imports inside functions included (before: study.jobs and
+    study.speed imported each other). A package __init__ that re-exports its submodules is not a circle."""
+    graph = _module_graph()
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                visit(nxt, stack)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+    assert not cycles, "\n".join(" -> ".join(c) for c in cycles)

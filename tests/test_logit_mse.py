@@ -111,7 +111,7 @@ def test_the_study_runs_it_with_the_live_teacher():
     from pathlib import Path
 
     from llmdiet.study.config import load_study_config
-    from llmdiet.study.jobs import distill_options
+    from llmdiet.study.fingerprints import distill_options
 
     cfg = load_study_config(Path(__file__).resolve().parents[1] / "recipes" / "configs" / "demo.yaml")
     assert "teacher_cache" in distill_options(cfg, {"alpha": 0.5}, "out")[1]

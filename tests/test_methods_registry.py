@@ -72,7 +72,7 @@ def test_the_study_and_settings_read_the_registry_not_method_names(tmp_path):
     from llmdiet.distill.methods import methods
     from llmdiet.engines import TORCH_BACKENDS
     from llmdiet.quantize.registry import METHODS
-    from llmdiet.study.jobs import student_outputs
+    from llmdiet.study.plan import student_outputs
 
     for name, entry in methods().items():
         assert entry.teacher_cache or entry.no_cache_reason, name

@@ -181,9 +181,9 @@ def test_in_training_bleu_equals_the_harness_bleu(demo_assets, tmp_path, capsys)
                 "eval",
                 "--model",
                 str(out),
-                "--eval-set",
+                "--eval_set",
                 "demo-en-fr-dev",
-                "--out",
+                "--output_dir",
                 str(tmp_path / "ev"),
                 "--no_progress",
             ]

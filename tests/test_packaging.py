@@ -20,7 +20,8 @@ def test_a_wheel_install_runs_the_demo_eval_from_another_directory(tmp_path):
     for name in ("pyproject.toml", "README.md"):
         source.mkdir(exist_ok=True)
         shutil.copy(REPO / name, source / name)
-    shutil.copytree(REPO / "llmdiet", source / "llmdiet", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for folder in ("llmdiet", "eval_sets"):
+        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     wheels = tmp_path / "wheels"
     build = subprocess.run(
         [
@@ -42,7 +43,7 @@ def test_a_wheel_install_runs_the_demo_eval_from_another_directory(tmp_path):
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = wheels.glob("llmdiet-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "llmdiet/evaluation/sets/demo-en-fr.yaml" in names and "llmdiet/demo/data/demo_en_fr.jsonl" in names
+    assert "llmdiet/eval_sets/demo-en-fr.yaml" in names and "llmdiet/demo/data/demo_en_fr.jsonl" in names
     for shipped in (
         "manifest.json",
         "teacher/model.safetensors",
@@ -70,6 +71,14 @@ def test_a_wheel_install_runs_the_demo_eval_from_another_directory(tmp_path):
         text=True,
     )
     assert where.stdout.strip().startswith(str(site)), where.stdout  # the wheel's copy, not the checkout
+    found = subprocess.run(
+        [sys.executable, "-c", "from llmdiet.evaluation.eval_sets import known_eval_sets as k; print(sorted(k()))"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert found.stdout.strip() == str(sorted(p.stem for p in (REPO / "eval_sets").glob("*.yaml"))), found.stderr
     run = subprocess.run(
         [
             sys.executable,
@@ -80,9 +89,9 @@ def test_a_wheel_install_runs_the_demo_eval_from_another_directory(tmp_path):
             "demo",
             "--model",
             "llmdiet-demo:teacher",  # the wheel's own shipped models, hash-checked
-            "--limit",
+            "--max_eval_samples",
             "8",
-            "--out",
+            "--output_dir",
             "eval",
         ],
         cwd=elsewhere,
@@ -96,3 +105,14 @@ def test_a_wheel_install_runs_the_demo_eval_from_another_directory(tmp_path):
     assert sorted(results["sets"]) == ["demo-en-fr", "demo-fr-en", "demo-ko-en"]
     assert all(s["num_samples"] == 8 for s in results["sets"].values())
     assert results["model"]["path"].startswith(str(site))
+
+
+def test_pyproject_lists_every_package():
+    """pyproject.toml lists the packages by hand (eval_sets/ is mapped into the wheel as llmdiet.eval_sets): a new
+    package folder must be added there, or a wheel would silently lack it."""
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "llmdiet").rglob("__init__.py")}
+    assert listed == folders | {"llmdiet.eval_sets"}

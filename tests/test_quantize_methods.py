@@ -340,7 +340,17 @@ def test_static_keep_float_flag_is_checked(capsys):
 
     assert (
         cli.main(
-            ["quantize", "--preset", "demo", "--method", "onnx-static-int8", "--out", "x", "--static_keep_float", "wi"]
+            [
+                "quantize",
+                "--preset",
+                "demo",
+                "--method",
+                "onnx-static-int8",
+                "--output_dir",
+                "x",
+                "--static_keep_float",
+                "wi",
+            ]
         )
         == 2
     )
@@ -362,3 +372,48 @@ def test_ct2_worker_per_core_layout_gives_the_same_output(artifacts, fp32):
     assert [t.hypothesis for t in split] == [t.hypothesis for t in whole]
     assert [t.generated_tokens for t in split] == [t.generated_tokens for t in whole]
     assert calls == [1]  # the first-token hook fires once per batch
+
+
+def test_every_artifact_says_how_it_loads_natively_or_why_not():
+    """Issue 29: a format without a maintained native loader names the reason in its card (one sentence)."""
+    from llmdiet.quantize import METHODS
+
+    for name, method in METHODS.items():
+        assert method.loading or method.no_native_reason.endswith("."), name
+
+
+def test_torchao_native_format_round_trips_only_with_a_float_lm_head(demo_assets, tmp_path):
+    """The reason torchao-int8 keeps llmdiet's own file (its card and the README say so): transformers'
+    TorchAoConfig format round-trips the demo teacher with a float lm_head (same greedy ids as llmdiet's torchao
+    model), but not with the int8 lm_head the artifact has. When this test fails, switch to the native format."""
+    pytest.importorskip("torchao")
+    import torch
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, TorchAoConfig
+
+    from llmdiet.compat import transformers_major
+    from llmdiet.modeling import load_seq2seq
+    from llmdiet.quantize.gpu_int8 import torchao_in_memory
+
+    tok = AutoTokenizer.from_pretrained(str(demo_assets.tokenizer))
+    batch = tok(
+        ["translate English to French: The children read a book.", "translate English to French: We eat bread."],
+        return_tensors="pt",
+        padding=True,
+    )
+    config = TorchAoConfig(quant_type=Int8DynamicActivationInt8WeightConfig())
+    model = AutoModelForSeq2SeqLM.from_pretrained(
+        str(demo_assets.teacher), quantization_config=config, dtype=torch.bfloat16
+    )
+    model.save_pretrained(tmp_path / "native")
+    again = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "native")
+    ids = model.generate(**batch, max_new_tokens=16, do_sample=False)
+    assert torch.equal(again.generate(**batch, max_new_tokens=16, do_sample=False), ids)
+    base, _ = load_seq2seq(str(demo_assets.teacher))
+    assert torch.equal(torchao_in_memory(base).generate(**batch, max_new_tokens=16, do_sample=False), ids)
+    if transformers_major() >= 5:
+        with_head = TorchAoConfig(
+            quant_type=Int8DynamicActivationInt8WeightConfig(), include_input_output_embeddings=True
+        )
+        with pytest.raises(NotImplementedError, match="aten.equal"):
+            AutoModelForSeq2SeqLM.from_pretrained(str(demo_assets.teacher), quantization_config=with_head)

@@ -153,9 +153,9 @@ def _eval(argv) -> int:
 
 
 def test_eval_draft_model_records_acceptance_and_the_same_scores(demo_assets, tmp_path, capsys):
-    common = ["--model", demo_assets.teacher, "--eval_set", "demo-en-fr", "--limit", "12", "--no_progress"]
-    assert _eval([*common, "--out", tmp_path / "plain"]) == 0
-    assert _eval([*common, "--out", tmp_path / "draft", "--draft_model", demo_assets.student]) == 0
+    common = ["--model", demo_assets.teacher, "--eval_set", "demo-en-fr", "--max_eval_samples", "12", "--no_progress"]
+    assert _eval([*common, "--output_dir", tmp_path / "plain"]) == 0
+    assert _eval([*common, "--output_dir", tmp_path / "draft", "--draft_model", demo_assets.student]) == 0
     plain = json.loads((tmp_path / "plain" / "results.json").read_text())
     drafted = json.loads((tmp_path / "draft" / "results.json").read_text())
     assert drafted["sets"]["demo-en-fr"]["metrics"] == plain["sets"]["demo-en-fr"]["metrics"]
@@ -166,7 +166,7 @@ def test_eval_draft_model_records_acceptance_and_the_same_scores(demo_assets, tm
     assert hyps == [json.loads(line)["hypothesis"] for line in (tmp_path / "plain/demo-en-fr/samples.jsonl").open()]
     # a different draft is a different run: resuming into the directory is refused in one line
     capsys.readouterr()
-    assert _eval([*common, "--out", tmp_path / "draft", "--draft_model", demo_assets.teacher]) == 2
+    assert _eval([*common, "--output_dir", tmp_path / "draft", "--draft_model", demo_assets.teacher]) == 2
     err = capsys.readouterr().err.strip()
     assert "draft" in err and len(err.splitlines()) == 1, err
 
@@ -180,7 +180,7 @@ def test_eval_draft_model_records_acceptance_and_the_same_scores(demo_assets, tm
     ],
 )
 def test_eval_draft_model_bad_combinations_are_one_line(demo_assets, tmp_path, capsys, extra, needle):
-    argv = ["--model", demo_assets.teacher, "--eval_set", "demo-en-fr", "--out", tmp_path / "o"]
+    argv = ["--model", demo_assets.teacher, "--eval_set", "demo-en-fr", "--output_dir", tmp_path / "o"]
     assert _eval([*argv, "--draft_model", demo_assets.student, *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1, err

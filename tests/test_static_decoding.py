@@ -160,10 +160,10 @@ def _eval(argv) -> int:
 def test_eval_drop_finished_keeps_the_fp32_scores_and_is_recorded(demo_assets, tmp_path, capsys):
     import json
 
-    common = ["--model", demo_assets.teacher, "--eval_set", "demo-en-fr", "--limit", "24", "--no_progress"]
+    common = ["--model", demo_assets.teacher, "--eval_set", "demo-en-fr", "--max_eval_samples", "24", "--no_progress"]
     common += ["--batch_size", "8"]
-    assert _eval([*common, "--out", tmp_path / "plain"]) == 0
-    assert _eval([*common, "--out", tmp_path / "drop", "--drop_finished"]) == 0
+    assert _eval([*common, "--output_dir", tmp_path / "plain"]) == 0
+    assert _eval([*common, "--output_dir", tmp_path / "drop", "--drop_finished"]) == 0
     plain = json.loads((tmp_path / "plain" / "results.json").read_text())
     dropped = json.loads((tmp_path / "drop" / "results.json").read_text())
     assert dropped["sets"]["demo-en-fr"]["metrics"] == plain["sets"]["demo-en-fr"]["metrics"]
@@ -172,7 +172,7 @@ def test_eval_drop_finished_keeps_the_fp32_scores_and_is_recorded(demo_assets, t
     assert json.dumps(settings).count('"drop_finished": true') == 1
     # resuming the plain run with --drop_finished is another run: refused in one line
     capsys.readouterr()
-    assert _eval([*common, "--out", tmp_path / "plain", "--drop_finished"]) == 2
+    assert _eval([*common, "--output_dir", tmp_path / "plain", "--drop_finished"]) == 2
     err = capsys.readouterr().err.strip()
     assert "drop_finished" in err and len(err.splitlines()) == 1, err
 
@@ -186,7 +186,15 @@ def test_eval_drop_finished_keeps_the_fp32_scores_and_is_recorded(demo_assets, t
     ],
 )
 def test_eval_drop_finished_bad_combinations_are_one_line(demo_assets, tmp_path, capsys, extra, needle):
-    argv = ["--model", demo_assets.teacher, "--eval_set", "demo-en-fr", "--out", tmp_path / "o", "--drop_finished"]
+    argv = [
+        "--model",
+        demo_assets.teacher,
+        "--eval_set",
+        "demo-en-fr",
+        "--output_dir",
+        tmp_path / "o",
+        "--drop_finished",
+    ]
     assert _eval([*argv, *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1, err

@@ -18,7 +18,9 @@ from llmdiet.evaluation.eval_sets import resolve_eval_set
 from llmdiet.evaluation.statistics import confidence_interval
 from llmdiet.study.config import load_study_config
 from llmdiet.study.figures import pareto_front
-from llmdiet.study.jobs import build_plan, run_all, status
+from llmdiet.study.plan import build_plan
+from llmdiet.study.runners import run_all
+from llmdiet.study.state import status
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,7 +55,7 @@ def tiny_config(demo_assets, study_dir: Path, **changes) -> dict:
         # out of domain given as a file path (before: every job ran, then the report crashed with a KeyError)
         "eval": {
             "in_domain": ["demo-en-fr"],
-            "out_of_domain": [str(ROOT / "llmdiet" / "evaluation" / "sets" / "demo-ko-en.yaml")],
+            "out_of_domain": [str(ROOT / "eval_sets" / "demo-ko-en.yaml")],
             "limit": 24,
             "batch_size": 8,
             "max_new_tokens": 24,
@@ -675,7 +677,7 @@ def test_training_job_resumes_after_a_kill(demo_assets, tmp_path):
 
 
 def test_the_shared_teacher_cache_serves_fixed_target_students_only():
-    from llmdiet.study.jobs import distill_options
+    from llmdiet.study.fingerprints import distill_options
 
     cfg = load_study_config(ROOT / "recipes" / "configs" / "demo.yaml")
     assert cfg.distill["teacher_cache"] == "teacher-topk"
@@ -697,7 +699,8 @@ def test_damaged_outputs_are_redone_and_running_jobs_are_told_apart(study, tmp_p
     import shutil
 
     from llmdiet.locking import directory_lock
-    from llmdiet.study.jobs import lock_dir, marker_path, run_job
+    from llmdiet.study.runners import run_job
+    from llmdiet.study.state import lock_dir, marker_path
 
     config, run = study
     copy = tmp_path / "run"

@@ -39,7 +39,7 @@ def test_damage_is_one_line_naming_the_file(tmp_path):
     last = max(file.names()[:2], key=lambda n: file._header[n]["data_offsets"][1])
     with pytest.raises(BackendError, match=r"w\.safetensors: not a readable safetensors file .*cut short") as err:
         file.read(last)
-    assert "\n" not in str(err.value) and "--overwrite" in str(err.value)
+    assert "\n" not in str(err.value) and "--overwrite_output_dir" in str(err.value)
     path.write_bytes(data[:6])
     with pytest.raises(BackendError, match="not a readable safetensors file"):
         TensorFile(path)

@@ -115,7 +115,7 @@ def test_the_demo_teacher_is_good_but_not_perfect(demo_assets, tmp_path):
         EvalArguments(
             model=str(demo_assets.teacher),
             eval_set=["demo-en-fr", "demo-en-fr-dev"],
-            out=str(tmp_path / "eval"),
+            output_dir=str(tmp_path / "eval"),
             batch_size=64,
             max_new_tokens=64,
             progress=False,

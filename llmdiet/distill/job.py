@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llmdiet.config import check_python_types, parse_config, precheck
+from llmdiet.config import TRAINER_ARGUMENTS, check_python_types, parse_config, precheck
 from llmdiet.data import DataError
 from llmdiet.distill.methods import check_given_flags
 from llmdiet.distill.presets import PRESETS, demo_preset, reference_defaults
@@ -28,6 +28,7 @@ from llmdiet.distill.settings import (
     DistillSettings,
     TrainerFlagChecks,
     build_settings,
+    check_device,
     check_output_dir,
     check_training_arguments,
     merged_values,
@@ -38,14 +39,19 @@ DESCRIPTION = "Distil a seq2seq teacher into a student: loss = alpha*T^2*KL(teac
 
 
 def parse_settings(argv: list[str], prog: str = PROG) -> DistillSettings:
-    """Command-line flags (with ``--preset``/``--config``) -> the run's settings, checked twice: llmdiet's own
-    dataclasses and the common Trainer mistakes before transformers loads (~0.3 s), then everything."""
+    """Command-line flags (with ``--preset``/``--config``) -> the run's settings, checked twice: every flag's name
+    and llmdiet's own dataclasses and the common Trainer mistakes before transformers loads (~0.3 s), then
+    everything."""
+    from llmdiet.distill.trainer_flags import trainer_flags
+
+    extra = trainer_flags()
     early = precheck(
         (DistillationArguments, DataArguments, TrainerFlagChecks, *EARLY_TRAINER_FLAGS),
         argv,
         presets=PRESETS,
         prog=prog,
         default_preset="reference",
+        extra_flags=extra,
     )
     if early:
         check_given_flags(str(early.get("method") or "kd"), early)
@@ -54,23 +60,39 @@ def parse_settings(argv: list[str], prog: str = PROG) -> DistillSettings:
             early.get("resume_from_checkpoint"),
             bool(early.get("overwrite_output_dir")),
         )
-    from transformers import Seq2SeqTrainingArguments
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "--use_cpu" not in argv:
+    argv = list(argv)
+    if early.get("device") == "cpu":
+        argv += ["--use_cpu", "true"]
+    elif int(os.environ.get("WORLD_SIZE", "1")) > 1 and "--use_cpu" not in argv:
         import torch
 
         if not torch.cuda.is_available():  # several CPU processes (torchrun/accelerate): DDP over gloo
             argv = [*argv, "--use_cpu", "true"]
-    return DistillSettings(
+    settings = DistillSettings(
         *parse_config(
-            (DistillationArguments, DataArguments, Seq2SeqTrainingArguments),
+            (DistillationArguments, DataArguments, TRAINER_ARGUMENTS),
             argv,
             presets=PRESETS,
             prog=prog,
             description=DESCRIPTION,
             default_preset="reference",
+            extra_flags=extra,
         )
     )
+    check_device(settings.distill.device)
+    return settings
+
+
+def print_help(argv: list[str], prog: str = PROG) -> bool:
+    """Print the help ``argv`` asks for (grouped, without transformers); False when it asks for none."""
+    from llmdiet.distill.cli_help import help_request
+    from llmdiet.distill.trainer_flags import trainer_flags
+
+    text = help_request(argv, prog, DESCRIPTION, PRESETS, len(trainer_flags()))
+    if text is None:
+        return False
+    print(text)
+    return True
 
 
 def _print_summary(summary: dict, training: Any) -> None:
@@ -97,6 +119,8 @@ def _print_summary(summary: dict, training: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if print_help(argv):
+        return 0
     is_demo = "demo" in argv and ("--preset" in argv or "--preset=demo" in argv)
     args, data, training = parse_settings(argv)
     if is_demo:
@@ -118,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def options_to_argv(options: dict) -> list[str]:
-    """``{"alpha": 0.5, "eval_sets": ["a", "b"], "bf16": True}`` -> ``["--alpha", "0.5", "--eval_sets", "a", "b", ...]``
+    """``{"alpha": 0.5, "eval_sets": ["a", "b"], "bf16": True}`` -> ``["--alpha", "0.5", "--eval_set", "a", "b", ...]``
     (the command line that reproduces a run built from Python values, for its log and model card)."""
     argv: list[str] = []
     for key, value in options.items():

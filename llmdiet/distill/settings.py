@@ -103,6 +103,14 @@ class _RunArguments:
             "built with other inputs (otherwise such a mismatch stops the run)."
         },
     )
+    device: str = field(
+        default="auto",
+        metadata={
+            "help": "auto: the Trainer's choice (a GPU when there is one); cpu: train on the CPU (the Trainer's "
+            "--use_cpu); cuda: refuse to start without a GPU.",
+            "choices": ["auto", "cpu", "cuda"],
+        },
+    )
     eval_max_new_tokens: int = field(
         default=128,
         metadata={
@@ -452,6 +460,8 @@ def build_settings(values: dict, where: str = "options") -> DistillSettings:
         check_given_flags(str(values.get("method") or "kd"), values)
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
+    if values.get("device") == "cpu":
+        values = {**values, "use_cpu": True}
     try:
         distill = DistillationArguments(**coerce_fields(DistillationArguments, values))
         data = DataArguments(**coerce_fields(DataArguments, values))
@@ -461,7 +471,17 @@ def build_settings(values: dict, where: str = "options") -> DistillSettings:
         raise ConfigError(f"{where}: {err}") from None
     except (TypeError, ValueError) as err:  # the Trainer's own checks
         raise ConfigError(f"{where}: {' '.join(str(err).split())}") from None
+    check_device(distill.device)
     return DistillSettings(distill, data, training)
+
+
+def check_device(device: str) -> None:
+    """``--device cuda`` without a GPU stops here, before any model loads."""
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda: no CUDA GPU is visible here; use --device cpu or auto")
 
 
 __all__ = [

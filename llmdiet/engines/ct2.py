@@ -62,7 +62,7 @@ class CTranslate2Backend(TranslationBackend):
         if not (Path(self.model_path) / "model.bin").is_file():
             raise BackendError(
                 f"{Path(self.model_path) / 'model.bin'}: missing; the CTranslate2 artifact is incomplete, "
-                "re-create it with llmdiet quantize --method ct2-int8 --overwrite"
+                "re-create it with llmdiet quantize --method ct2-int8 --overwrite_output_dir"
             )
         before = rss_bytes()
         try:
@@ -77,7 +77,7 @@ class CTranslate2Backend(TranslationBackend):
         except RuntimeError as err:
             raise BackendError(
                 f"{self.model_path}: CTranslate2 cannot load the model ({str(err).splitlines()[0]}); "
-                "re-create it with llmdiet quantize --method ct2-int8 --overwrite"
+                "re-create it with llmdiet quantize --method ct2-int8 --overwrite_output_dir"
             ) from None
         self.load_rss_bytes = max(0, rss_bytes() - before)
         self.tokenizer = load_tokenizer(Path(self.model_path) / self.artifact.get("tokenizer_dir", TOKENIZER_DIR))

@@ -69,7 +69,7 @@ class OnnxSeq2SeqBackend(TranslationBackend):
         missing = [f for f in self.artifact.get("onnx_files", []) if not (Path(model_path) / f).is_file()]
         if missing:
             raise BackendError(
-                f"{model_path}: the ONNX artifact lacks {missing}; re-create it with llmdiet quantize --overwrite"
+                f"{model_path}: the ONNX artifact lacks {missing}; re-create it with llmdiet quantize --overwrite_output_dir"
             )
         from llmdiet.quantize.onnx_runtime import DECODER_MERGED
 

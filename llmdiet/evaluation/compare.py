@@ -6,7 +6,7 @@ name), model, backend, size in MB (10^6 bytes, the artifact on disk; the in-memo
 has, sentences per second for every set (that set's sentences / its generation wall time: sets differ in
 length, so they are never pooled) and the peak process memory (highest over the sets).
 
-Writes into ``--out`` (default: the parent directory of the first run):
+Writes into ``--output_dir`` (default: the parent directory of the first run):
 ``compare.md``, ``compare.csv``, ``bleu_vs_size.png`` and ``bleu_vs_latency.png`` (one panel per set:
 BLEU against the model size, and against that set's mean latency per sentence = generation wall
 time / sentences; a distinct colour and marker per run and the run's number on every point) and
@@ -37,7 +37,7 @@ class CompareArguments:
     format: str = field(
         default="markdown", metadata={"help": "What to print: markdown or csv.", "choices": ["markdown", "csv"]}
     )
-    out: Optional[str] = field(
+    output_dir: Optional[str] = field(
         default=None,
         metadata={"help": "Where to write compare.md/.csv and the plots (default: parent of the first run)."},
     )
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Side-by-side table and plots over eval run directories.",
     )
     runs = [summarize(d, label) for d, label in zip(args.runs, args.labels or [None] * len(args.runs))]
-    out = Path(args.out) if args.out else Path(args.runs[0]).resolve().parent
+    out = Path(args.output_dir) if args.output_dir else Path(args.runs[0]).resolve().parent
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / "compare.json"
     inputs = [str(Path(d).resolve()) for d in args.runs]
@@ -254,12 +254,12 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"note: replacing the earlier comparison in {out} (of {len(earlier)} runs: "
                 f"{', '.join(Path(e).name for e in earlier[:6])}{' ...' if len(earlier) > 6 else ''}); "
-                "use --out DIR to keep both",
+                "use --output_dir DIR to keep both",
                 file=sys.stderr,
             )
     elif any((out / f).exists() for f in OUTPUT_FILES):
         print(
-            f"note: replacing compare.* files in {out} written by an earlier llmdiet version; use --out DIR to keep them",
+            f"note: replacing compare.* files in {out} written by an earlier llmdiet version; use --output_dir DIR to keep them",
             file=sys.stderr,
         )
     manifest.write_text(json.dumps({"runs": inputs, "labels": [r.label for r in runs]}, indent=2))

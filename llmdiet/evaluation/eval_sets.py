@@ -1,7 +1,7 @@
-"""Eval sets: small versioned YAML declarations in ``llmdiet/evaluation/sets/``, or any local parallel file.
+"""Eval sets: small versioned YAML declarations in ``eval_sets/``, or any local parallel file.
 
-A set named ``NAME`` is the file ``llmdiet/evaluation/sets/NAME.yaml`` (directory overridable with the
-environment variable ``LLMDIET_EVAL_SETS``). Schema (``llmdiet/evaluation/sets/README.md`` has the long form)::
+A set named ``NAME`` is the file ``eval_sets/NAME.yaml`` (directory overridable with the
+environment variable ``LLMDIET_EVAL_SETS``). Schema (``eval_sets/README.md`` has the long form)::
 
     version: 1                          # bump when rows/columns/prefix change (stored with every run)
     description: In-domain test set ...
@@ -9,14 +9,14 @@ environment variable ``LLMDIET_EVAL_SETS``). Schema (``llmdiet/evaluation/sets/R
     prefix: "translate English to French: "
     demo: false                         # true for the offline sets written for llmdiet
     source:                             # exactly one of file / hub
-      file: ../../demo/data/demo_en_fr.jsonl     # relative to this YAML file
+      file: data/parallel.jsonl             # relative to this YAML file (llmdiet-demo:NAME: the demo corpus)
       # hub: owner/dataset   revision: <commit sha>   split: train   config: <name or omitted>
     columns: {source: en, reference: fr}
     header: true                        # TSV/CSV only: false = no header row (two columns: source, reference)
     rows: [1000, 1200]                  # optional half-open slice [start, stop) of the usable rows
     notes: free text                    # optional
 
-``--eval-set`` also takes a path: a YAML file with the schema above, or a JSONL/JSON/CSV/TSV/Parquet
+``--eval_set`` also takes a path: a YAML file with the schema above, or a JSONL/JSON/CSV/TSV/Parquet
 file of ``source``/``reference`` columns (names configurable). A TSV/CSV file's first row is its
 header unless it is declared headerless (``header: false`` in YAML, ``--no_header`` on the command
 line): then it has exactly two columns, source and reference. Nothing is guessed. Files are read by :func:`llmdiet.data.read_parallel_file`, which validates
@@ -65,13 +65,38 @@ _SOURCE_KEYS = {"file", "hub", "revision", "split", "config"}
 _COLUMN_KEYS = {"source", "reference"}
 
 
-SHIPPED_SETS = Path(__file__).resolve().parent / "sets"  # package data: found by editable and wheel installs alike
+def _shipped_sets() -> Path:
+    """The named sets: the checkout's top-level ``eval_sets/`` (editable installs), else the wheel's copy of it,
+    the package data ``llmdiet/eval_sets/`` (pyproject.toml maps the folder to that package)."""
+    package = Path(__file__).resolve().parents[1]
+    checkout = package.parent / "eval_sets"
+    return (
+        checkout
+        if (checkout / "README.md").is_file() and (package.parent / "pyproject.toml").is_file()
+        else (package / "eval_sets")
+    )
+
+
+SHIPPED_SETS = _shipped_sets()
 
 
 def eval_sets_dir() -> Path:
-    """Where named sets live: ``$LLMDIET_EVAL_SETS`` or the package's own ``llmdiet/evaluation/sets/``."""
+    """Where named sets live: ``$LLMDIET_EVAL_SETS`` or the package's own ``eval_sets/``."""
     override = os.environ.get(EVAL_SETS_ENV)
     return Path(override) if override else SHIPPED_SETS
+
+
+DEMO_DATA_PREFIX = "llmdiet-demo:"  # a set's file among the demo corpus shipped in the package
+
+
+def _source_file(yaml_path: Path, name: str) -> Path:
+    """A set's ``source: file:``: ``llmdiet-demo:NAME`` is the shipped demo corpus file NAME (found from a checkout and
+    a wheel alike); any other path is relative to the YAML file."""
+    if name.startswith(DEMO_DATA_PREFIX):
+        from llmdiet.demo import DEMO_DATA_DIR
+
+        return (DEMO_DATA_DIR / name[len(DEMO_DATA_PREFIX) :]).resolve()
+    return (yaml_path.parent / name).resolve()
 
 
 def known_eval_sets() -> dict[str, Path]:
@@ -144,7 +169,7 @@ class EvalSet:
             raise DataError(
                 f"{what} needs the hub dataset '{self.hub}' (revision {self.revision or 'latest'}): {reason}. "
                 f"Offline? Use the offline sets ({', '.join(offline_set_names()) or 'none found'}) "
-                "or pass a local file with --eval-set FILE."
+                "or pass a local file with --eval_set FILE."
             ) from None
 
     def fingerprint(self) -> str:
@@ -304,8 +329,7 @@ def parse_eval_set_yaml(path: str | Path) -> EvalSet:
         extra = sorted(set(source) - {"file"})
         if extra:
             raise ConfigError(f"{where}: source keys {extra} only apply to hub datasets")
-        file = (path.parent / _require(source, "file", str, f"{where}: source")).resolve()
-        return EvalSet(file=file, **common)
+        return EvalSet(file=_source_file(path, _require(source, "file", str, f"{where}: source")), **common)
     return EvalSet(
         hub=_require(source, "hub", str, f"{where}: source"),
         revision=source.get("revision"),
@@ -315,7 +339,7 @@ def parse_eval_set_yaml(path: str | Path) -> EvalSet:
     )
 
 
-# ----------------------------------------------------------------------------- resolving --eval-set
+# ----------------------------------------------------------------------------- resolving --eval_set
 
 
 def looks_like_path(value: str) -> bool:

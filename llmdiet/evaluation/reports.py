@@ -28,7 +28,7 @@ def load_results(run_dir: str | Path) -> dict:
     path = run_dir / RESULTS_FILE if run_dir.is_dir() else run_dir
     if not path.is_file():
         raise ConfigError(
-            f"{run_dir}: not an llmdiet eval run directory (no {RESULTS_FILE}); run `llmdiet eval --out {run_dir}` first"
+            f"{run_dir}: not an llmdiet eval run directory (no {RESULTS_FILE}); run `llmdiet eval --output_dir {run_dir}` first"
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -43,7 +43,7 @@ def load_calibration_sources(spec: CalibrationSpec) -> list[str]:
     Fewer usable rows than ``count`` is allowed (logged); zero is an error.
     """
     if spec.count < 1:
-        raise DataError(f"calibration set is empty: --calibration_count must be >= 1 (got {spec.count})")
+        raise DataError(f"calibration set is empty: --max_calibration_samples must be >= 1 (got {spec.count})")
     target = spec.target_column or spec.source_column
     report = SkipReport()
     if spec.file:

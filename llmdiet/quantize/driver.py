@@ -46,8 +46,8 @@ def quantize(job: QuantizeJob) -> dict:
     torch.manual_seed(job.seed)
     sources = load_calibration_sources(job.calibration) if method.calibrated else None
     out = Path(job.out)
-    # one run per --out at a time (two used to both "succeed", the later one silently replacing the other): the
-    # lock is a file beside --out, since --out itself is replaced by a rename
+    # one run per --output_dir at a time (two used to both "succeed", the later one silently replacing the other): the
+    # lock is a file beside --output_dir, since --output_dir itself is replaced by a rename
     with file_lock(out.parent / f".{out.name}.lock", "llmdiet quantize", shown=out, remove=True):
         return _quantize_locked(job, method, sources)
 
@@ -72,7 +72,7 @@ def _quantize_locked(job: QuantizeJob, method, sources) -> dict:
     model_type = model.config.model_type
     if method.kind == "files":
         model = None  # these exporters load the checkpoint again by path; free the float copy first
-    # Everything is written into a hidden directory beside --out and renamed into place when complete:
+    # Everything is written into a hidden directory beside --output_dir and renamed into place when complete:
     # a failed run leaves nothing behind, a killed one only a stale ``.NAME.partial-PID`` that the next run removes.
     partial = start_partial_dir(out)
     try:
@@ -116,7 +116,7 @@ def _quantize_locked(job: QuantizeJob, method, sources) -> dict:
 LLMDIET_LOADING = (
     '```python\nimport llmdiet\ntranslator = llmdiet.load("{out}")\n'
     'translator.translate(["{example}"])\n```\n'
-    "(This format is llmdiet's: transformers cannot load it by itself.)"
+    "(This format is llmdiet's: {reason})"
 )
 
 
@@ -127,7 +127,11 @@ def write_artifact_card(directory: Path, meta: dict) -> Path:
 
     method = meta["method"]
     native = METHODS[method].loading
-    ours = LLMDIET_LOADING.replace("{example}", REFERENCE_PREFIX + "Hello.").replace("{out}", "<this directory>")
+    ours = (
+        LLMDIET_LOADING.replace("{example}", REFERENCE_PREFIX + "Hello.")
+        .replace("{out}", "<this directory>")
+        .replace("{reason}", METHODS[method].no_native_reason or "no other library loads it.")
+    )
     loading = ours
     if native:
         from llmdiet.languages import default_prefix
@@ -192,58 +196,75 @@ def refuse_quantized_input(model: str) -> None:
 def quantize_model(
     model: str,
     method: str,
-    out: str | Path,
+    output_dir: str | Path | None = None,
     *,
     calibration_file: str | None = None,
-    calibration_source_column: str = "en",
-    calibration_prefix: str | None = None,
-    calibration_count: int = 128,
+    source_column: str = "en",
+    source_prefix: str | None = None,
+    max_calibration_samples: int = 128,
     device: str = "cpu",
     per_channel: bool | None = None,
-    overwrite: bool = False,
+    overwrite_output_dir: bool = False,
     tokenizer: str | None = None,
     seed: int = 0,
+    **deprecated: Any,
 ) -> dict:
-    """``llmdiet quantize`` from Python; returns the artifact record (``llmdiet_artifact.json``).
-    ``calibration_prefix`` None: the T5 prefix for T5-family models, none for others ('' = none)."""
+    """``llmdiet quantize`` from Python, with its flags' names; returns the artifact record
+    (``llmdiet_artifact.json``). ``source_prefix`` None: the T5 prefix for T5-family models, none for others
+    ('' = none). The old names (``out``, ``overwrite``, ``calibration_*``) still work, with a FutureWarning."""
     from llmdiet.artifacts import model_type_of
-    from llmdiet.config import ArgumentTypeError
+    from llmdiet.config import ArgumentTypeError, rename_deprecated_kwargs
     from llmdiet.languages import default_prefix
     from llmdiet.modeling import resolve_model
 
+    names = {"output_dir", "source_column", "source_prefix", "max_calibration_samples", "overwrite_output_dir"}
+    renamed = rename_deprecated_kwargs("llmdiet.quantize()", deprecated, names)
+    unknown = sorted(set(renamed) - names)
+    if unknown:
+        raise ArgumentTypeError(f"llmdiet.quantize(): unknown option(s) {unknown}")
+    output_dir = renamed.get("output_dir", output_dir)
+    source_column = renamed.get("source_column", source_column)
+    source_prefix = renamed.get("source_prefix", source_prefix)
+    max_calibration_samples = renamed.get("max_calibration_samples", max_calibration_samples)
+    overwrite_output_dir = renamed.get("overwrite_output_dir", overwrite_output_dir)
     checks: list[tuple[str, Any, Any]] = [
         ("model", model, (str, Path)),
         ("method", method, str),
-        ("out", out, (str, Path)),
+        ("output_dir", output_dir, (str, Path)),
     ]
-    checks += [("calibration_count", calibration_count, int), ("seed", seed, int), ("overwrite", overwrite, bool)]
+    checks += [
+        ("max_calibration_samples", max_calibration_samples, int),
+        ("seed", seed, int),
+        ("overwrite_output_dir", overwrite_output_dir, bool),
+    ]
     for name, value, kind in checks:
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ArgumentTypeError(
                 f"llmdiet.quantize(): {name} must be {getattr(kind, '__name__', 'a path')}, got {value!r}"
             )
+    assert output_dir is not None  # checked above
     refuse_quantized_input(resolve_model(str(model)))
-    if calibration_prefix is None:
-        calibration_prefix = default_prefix(model_type_of(resolve_model(str(model))), REFERENCE_PREFIX)
+    if source_prefix is None:
+        source_prefix = default_prefix(model_type_of(resolve_model(str(model))), REFERENCE_PREFIX)
     get_method(method, device)
     calibration = CalibrationSpec(
         file=calibration_file,
         dataset=None if calibration_file else REFERENCE_DATASET,
-        source_column=calibration_source_column,
-        prefix=calibration_prefix,
-        count=calibration_count,
+        source_column=source_column,
+        prefix=source_prefix,
+        count=max_calibration_samples,
     )
     return quantize(
         QuantizeJob(
             resolve_model(str(model)),
             method,
-            Path(out),
+            Path(output_dir),
             device=device,
             per_channel=per_channel,
             calibration=calibration,
             seed=seed,
-            overwrite=overwrite,
+            overwrite=overwrite_output_dir,
             tokenizer=tokenizer,
-            command=["llmdiet.quantize", str(model), method, str(out)],
+            command=["llmdiet.quantize", str(model), method, str(output_dir)],
         )
     )

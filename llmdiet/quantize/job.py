@@ -1,6 +1,6 @@
 """``llmdiet quantize``: quantize a seq2seq model into a directory that ``llmdiet eval`` loads.
 
-    llmdiet quantize --model google/flan-t5-large --method dynamic-int8 --out runs/large-dyn8
+    llmdiet quantize --model google/flan-t5-large --method dynamic-int8 --output_dir runs/large-dyn8
     llmdiet quantize --preset demo --method ct2-int8          # offline demo teacher -> runs/quant-demo-ct2-int8
     llmdiet quantize --list_methods                            # methods and whether the installed libraries support them
 
@@ -32,10 +32,10 @@ class QuantizeArguments:
         default=None,
         metadata={"help": "Tokenizer directory or hub id, when --model's directory has no tokenizer files."},
     )
-    out: str | None = field(
+    output_dir: str | None = field(
         default=None, metadata={"help": "Output directory; '{method}' in it is replaced by the method name."}
     )
-    overwrite: bool = field(default=False, metadata={"help": "Replace a non-empty --out directory."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a non-empty --output_dir."})
     device: str = field(
         default="cpu", metadata={"help": "Where to quantize: cpu, or cuda for ct2/quanto/torchao/bf16."}
     )
@@ -57,8 +57,8 @@ class QuantizeArguments:
         default=REFERENCE_DATASET, metadata={"help": "Hub dataset for calibration when no --calibration_file is given."}
     )
     calibration_split: str = field(default="train", metadata={"help": "Hub dataset split for calibration."})
-    calibration_source_column: str = field(default="en", metadata={"help": "Column holding the source text."})
-    calibration_prefix: Optional[str] = field(
+    source_column: str = field(default="en", metadata={"help": "Column of --calibration_file holding the source text."})
+    source_prefix: Optional[str] = field(
         default=None,
         metadata={
             "help": "Task prefix prepended to each calibration source ('' = none). Default: the reference T5 prefix "
@@ -66,7 +66,9 @@ class QuantizeArguments:
         },
     )
     calibration_start: int = field(default=0, metadata={"help": "First calibration row."})
-    calibration_count: int = field(default=128, metadata={"help": "Number of calibration sources (>= 1)."})
+    max_calibration_samples: int = field(
+        default=128, metadata={"help": "Number of calibration sources, from --calibration_start (>= 1)."}
+    )
     calibration_batch_size: int = field(default=16, metadata={"help": "Batch size of the calibration translations."})
     calibration_max_new_tokens: int = field(
         default=64, metadata={"help": "Generation length cap while recording calibration activations."}
@@ -86,7 +88,7 @@ class QuantizeArguments:
 
     def __post_init__(self):
         check_range("calibration_start", self.calibration_start, 0)
-        check_range("calibration_count", self.calibration_count, 1)
+        check_range("max_calibration_samples", self.max_calibration_samples, 1)
         check_range("calibration_batch_size", self.calibration_batch_size, 1)
         check_range("calibration_max_new_tokens", self.calibration_max_new_tokens, 1)
         bad = [x for x in self.static_keep_float if x not in ("wo", "none")]
@@ -99,17 +101,17 @@ def demo_preset() -> dict:
 
     return {
         "model": "llmdiet-demo:teacher",
-        "out": "runs/quant-demo-{method}",
+        "output_dir": "runs/quant-demo-{method}",
         "calibration_file": str(DEMO_EN_FR),
-        "calibration_source_column": "en",
+        "source_column": "en",
         "calibration_start": 0,
-        "calibration_count": 128,
+        "max_calibration_samples": 128,
     }
 
 
 def reference_preset() -> dict:
     """The reference study: flan-T5-large with dynamic int8 (3 GB -> 0.9 GB)."""
-    return {"model": REFERENCE_TEACHER, "method": "dynamic-int8", "out": "runs/quant-flan-t5-large-{method}"}
+    return {"model": REFERENCE_TEACHER, "method": "dynamic-int8", "output_dir": "runs/quant-flan-t5-large-{method}"}
 
 
 PRESETS = {"demo": demo_preset, "reference": reference_preset}
@@ -147,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("--method is required (see --list_methods)")
     if not args.model:
         raise ConfigError("--model is required (a hub id, a local directory, or --preset demo)")
-    if not args.out:
-        raise ConfigError("--out is required")
+    if not args.output_dir:
+        raise ConfigError("--output_dir is required")
     get_method(
         args.method, args.device
     )  # unknown method / missing library / wrong device: fail before loading anything
@@ -160,19 +162,19 @@ def main(argv: list[str] | None = None) -> int:
     job = QuantizeJob(
         model=resolve_model(args.model),
         method=args.method,
-        out=Path(args.out.replace("{method}", args.method)),
+        out=Path(args.output_dir.replace("{method}", args.method)),
         device=args.device,
         per_channel=args.per_channel,
         seed=args.seed,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite_output_dir,
         calibration=CalibrationSpec(
             file=args.calibration_file,
             dataset=None if args.calibration_file else args.calibration_dataset,
             dataset_split=args.calibration_split,
-            source_column=args.calibration_source_column,
+            source_column=args.source_column,
             prefix=_calibration_prefix(args),
             start=args.calibration_start,
-            count=args.calibration_count,
+            count=args.max_calibration_samples,
             skip_bad_rows=args.skip_bad_rows,
         ),
         calibration_batch_size=args.calibration_batch_size,
@@ -191,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{meta['method']}: wrote {job.out} ({meta['disk_bytes'] / 1e6:.1f} MB on disk{ratio}; "
         f"{meta['parameters']:,} parameters)"
     )
-    print(f"evaluate it with: llmdiet eval --model {job.out} --eval-set <set or file> --out runs/eval-{job.out.name}")
+    print(
+        f"evaluate it with: llmdiet eval --model {job.out} --eval_set <set or file> --output_dir runs/eval-{job.out.name}"
+    )
     if args.model.startswith(DEMO_MODEL_PREFIX):
         from llmdiet.demo import DEMO_BANNER
 
@@ -204,9 +208,9 @@ if __name__ == "__main__":
 
 
 def _calibration_prefix(args) -> str:
-    """``--calibration_prefix`` as given; else the T5 prefix for T5-family models and none for the others."""
-    if args.calibration_prefix is not None:
-        return args.calibration_prefix
+    """``--source_prefix`` as given; else the T5 prefix for T5-family models and none for the others."""
+    if args.source_prefix is not None:
+        return args.source_prefix
     from llmdiet.artifacts import model_type_of
     from llmdiet.languages import default_prefix
     from llmdiet.modeling import resolve_model

@@ -34,6 +34,8 @@ class Method:
     kind: str  # torch: a torch module (in memory and on disk); files: engine files (ONNX, CTranslate2)
     in_memory: str | None = None  # torch kind: "module:function(model, tokenizer, sources, device) -> model"
     loading: str | None = None  # a native loading snippet for the card ({out} = the directory); None: llmdiet.load
+    # without ``loading``: why no maintained library loads this format (one sentence, for the card and the README)
+    no_native_reason: str = ""
 
     @property
     def backend(self) -> str:
@@ -73,6 +75,8 @@ METHODS: dict[str, Method] = {
             "llmdiet.engines.torch_dynamic",
             "torch",
             in_memory=f"{_Q}.torch_dynamic:quantize_in_memory",
+            no_native_reason="transformers has no quantization config for torch.ao dynamic int8 modules "
+            "(quantize_dynamic), so only llmdiet.load rebuilds them from files.",
         ),
         Method(
             "onnx-fp32",
@@ -130,6 +134,8 @@ METHODS: dict[str, Method] = {
             "llmdiet.engines.gpu_int8",
             "torch",
             in_memory=f"{_Q}.gpu_int8:quanto_in_memory",
+            no_native_reason="transformers' QuantoConfig quantizes weights only and cannot save a quanto model "
+            "(its quantizer is not serializable), while this artifact also holds calibrated int8 activation scales.",
         ),
         Method(
             "torchao-int8",
@@ -141,6 +147,9 @@ METHODS: dict[str, Method] = {
             "llmdiet.engines.gpu_int8",
             "torch",
             in_memory=f"{_Q}.gpu_int8:torchao_in_memory",
+            no_native_reason="transformers' TorchAoConfig format loads a T5 back only with a float lm_head (with an "
+            "int8 lm_head its tie check calls aten.equal, which torchao's Int8Tensor lacks: transformers 5.24, "
+            "torchao 0.18), and this artifact quantizes lm_head too.",
         ),
         Method(
             "torch-bf16",

@@ -1,14 +1,14 @@
 """The alpha sweep: distil once per alpha, evaluate every student, compare them side by side.
 
-For each alpha the student is trained with ``llmdiet.distill.run`` into ``SWEEP_DIR/alpha-<a>``
-and scored by the eval harness into ``SWEEP_DIR/eval-alpha-<a>``; ``llmdiet compare`` then writes
-the table and plots into ``SWEEP_DIR`` plus ``bleu_vs_alpha.png``. Resumable at every level: a finished
+For each alpha the student is trained with ``llmdiet.distill.run`` into ``OUTPUT_DIR/alpha-<a>``
+and scored by the eval harness into ``OUTPUT_DIR/eval-alpha-<a>``; ``llmdiet compare`` then writes
+the table and plots into ``OUTPUT_DIR`` plus ``bleu_vs_alpha.png``. Resumable at every level: a finished
 training is skipped only if its recorded settings (``sweep_settings.json``: every distillation, data and
 training setting and the content hashes of teacher and student) equal the new ones (else the run stops and
 names what changed), an interrupted one continues from its last checkpoint, and the harness resumes its own
-samples. The teacher's translations and top-k logits are computed once, in ``SWEEP_DIR/shared/``.
+samples. The teacher's translations and top-k logits are computed once, in ``OUTPUT_DIR/shared/``.
 
-    python recipes/alpha_sweep.py --alphas 0 0.25 0.5 0.75 1 --eval_sets pgv-en-fr pgv-fr-en
+    python recipes/alpha_sweep.py --alphas 0 0.25 0.5 0.75 1 --eval_set pgv-en-fr pgv-fr-en
     python recipes/alpha_sweep.py --preset demo
 """
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmdiet.config import ConfigError, check_range, parse_config, precheck
+from llmdiet.config import TRAINER_ARGUMENTS, ConfigError, check_range, parse_config, precheck
 from llmdiet.distill.presets import demo_preset as distill_demo_preset
 from llmdiet.distill.presets import reference_defaults
 from llmdiet.distill.run import run
@@ -37,28 +37,31 @@ class SweepArguments:
     alphas: list[float] = field(
         default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], metadata={"help": "Alpha values to train, each in [0, 1]."}
     )
-    eval_sets: list[str] = field(
+    eval_set: list[str] = field(
         default_factory=lambda: ["pgv-en-fr"], metadata={"help": "Eval sets for every student (names or files)."}
     )
-    eval_limit: int | None = field(default=None, metadata={"help": "Score only the first N rows of each set."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Score only the first N rows of each set."})
     eval_batch_size: int = field(default=32, metadata={"help": "Eval harness batch size."})
     eval_teacher: bool = field(default=True, metadata={"help": "Also evaluate the teacher, as the reference row."})
-    sweep_dir: str = field(default="runs/alpha-sweep", metadata={"help": "Where the runs and the comparison go."})
 
     def __post_init__(self):
         for a in self.alphas:
             check_range("alphas", a, 0.0, 1.0)
-        check_range("eval_limit", self.eval_limit, 1)
+        check_range("max_eval_samples", self.max_eval_samples, 1)
 
 
 def demo_preset() -> dict:
     return {
         **distill_demo_preset(),
         "alphas": [0.0, 0.5, 1.0],
-        "eval_sets": ["demo-en-fr", "demo-fr-en"],
-        "sweep_dir": "runs/alpha-sweep-demo",
+        "eval_set": ["demo-en-fr", "demo-fr-en"],
+        "output_dir": "runs/alpha-sweep-demo",
         "num_train_epochs": 3,
     }
+
+
+def reference_preset() -> dict:
+    return {**reference_defaults(), "output_dir": "runs/alpha-sweep"}
 
 
 def evaluate(model: str, out: Path, sweep: SweepArguments) -> str:
@@ -67,9 +70,9 @@ def evaluate(model: str, out: Path, sweep: SweepArguments) -> str:
     run_eval(
         EvalArguments(
             model=model,
-            eval_set=list(sweep.eval_sets),
-            out=str(out),
-            limit=sweep.eval_limit,
+            eval_set=list(sweep.eval_set),
+            output_dir=str(out),
+            max_eval_samples=sweep.max_eval_samples,
             batch_size=sweep.eval_batch_size,
             progress=False,
         )
@@ -82,7 +85,7 @@ def validate(sweep: SweepArguments, dist: DistillationArguments) -> None:
     local model paths. (Before, an unknown eval set surfaced only after the first training.)"""
     from llmdiet.evaluation.eval_sets import resolve_eval_set
 
-    for name in sweep.eval_sets:
+    for name in sweep.eval_set:
         resolve_eval_set(name).load()
     for flag, model in (("--teacher_model", dist.teacher_model), ("--student_model", dist.student_model)):
         looks_local = model.startswith((".", "/", "~", "runs/")) or model.count("/") != 1
@@ -96,10 +99,10 @@ SETTINGS_FILE = "sweep_settings.json"
 
 
 def student_settings(alpha: float, dist: DistillationArguments, data: DataArguments, training) -> dict:
-    """Everything that decides a student, by the study's own rule (:func:`llmdiet.study.jobs.student_fingerprint`):
+    """Everything that decides a student, by the study's own rule (:func:`llmdiet.study.fingerprints.student_fingerprint`):
     the fingerprint a finished alpha is checked against on a re-run."""
     from llmdiet.fingerprint import model_identity
-    from llmdiet.study.jobs import student_fingerprint
+    from llmdiet.study.fingerprints import student_fingerprint
 
     args = copy.deepcopy(dist)
     args.alpha = alpha
@@ -122,13 +125,13 @@ def _finished(run_dir: Path, settings: dict) -> bool:
     if not stored.exists():
         raise ConfigError(
             f"{run_dir}: a finished student without {SETTINGS_FILE}, so its settings are unknown; "
-            "delete it or use another --sweep_dir"
+            "delete it or use another --output_dir"
         )
     check_parts(
         json.loads(stored.read_text()),
         settings,
         run_dir,
-        "use another --sweep_dir, or delete this student to retrain it with the new settings",
+        "use another --output_dir, or delete this student to retrain it with the new settings",
     )
     return True
 
@@ -137,13 +140,13 @@ def run_sweep(
     sweep: SweepArguments, dist: DistillationArguments, data: DataArguments, training: Seq2SeqTrainingArguments
 ) -> list[str]:
     """Train, evaluate and compare every alpha. The teacher's work is shared: one teacher-logit cache and one file
-    of teacher translations in ``SWEEP_DIR/shared/`` serve every alpha (each is keyed by its own inputs)."""
+    of teacher translations in ``OUTPUT_DIR/shared/`` serve every alpha (each is keyed by its own inputs)."""
     from transformers.trainer_utils import get_last_checkpoint
 
     from llmdiet.evaluation.compare import main as compare_main
 
     validate(sweep, dist)
-    root = Path(sweep.sweep_dir)
+    root = Path(str(training.output_dir))  # the sweep's folder: one sub-folder per alpha
     shared = root / "shared"
     dist = copy.deepcopy(dist)
     if dist.teacher_cache:
@@ -172,7 +175,7 @@ def run_sweep(
     if sweep.eval_teacher:
         eval_dirs.append(evaluate(resolve_model(dist.teacher_model), root / "eval-teacher", sweep))
         labels.append("teacher")
-    compare_main([*eval_dirs, "--out", str(root), "--labels", *labels])
+    compare_main([*eval_dirs, "--output_dir", str(root), "--labels", *labels])
     plot_metric_by_alpha(root, sweep)
     return eval_dirs
 
@@ -230,23 +233,32 @@ def plot_metric_by_alpha(root: Path, sweep: SweepArguments) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    presets = {"reference": reference_defaults, "demo": demo_preset}
+    presets = {"reference": reference_preset, "demo": demo_preset}
+    prog, description = "llmdiet alpha-sweep", "Distil once per alpha, evaluate every student, compare."
+    from llmdiet.distill.cli_help import help_request
+    from llmdiet.distill.trainer_flags import trainer_flags
+
+    extra = trainer_flags()
+    text = help_request(argv, prog, description, presets, len(extra), extra_groups=[("sweep", [SweepArguments])])
+    if text is not None:
+        print(text)
+        return 0
     precheck(
         (SweepArguments, DistillationArguments, DataArguments, TrainerFlagChecks, *EARLY_TRAINER_FLAGS),
         argv,
         presets=presets,
-        prog="llmdiet alpha-sweep",
+        prog=prog,
         default_preset="reference",
+        extra_flags=extra,
     )
-    from transformers import Seq2SeqTrainingArguments
-
     sweep, dist, data, training = parse_config(
-        (SweepArguments, DistillationArguments, DataArguments, Seq2SeqTrainingArguments),
+        (SweepArguments, DistillationArguments, DataArguments, TRAINER_ARGUMENTS),
         argv,
         presets=presets,
         default_preset="reference",
-        prog="llmdiet alpha-sweep",
-        description="Distil once per alpha, evaluate every student, compare.",
+        prog=prog,
+        description=description,
+        extra_flags=extra,
     )
     run_sweep(sweep, dist, data, training)
     return 0

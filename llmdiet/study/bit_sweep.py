@@ -7,7 +7,7 @@ Each finished point is appended to ``OUT/points.jsonl`` at once, so a killed swe
 it stopped; ``OUT/bit_sweep.json`` (all points + provenance), ``OUT/bit_sweep.md`` and
 ``OUT/bleu_vs_bits.png`` / ``OUT/bleu_vs_packed_size.png`` are rewritten at the end.
 
-    llmdiet bit-sweep --models google/flan-t5-large runs/distill --eval_set pgv-en-fr --limit 500
+    llmdiet bit-sweep --models google/flan-t5-large runs/distill --eval_set pgv-en-fr --max_eval_samples 500
     python recipes/bit_sweep.py --preset demo      # demo teacher vs demo student (run the distill demo first)
 """
 
@@ -45,26 +45,24 @@ class BitSweepArguments:
     )
     methods: list[str] = field(default_factory=lambda: list(METHODS), metadata={"help": "rtn and/or gpfq."})
     eval_set: str = field(default="pgv-en-fr", metadata={"help": "Eval set name or local file (as in llmdiet eval)."})
-    limit: int | None = field(default=500, metadata={"help": "Score only the first N rows of the eval set."})
+    max_eval_samples: int | None = field(default=500, metadata={"help": "Score only the first N rows of the eval set."})
     calibration_file: str | None = field(default=None, metadata={"help": "Parallel file of calibration rows for GPFQ."})
-    calibration_source_column: str = field(default="en", metadata={"help": "Source column of the calibration file."})
-    calibration_target_column: str = field(default="fr", metadata={"help": "Target column of the calibration file."})
-    calibration_rows: int = field(default=128, metadata={"help": "Number of calibration rows (>= 1)."})
-    calibration_prefix: str | None = field(
-        default=None,
-        metadata={"help": "Prefix of calibration sources ('' = none; default: the T5 prefix for T5 models only)."},
+    source_column: str = field(default="en", metadata={"help": "Source column of --calibration_file."})
+    target_column: str = field(default="fr", metadata={"help": "Target column of --calibration_file."})
+    max_calibration_samples: int = field(
+        default=128, metadata={"help": "Calibration rows, the first of --calibration_file (>= 1)."}
     )
-    prefix: str | None = field(
+    source_prefix: str | None = field(
         default=None,
         metadata={
-            "help": "Prefix of the eval sources ('' = none). Default: the eval set's prefix for T5-family models, "
-            "none for other families."
+            "help": "Prefix of the eval and calibration sources ('' = none). Default for T5-family models: the eval "
+            "set's prefix, and the reference T5 prefix for --calibration_file; none for other families."
         },
     )
     batch_size: int = field(default=32, metadata={"help": "Generation and calibration batch size."})
     max_new_tokens: int = field(default=128, metadata={"help": "Most tokens generated per sentence."})
     scale: float = field(default=1.16, metadata={"help": "Alphabet radius factor C (step = C * mean row max / K)."})
-    out: str = field(default="runs/bit-sweep", metadata={"help": "Output directory (re-run to resume)."})
+    output_dir: str = field(default="runs/bit-sweep", metadata={"help": "Output directory (re-run to resume)."})
     seed: int = field(default=0, metadata={"help": "Seed (recorded; RTN and GPFQ are deterministic)."})
 
     def __post_init__(self):
@@ -73,8 +71,8 @@ class BitSweepArguments:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ConfigError(f"--methods: unknown {unknown} (use {list(METHODS)})")
-        check_range("limit", self.limit, 1)
-        check_range("calibration_rows", self.calibration_rows, 1)
+        check_range("max_eval_samples", self.max_eval_samples, 1)
+        check_range("max_calibration_samples", self.max_calibration_samples, 1)
         check_range("batch_size", self.batch_size, 1)
         check_range("scale", self.scale, 0.0, low_open=True)
 
@@ -85,12 +83,12 @@ def demo_preset() -> dict:
     return {
         "models": ["llmdiet-demo:teacher", "runs/distill-demo"],
         "eval_set": "demo-en-fr",
-        "limit": 200,
+        "max_eval_samples": 200,
         "calibration_file": str(DEMO_EN_FR),
-        "calibration_rows": 64,
+        "max_calibration_samples": 64,
         "bits": [2, 3, 4, 6, 8],
         "max_new_tokens": 32,
-        "out": "runs/bit-sweep-demo",
+        "output_dir": "runs/bit-sweep-demo",
     }
 
 
@@ -99,10 +97,10 @@ def calibration_batches(args: BitSweepArguments, tokenizer, model) -> list[dict]
         raise ConfigError("GPFQ needs --calibration_file (parallel rows, e.g. training data); or use --methods rtn")
     from transformers import DataCollatorForSeq2Seq
 
-    rows = read_parallel_file(args.calibration_file, args.calibration_source_column, args.calibration_target_column)[
-        : args.calibration_rows
+    rows = read_parallel_file(args.calibration_file, args.source_column, args.target_column)[
+        : args.max_calibration_samples
     ]
-    prefix = default_prefix(model.config.model_type, REFERENCE_PREFIX, args.calibration_prefix)
+    prefix = default_prefix(model.config.model_type, REFERENCE_PREFIX, args.source_prefix)
     ds, _ = tokenize_rows(rows, tokenizer, prefix, 256, 256)
     collate = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
     return [
@@ -138,9 +136,9 @@ def sweep_settings(args: BitSweepArguments, spec) -> dict:
     if args.calibration_file:
         calibration = {
             "file": file_sha256(args.calibration_file),
-            "columns": [args.calibration_source_column, args.calibration_target_column],
-            "rows": args.calibration_rows,
-            "prefix": args.calibration_prefix,
+            "columns": [args.source_column, args.target_column],
+            "rows": args.max_calibration_samples,
+            "prefix": args.source_prefix,
         }
     models = {}
     for name in args.models:
@@ -150,10 +148,10 @@ def sweep_settings(args: BitSweepArguments, spec) -> dict:
         "models": models,
         "eval_set": {
             "fingerprint": spec.fingerprint(),
-            "prefix": spec.prefix if args.prefix is None else args.prefix,
+            "prefix": spec.prefix if args.source_prefix is None else args.source_prefix,
             "rows": [spec.start, spec.stop],
         },
-        "limit": args.limit,
+        "limit": args.max_eval_samples,
         "calibration": calibration,
         "batch_size": args.batch_size,
         "max_new_tokens": args.max_new_tokens,
@@ -174,7 +172,7 @@ def check_sweep_settings(out: Path, args: BitSweepArguments, spec) -> None:
             {**stored, "models": stored_models},
             {**current, "models": {k: v for k, v in current["models"].items() if k in stored_models}},
             out,
-            "use another --out (or delete points.jsonl) to sweep with the new settings",
+            "use another --output_dir (or delete points.jsonl) to sweep with the new settings",
         )
         current["models"] = {**stored.get("models", {}), **current["models"]}
     path.write_text(json.dumps(current, indent=2))
@@ -184,7 +182,7 @@ def run_sweep(args: BitSweepArguments, command=None) -> dict:
     from llmdiet.modeling import resolve_model
     from llmdiet.quantize.lowbit import quantize_linears
 
-    out = Path(args.out)
+    out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     points_path = out / "points.jsonl"
     done, kept = {}, []
@@ -198,7 +196,7 @@ def run_sweep(args: BitSweepArguments, command=None) -> dict:
             kept.append(line)
         points_path.write_text("".join(line + "\n" for line in kept))
     spec = resolve_eval_set(args.eval_set)
-    rows = spec.load()[: args.limit]
+    rows = spec.load()[: args.max_eval_samples]
     check_sweep_settings(out, args, spec)
     references = [r.target for r in rows]
     for model_name in args.models:
@@ -206,7 +204,7 @@ def run_sweep(args: BitSweepArguments, command=None) -> dict:
         if not Path(path).exists() and model_name.startswith("runs/"):
             raise ConfigError(f"model '{model_name}' not found: train it first (e.g. llmdiet distill --preset demo)")
         base, tokenizer = load_seq2seq(path)
-        prefix = default_prefix(base.config.model_type, spec.prefix, args.prefix)  # T5's prefix for T5 only
+        prefix = default_prefix(base.config.model_type, spec.prefix, args.source_prefix)  # T5's prefix for T5 only
         sources = [prefix + r.source for r in rows]
         jobs = [("float", 32)] + [(m, b) for m in args.methods for b in args.bits]
         calib = None
@@ -315,5 +313,5 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     summary = run_sweep(args, command=["recipes/bit_sweep.py", *argv])
     print(markdown(summary["points"]))
-    print(f"wrote {Path(args.out) / 'bit_sweep.json'}, bit_sweep.md, bleu_vs_bits.png, bleu_vs_packed_size.png")
+    print(f"wrote {Path(args.output_dir) / 'bit_sweep.json'}, bit_sweep.md, bleu_vs_bits.png, bleu_vs_packed_size.png")
     return 0

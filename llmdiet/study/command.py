@@ -21,7 +21,9 @@ from llmdiet.config import ConfigError, _pop_option, parse_config, precheck
 
 @dataclass
 class StudyArguments:
-    study_dir: Optional[str] = field(default=None, metadata={"help": "Override the config's study_dir."})
+    output_dir: Optional[str] = field(
+        default=None, metadata={"help": "Where the jobs write (overrides the config's study_dir)."}
+    )
     list: bool = field(default=False, metadata={"help": "Print the jobs with their dependencies and state, then exit."})
     job: builtins.list[str] = field(
         default_factory=lambda: [],
@@ -41,7 +43,7 @@ class StudyArguments:
 
 
 def list_jobs(plan) -> str:
-    from llmdiet.study.jobs import status
+    from llmdiet.study.state import status
 
     rows = [f"{'job':<44} {'state':<12} {'needs':<34} output"]
     for name, job in plan.jobs.items():
@@ -53,7 +55,7 @@ def plan_json(plan) -> str:
     """The plan for other tools (a cluster executor, CI): one object per job, in dependency order."""
     import json
 
-    from llmdiet.study.jobs import status
+    from llmdiet.study.state import status
 
     jobs = [
         {
@@ -75,22 +77,24 @@ def main(argv: list[str] | None = None) -> int:
     config_path = _pop_option(argv, "--config")
     if "-h" not in argv and "--help" not in argv and not config_path:
         raise ConfigError("--config is required: the study's YAML file (e.g. recipes/configs/demo.yaml)")
-    early = precheck([StudyArguments], argv, prog="llmdiet study", strict=True)
+    early = precheck([StudyArguments], argv, prog="llmdiet study")
     from llmdiet.study.config import load_study_config
 
     if config_path:  # the YAML's own checks answer before transformers (and torch) load: ~0.3 s, not ~4 s
-        load_study_config(config_path, early.get("study_dir"))
+        load_study_config(config_path, early.get("output_dir"))
     (args,) = parse_config(
         [StudyArguments],
         argv,
         prog="llmdiet study",
         description="The study from one YAML (--config FILE): distill, quantize, evaluate, "
         "compare; resumable, job by job.",
+        config_help="The study's YAML file (required; e.g. recipes/configs/demo.yaml).",
     )
-    from llmdiet.study.jobs import build_plan, run_all
+    from llmdiet.study.plan import build_plan
     from llmdiet.study.report import write_report
+    from llmdiet.study.runners import run_all
 
-    cfg = load_study_config(str(config_path), args.study_dir)
+    cfg = load_study_config(str(config_path), args.output_dir)
     plan = build_plan(cfg)
     if args.list:
         print(plan_json(plan) if args.json else list_jobs(plan))

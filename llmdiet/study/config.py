@@ -47,7 +47,7 @@ class EvalSettings:
     in_domain: list[str] = field(
         default_factory=lambda: ["pgv-en-fr"],
         metadata={
-            "help": "In-domain eval sets (names under llmdiet/evaluation/sets/ or files): every one is a decision set of the "
+            "help": "In-domain eval sets (names under eval_sets/ or files): every one is a decision set of the "
             "verdict; the first one also gives the speed figures, the bit sweep's default set and the plots."
         },
     )
@@ -432,7 +432,7 @@ def load_study_config(path: str | Path, study_dir: str | None = None) -> StudyCo
         raise ConfigError(f"{path}: seed: expected an integer, got {seed!r}")
     study_dir = study_dir or data.get("study_dir")
     if not study_dir:
-        raise ConfigError(f"{path}: study_dir: required (where the jobs write), or pass --study_dir")
+        raise ConfigError(f"{path}: study_dir: required (where the jobs write), or pass --output_dir")
     return StudyConfig(
         path=path,
         study_dir=str(study_dir),

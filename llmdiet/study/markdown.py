@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llmdiet.study.jobs import TEACHER, VANILLA
+from llmdiet.study.plan import TEACHER, VANILLA
 
 
 def _f(value, digits: int = 2, suffix: str = "") -> str:

@@ -17,7 +17,8 @@ from typing import Any
 from llmdiet.evaluation.reports import MB, size_mb  # MB = 10^6 bytes, as in llmdiet eval
 from llmdiet.quantize.registry import METHODS as QUANTIZE_METHODS
 from llmdiet.quantize.registry import missing_libraries
-from llmdiet.study.jobs import TEACHER, VANILLA, StudyPlan, status
+from llmdiet.study.plan import TEACHER, VANILLA, StudyPlan
+from llmdiet.study.state import status
 
 logger = logging.getLogger(__name__)
 

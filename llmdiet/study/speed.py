@@ -73,7 +73,7 @@ def run_speed(plan, job) -> dict:
     """Run (or resume) every (round, model) measurement of the study."""
     from llmdiet.engines import GenerationSettings, detect_backend, load_backend
     from llmdiet.evaluation.eval_sets import resolve_eval_set
-    from llmdiet.study.jobs import eval_device
+    from llmdiet.study.plan import eval_device
 
     cfg, ev = plan.config, plan.config.eval
     job.out.mkdir(parents=True, exist_ok=True)
