@@ -216,7 +216,7 @@ def _merge_repeated_lists(argv: list[str], dataclass_types: Sequence[Any]) -> li
             continue
         hints = typing.get_type_hints(dc)
         for f in fields(dc):
-            if typing.get_origin(_field_kind(hints[f.name])) is list:
+            if typing.get_origin(unwrap_optional(hints[f.name])) is list:
                 spellings = (f"--{f.name}", f"--{f.name.replace('_', '-')}")
                 if sum(a.split("=", 1)[0] in spellings for a in argv) > 1:
                     argv = merge_repeated_option(argv, spellings)
@@ -306,13 +306,14 @@ def _to_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
 
 
-def _field_kind(hint):
+def unwrap_optional(hint):
+    """``Optional[X]`` / ``X | None`` -> X (any other type unchanged): the one place this is worked out."""
     import types
     import typing
 
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, getattr(types, "UnionType", None)):
-        hint = next(a for a in args if a is not type(None))
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, getattr(types, "UnionType", None)) and len(args) == 1:
+        return args[0]
     return hint
 
 
@@ -326,7 +327,7 @@ def add_dataclass_arguments(group, dc, with_help: bool = True) -> None:
     for f in fields(dc):
         if not f.init:
             continue
-        kind = _field_kind(hints[f.name])
+        kind = unwrap_optional(hints[f.name])
         options: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
         if "choices" in f.metadata:
             options["choices"] = f.metadata["choices"]
@@ -453,12 +454,7 @@ def precheck(
 
 def _scalar_kind(hint):
     """int/float/bool/str of a field type (``Optional[int]`` -> int), or None for anything else."""
-    import types
-    import typing
-
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) in (typing.Union, getattr(types, "UnionType", None)):
-        hint = args[0] if len(args) == 1 else None
+    hint = unwrap_optional(hint)
     return hint if hint in (int, float, bool, str) else None
 
 

@@ -45,3 +45,7 @@ REFERENCE_DEV_START = 12_000
 
 # kd's token divergences (llmdiet.distill.losses.token_divergence implements each one)
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl")
+
+# the metrics every eval run reports, and the sacreBLEU ones the bootstrap statistics resample
+SCORED_METRICS = ("bleu", "chrf", "rougeL")
+BOOTSTRAP_METRICS = ("bleu", "chrf")

@@ -62,6 +62,42 @@ def _table(rows: list[list[Any]], headers: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _evaluation_section(results: list[dict] | None) -> list[str]:
+    if not results:
+        return ["## Evaluation", "", "Not evaluated yet: `llmdiet eval --model <this directory> --eval_set ...`", ""]
+    rows = [
+        [
+            r["set"],
+            f"{r['bleu']:.2f}",
+            f"{r['chrf']:.2f}",
+            f"{r['rougeL']:.2f}" if r.get("rougeL") is not None else "",
+            r.get("source", ""),
+        ]
+        for r in results
+    ]
+    return [
+        "## Evaluation",
+        "",
+        _table(rows, ["eval set", "BLEU", "chrF", "ROUGE-L", "from"]),
+        "",
+        "BLEU and chrF: sacrebleu defaults; ROUGE-L: rouge_score with llmdiet's Unicode word tokenizer.",
+        "",
+    ]
+
+
+def _provenance_section(provenance: dict) -> list[str]:
+    hardware = provenance.get("hardware", {})
+    libs = provenance.get("libraries", {})
+    rows = [
+        ["git sha", provenance.get("git_sha")],
+        ["date", provenance.get("date")],
+        ["seed", provenance.get("seed")],
+        ["hardware", hardware.get("cpu") or hardware.get("machine")],
+        ["libraries", ", ".join(f"{k} {v}" for k, v in libs.items() if v)],
+    ]
+    return ["## Provenance", "", _table(rows, ["what", "value"]), ""]
+
+
 def write_model_card(
     out: str | Path,
     *,
@@ -100,46 +136,10 @@ def write_model_card(
         body += [f"> {DEMO_BANNER}", ""]
     body += ["## How it was made", "", how, "", "```bash", command, "```", ""]
     body += ["## Size", "", _table([[k, v] for k, v in size.items() if v is not None], ["quantity", "value"]), ""]
-    if results:
-        rows = [
-            [
-                r["set"],
-                f"{r['bleu']:.2f}",
-                f"{r['chrf']:.2f}",
-                f"{r['rougeL']:.2f}" if r.get("rougeL") is not None else "",
-                r.get("source", ""),
-            ]
-            for r in results
-        ]
-        body += [
-            "## Evaluation",
-            "",
-            _table(rows, ["eval set", "BLEU", "chrF", "ROUGE-L", "from"]),
-            "",
-            "BLEU and chrF: sacrebleu defaults; ROUGE-L: rouge_score with llmdiet's Unicode word tokenizer.",
-            "",
-        ]
-    else:
-        body += ["## Evaluation", "", "Not evaluated yet: `llmdiet eval --model <this directory> --eval_set ...`", ""]
+    body += _evaluation_section(results)
     if loading:
         body += ["## Use", "", loading, ""]
-    hardware = provenance.get("hardware", {})
-    libs = provenance.get("libraries", {})
-    body += [
-        "## Provenance",
-        "",
-        _table(
-            [
-                ["git sha", provenance.get("git_sha")],
-                ["date", provenance.get("date")],
-                ["seed", provenance.get("seed")],
-                ["hardware", hardware.get("cpu") or hardware.get("machine")],
-                ["libraries", ", ".join(f"{k} {v}" for k, v in libs.items() if v)],
-            ],
-            ["what", "value"],
-        ),
-        "",
-    ]
+    body += _provenance_section(provenance)
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
     path = Path(out) / CARD_FILE
     card.save(path)

@@ -124,6 +124,27 @@ def build_tokenizer(family: str, directory: Path):
     return tok
 
 
+def _t5_config(family: str, vocab: int, d: int, layers: int, heads: int, tok):
+    from transformers import AutoConfig
+
+    return AutoConfig.for_model(
+        family,
+        vocab_size=(vocab + 7) // 8 * 8,
+        d_model=d,
+        d_ff=2 * d,
+        d_kv=d // heads,
+        num_layers=layers,
+        num_decoder_layers=layers,
+        num_heads=heads,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        dropout_rate=0.0,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.pad_token_id,
+    )
+
+
 def build_config(family: str, role: str, tok):
     """A tiny config of ``family`` for ``role`` ('teacher' or 'student') that matches ``tok``'s special ids."""
     from transformers import AutoConfig
@@ -134,22 +155,7 @@ def build_config(family: str, role: str, tok):
     if family == "m2m100":  # as released: the vocabulary, then the language tokens, then 8 "madeup" words
         vocab = max(vocab, 1 + max(tok.lang_token_to_id.values())) + getattr(tok, "num_madeup_words", 8)
     if family in ("t5", "mt5"):
-        return AutoConfig.for_model(
-            family,
-            vocab_size=(vocab + 7) // 8 * 8,
-            d_model=d,
-            d_ff=2 * d,
-            d_kv=d // heads,
-            num_layers=layers,
-            num_decoder_layers=layers,
-            num_heads=heads,
-            feed_forward_proj="gated-gelu",
-            tie_word_embeddings=False,
-            dropout_rate=0.0,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id,
-            decoder_start_token_id=tok.pad_token_id,
-        )
+        return _t5_config(family, vocab, d, layers, heads, tok)
     common = dict(
         vocab_size=vocab,
         d_model=d,

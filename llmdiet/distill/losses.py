@@ -12,6 +12,7 @@ Softmaxes and KL are computed in float32 even when the models run in bfloat16.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,16 +142,30 @@ def distillation_loss(
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+
+    def kd_sum(s_valid: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return token_divergence(s_valid, teacher_logits[mask], divergence, temperature, jsd_beta, skew_alpha).sum()
+
+    return _kd_plus_ce(student_logits, labels, alpha, temperature, num_valid_tokens, label_smoothing, kd_sum)
+
+
+def _kd_plus_ce(
+    student_logits: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float,
+    temperature: float,
+    num_valid_tokens: int | torch.Tensor | None,
+    label_smoothing: float,
+    kd_sum: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> DistillationLoss:
+    """``alpha * T^2 * KD + (1 - alpha) * CE`` over the target tokens (``labels != -100``), both divided by the
+    same token count; ``kd_sum(student_logits_valid, mask)`` is the KD term summed over those tokens (not called
+    when alpha is 0). Shared by the full-vocabulary and the cached top-k losses."""
     mask, count = _valid_positions(labels)
     denom = _denominator(count, num_valid_tokens)
     s_valid = student_logits[mask]  # (N, V): select first, then softmax (memory)
     ce = F.cross_entropy(s_valid.float(), labels[mask], reduction="sum", label_smoothing=label_smoothing) / denom
-    if alpha > 0:
-        kd = (
-            token_divergence(s_valid, teacher_logits[mask], divergence, temperature, jsd_beta, skew_alpha).sum() / denom
-        )
-    else:
-        kd = torch.zeros((), device=ce.device)
+    kd = kd_sum(s_valid, mask) / denom if alpha > 0 else torch.zeros((), device=ce.device)
     loss = alpha * temperature**2 * kd + (1.0 - alpha) * ce
     return DistillationLoss(loss=loss, ce=ce.detach(), kd=kd.detach(), num_tokens=count)
 
@@ -210,17 +225,13 @@ def topk_distillation_loss(
     (k+1) categories of :func:`topk_categories` and ``divergence`` (any of :data:`DIVERGENCES`) is computed
     between them, as ``distillation_loss`` does on the full vocabulary. With k = V the two losses are equal.
     """
-    mask, count = _valid_positions(labels)
-    denom = _denominator(count, num_valid_tokens)
-    s_valid = student_logits[mask].float()
-    ce = F.cross_entropy(s_valid, labels[mask], reduction="sum", label_smoothing=label_smoothing) / denom
-    if alpha > 0:
-        s_all, t_all = topk_categories(s_valid, teacher_topk_ids[mask], teacher_topk_logprobs[mask], temperature)
-        kd = divergence_from_logprobs(s_all, t_all, divergence, jsd_beta, skew_alpha).sum() / denom
-    else:
-        kd = torch.zeros((), device=ce.device)
-    loss = alpha * temperature**2 * kd + (1.0 - alpha) * ce
-    return DistillationLoss(loss=loss, ce=ce.detach(), kd=kd.detach(), num_tokens=count)
+
+    def kd_sum(s_valid: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        ids, logprobs = teacher_topk_ids[mask], teacher_topk_logprobs[mask]
+        s_all, t_all = topk_categories(s_valid.float(), ids, logprobs, temperature)
+        return divergence_from_logprobs(s_all, t_all, divergence, jsd_beta, skew_alpha).sum()
+
+    return _kd_plus_ce(student_logits, labels, alpha, temperature, num_valid_tokens, label_smoothing, kd_sum)
 
 
 def dkd_loss(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from llmdiet.config import ConfigError
-from llmdiet.constants import REFERENCE_PREFIX
+from llmdiet.constants import REFERENCE_PREFIX, SCORED_METRICS
 from llmdiet.data import ParallelRow, SkipReport, read_hub_dataset, read_parallel_file, take_rows, tokenize_rows
 from llmdiet.distill.card import plot_loss_curve, write_student_card
 from llmdiet.distill.methods import get_method
@@ -356,7 +356,7 @@ def build_compute_metrics(tokenizer: Any, references: list[str]) -> Any:
         if len(hyps) != len(references):
             raise RuntimeError(f"{len(hyps)} eval predictions for {len(references)} references")
         scores = corpus_scores(hyps, references)
-        return {k: round(scores[k], 4) for k in ("bleu", "chrf", "rougeL")}
+        return {k: round(scores[k], 4) for k in SCORED_METRICS}
 
     return compute_metrics
 

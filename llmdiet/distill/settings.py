@@ -29,6 +29,7 @@ from llmdiet.constants import (
     REFERENCE_STUDENT,
     REFERENCE_TEACHER,
     REFERENCE_TRAIN_ROWS,
+    SCORED_METRICS,
 )
 from llmdiet.distill.methods import (
     check_given_flags,
@@ -326,7 +327,7 @@ class DataArguments:
 
 # ----------------------------------------------------------------------------- the Trainer's flags
 
-GENERATION_METRICS = ("bleu", "chrf", "rougeL", "eval_bleu", "eval_chrf", "eval_rougeL")
+GENERATION_METRICS = (*SCORED_METRICS, *(f"eval_{m}" for m in SCORED_METRICS))
 
 
 def check_training_values(values: dict) -> None:

@@ -99,7 +99,6 @@ class SpeculativeDecoder:
         t_state = teacher.start(input_ids, attention_mask, capacity)
         d_state = draft.start(input_ids, attention_mask, capacity)
         batch, device = t_state.batch, t_state.device
-        pad = torch.full((batch,), teacher.pad_id, dtype=torch.long, device=device)
         eos = torch.tensor(teacher.eos_ids, device=device) if teacher.eos_ids else None
         seq = torch.full((batch, 1), teacher.start_id, dtype=torch.long, device=device)
         unfinished = torch.ones(batch, dtype=torch.bool, device=device)
@@ -107,52 +106,64 @@ class SpeculativeDecoder:
         while seq.shape[1] - 1 < max_new_tokens and bool(unfinished.any()):
             generated = seq.shape[1] - 1
             k_round = min(k, max_new_tokens - generated - 1)  # a round adds up to k+1 tokens
-            proposals = []
-            if k_round > 0:  # the draft catches up on the tokens it has not seen, then proposes greedily
-                feed = seq[:, d_state.length :]
-                for j in range(k_round):
-                    logits = draft.forward(d_state, feed)[:, -1, :]
-                    if eos is not None and generated + j < min_new_tokens:
-                        logits[:, eos] = -float("inf")
-                    proposal = torch.argmax(logits, dim=-1)
-                    if oracle is not None:
-                        proposal = oracle(proposal, generated + j)
-                    proposals.append(proposal)
-                    feed = proposal[:, None]
+            banned = max(0, min_new_tokens - generated)  # leading positions where EOS is not allowed yet
+            proposals = self._propose(d_state, seq, k_round, eos, banned, oracle, generated)
             chunk = torch.cat([seq[:, -1:], *(p[:, None] for p in proposals)], dim=1)  # (batch, k_round + 1)
             logits = teacher.forward(t_state, chunk)
             self.stats["teacher_forwards"] += 1
             self.stats["row_forwards"] += batch
-            if eos is not None and generated < min_new_tokens:
-                masked = max(0, min(k_round + 1, min_new_tokens - generated))
-                logits[:, :masked, eos] = -float("inf")
+            if eos is not None and banned:
+                logits[:, : min(k_round + 1, banned), eos] = -float("inf")
             chosen = torch.argmax(logits, dim=-1)  # the teacher's greedy token at each chunk position
-            # per row: how many leading proposals the teacher agrees with; finished rows do not constrain
-            if k_round:
-                agree = (chosen[:, :k_round] == torch.stack(proposals, dim=1)).long().cumprod(dim=1).sum(dim=1)
-                if accept is not None:
-                    agree = accept(k_round, batch).to(device)
-                # a row whose accepted run reaches EOS is done: what follows does not constrain the others
-                accepted = int(torch.where(unfinished & ~self._ends_within(chosen, agree, eos), agree, k_round).min())
-            else:
-                accepted = 0
+            accepted = self._accepted(chosen, proposals, k_round, unfinished, eos, accept, batch)
             self.stats["proposed"] += k_round
             self.stats["accepted"] += accepted
-            new = chosen[:, : accepted + 1]  # the accepted proposals (equal to the teacher's) + the teacher's next
-            for j in range(new.shape[1]):
-                token = torch.where(unfinished, new[:, j], pad)
-                seq = torch.cat([seq, token[:, None]], dim=1)
-                if on_token is not None:
-                    on_token(seq.shape[1] - 2)
-                if eos is not None:
-                    unfinished &= ~torch.isin(token, eos)
-                    if not bool(unfinished.any()):  # generate stops here: no trailing padding column
-                        break
+            # the accepted proposals (equal to the teacher's) + the teacher's next token
+            seq = self._append(seq, chosen[:, : accepted + 1], unfinished, eos, on_token)
             t_state.length = seq.shape[1] - 1  # the last token is fed in the next round
             d_state.length = min(d_state.length, seq.shape[1] - 1)
             k = min(self.max_lookahead, k + 2) if k_round and accepted == k_round else max(1, k - 1)
         self.stats["generated"] += int((seq[:, 1:] != teacher.pad_id).sum()) if batch else 0
         self.stats["sequences"] += batch
+        return seq
+
+    def _propose(self, d_state, seq, k_round: int, eos, banned: int, oracle, generated: int) -> list[torch.Tensor]:
+        """The draft catches up on the tokens it has not seen, then proposes ``k_round`` tokens greedily."""
+        proposals: list[torch.Tensor] = []
+        feed = seq[:, d_state.length :]
+        for j in range(k_round):
+            logits = self.draft.forward(d_state, feed)[:, -1, :]
+            if eos is not None and j < banned:
+                logits[:, eos] = -float("inf")
+            proposal = torch.argmax(logits, dim=-1)
+            if oracle is not None:
+                proposal = oracle(proposal, generated + j)
+            proposals.append(proposal)
+            feed = proposal[:, None]
+        return proposals
+
+    def _accepted(self, chosen, proposals, k_round: int, unfinished, eos, accept, batch: int) -> int:
+        """How many leading proposals every unfinished row agrees with (finished rows do not constrain)."""
+        if not k_round:
+            return 0
+        agree = (chosen[:, :k_round] == torch.stack(proposals, dim=1)).long().cumprod(dim=1).sum(dim=1)
+        if accept is not None:
+            agree = accept(k_round, batch).to(chosen.device)
+        # a row whose accepted run reaches EOS is done: what follows does not constrain the others
+        return int(torch.where(unfinished & ~self._ends_within(chosen, agree, eos), agree, k_round).min())
+
+    def _append(self, seq, new, unfinished, eos, on_token):
+        """``seq`` with the ``new`` columns (padding for finished rows); ``unfinished`` is updated in place."""
+        pad = torch.full_like(unfinished, self.teacher.pad_id, dtype=torch.long)
+        for j in range(new.shape[1]):
+            token = torch.where(unfinished, new[:, j], pad)
+            seq = torch.cat([seq, token[:, None]], dim=1)
+            if on_token is not None:
+                on_token(seq.shape[1] - 2)
+            if eos is not None:
+                unfinished &= ~torch.isin(token, eos)
+                if not bool(unfinished.any()):  # generate stops here: no trailing padding column
+                    break
         return seq
 
     @staticmethod

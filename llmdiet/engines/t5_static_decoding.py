@@ -200,28 +200,9 @@ class StaticCacheT5Decoder:
             self_bias = self_bias.masked_fill(causal, torch.finfo(dtype).min)
         hidden = decoder.embed_tokens(tokens)
         for i, block in enumerate(decoder.block):
-            layer_sa, layer_ca, layer_ff = block.layer[0], block.layer[1], block.layer[2]
-            attention = layer_sa.SelfAttention
-            normed = layer_sa.layer_norm(hidden)
+            layer_ca, layer_ff = block.layer[1], block.layer[2]
             qkv, wi = self.fused[i] if self.fused else (None, None)
-            if qkv is not None:
-                q, k, v = (self._heads(x, batch) for x in qkv(normed).split(self.inner, dim=-1))
-            else:
-                q = self._heads(attention.q(normed), batch)
-                k = self._heads(attention.k(normed), batch)
-                v = self._heads(attention.v(normed), batch)
-            if len(state.keys) == i:
-                state.keys.append(k.new_empty((batch, self.n_heads, state.capacity, self.d_kv)))
-                state.values.append(v.new_empty((batch, self.n_heads, state.capacity, self.d_kv)))
-            if n == 1:
-                state.keys[i][:, :, pos] = k[:, :, 0]
-                state.values[i][:, :, pos] = v[:, :, 0]
-            else:
-                state.keys[i][:, :, pos:end] = k
-                state.values[i][:, :, pos:end] = v
-            context = self._attend(q, state.keys[i][:, :, :end], state.values[i][:, :, :end], self_bias)
-            hidden = hidden + attention.o(context.transpose(1, 2).contiguous().view(batch, -1, self.inner))
-
+            hidden = hidden + self._self_attention(i, block.layer[0], hidden, state, self_bias, qkv)
             attention = layer_ca.EncDecAttention
             q = self._heads(attention.q(layer_ca.layer_norm(hidden)), batch)
             context = self._attend(q, state.cross[i][0], state.cross[i][1], state.cross_bias)
@@ -232,6 +213,30 @@ class StaticCacheT5Decoder:
             hidden = hidden * self.scale
         state.length = end
         return self.model.lm_head(hidden).to(dtype=torch.float32)
+
+    def _self_attention(self, i: int, layer_sa, hidden, state: DecoderState, self_bias, qkv) -> torch.Tensor:
+        """Layer ``i``'s self-attention output for the new positions; their keys and values go into the cache."""
+        batch, n, pos = state.batch, hidden.shape[1], state.length
+        end = pos + n
+        attention = layer_sa.SelfAttention
+        normed = layer_sa.layer_norm(hidden)
+        if qkv is not None:
+            q, k, v = (self._heads(x, batch) for x in qkv(normed).split(self.inner, dim=-1))
+        else:
+            q = self._heads(attention.q(normed), batch)
+            k = self._heads(attention.k(normed), batch)
+            v = self._heads(attention.v(normed), batch)
+        if len(state.keys) == i:
+            state.keys.append(k.new_empty((batch, self.n_heads, state.capacity, self.d_kv)))
+            state.values.append(v.new_empty((batch, self.n_heads, state.capacity, self.d_kv)))
+        if n == 1:
+            state.keys[i][:, :, pos] = k[:, :, 0]
+            state.values[i][:, :, pos] = v[:, :, 0]
+        else:
+            state.keys[i][:, :, pos:end] = k
+            state.values[i][:, :, pos:end] = v
+        context = self._attend(q, state.keys[i][:, :, :end], state.values[i][:, :, :end], self_bias)
+        return attention.o(context.transpose(1, 2).contiguous().view(batch, -1, self.inner))
 
     @torch.inference_mode()
     def generate(

@@ -168,6 +168,56 @@ def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
+class _BatchClock:
+    """Times each batch: its latency, its first token (engines that report it) and the time per later token."""
+
+    def __init__(self, backend: TranslationBackend):
+        self.backend = backend
+        self.on_gpu = _cuda_device(backend)
+        self.hook = "on_first_token" in inspect.signature(backend.translate).parameters
+        self.latencies: list[float] = []
+        self.first_tokens: list[float | None] = []
+        self.per_token: list[float] = []
+
+    def warm_up(self, batches: list[list[str]], settings: GenerationSettings) -> float:
+        """Run ``batches`` untimed (first-call costs); seconds spent. GPU peak memory counts from here on."""
+        import torch
+
+        start = time.perf_counter()
+        for batch in batches:
+            self.backend.translate(batch, settings)
+        if self.on_gpu:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        return time.perf_counter() - start
+
+    def translate(self, batch: list[str], settings: GenerationSettings) -> list[Translation]:
+        import torch
+
+        first: list[float] = []
+        t0 = time.perf_counter()
+        if self.hook:
+            out = self.backend.translate(
+                batch,
+                settings,
+                on_first_token=lambda first=first: first.append(time.perf_counter()) if not first else None,
+            )
+        else:
+            out = self.backend.translate(batch, settings)
+        if self.on_gpu:
+            torch.cuda.synchronize()
+        self.latencies.append(time.perf_counter() - t0)
+        self.first_tokens.append(first[0] - t0 if first else None)
+        longest = max((t.generated_tokens for t in out), default=0)
+        if first and longest > 1:
+            self.per_token.append((self.latencies[-1] - (first[0] - t0)) / (longest - 1))
+        if len(out) != len(batch):
+            raise RuntimeError(
+                f"backend {self.backend.name} returned {len(out)} translations for a batch of {len(batch)}"
+            )
+        return out
+
+
 def generate_all(
     backend: TranslationBackend,
     sources: list[str],
@@ -183,51 +233,18 @@ def generate_all(
     import torch
     from tqdm.auto import tqdm
 
-    if sort_by_length:
-        lengths, sorted_by = source_lengths(backend, sources)
-    else:
-        lengths, sorted_by = [0] * len(sources), "none"
+    lengths, sorted_by = source_lengths(backend, sources) if sort_by_length else ([0] * len(sources), "none")
     batches = plan_batches(lengths, batch_size, sort_by_length)
-    on_gpu = _cuda_device(backend)
+    clock = _BatchClock(backend)
     results: list[Translation | None] = [None] * len(sources)
-    latencies: list[float] = []
-    first_tokens: list[float | None] = []
-    per_token: list[float] = []
-    hook = "on_first_token" in inspect.signature(backend.translate).parameters
 
     with PeakRSSMonitor() as rss:
-        warm_start = time.perf_counter()
-        for batch in batches[: max(0, warmup_batches)]:
-            backend.translate([sources[i] for i in batch], settings)
-        if on_gpu:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        warmup_s = time.perf_counter() - warm_start
+        warmup_s = clock.warm_up([[sources[i] for i in b] for b in batches[: max(0, warmup_batches)]], settings)
 
         bar = tqdm(total=len(sources), desc="translating", unit="sent", disable=not progress, leave=False)
         start = time.perf_counter()
         for batch in batches:
-            first: list[float] = []
-            t0 = time.perf_counter()
-            if hook:
-                out = backend.translate(
-                    [sources[i] for i in batch],
-                    settings,
-                    on_first_token=lambda first=first: first.append(time.perf_counter()) if not first else None,
-                )
-            else:
-                out = backend.translate([sources[i] for i in batch], settings)
-            if on_gpu:
-                torch.cuda.synchronize()
-            latencies.append(time.perf_counter() - t0)
-            first_tokens.append(first[0] - t0 if first else None)
-            longest = max((t.generated_tokens for t in out), default=0)
-            if first and longest > 1:
-                per_token.append((latencies[-1] - (first[0] - t0)) / (longest - 1))
-            if len(out) != len(batch):
-                raise RuntimeError(
-                    f"backend {backend.name} returned {len(out)} translations for a batch of {len(batch)}"
-                )
+            out = clock.translate([sources[i] for i in batch], settings)
             for i, translation in zip(batch, out):
                 results[i] = translation
             if on_batch is not None:
@@ -235,8 +252,8 @@ def generate_all(
             bar.update(len(batch))
         wall = time.perf_counter() - start
         bar.close()
-    peak_gpu = int(torch.cuda.max_memory_allocated()) if on_gpu else None
-
+    peak_gpu = int(torch.cuda.max_memory_allocated()) if clock.on_gpu else None
+    latencies, first_tokens = clock.latencies, clock.first_tokens
     tokens = sum(t.generated_tokens for t in results if t is not None)
     return GenerationResult(
         translations=results,  # type: ignore[arg-type]
@@ -260,5 +277,5 @@ def generate_all(
         lifetime_peak_rss_bytes=lifetime_peak_rss_bytes(),
         first_token_latencies_s=first_tokens,
         first_token_p50_s=_percentile([f for f in first_tokens if f is not None], 50),
-        per_token_latency_p50_s=_percentile(per_token, 50),
+        per_token_latency_p50_s=_percentile(clock.per_token, 50),
     )

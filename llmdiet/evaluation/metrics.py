@@ -23,11 +23,21 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Literal
+from typing import Any, Literal
 
 from rouge_score import rouge_scorer
 from rouge_score.tokenizers import Tokenizer
 from sacrebleu.metrics import BLEU, CHRF
+
+from llmdiet.constants import BOOTSTRAP_METRICS, SCORED_METRICS
+
+
+def sacrebleu_metric(name: str) -> Any:
+    """sacreBLEU's scorer for ``name`` with its default settings (the ones every llmdiet score uses)."""
+    if name not in BOOTSTRAP_METRICS:
+        raise ValueError(f"unknown metric '{name}' (bleu or chrf)")
+    return BLEU() if name == "bleu" else CHRF()
+
 
 ROUGE_TOKENIZER_NAME = "unicode-words-v1 (NFC, lowercase, regex \\w+ over Unicode, no stemming)"
 
@@ -175,7 +185,7 @@ def generated_ids(predictions, pad_token_id: int) -> list[list[int]]:
     return np.where(array < 0, pad_token_id, array).astype(np.int64).tolist()
 
 
-def seq2seq_compute_metrics(tokenizer, metric_names=("bleu", "chrf", "rougeL")):
+def seq2seq_compute_metrics(tokenizer, metric_names=SCORED_METRICS):
     """A ``compute_metrics`` for a user's own ``Seq2SeqTrainer(predict_with_generate=True)`` built on the
     ``evaluate`` modules above (references decoded from the labels: pass raw strings where you have them)."""
     import evaluate

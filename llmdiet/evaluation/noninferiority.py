@@ -30,21 +30,16 @@ from statistics import NormalDist
 
 import numpy as np
 
-METRICS = ("bleu", "chrf")
+from llmdiet.constants import BOOTSTRAP_METRICS
+from llmdiet.evaluation.metrics import sacrebleu_metric
+
+METRICS = BOOTSTRAP_METRICS
 LABELS = ("non-inferior", "inferior", "inconclusive")
-
-
-def _metric(name: str):
-    from sacrebleu.metrics import BLEU, CHRF
-
-    if name not in METRICS:
-        raise ValueError(f"unknown metric '{name}' (bleu or chrf)")
-    return BLEU() if name == "bleu" else CHRF()
 
 
 def signature(metric: str) -> str:
     """sacreBLEU's signature of the metric as scored here (default BLEU() / CHRF() settings)."""
-    scorer = _metric(metric)
+    scorer = sacrebleu_metric(metric)
     from llmdiet.evaluation.metrics import SIGNATURE_SUFFIX
 
     scorer.corpus_score(["a"], [["a"]])  # sacreBLEU fills the signature's reference count when it scores
@@ -66,7 +61,9 @@ def sentence_statistics(hypotheses: list[str], references: list[str], metric: st
         raise ValueError("no sentences to score")
     from llmdiet.evaluation.metrics import normalize
 
-    stats = _metric(metric)._extract_corpus_statistics(normalize(list(hypotheses)), [normalize(list(references))])
+    stats = sacrebleu_metric(metric)._extract_corpus_statistics(
+        normalize(list(hypotheses)), [normalize(list(references))]
+    )
     return np.asarray(stats, dtype=np.float64)
 
 
@@ -83,7 +80,7 @@ def scores_from_statistics(summed: np.ndarray, metric: str) -> np.ndarray:
             valid = (total > 0).all(axis=-1) & (correct > 0).any(axis=-1)
             return np.where(valid, score, 0.0)
         if metric == "chrf":
-            metric_obj = _metric("chrf")
+            metric_obj = sacrebleu_metric("chrf")
             order, factor, eps = metric_obj.order, metric_obj.beta**2, 1e-16
             hyp, ref, match = s[..., 0 : 3 * order : 3], s[..., 1 : 3 * order : 3], s[..., 2 : 3 * order : 3]
             prec = np.where(hyp > 0, match / hyp, eps)
@@ -209,46 +206,33 @@ def sentences_needed(n: int, summary: dict, alpha_each: float) -> int | None:
     return max(n, math.ceil(n * (z * summary["se"] / distance) ** 2))
 
 
-def noninferiority(
-    baseline: dict[str, list[str]],
+def _set_tests(
+    baseline: list[str],
     candidates: dict[str, dict[str, list[str]]],
-    references: dict[str, list[str]],
-    margins: dict[str, float],
-    alpha: float = 0.05,
-    n_resamples: int = 10_000,
-    seed: int = 12345,
-) -> dict:
-    """Non-inferiority of every candidate against ``baseline`` on the decision sets, with Holm across candidates.
-
-    ``baseline`` and each candidate map set name -> hypotheses; ``references`` set name -> references;
-    ``margins`` metric -> δ (metrics tested: its keys). A candidate is tested on every set it and the baseline
-    share; all (set, metric) pairs must hold (intersection-union). Returns ``{"models": {name: {...}}, "rule":
-    {...}}`` with, per model, the label, the Holm-adjusted p-values and per (set, metric) Δ, its simultaneous
-    interval and p-values.
-    """
-    names = list(candidates)
-    m = max(len(names), 1)
-    metrics = list(margins)
-    level = 1 - 2 * alpha / m  # two-sided simultaneous interval = one-sided alpha/m on each side
-    per_model: dict[str, dict] = {name: {"tests": {}} for name in names}
-    for set_name, refs in references.items():
-        if set_name not in baseline:
+    set_name: str,
+    refs: list[str],
+    metric: str,
+    margin: float,
+    level: float,
+    indices,
+) -> dict[str, dict]:
+    """Δ = candidate − baseline on one (set, metric) for every candidate scored on the set, paired resamples."""
+    base_stats = sentence_statistics(baseline, refs, metric)
+    base_scores = resampled_scores(base_stats, indices, metric)
+    base_score = float(scores_from_statistics(base_stats.sum(0), metric))
+    out = {}
+    for name, hypotheses in candidates.items():
+        if set_name not in hypotheses:
             continue
-        indices = bootstrap_indices(len(refs), n_resamples, seed)
-        for metric in metrics:
-            base_stats = sentence_statistics(baseline[set_name], refs, metric)
-            base_scores = resampled_scores(base_stats, indices, metric)
-            base_score = float(scores_from_statistics(base_stats.sum(0), metric))
-            for name in names:
-                if set_name not in candidates[name]:
-                    continue
-                stats = sentence_statistics(candidates[name][set_name], refs, metric)
-                observed = float(scores_from_statistics(stats.sum(0), metric)) - base_score
-                deltas = resampled_scores(stats, indices, metric) - base_scores
-                summary = delta_summary(observed, deltas, margins[metric], level)
-                summary["sentences"] = len(refs)
-                per_model[name]["tests"][f"{set_name}/{metric}"] = summary
-    tested = [n for n in names if per_model[n]["tests"]]
+        stats = sentence_statistics(hypotheses[set_name], refs, metric)
+        observed = float(scores_from_statistics(stats.sum(0), metric)) - base_score
+        deltas = resampled_scores(stats, indices, metric) - base_scores
+        out[name] = {**delta_summary(observed, deltas, margin, level), "sentences": len(refs)}
+    return out
+
+
+def _label_models(per_model: dict[str, dict], tested: list[str], alpha: float, m: int) -> None:
+    """Each tested model's label under Holm across candidates and intersection-union across its tests."""
     p_ni = [max(t["p_noninferior"] for t in per_model[n]["tests"].values()) for n in tested]
     p_inf = [
         min(1.0, len(per_model[n]["tests"]) * min(t["p_inferior"] for t in per_model[n]["tests"].values()))
@@ -270,6 +254,40 @@ def noninferiority(
             needs = [sentences_needed(t["sentences"], t, alpha / m) for t in entry["tests"].values()]
             known = [x for x in needs if x is not None]
             entry["sentences_needed"] = max(known) if len(known) == len(needs) else None
+
+
+def noninferiority(
+    baseline: dict[str, list[str]],
+    candidates: dict[str, dict[str, list[str]]],
+    references: dict[str, list[str]],
+    margins: dict[str, float],
+    alpha: float = 0.05,
+    n_resamples: int = 10_000,
+    seed: int = 12345,
+) -> dict:
+    """Non-inferiority of every candidate against ``baseline`` on the decision sets, with Holm across candidates.
+
+    ``baseline`` and each candidate map set name -> hypotheses; ``references`` set name -> references;
+    ``margins`` metric -> δ (metrics tested: its keys). A candidate is tested on every set it and the baseline
+    share; all (set, metric) pairs must hold (intersection-union). Returns ``{"models": {name: {...}}, "rule":
+    {...}}`` with, per model, the label, the Holm-adjusted p-values and per (set, metric) Δ, its simultaneous
+    interval and p-values.
+    """
+    names = list(candidates)
+    m = max(len(names), 1)
+    level = 1 - 2 * alpha / m  # two-sided simultaneous interval = one-sided alpha/m on each side
+    per_model: dict[str, dict] = {name: {"tests": {}} for name in names}
+    for set_name, refs in references.items():
+        if set_name in baseline:
+            indices = bootstrap_indices(len(refs), n_resamples, seed)
+            for metric in margins:
+                tests = _set_tests(
+                    baseline[set_name], candidates, set_name, refs, metric, margins[metric], level, indices
+                )
+                for name, summary in tests.items():
+                    per_model[name]["tests"][f"{set_name}/{metric}"] = summary
+    tested = [n for n in names if per_model[n]["tests"]]
+    _label_models(per_model, tested, alpha, m)
     for name in names:
         per_model[name].setdefault("label", "not tested")
     return {

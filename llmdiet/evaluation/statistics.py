@@ -16,6 +16,9 @@ import contextlib
 import os
 from typing import Any
 
+from llmdiet.constants import BOOTSTRAP_METRICS
+from llmdiet.evaluation.metrics import sacrebleu_metric
+
 
 @contextlib.contextmanager
 def _seed(seed: int):
@@ -28,14 +31,6 @@ def _seed(seed: int):
             os.environ.pop("SACREBLEU_SEED", None)
         else:
             os.environ["SACREBLEU_SEED"] = old
-
-
-def _metric(name: str):
-    from sacrebleu.metrics import BLEU, CHRF
-
-    if name not in ("bleu", "chrf"):
-        raise ValueError(f"unknown metric '{name}' (bleu or chrf)")
-    return BLEU() if name == "bleu" else CHRF()
 
 
 def confidence_interval(
@@ -52,7 +47,7 @@ def paired_significance(
     baseline: tuple[str, list[str]],
     systems: list[tuple[str, list[str]]],
     references: list[str],
-    metrics: tuple[str, ...] = ("bleu", "chrf"),
+    metrics: tuple[str, ...] = BOOTSTRAP_METRICS,
     test: str = "bs",
     n_samples: int = 1000,
     seed: int = 12345,
@@ -70,7 +65,7 @@ def paired_significance(
         results: Any
         _, results = PairedTest(
             named,  # type: ignore[arg-type]  # (name, hypotheses) pairs; sacreBLEU's hint is narrower than its use
-            {m: _metric(m) for m in metrics},
+            {m: sacrebleu_metric(m) for m in metrics},
             [list(references)],
             test_type=test,
             n_samples=n_samples,

@@ -69,48 +69,44 @@ def convert_ct2_int8(model_path: str, out: str | Path, tokenizer, model_type: st
 def _marian_starts_from_pad(model_type: str | None):
     """During the conversion, CTranslate2's Marian loader keeps ``<pad>`` and starts the decoder from its embedding
     (see the module docstring), and BART configs without ``normalize_before`` convert as post-norm (BART's own
-    layout); other families convert unchanged."""
+    layout); T5s convert with the output scaling transformers applies; other families convert unchanged."""
     from ctranslate2.converters import transformers as ct2_transformers
 
-    if model_type in T5_FAMILY:  # CTranslate2 reads tie_word_embeddings, which transformers 5 always sets to true
-        name = "MT5Config" if model_type == "mt5" else "T5Config"
-        stock_t5 = ct2_transformers._MODEL_LOADERS.get(name)
-        if stock_t5 is None:
-            yield
-            return
-
-        class ScaleAsTransformers(type(stock_t5)):  # type: ignore[misc]
-            def get_model_spec(self, model):
-                model.config.tie_word_embeddings = t5_scales_decoder_output(model.config)
-                return super().get_model_spec(model)
-
-        ct2_transformers._MODEL_LOADERS[name] = ScaleAsTransformers()
-        try:
-            yield
-        finally:
-            ct2_transformers._MODEL_LOADERS[name] = stock_t5
-        return
-    if model_type == "bart":  # fairseq BART configs say normalize_before: false; transformers' BartConfig may not
-        stock_bart = ct2_transformers._MODEL_LOADERS["BartConfig"]
-
-        class PostNorm(type(stock_bart)):  # type: ignore[misc]
-            def get_model_spec(self, model):
-                model.config.normalize_before = getattr(model.config, "normalize_before", False)
-                return super().get_model_spec(model)
-
-        ct2_transformers._MODEL_LOADERS["BartConfig"] = PostNorm()
-        try:
-            yield
-        finally:
-            ct2_transformers._MODEL_LOADERS["BartConfig"] = stock_bart
-        return
-    if model_type != "marian":
+    name = {"mt5": "MT5Config", "t5": "T5Config", "bart": "BartConfig", "marian": "MarianConfig"}.get(str(model_type))
+    stock = ct2_transformers._MODEL_LOADERS.get(name) if name else None
+    if stock is None:
         yield
         return
+    patch = _t5_loader if model_type in T5_FAMILY else _bart_loader if model_type == "bart" else _marian_loader
+    ct2_transformers._MODEL_LOADERS[name] = patch(type(stock))()
+    try:
+        yield
+    finally:
+        ct2_transformers._MODEL_LOADERS[name] = stock
 
-    stock = ct2_transformers._MODEL_LOADERS["MarianConfig"]
 
-    class StartFromPad(type(stock)):  # type: ignore[misc]
+def _t5_loader(stock: type) -> type:
+    class ScaleAsTransformers(stock):
+        def get_model_spec(self, model):  # CTranslate2 reads tie_word_embeddings, which transformers 5 sets to true
+            model.config.tie_word_embeddings = t5_scales_decoder_output(model.config)
+            return super().get_model_spec(model)
+
+    return ScaleAsTransformers
+
+
+def _bart_loader(stock: type) -> type:
+    class PostNorm(stock):
+        def get_model_spec(self, model):  # fairseq BART configs say normalize_before: false; BartConfig may not
+            model.config.normalize_before = getattr(model.config, "normalize_before", False)
+            return super().get_model_spec(model)
+
+    return PostNorm
+
+
+def _marian_loader(stock: type) -> type:
+    from ctranslate2.converters import transformers as ct2_transformers
+
+    class StartFromPad(stock):
         def get_model_spec(self, model):
             model.config.normalize_before = False
             model.config.normalize_embedding = False
@@ -127,11 +123,7 @@ def _marian_starts_from_pad(model_type: str | None):
         def get_vocabulary(self, model, tokenizer):
             return ct2_transformers.BartLoader.get_vocabulary(self, model, tokenizer)
 
-    ct2_transformers._MODEL_LOADERS["MarianConfig"] = StartFromPad()
-    try:
-        yield
-    finally:
-        ct2_transformers._MODEL_LOADERS["MarianConfig"] = stock
+    return StartFromPad
 
 
 def _decoding_rules(model_path: str, tokenizer, model_type: str | None) -> dict:

@@ -193,6 +193,33 @@ def refuse_quantized_input(model: str) -> None:
     )
 
 
+def _api_options(options: dict, deprecated: dict) -> dict:
+    """``llmdiet.quantize()``'s options with old keyword names renamed (a FutureWarning each) and types checked."""
+    from llmdiet.config import ArgumentTypeError, rename_deprecated_kwargs
+
+    names = {"output_dir", "source_column", "source_prefix", "max_calibration_samples", "overwrite_output_dir"}
+    renamed = rename_deprecated_kwargs("llmdiet.quantize()", deprecated, names)
+    unknown = sorted(set(renamed) - names)
+    if unknown:
+        raise ArgumentTypeError(f"llmdiet.quantize(): unknown option(s) {unknown}")
+    options = {**options, **renamed}
+    checks: list[tuple[str, Any]] = [
+        ("model", (str, Path)),
+        ("method", str),
+        ("output_dir", (str, Path)),
+        ("max_calibration_samples", int),
+        ("seed", int),
+        ("overwrite_output_dir", bool),
+    ]
+    for name, kind in checks:
+        value = options[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ArgumentTypeError(
+                f"llmdiet.quantize(): {name} must be {getattr(kind, '__name__', 'a path')}, got {value!r}"
+            )
+    return options
+
+
 def quantize_model(
     model: str,
     method: str,
@@ -212,37 +239,12 @@ def quantize_model(
     """``llmdiet quantize`` from Python, with its flags' names; returns the artifact record
     (``llmdiet_artifact.json``). ``source_prefix`` None: the T5 prefix for T5-family models, none for others
     ('' = none). The old names (``out``, ``overwrite``, ``calibration_*``) still work, with a FutureWarning."""
+    o = _api_options({k: v for k, v in locals().items() if k != "deprecated"}, deprecated)  # the arguments only
     from llmdiet.artifacts import model_type_of
-    from llmdiet.config import ArgumentTypeError, rename_deprecated_kwargs
     from llmdiet.languages import default_prefix
     from llmdiet.modeling import resolve_model
 
-    names = {"output_dir", "source_column", "source_prefix", "max_calibration_samples", "overwrite_output_dir"}
-    renamed = rename_deprecated_kwargs("llmdiet.quantize()", deprecated, names)
-    unknown = sorted(set(renamed) - names)
-    if unknown:
-        raise ArgumentTypeError(f"llmdiet.quantize(): unknown option(s) {unknown}")
-    output_dir = renamed.get("output_dir", output_dir)
-    source_column = renamed.get("source_column", source_column)
-    source_prefix = renamed.get("source_prefix", source_prefix)
-    max_calibration_samples = renamed.get("max_calibration_samples", max_calibration_samples)
-    overwrite_output_dir = renamed.get("overwrite_output_dir", overwrite_output_dir)
-    checks: list[tuple[str, Any, Any]] = [
-        ("model", model, (str, Path)),
-        ("method", method, str),
-        ("output_dir", output_dir, (str, Path)),
-    ]
-    checks += [
-        ("max_calibration_samples", max_calibration_samples, int),
-        ("seed", seed, int),
-        ("overwrite_output_dir", overwrite_output_dir, bool),
-    ]
-    for name, value, kind in checks:
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ArgumentTypeError(
-                f"llmdiet.quantize(): {name} must be {getattr(kind, '__name__', 'a path')}, got {value!r}"
-            )
-    assert output_dir is not None  # checked above
+    model, output_dir, source_prefix = o["model"], o["output_dir"], o["source_prefix"]
     refuse_quantized_input(resolve_model(str(model)))
     if source_prefix is None:
         source_prefix = default_prefix(model_type_of(resolve_model(str(model))), REFERENCE_PREFIX)
@@ -250,9 +252,9 @@ def quantize_model(
     calibration = CalibrationSpec(
         file=calibration_file,
         dataset=None if calibration_file else REFERENCE_DATASET,
-        source_column=source_column,
+        source_column=o["source_column"],
         prefix=source_prefix,
-        count=max_calibration_samples,
+        count=o["max_calibration_samples"],
     )
     return quantize(
         QuantizeJob(
@@ -263,7 +265,7 @@ def quantize_model(
             per_channel=per_channel,
             calibration=calibration,
             seed=seed,
-            overwrite=overwrite_output_dir,
+            overwrite=o["overwrite_output_dir"],
             tokenizer=tokenizer,
             command=["llmdiet.quantize", str(model), method, str(output_dir)],
         )

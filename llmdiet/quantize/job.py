@@ -129,7 +129,7 @@ def methods_table() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from llmdiet.quantize import CalibrationSpec, QuantizeJob, get_method, quantize
+    from llmdiet.quantize import get_method, quantize
 
     argv = list(sys.argv[1:] if argv is None else argv)
     early = precheck([QuantizeArguments], argv, presets=PRESETS, prog="llmdiet quantize")
@@ -151,15 +151,39 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("--model is required (a hub id, a local directory, or --preset demo)")
     if not args.output_dir:
         raise ConfigError("--output_dir is required")
-    get_method(
-        args.method, args.device
-    )  # unknown method / missing library / wrong device: fail before loading anything
+    get_method(args.method, args.device)  # unknown method / missing library / wrong device: before loading anything
     from llmdiet.demo import DEMO_MODEL_PREFIX
+
+    job = build_job(args, argv)
+    meta = quantize(job)
+    ratio = (
+        f" = {meta['size_ratio']:.3f} x the fp32 checkpoint ({meta['fp32_disk_bytes'] / 1e6:.1f} MB)"
+        if meta["size_ratio"]
+        else ""
+    )
+    print(
+        f"{meta['method']}: wrote {job.out} ({meta['disk_bytes'] / 1e6:.1f} MB on disk{ratio}; "
+        f"{meta['parameters']:,} parameters)"
+    )
+    print(
+        f"evaluate it with: llmdiet eval --model {job.out} --eval_set <set or file> --output_dir runs/eval-{job.out.name}"
+    )
+    if args.model.startswith(DEMO_MODEL_PREFIX):
+        from llmdiet.demo import DEMO_BANNER
+
+        print(DEMO_BANNER)
+    return 0
+
+
+def build_job(args: QuantizeArguments, argv: list[str]):
+    """The QuantizeJob of the command's arguments (a quantized input is refused before anything loads)."""
     from llmdiet.modeling import resolve_model
+    from llmdiet.quantize import CalibrationSpec, QuantizeJob
     from llmdiet.quantize.driver import refuse_quantized_input
 
+    assert args.model and args.method and args.output_dir  # checked by main
     refuse_quantized_input(resolve_model(args.model))
-    job = QuantizeJob(
+    return QuantizeJob(
         model=resolve_model(args.model),
         method=args.method,
         out=Path(args.output_dir.replace("{method}", args.method)),
@@ -183,28 +207,6 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer=args.tokenizer,
         static_keep_float=tuple(x for x in args.static_keep_float if x != "none"),
     )
-    meta = quantize(job)
-    ratio = (
-        f" = {meta['size_ratio']:.3f} x the fp32 checkpoint ({meta['fp32_disk_bytes'] / 1e6:.1f} MB)"
-        if meta["size_ratio"]
-        else ""
-    )
-    print(
-        f"{meta['method']}: wrote {job.out} ({meta['disk_bytes'] / 1e6:.1f} MB on disk{ratio}; "
-        f"{meta['parameters']:,} parameters)"
-    )
-    print(
-        f"evaluate it with: llmdiet eval --model {job.out} --eval_set <set or file> --output_dir runs/eval-{job.out.name}"
-    )
-    if args.model.startswith(DEMO_MODEL_PREFIX):
-        from llmdiet.demo import DEMO_BANNER
-
-        print(DEMO_BANNER)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 def _calibration_prefix(args) -> str:
@@ -216,3 +218,7 @@ def _calibration_prefix(args) -> str:
     from llmdiet.modeling import resolve_model
 
     return default_prefix(model_type_of(resolve_model(args.model)), REFERENCE_PREFIX)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

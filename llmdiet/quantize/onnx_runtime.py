@@ -248,6 +248,46 @@ def record_calibration_feeds(
     return recorder.feeds
 
 
+def _recipe(qconfig, target: str, static: bool, per_channel: bool, keep_float: tuple[str, ...]) -> dict:
+    """The artifact fields that describe how the graphs were quantized."""
+    return {
+        "onnx_files": list(ARTIFACT_ONNX_FILES),
+        "instruction_set": target,
+        "per_channel": per_channel,
+        "quantization": "static int8 (QDQ, MinMax calibration; weight-bearing MatMul/Gather nodes"
+        + (f"; float32: {', '.join(keep_float)})" if keep_float else ")")
+        if static
+        else "dynamic int8 (IntegerOps)",
+        "static_keep_float": list(keep_float) if static else None,
+        "operators_quantized": list(qconfig.operators_to_quantize),
+        "weight_type": qconfig.weights_dtype.name,
+        "activation_type": qconfig.activations_dtype.name,
+    }
+
+
+def _calibrated_ranges(quantizer, qconfig, file_name: str, feeds: list[dict], augmented: Path, external: bool):
+    """MinMax activation ranges of one graph over its recorded calibration feeds (onnx-static-int8)."""
+    from onnxruntime.quantization import CalibrationMethod
+    from optimum.onnxruntime.configuration import CalibrationConfig
+
+    calibration = CalibrationConfig(
+        dataset_name="llmdiet-recorded-feeds",
+        dataset_config_name=file_name,
+        dataset_split="calibration",
+        dataset_num_samples=len(feeds),
+        method=CalibrationMethod.MinMax,
+        moving_average=False,
+    )
+    # ``fit`` only iterates over the dataset: a list of per-example feed dicts works like a Dataset.
+    return quantizer.fit(
+        dataset=feeds,
+        calibration_config=calibration,
+        onnx_augmented_model_name=augmented,
+        operators_to_quantize=qconfig.operators_to_quantize,
+        use_external_data_format=external,
+    )
+
+
 def quantize_onnx(
     model_path: str,
     out: str | Path,
@@ -263,25 +303,12 @@ def quantize_onnx(
     keep_float: tuple[str, ...] = ("wo",),
 ) -> dict:
     """Export and int8-quantize the three graphs into ``out``; returns artifact fields describing the recipe."""
-    from onnxruntime.quantization import CalibrationMethod
     from optimum.onnxruntime import ORTQuantizer
-    from optimum.onnxruntime.configuration import CalibrationConfig
 
     out = Path(out)
+    calibration_limits = (calibration_batch_size, calibration_max_new_tokens)
     qconfig, target = quantization_config(static, per_channel)
-    extra: dict = {
-        "onnx_files": list(ARTIFACT_ONNX_FILES),
-        "instruction_set": target,
-        "per_channel": per_channel,
-        "quantization": "static int8 (QDQ, MinMax calibration; weight-bearing MatMul/Gather nodes"
-        + (f"; float32: {', '.join(keep_float)})" if keep_float else ")")
-        if static
-        else "dynamic int8 (IntegerOps)",
-        "static_keep_float": list(keep_float) if static else None,
-        "operators_quantized": list(qconfig.operators_to_quantize),
-        "weight_type": qconfig.weights_dtype.name,
-        "activation_type": qconfig.activations_dtype.name,
-    }
+    extra = _recipe(qconfig, target, static, per_channel, keep_float)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="llmdiet-onnx-", dir=out) as tmp:
         logger.info("exporting %s to ONNX ...", model_path)
@@ -293,13 +320,7 @@ def quantize_onnx(
                 raise BackendError("onnx-static-int8 needs calibration sources (zero usable rows given)")
             logger.info("calibrating on %d sources (recording encoder/decoder inputs) ...", len(calibration_sources))
             feeds = record_calibration_feeds(
-                export_dir,
-                tokenizer,
-                calibration_sources,
-                calibration_batch_size,
-                calibration_max_new_tokens,
-                max_step_samples,
-                seed,
+                export_dir, tokenizer, calibration_sources, *calibration_limits, max_step_samples, seed
             )
             extra["calibration_feeds"] = {name: len(v) for name, v in feeds.items()}
         for file_name in ONNX_FILES:
@@ -310,21 +331,8 @@ def quantize_onnx(
             if static:
                 qconfig.nodes_to_quantize = weight_nodes(export_dir / file_name, keep_float)
                 extra.setdefault("static_quantized_nodes", {})[file_name] = len(qconfig.nodes_to_quantize)
-                calibration = CalibrationConfig(
-                    dataset_name="llmdiet-recorded-feeds",
-                    dataset_config_name=file_name,
-                    dataset_split="calibration",
-                    dataset_num_samples=len(feeds[file_name]),
-                    method=CalibrationMethod.MinMax,
-                    moving_average=False,
-                )
-                # ``fit`` only iterates over the dataset: a list of per-example feed dicts works like a Dataset.
-                ranges = quantizer.fit(
-                    dataset=feeds.pop(file_name),
-                    calibration_config=calibration,
-                    onnx_augmented_model_name=Path(tmp) / f"augmented_{file_name}",
-                    operators_to_quantize=qconfig.operators_to_quantize,
-                    use_external_data_format=external,
+                ranges = _calibrated_ranges(
+                    quantizer, qconfig, file_name, feeds.pop(file_name), Path(tmp) / f"augmented_{file_name}", external
                 )
             quantizer.quantize(
                 qconfig,

@@ -179,60 +179,15 @@ def check_sweep_settings(out: Path, args: BitSweepArguments, spec) -> None:
 
 
 def run_sweep(args: BitSweepArguments, command=None) -> dict:
-    from llmdiet.modeling import resolve_model
-    from llmdiet.quantize.lowbit import quantize_linears
-
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     points_path = out / "points.jsonl"
-    done, kept = {}, []
-    if points_path.exists():
-        for line in points_path.read_text().splitlines():
-            try:
-                p = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line from a killed run: dropped below
-            done[(p["model"], p["method"], p["bits"])] = p
-            kept.append(line)
-        points_path.write_text("".join(line + "\n" for line in kept))
+    done = _finished_points(points_path)
     spec = resolve_eval_set(args.eval_set)
     rows = spec.load()[: args.max_eval_samples]
     check_sweep_settings(out, args, spec)
-    references = [r.target for r in rows]
     for model_name in args.models:
-        path = resolve_model(model_name)
-        if not Path(path).exists() and model_name.startswith("runs/"):
-            raise ConfigError(f"model '{model_name}' not found: train it first (e.g. llmdiet distill --preset demo)")
-        base, tokenizer = load_seq2seq(path)
-        prefix = default_prefix(base.config.model_type, spec.prefix, args.source_prefix)  # T5's prefix for T5 only
-        sources = [prefix + r.source for r in rows]
-        jobs = [("float", 32)] + [(m, b) for m in args.methods for b in args.bits]
-        calib = None
-        for method, bits in jobs:
-            if (model_name, method, bits) in done:
-                continue
-            model = base if method == "float" else copy.deepcopy(base)
-            if method == "float":
-                size = {"packed_bytes": sum(p.numel() * 4 for p in base.parameters())}
-                size["fp32_bytes"] = size["packed_bytes"]
-            else:
-                if method == "gpfq" and calib is None:
-                    calib = calibration_batches(args, tokenizer, base)
-                size = quantize_linears(model, method, bits, calib if method == "gpfq" else None, args.scale).as_dict()
-            point = {
-                "model": model_name,
-                "method": method,
-                "bits": bits,
-                "parameters": sum(p.numel() for p in base.parameters()),
-                **size,
-                **score(model, tokenizer, sources, references, args),
-            }
-            logger.info("%s %s %d-bit: BLEU %.2f", model_name, method, bits, point["bleu"])
-            with points_path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(point) + "\n")
-            done[(model_name, method, bits)] = point
-            del model
-        del base
+        _sweep_model(args, model_name, spec, rows, points_path, done)
     points = [done[k] for k in done if k[0] in args.models]
     summary = {
         "points": points,
@@ -244,6 +199,59 @@ def run_sweep(args: BitSweepArguments, command=None) -> dict:
     (out / "bit_sweep.md").write_text(markdown(points))
     plot(points, out)
     return summary
+
+
+def _finished_points(points_path: Path) -> dict[tuple, dict]:
+    """The points a killed or earlier run wrote, by (model, method, bits); a torn last line is dropped."""
+    done, kept = {}, []
+    if points_path.exists():
+        for line in points_path.read_text().splitlines():
+            try:
+                p = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line from a killed run: dropped below
+            done[(p["model"], p["method"], p["bits"])] = p
+            kept.append(line)
+        points_path.write_text("".join(line + "\n" for line in kept))
+    return done
+
+
+def _sweep_model(args: BitSweepArguments, model_name: str, spec, rows, points_path: Path, done: dict) -> None:
+    """Every (method, bits) point of one model not yet in ``done``, each appended to points.jsonl as it finishes."""
+    from llmdiet.modeling import resolve_model
+    from llmdiet.quantize.lowbit import quantize_linears
+
+    path = resolve_model(model_name)
+    if not Path(path).exists() and model_name.startswith("runs/"):
+        raise ConfigError(f"model '{model_name}' not found: train it first (e.g. llmdiet distill --preset demo)")
+    base, tokenizer = load_seq2seq(path)
+    prefix = default_prefix(base.config.model_type, spec.prefix, args.source_prefix)  # T5's prefix for T5 only
+    sources, references = [prefix + r.source for r in rows], [r.target for r in rows]
+    calib = None
+    for method, bits in [("float", 32)] + [(m, b) for m in args.methods for b in args.bits]:
+        if (model_name, method, bits) in done:
+            continue
+        model = base if method == "float" else copy.deepcopy(base)
+        if method == "float":
+            size = {"packed_bytes": sum(p.numel() * 4 for p in base.parameters())}
+            size["fp32_bytes"] = size["packed_bytes"]
+        else:
+            if method == "gpfq" and calib is None:
+                calib = calibration_batches(args, tokenizer, base)
+            size = quantize_linears(model, method, bits, calib if method == "gpfq" else None, args.scale).as_dict()
+        point = {
+            "model": model_name,
+            "method": method,
+            "bits": bits,
+            "parameters": sum(p.numel() for p in base.parameters()),
+            **size,
+            **score(model, tokenizer, sources, references, args),
+        }
+        logger.info("%s %s %d-bit: BLEU %.2f", model_name, method, bits, point["bleu"])
+        with points_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(point) + "\n")
+        done[(model_name, method, bits)] = point
+        del model
 
 
 def markdown(points: list[dict]) -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional, TypeVar
 
-from llmdiet.config import ConfigError, check_range, load_yaml
+from llmdiet.config import ConfigError, check_range, load_yaml, unwrap_optional
 
 STUDY_KEYS = (
     "study_dir",
@@ -325,12 +325,7 @@ _T = TypeVar("_T")
 
 def _check_scalar(path: str, section: str, key: str, hint, value) -> None:
     """YAML scalars against the field's type: no true/false for a number, no text for a number or a flag."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    kind = (
-        args[0]
-        if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1
-        else hint
-    )
+    kind = unwrap_optional(hint)
     if value is None:
         return
     if kind in (int, float) and (
@@ -374,26 +369,21 @@ def _section(path: str, name: str, cls: type[_T], values) -> _T:  # cls: a setti
         raise ConfigError(f"{path}: {name}: {err}") from None
 
 
-def load_study_config(path: str | Path, study_dir: str | None = None) -> StudyConfig:
-    """Read and check a study YAML (``study_dir`` overrides the file's)."""
-    path = str(path)
-    data = load_yaml(path)
-    unknown = sorted(set(data) - set(STUDY_KEYS))
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {unknown} (known: {', '.join(STUDY_KEYS)})")
-    for key in ("teacher", "student"):
-        if not isinstance(data.get(key), str) or not data[key]:
-            raise ConfigError(f"{path}: {key}: required (a hub id, a local directory or llmdiet-demo:{key})")
-        name = data[key]
-        meant_local = name.startswith((".", "/", "~")) or name.count("/") > 1  # not a hub id (owner/)name
-        if meant_local and not Path(name).expanduser().exists():
-            raise ConfigError(
-                f"{path}: {key}: {name} does not exist (a local model directory, a hub id "
-                f"owner/name, or llmdiet-demo:{key})"
-            )
-        if Path(name).expanduser().is_dir() and not (Path(name).expanduser() / "config.json").is_file():
-            raise ConfigError(f"{path}: {key}: {name} has no config.json (not a save_pretrained model directory)")
-    alphas = data.get("alphas", [0.0, 0.25, 0.5, 0.75, 1.0])
+def _check_model(path: str, key: str, name) -> None:
+    """``teacher:`` / ``student:``: a hub id, an existing save_pretrained directory, or llmdiet-demo:KEY."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{path}: {key}: required (a hub id, a local directory or llmdiet-demo:{key})")
+    meant_local = name.startswith((".", "/", "~")) or name.count("/") > 1  # not a hub id (owner/)name
+    if meant_local and not Path(name).expanduser().exists():
+        raise ConfigError(
+            f"{path}: {key}: {name} does not exist (a local model directory, a hub id "
+            f"owner/name, or llmdiet-demo:{key})"
+        )
+    if Path(name).expanduser().is_dir() and not (Path(name).expanduser() / "config.json").is_file():
+        raise ConfigError(f"{path}: {key}: {name} has no config.json (not a save_pretrained model directory)")
+
+
+def _alphas(path: str, alphas) -> list:
     if not isinstance(alphas, list) or not all(
         isinstance(a, (int, float)) and not isinstance(a, bool) and 0 <= a <= 1 for a in alphas
     ):
@@ -404,7 +394,11 @@ def load_study_config(path: str | Path, study_dir: str | None = None) -> StudyCo
             f"{path}: alphas: {alphas} give the same student name twice "
             f"({', '.join(sorted({x for x in labels if labels.count(x) > 1}))}); drop one"
         )
-    methods = data.get("methods") or {}
+    return alphas
+
+
+def _methods(path: str, methods) -> dict:
+    """``methods:``: name -> distill flags; names that collide with the study's own models are refused."""
     if not isinstance(methods, dict) or not all(isinstance(v, dict) for v in methods.values()):
         raise ConfigError(f"{path}: methods: expected name: {{distill flag: value, ...}} entries")
     reserved = {"teacher", "student-vanilla"}
@@ -421,6 +415,20 @@ def load_study_config(path: str | Path, study_dir: str | None = None) -> StudyCo
                 f"{path}: methods: name {name!r} collides with a student of the {methods[base].get('method')} "
                 f"method {base!r} (it saves {_students_of(methods[base])} students); rename it"
             )
+    return methods
+
+
+def load_study_config(path: str | Path, study_dir: str | None = None) -> StudyConfig:
+    """Read and check a study YAML (``study_dir`` overrides the file's)."""
+    path = str(path)
+    data = load_yaml(path)
+    unknown = sorted(set(data) - set(STUDY_KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {unknown} (known: {', '.join(STUDY_KEYS)})")
+    for key in ("teacher", "student"):
+        _check_model(path, key, data.get(key))
+    alphas = _alphas(path, data.get("alphas", [0.0, 0.25, 0.5, 0.75, 1.0]))
+    methods = _methods(path, data.get("methods") or {})
     distill = data.get("distill") or {}
     if not isinstance(distill, dict):
         raise ConfigError(f"{path}: distill: expected a mapping of llmdiet distill flag: value")

@@ -241,7 +241,7 @@ def answer(data: dict) -> list[str]:
 def _answer_line(data: dict, family: str) -> str:
     """The answer under the rule (``family`` "teacher") or, beside it, under the other rule ("teacher_other_rule":
     in-domain only when the rule covers every declared set, and the reverse)."""
-    models, st = data["models"], data["study"]
+    models = data["models"]
     scope = _rule_scope(data, family)
     ok = [  # the compressions: speculative rows keep the teacher (they are reported above, never chosen)
         label
@@ -253,31 +253,40 @@ def _answer_line(data: dict, family: str) -> str:
     chosen, tied = choose(data, ok)
     title = "Answer for this study" if family == "teacher" else f"Beside it, deciding on {scope} only"
     if chosen:
-        d = _decision(data, chosen["label"], family)
-        ind = "; ".join(
-            f"ΔBLEU {_delta(_test(d, s, 'bleu'))}, ΔchrF {_delta(_test(d, s, 'chrf'))} on {s}" for s in st["in_domain"]
-        )
-        text = (
-            f"**{title}: {_kind(chosen)}: `{chosen['label']}`** ({describe(chosen)}). It is non-inferior to the "
-            f"teacher on {scope}: {ind}; {_f(chosen.get('size_x'), 2)}x smaller; {_speed_words(chosen)}; degenerate "
-            f"outputs {_degenerate(chosen['sets'].get(st['in_domain'][0]))}."
-        )
-        if tied:
-            text += (
-                f" Tied on {st['verdict']['minimise']} with {', '.join(f'`{x}`' for x in tied)}: chosen by dev BLEU."
-            )
-        ood = [
-            f"{s} ΔBLEU {_delta(t)}{_flag(t)}"
-            for s in st["out_of_domain"]
-            if (t := _test(_decision(data, chosen["label"], "out_of_domain", s), s, "bleu"))
-        ]
-        if ood:
-            part = "part of this rule" if scope == "every declared set" else "not part of this rule"
-            text += f" **Out of domain** ({part}): " + "; ".join(ood) + "."
-        return text
-    first = st["in_domain"][0]
+        return _chosen_text(data, family, title, scope, chosen, tied)
+    return _no_choice_text(data, family, title, scope)
+
+
+def _chosen_text(data: dict, family: str, title: str, scope: str, chosen: dict, tied: list) -> str:
+    """The answer when a compressed model is non-inferior: it, its deltas, size, speed, and out of domain."""
+    st = data["study"]
+    d = _decision(data, chosen["label"], family)
+    ind = "; ".join(
+        f"ΔBLEU {_delta(_test(d, s, 'bleu'))}, ΔchrF {_delta(_test(d, s, 'chrf'))} on {s}" for s in st["in_domain"]
+    )
+    text = (
+        f"**{title}: {_kind(chosen)}: `{chosen['label']}`** ({describe(chosen)}). It is non-inferior to the "
+        f"teacher on {scope}: {ind}; {_f(chosen.get('size_x'), 2)}x smaller; {_speed_words(chosen)}; degenerate "
+        f"outputs {_degenerate(chosen['sets'].get(st['in_domain'][0]))}."
+    )
+    if tied:
+        text += f" Tied on {st['verdict']['minimise']} with {', '.join(f'`{x}`' for x in tied)}: chosen by dev BLEU."
+    ood = [
+        f"{s} ΔBLEU {_delta(t)}{_flag(t)}"
+        for s in st["out_of_domain"]
+        if (t := _test(_decision(data, chosen["label"], "out_of_domain", s), s, "bleu"))
+    ]
+    if ood:
+        part = "part of this rule" if scope == "every declared set" else "not part of this rule"
+        text += f" **Out of domain** ({part}): " + "; ".join(ood) + "."
+    return text
+
+
+def _no_choice_text(data: dict, family: str, title: str, scope: str) -> str:
+    """The answer when no compressed model is non-inferior: the Pareto front, and what a larger test set decides."""
     from llmdiet.study.figures import pareto_front
 
+    models, first = data["models"], data["study"]["in_domain"][0]
     pts = [
         (m["size_mb"], m["sets"][first]["bleu"], m["label"])
         for m in models.values()

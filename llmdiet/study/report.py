@@ -41,6 +41,37 @@ def _samples(eval_dir: Path, entry: dict) -> list[dict]:
     return sorted((json.loads(line) for line in lines if line.strip()), key=lambda s: s["index"])
 
 
+def _set_entry(s: dict, stats: dict) -> dict:
+    """One eval set of a model, as the report reads it (scores, intervals, degenerate share, throughput)."""
+    m = s["metrics"]
+    return {
+        "bleu": m["bleu"],
+        "chrf": m["chrf"],
+        "rougeL": m["rougeL"],
+        "num_samples": s["num_samples"],
+        "bleu_ci": stats.get("bleu"),
+        "chrf_ci": stats.get("chrf"),
+        "degenerate": s.get("degenerate"),
+        "degenerate_share": (s.get("degenerate") or {}).get("share"),
+        "sentences_per_s": (s.get("timing") or {}).get("sentences_per_s"),
+        "bleu_signature": m["bleu_signature"],
+        "chrf_signature": m["chrf_signature"],
+    }
+
+
+def _latency(timed: dict | None, sentences: int) -> dict | None:
+    if not timed:
+        return None
+    lat = timed["latency_ms"]
+    return {
+        "ms_per_sentence": lat["median"],
+        "min": lat["min"],
+        "max": lat["max"],
+        "repeats": lat["repeats"],
+        "sentences": sentences,
+    }
+
+
 def collect_model(plan: StudyPlan, label: str, speed: dict) -> dict | None:
     """Everything the report says about one model, read from its eval directory (None if not evaluated)."""
     if status(plan, f"eval/{label}") != "done":
@@ -50,35 +81,11 @@ def collect_model(plan: StudyPlan, label: str, speed: dict) -> dict | None:
     results = _read_json(eval_dir / "results.json")
     stats = _read_json(eval_dir / "statistics.json") or {}
     size, size_source = size_mb(results["size"])
-    sets = {}
-    for name, s in results["sets"].items():
-        m = s["metrics"]
-        sets[name] = {
-            "bleu": m["bleu"],
-            "chrf": m["chrf"],
-            "rougeL": m["rougeL"],
-            "num_samples": s["num_samples"],
-            "bleu_ci": stats.get(name, {}).get("bleu"),
-            "chrf_ci": stats.get(name, {}).get("chrf"),
-            "degenerate": s.get("degenerate"),
-            "degenerate_share": (s.get("degenerate") or {}).get("share"),
-            "sentences_per_s": (s.get("timing") or {}).get("sentences_per_s"),
-            "bleu_signature": m["bleu_signature"],
-            "chrf_signature": m["chrf_signature"],
-        }
+    sets = {name: _set_entry(s, stats.get(name, {})) for name, s in results["sets"].items()}
     first = set_names(plan)["in_domain"][0]
     timing = results["sets"][first].get("timing") or {}
     timed = speed.get(label)
-    latency = None
-    if timed:
-        lat = timed["latency_ms"]
-        latency = {
-            "ms_per_sentence": lat["median"],
-            "min": lat["min"],
-            "max": lat["max"],
-            "repeats": lat["repeats"],
-            "sentences": plan.config.eval.latency_sentences,
-        }
+    latency = _latency(timed, plan.config.eval.latency_sentences)
     return {
         "label": label,
         "role": entry.role,
