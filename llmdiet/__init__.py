@@ -1,10 +1,11 @@
-"""llmdiet: knowledge distillation and quantization of Hugging Face seq2seq translation models.
+"""llmdiet: knowledge distillation, quantization and pruning of Hugging Face seq2seq translation models.
 
-The Python API mirrors the command line (``llmdiet distill|quantize|eval``)::
+The Python API mirrors the command line (``llmdiet distill|quantize|prune|eval``)::
 
     import llmdiet
     llmdiet.distill(preset="demo", output_dir="runs/student")          # -> training summary (dict)
     llmdiet.quantize("runs/student", "dynamic-int8", "runs/student-q")   # -> artifact record (dict)
+    llmdiet.prune("llmdiet-demo:teacher", "magnitude", "runs/pruned", sparsity=0.5)  # -> prune report (dict)
     translator = llmdiet.load("runs/student-q")                          # -> Translator, any artifact kind
     translator.translate(["translate English to French: Hello."])
     llmdiet.evaluate("runs/student-q", ["demo-en-fr"], "runs/eval")      # -> results.json content (dict)
@@ -28,13 +29,13 @@ for _name in (
 ):
     _logging.getLogger(_name).setLevel(_logging.ERROR)
 
-__all__ = ["distill", "quantize", "load", "evaluate", "Translator"]
+__all__ = ["distill", "quantize", "prune", "load", "evaluate", "Translator"]
 
 
 def __getattr__(name: str):
     import importlib
 
-    if name in ("distill", "quantize"):  # callable subpackages (see their docstrings)
+    if name in ("distill", "quantize", "prune"):  # callable subpackages (see their docstrings)
         return importlib.import_module(f"llmdiet.{name}")
     if name in ("load", "evaluate", "Translator"):
         return getattr(importlib.import_module("llmdiet.api"), name)

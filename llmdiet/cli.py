@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "eval": ("llmdiet.evaluation.harness", "score a model on eval sets: BLEU, chrF, ROUGE-L, timing, size, memory"),
     "compare": ("llmdiet.evaluation.compare", "side-by-side table and plots over eval run directories"),
     "quantize": ("llmdiet.quantize.job", "quantize a model (dynamic/static int8, ONNX Runtime, CTranslate2, GPU int8)"),
+    "prune": ("llmdiet.prune.job", "prune a model (magnitude, Wanda, 2:4, width, depth, vocabulary trimming)"),
     "alpha-sweep": ("llmdiet.study.alpha_sweep", "distil once per alpha, evaluate every student, compare"),
     "bit-sweep": ("llmdiet.study.bit_sweep", "2-8-bit RTN vs GPFQ sweep of teacher and student weights"),
     "study": ("llmdiet.study.command", "the whole study from one YAML: jobs, statistics, figures, STUDY.md verdict"),

@@ -23,7 +23,7 @@ SOURCES, REFERENCES = demo_rows(EVAL_ROWS[0], EVAL_ROWS[0] + 8)
 
 
 def test_all_lists_exactly_the_api():
-    assert sorted(llmdiet.__all__) == ["Translator", "distill", "evaluate", "load", "quantize"]
+    assert sorted(llmdiet.__all__) == ["Translator", "distill", "evaluate", "load", "prune", "quantize"]
     for name in llmdiet.__all__:
         assert callable(getattr(llmdiet, name))
     import importlib

@@ -23,6 +23,7 @@ LAYERS = {
     "fingerprint": 0,
     "model_card": 0,
     "quantize": 1,
+    "prune": 1,
     "engines": 2,
     "evaluation": 3,
     "distill": 4,

@@ -18,15 +18,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 # concept -> the commands that have it (each under its one name)
 VOCABULARY = {
-    "--output_dir": ["distill", "eval", "compare", "quantize", "alpha-sweep", "bit-sweep", "study"],
-    "--source_prefix": ["distill", "eval", "quantize", "alpha-sweep", "bit-sweep"],
+    "--output_dir": ["distill", "eval", "compare", "quantize", "prune", "alpha-sweep", "bit-sweep", "study"],
+    "--source_prefix": ["distill", "eval", "quantize", "prune", "alpha-sweep", "bit-sweep"],
     "--eval_set": ["eval", "alpha-sweep", "bit-sweep"],
     "--max_eval_samples": ["eval", "alpha-sweep", "bit-sweep"],
-    "--max_calibration_samples": ["quantize", "bit-sweep"],
-    "--overwrite_output_dir": ["distill", "quantize", "alpha-sweep"],
+    "--max_calibration_samples": ["quantize", "prune", "bit-sweep"],
+    "--overwrite_output_dir": ["distill", "quantize", "prune", "alpha-sweep"],
     "--device": ["distill", "eval", "quantize", "alpha-sweep"],
-    "--source_column": ["distill", "eval", "quantize", "alpha-sweep", "bit-sweep"],
-    "--target_column": ["distill", "eval", "alpha-sweep", "bit-sweep"],
+    "--source_column": ["distill", "eval", "quantize", "prune", "alpha-sweep", "bit-sweep"],
+    "--target_column": ["distill", "eval", "prune", "alpha-sweep", "bit-sweep"],
 }
 
 

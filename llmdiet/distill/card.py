@@ -78,6 +78,7 @@ def write_student_card(
             f"Student `{summary['resolved_models']['student']}` distilled from teacher `{args.teacher_model}` with "
             f"llmdiet: {args.card_text()}; {data.train_rows} training rows from "
             f"{data.data_files or data.dataset_name}, prefix `{summary.get('source_prefix', data.source_prefix)}`"
+            + _pruned_words(summary.get("pruned_from"))
             + _replay_words(summary.get("replay"))
             + _overlap_words(summary.get("test_overlap"))
             + "."
@@ -89,6 +90,16 @@ def write_student_card(
         demo=demo,
         direction=f"{source_lang}-{target_lang}",
         loading=GENERATE_SNIPPET.replace("{out}", str(out)).replace("{prefix}", summary.get("source_prefix") or ""),
+    )
+
+
+def _pruned_words(pruned: dict | None) -> str:
+    if not pruned:
+        return ""
+    before, after = pruned["parameters"]
+    return (
+        f"; the student is `{pruned['source_model']}` pruned by llmdiet prune --method {pruned['method']} "
+        f"({before:,} -> {after:,} parameters), recovered here (prune, then distill)"
     )
 
 

@@ -492,6 +492,16 @@ def resume_target(value: str | None, output_dir: str) -> str | None:
     return value
 
 
+def pruned_lineage(student_path: str | None) -> dict | None:
+    """What ``llmdiet prune`` made the student initialisation from (its ``llmdiet_prune.json``), or None."""
+    report = Path(str(student_path)) / "llmdiet_prune.json" if student_path else None
+    if report is None or not report.is_file():
+        return None
+    data = json.loads(report.read_text(encoding="utf-8"))
+    keys = ("method", "kind", "source_model", "source_identity", "settings", "parameters", "d_ff", "num_heads")
+    return {k: data[k] for k in keys if k in data}
+
+
 def save(
     trainer: Any,
     args: DistillationArguments,
@@ -530,6 +540,7 @@ def save(
         "parameters": sum(p.numel() for p in trainer.accelerator.unwrap_model(trainer.model).parameters()),
         "on_policy_batches": getattr(trainer, "on_policy_batches", None),  # gkd: batches trained on student samples
         "copied_layers": models.copied_layers,
+        "pruned_from": pruned_lineage(models.student_path),  # a student initialised from an llmdiet prune output
         "fake_quant": fake_quant,  # student_fake_quant: bits and packed size of the saved (on-grid) student
     }
     if trainer.is_world_process_zero():

@@ -1,0 +1,70 @@
+"""Calibration batches and the activation statistics the calibrated pruning methods read.
+
+Rows of a parallel file run teacher-forced through the model (source with its task prefix, target as labels), so
+encoder and decoder layers both see real inputs. Statistics are gathered with forward hooks, in float32, over the
+target and source tokens that are not padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from llmdiet.config import ConfigError
+from llmdiet.data import read_parallel_file, tokenize_rows
+
+
+@dataclass
+class CalibrationRows:
+    file: str | None
+    source_column: str = "en"
+    target_column: str = "fr"
+    prefix: str = ""
+    count: int = 128
+    batch_size: int = 16
+
+    def batches(self, tokenizer, model, method: str) -> list[dict]:
+        """Padded batches (input_ids, attention_mask, labels, decoder_attention_mask) of the first ``count`` rows."""
+        from transformers import DataCollatorForSeq2Seq
+
+        if not self.file:
+            raise ConfigError(f"--method {method} reads activations: give --calibration_file (training rows)")
+        rows = read_parallel_file(self.file, self.source_column, self.target_column)[: self.count]
+        dataset, _ = tokenize_rows(rows, tokenizer, self.prefix, 256, 256)
+        collate = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
+        out = []
+        for start in range(0, len(dataset), self.batch_size):
+            batch = dict(collate([dataset[j] for j in range(start, min(start + self.batch_size, len(dataset)))]))
+            batch["decoder_attention_mask"] = (batch["labels"] != -100).long()
+            out.append(batch)
+        return out
+
+    def describe(self) -> dict:
+        return {
+            "file": self.file,
+            "columns": [self.source_column, self.target_column],
+            "prefix": self.prefix,
+            "rows": self.count,
+        }
+
+
+def run_batches(model, batches: list[dict]) -> None:
+    """Teacher-forced forward passes (the hooks installed by the caller record what they need)."""
+    model.eval()
+    with torch.no_grad():
+        for batch in batches:
+            inputs = {k: v for k, v in batch.items() if k != "decoder_input_ids"}
+            model(**inputs)
+
+
+CROSS_ATTENTION_INPUTS = ("EncDecAttention.k", "EncDecAttention.v", "encoder_attn.k_proj", "encoder_attn.v_proj")
+
+
+def token_mask(module_name: str, batch: dict) -> torch.Tensor:
+    """(batch, length) bool: the real tokens of what ``module_name`` reads: the decoder's tokens in the decoder,
+    except cross-attention keys and values, which read the encoder's output."""
+    in_decoder = "decoder" in module_name.split(".")
+    if in_decoder and not module_name.endswith(CROSS_ATTENTION_INPUTS):
+        return batch["decoder_attention_mask"].bool()
+    return batch["attention_mask"].bool()
