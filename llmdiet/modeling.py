@@ -170,6 +170,9 @@ MODEL_SUFFIXES = {
 }
 # By-products that a training, quantization or eval run leaves beside the model.
 BYPRODUCTS = {
+    # llmdiet prune's packed copy of a pruned model's weights: another form of the same model, reported on its own
+    # (llmdiet_prune.json "sparse_bytes"); the model as loaded is model.safetensors
+    "model_sparse.safetensors",
     "training_args.bin",
     "training_log.json",
     "trainer_state.json",

@@ -202,3 +202,49 @@ def test_cli_writes_report_and_card(tmp_path, capsys):
     assert report["method"] == "width" and report["d_ff"][1] == report["d_ff"][0] // 2
     assert "AutoModelForSeq2SeqLM.from_pretrained" in (out / "README.md").read_text()
     assert cli.main(argv) == 2 and "--overwrite_output_dir" in capsys.readouterr().err
+
+
+def test_the_study_prunes_recovers_judges_and_quantizes_pruned_models(demo_assets, tmp_path):
+    """The prune: section: pruned teachers as pruned and recovered by distillation join the verdict, the answer and
+    prune-then-quantize; the vocabulary-trimmed model is refused a recovery it cannot have."""
+    import yaml
+    from test_study import tiny_config, write_config
+
+    from llmdiet.study.config import load_study_config
+    from llmdiet.study.plan import build_plan
+    from llmdiet.study.report import collect
+
+    config = tiny_config(
+        demo_assets,
+        tmp_path / "run",
+        alphas=[0.5],
+        quantize={"methods": ["dynamic-int8"], "students": ["width-50+distill"], "calibration_count": 8},
+        bit_sweep={"models": []},
+    )
+    config["eval"].pop("draft", None)
+    config["prune"] = {
+        "variants": {
+            "width-50": {"method": "width", "ffn_sparsity": 0.5},
+            "magnitude-50": {"method": "magnitude", "sparsity": 0.5, "recover": ["none"]},
+            "vocab": {"method": "vocab", "recover": ["none"]},
+        }
+    }
+    path = write_config(tmp_path / "study.yaml", config)
+    assert cli.main(["study", "--config", str(path)]) == 0
+    plan = build_plan(load_study_config(path))
+    assert {"prune/width-50", "recover/width-50+distill", "quantize/width-50+distill+dynamic-int8"} <= set(plan.jobs)
+    data = collect(plan)
+    labels = {label: m for label, m in data["models"].items()}
+    for label in ("width-50", "width-50+distill", "magnitude-50", "vocab", "width-50+distill+dynamic-int8"):
+        assert label in data["decisions"]["teacher"]["models"], label  # in the Holm family of the verdict
+    assert labels["width-50"]["parameters"] < labels["teacher"]["parameters"]
+    assert labels["width-50+distill"]["prune"]["recover"] == "distill"
+    log = json.loads((tmp_path / "run" / "students" / "width-50+distill" / "training_log.json").read_text())
+    assert log["pruned_from"]["method"] == "width"  # the lineage of the recovered student
+    study_md = (tmp_path / "run" / "STUDY.md").read_text()
+    assert "**Prune** (pruned models, as pruned and recovered)" in study_md and "**Prune, then quantize**" in study_md
+    config["prune"]["variants"]["vocab"]["recover"] = ["distill"]
+    bad = write_config(tmp_path / "bad.yaml", config)
+    with pytest.raises(ConfigError, match="vocab.*cannot recover it; use recover: \\[none\\]"):
+        load_study_config(bad)
+    assert yaml.safe_load(path.read_text())["prune"]  # the config the study ran

@@ -63,6 +63,9 @@ class PruneArguments:
     vocab_file: Optional[list[str]] = field(
         default=None, metadata={"help": "vocab: parallel files whose texts (both columns) keep their tokens."}
     )
+    max_vocab_samples: Optional[int] = field(
+        default=None, metadata={"help": "vocab: read only the first N rows of each --vocab_file (its training rows)."}
+    )
     calibration_file: Optional[str] = field(
         default=None,
         metadata={"help": "Parallel file of training rows whose activations score wanda, width and depth."},
@@ -82,6 +85,7 @@ class PruneArguments:
             check_range(name, getattr(self, name), 0.0, 1.0, high_open=True)
         check_range("max_calibration_samples", self.max_calibration_samples, 1)
         check_range("calibration_batch_size", self.calibration_batch_size, 1)
+        check_range("max_vocab_samples", self.max_vocab_samples, 1)
         if isinstance(self.vocab_file, str):
             self.vocab_file = [self.vocab_file]
 

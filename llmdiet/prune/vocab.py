@@ -128,7 +128,8 @@ def prune_vocab(model, tokenizer, settings, calibration):
         raise ConfigError("--method vocab needs --vocab_file: the parallel files whose texts must keep their tokens")
     texts = [calibration.prefix + "x"]  # the task prefix's pieces
     for path in settings.vocab_file:
-        for row in read_parallel_file(path, calibration.source_column, calibration.target_column):
+        rows = read_parallel_file(path, calibration.source_column, calibration.target_column)
+        for row in rows[: settings.max_vocab_samples]:
             texts += [calibration.prefix + row.source, row.target]
     kept = kept_ids(tokenizer, texts)
     kept = [i for i in kept if i < model.get_input_embeddings().weight.shape[0]]
@@ -148,6 +149,7 @@ def prune_vocab(model, tokenizer, settings, calibration):
     report = {
         "vocab_size": [old_size, len(kept)],
         "vocab_files": list(settings.vocab_file),
+        "vocab_rows": settings.max_vocab_samples,
         "kept": "ids of the files' texts (sources with the prefix, targets), special tokens, BPE intermediates",
     }
     return model, trimmed_tokenizer(tokenizer, remapped_tokenizer_json(_backend_json(tokenizer), kept)), report

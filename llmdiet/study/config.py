@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional, TypeVar
 
 from llmdiet.config import ConfigError, check_range, load_yaml, unwrap_optional
+from llmdiet.study.pruning import PruneSettings
 
 STUDY_KEYS = (
     "study_dir",
@@ -35,6 +36,7 @@ STUDY_KEYS = (
     "distill",
     "methods",
     "quantize",
+    "prune",
     "bit_sweep",
     "eval",
     "statistics",
@@ -310,6 +312,7 @@ class StudyConfig:
     eval: EvalSettings
     statistics: StatisticsSettings
     verdict: VerdictSettings = field(default_factory=VerdictSettings)
+    prune: PruneSettings = field(default_factory=PruneSettings)
 
     @property
     def root(self) -> Path:
@@ -456,6 +459,7 @@ def load_study_config(path: str | Path, study_dir: str | None = None) -> StudyCo
         eval=_section(path, "eval", EvalSettings, data.get("eval")),
         statistics=_section(path, "statistics", StatisticsSettings, data.get("statistics")),
         verdict=_section(path, "verdict", VerdictSettings, data.get("verdict")),
+        prune=_section(path, "prune", PruneSettings, data.get("prune")),
     )
 
 

@@ -63,7 +63,9 @@ def _cache_usable(options: dict) -> bool:
     return method.teacher_cache and float(options.get("hidden_weight") or 0) == 0 and not replay
 
 
-def distill_options(cfg: StudyConfig, overrides: dict, output_dir: str) -> tuple[str | None, dict]:
+def distill_options(
+    cfg: StudyConfig, overrides: dict, output_dir: str, student_model: str | None = None
+) -> tuple[str | None, dict]:
     """(preset, llmdiet distill options) of one student: the shared ``distill`` section, then the student's own.
     A shared ``teacher_cache`` (one top-k cache of the teacher, built once in ``shared/``) is dropped for the
     students that cannot use it: they run the live teacher."""
@@ -76,7 +78,7 @@ def distill_options(cfg: StudyConfig, overrides: dict, output_dir: str) -> tuple
         **shared,
         **overrides,
         "teacher_model": cfg.teacher,
-        "student_model": cfg.student,
+        "student_model": student_model or cfg.student,  # a pruned model, for the recovery of the prune section
         "output_dir": output_dir,
     }
     if cfg.tokenizer and "tokenizer" not in options:
@@ -84,13 +86,13 @@ def distill_options(cfg: StudyConfig, overrides: dict, output_dir: str) -> tuple
     return preset, options
 
 
-def distill_arguments(cfg: StudyConfig, overrides: dict, output_dir: str):
+def distill_arguments(cfg: StudyConfig, overrides: dict, output_dir: str, student_model: str | None = None):
     """(DistillationArguments, DataArguments, Seq2SeqTrainingArguments) of one student, built directly from the
     study's values and checked by the same dataclasses as ``llmdiet distill``."""
     from llmdiet.distill.job import settings_from_options
     from llmdiet.distill.settings import check_training_arguments
 
-    preset, options = distill_options(cfg, overrides, output_dir)
+    preset, options = distill_options(cfg, overrides, output_dir, student_model)
     where = f"{cfg.path}: distill/methods settings of student '{Path(output_dir).name}'"
     settings = settings_from_options(preset, None, where=where, resumable=False, **options)  # the study resumes
     try:

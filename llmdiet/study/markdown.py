@@ -66,7 +66,25 @@ def describe(m: dict) -> str:
         return f"student, {m['distill_method']}, alpha {m['alpha']:g}"
     if m["role"] == "speculative":
         return f"teacher, speculative decoding with {m['draft']} drafting (same greedy output for a float teacher)"
+    if m["role"] == "pruned":
+        return _pruned_words(m)
+    if m.get("prune"):
+        return f"{_pruned_words(m)}, then quantized with {m['method']}"
     return f"{m['base']} quantized with {m['method']}"
+
+
+def _pruned_words(m: dict) -> str:
+    p = m["prune"]
+    flags = ", ".join(f"{k} {v}" for k, v in p["flags"].items() if k != "method")
+    recovered = {
+        "none": "not recovered",
+        "finetune": "recovered by fine-tuning (alpha 0, learning-rate rewinding)",
+        "distill": f"recovered by distillation from the teacher (alpha {m['alpha']:g})"
+        if m.get("alpha") is not None
+        else "recovered by distillation",
+    }[p["recover"]]
+    base = m["base"] if m["role"] == "pruned" else "the teacher"
+    return f"{base} pruned ({p['flags']['method']}{': ' + flags if flags else ''}), {recovered}"
 
 
 def _ci(entry: dict, metric: str) -> str:
@@ -151,7 +169,14 @@ def _kind(m: dict) -> str:
         "student": "distill",
         "vanilla": "the student as it is",
         "speculative": "speculative decoding (the teacher, a student drafting)",
-    }.get(m["role"]) or ("quantize" if m["base"] == TEACHER else "both (distill, then quantize)")
+    }.get(m["role"]) or _compression_kind(m)
+
+
+def _compression_kind(m: dict) -> str:
+    if m.get("prune"):
+        then = {"none": "", "finetune": ", then fine-tune", "distill": ", then distill"}[m["prune"]["recover"]]
+        return f"prune{then}" + (", then quantize" if m["role"] == "quantized" else "")
+    return "quantize" if m["base"] == TEACHER else "both (distill, then quantize)"
 
 
 def _speed_words(m: dict) -> str:
@@ -205,22 +230,7 @@ def answer(data: dict) -> list[str]:
             "**Distill.** No dev set (eval.dev), so no best student is named: picking it on the test rows "
             "would bias its score."
         )
-    for title, pick in (
-        ("**Quantize** (the teacher's quantizations)", lambda m: m["base"] == TEACHER),
-        ("**Both** (quantized students)", lambda m: m["base"] != TEACHER),
-    ):
-        group = [m for m in models.values() if m["role"] == "quantized" and pick(m)]
-        if not group:
-            continue
-        by = {
-            label: [m["label"] for m in group if (_decision(data, m["label"]) or {}).get("label") == label]
-            for label in ("non-inferior", "inconclusive", "inferior")
-        }
-        out.append(
-            f"{title}: {len(by['non-inferior'])} non-inferior"
-            + (f" ({', '.join(f'`{x}`' for x in by['non-inferior'])})" if by["non-inferior"] else "")
-            + f", {len(by['inconclusive'])} inconclusive, {len(by['inferior'])} inferior, of {len(group)}."
-        )
+    out.extend(_group_counts(data))
     for m in models.values():
         if m["role"] != "speculative":
             continue
@@ -235,6 +245,36 @@ def answer(data: dict) -> list[str]:
     out.append(_answer_line(data, "teacher"))
     if data["decisions"].get("teacher_other_rule"):
         out.append(_answer_line(data, "teacher_other_rule"))
+    return out
+
+
+_GROUPS = (
+    ("**Quantize** (the teacher's quantizations)", lambda m: m["role"] == "quantized" and m["base"] == TEACHER),
+    (
+        "**Both** (quantized students)",
+        lambda m: m["role"] == "quantized" and m["base"] != TEACHER and not m.get("prune"),
+    ),
+    ("**Prune** (pruned models, as pruned and recovered)", lambda m: m["role"] == "pruned"),
+    ("**Prune, then quantize**", lambda m: m["role"] == "quantized" and bool(m.get("prune"))),
+)
+
+
+def _group_counts(data: dict) -> list[str]:
+    """One line per group of compressed models present: how many are non-inferior, inconclusive, inferior."""
+    out = []
+    for title, pick in _GROUPS:
+        group = [m for m in data["models"].values() if pick(m)]
+        if not group:
+            continue
+        by = {
+            label: [m["label"] for m in group if (_decision(data, m["label"]) or {}).get("label") == label]
+            for label in ("non-inferior", "inconclusive", "inferior")
+        }
+        out.append(
+            f"{title}: {len(by['non-inferior'])} non-inferior"
+            + (f" ({', '.join(f'`{x}`' for x in by['non-inferior'])})" if by["non-inferior"] else "")
+            + f", {len(by['inconclusive'])} inconclusive, {len(by['inferior'])} inferior, of {len(group)}."
+        )
     return out
 
 

@@ -49,14 +49,15 @@ TEACHER = "teacher"
 @dataclass
 class ModelEntry:
     label: str
-    role: str  # teacher | vanilla | student | quantized | speculative (the teacher with a student drafting)
+    role: str  # teacher | vanilla | student | quantized | speculative (the teacher with a student drafting) | pruned
     path: str  # hub id, local directory or artifact directory
     base: str  # the float model a quantized model comes from (itself otherwise)
     producer: str | None = None  # the job that makes it (None: given)
-    method: str | None = None  # quantization method
+    method: str | None = None  # quantization method (a pruned model's pruning method is in ``prune``)
     alpha: float | None = None  # distillation alpha of a student
     distill_method: str | None = None
     draft: str | None = None  # speculative: the drafting student's label
+    prune: dict | None = None  # pruned: {"variant", "flags", "recover"} (recover: none | finetune | distill)
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Job:
     deps: list[str] = field(default_factory=list)
     params: dict = field(default_factory=dict)
     saves: list[Path] = field(default_factory=list)  # train: the student directories it writes ([] = out itself)
+    init: str | None = None  # prune: the model it prunes; recover: the pruned model it trains from
 
 
 @dataclass
@@ -135,7 +137,7 @@ def eval_device(plan: StudyPlan, label: str) -> str:
     return device
 
 
-KIND_ORDER = ["train", "quantize", "eval", "bits", "speed"]
+KIND_ORDER = ["train", "prune", "recover", "quantize", "eval", "bits", "speed"]
 
 
 def build_plan(cfg: StudyConfig) -> StudyPlan:
@@ -154,6 +156,7 @@ def build_plan(cfg: StudyConfig) -> StudyPlan:
     )
     _add_students(plan, identities)
     calib = _calibration_identity(cfg)
+    _add_pruned(plan, calib, identities)
     _add_quantized(plan, calib)
     _add_speculative(plan)
     check_no_leaks(cfg, [train_params_data(cfg, overrides) for _, overrides in students(cfg)])
@@ -207,6 +210,41 @@ def _add_students(plan: _Plan, identities: dict) -> None:
             )
 
 
+def _add_pruned(plan: _Plan, calib: dict, identities: dict) -> None:
+    """The ``prune:`` section: a prune job per (model, variant), and a recovery training job per recovery."""
+    cfg = plan.cfg
+    for label, base_label, flags, recoveries in cfg.prune.plan():
+        base = plan.models.get(base_label)
+        if base is None or base.role not in ("teacher", "student"):
+            trained = ", ".join(["teacher", *plan.labels("student")])
+            raise ConfigError(
+                f"{cfg.path}: prune.models: {base_label!r} is not the teacher or a trained student ({trained})"
+            )
+        params = {"flags": flags, "calibration": calib, "input": plan.inputs.get(base_label), "seed": cfg.seed}
+        out = cfg.root / "pruned" / label
+        job = plan.add(Job(f"prune/{label}", "prune", label, out, plan.deps(base), params, init=base.path))
+        entry = {"variant": label, "flags": flags, "recover": "none"}
+        if "none" in recoveries:
+            plan.models[label] = ModelEntry(label, "pruned", str(out), base_label, job.name, prune=entry)
+        for recover in (r for r in recoveries if r != "none"):
+            _add_recovery(plan, label, base_label, job, recover, {**entry, "recover": recover}, identities)
+
+
+def _add_recovery(plan: _Plan, label: str, base_label: str, prune_job: Job, recover: str, entry: dict, identities):
+    """``<label>+<recover>``: llmdiet distill from the teacher with the pruned model as the student (alpha 0 for
+    finetune: learning-rate rewinding, the original schedule from its start)."""
+    cfg = plan.cfg
+    overrides = {"alpha": 0.0} if recover == "finetune" else {}
+    name = f"{label}+{recover}"
+    out = cfg.root / "students" / name
+    params = {"overrides": overrides, **train_params(cfg, name, overrides, identities)}
+    params["student"] = {"pruned": prune_job.name}  # its content is the prune job's output (in the fingerprint)
+    job = plan.add(Job(f"recover/{name}", "recover", name, out, [prune_job.name], params, init=str(prune_job.out)))
+    alpha = float(overrides.get("alpha", alpha_default(cfg)))
+    method = str(cfg.distill.get("method", "kd"))
+    plan.models[name] = ModelEntry(name, "pruned", str(out), base_label, job.name, None, alpha, method, prune=entry)
+
+
 def _calibration_identity(cfg: StudyConfig) -> dict:
     from llmdiet.fingerprint import file_sha256
 
@@ -221,14 +259,18 @@ def _add_quantized(plan: _Plan, calib: dict) -> None:
 
     cfg = plan.cfg
     wanted = cfg.quantize.students
-    unknown = [s for s in wanted if s != "all" and (s not in plan.models or plan.models[s].role != "student")]
+    unknown = [
+        s for s in wanted if s != "all" and (s not in plan.models or plan.models[s].role not in ("student", "pruned"))
+    ]
     if unknown:
         raise ConfigError(
             f"{cfg.path}: quantize.students: unknown {unknown} (trained students: all, "
-            f"{', '.join(plan.labels('student'))})"
+            f"{', '.join(plan.labels('student'))}; pruned models: {', '.join(plan.labels('pruned')) or 'none'})"
         )
     for base in list(plan.models.values()):
         if base.role == "vanilla" or (base.role == "student" and "all" not in wanted and base.label not in wanted):
+            continue
+        if base.role == "pruned" and base.label not in wanted:  # prune, then quantize: only when named
             continue
         for method in usable_quantize_methods(cfg):
             label = f"{base.label}+{method}"
@@ -247,6 +289,7 @@ def _add_quantized(plan: _Plan, calib: dict) -> None:
                 method=method,
                 alpha=base.alpha,
                 distill_method=base.distill_method,
+                prune=base.prune,
             )
 
 

@@ -95,6 +95,8 @@ def collect_model(plan: StudyPlan, label: str, speed: dict) -> dict | None:
         "demo": bool(results.get("demo")),  # demo models or demo eval sets
         "distill_method": entry.distill_method,
         "draft": entry.draft,
+        "prune": entry.prune,  # pruned models (and their quantizations): variant, flags, recovery
+        "base_role": plan.models[entry.base].role if entry.base in plan.models else None,
         "speculative": {s: (e.get("timing") or {}).get("speculative") for s, e in results["sets"].items()}
         if entry.draft
         else None,

@@ -79,7 +79,7 @@ def _run_train(plan: StudyPlan, job: Job) -> dict:
     from llmdiet.distill.run import run
 
     cfg = plan.config
-    args, data, training = distill_arguments(cfg, job.params["overrides"], str(job.out))
+    args, data, training = distill_arguments(cfg, job.params["overrides"], str(job.out), job.init)
     shared = cfg.root / "shared"
     if args.teacher_cache and not Path(args.teacher_cache).is_absolute():
         # one cache per (k, temperature), shared by every student that trains with those
@@ -123,7 +123,7 @@ def _run_eval(plan: StudyPlan, job: Job) -> dict:
     command = ["llmdiet", "study", "--config", cfg.path, "--job", job.name]
     common: dict[str, Any] = dict(
         model=model.path,
-        tokenizer=cfg.tokenizer if model.role != "quantized" else None,  # speculative: the teacher's
+        tokenizer=cfg.tokenizer if model.role not in ("quantized", "pruned") else None,  # they carry their own
         device=eval_device(plan, job.model),
         num_beams=ev.num_beams,
         max_new_tokens=ev.max_new_tokens,
@@ -185,4 +185,37 @@ def _run_speed(plan: StudyPlan, job: Job) -> dict:
     return run_speed(plan, job)
 
 
-RUNNERS = {"train": _run_train, "quantize": _run_quantize, "eval": _run_eval, "bits": _run_bits, "speed": _run_speed}
+def _run_prune(plan: StudyPlan, job: Job) -> dict:
+    from llmdiet.prune.job import PruneArguments, prune
+
+    cfg, calib = plan.config, job.params["calibration"]
+    flags = dict(job.params["flags"])
+    if flags["method"] == "vocab":  # the training rows' tokens (never the test rows of the same file)
+        data = distill_arguments(cfg, {}, str(cfg.root / "students" / "_check"))[1]
+        flags.update(vocab_file=[calib["file"]], max_vocab_samples=data.train_start + data.train_rows)
+    args = PruneArguments(
+        model=job.init,  # the model it prunes
+        output_dir=str(job.out),
+        overwrite_output_dir=True,
+        tokenizer=cfg.tokenizer,
+        calibration_file=calib["file"],
+        source_column=calib["source_column"],
+        target_column=calib["target_column"],
+        source_prefix=calib["prefix"],
+        max_calibration_samples=calib["count"],
+        seed=cfg.seed,
+        **flags,
+    )
+    report = prune(args, command=["llmdiet", "study", "--config", cfg.path, "--job", job.name])
+    return {"parameters": report["parameters"]}
+
+
+RUNNERS = {
+    "train": _run_train,
+    "prune": _run_prune,
+    "recover": _run_train,
+    "quantize": _run_quantize,
+    "eval": _run_eval,
+    "bits": _run_bits,
+    "speed": _run_speed,
+}

@@ -91,7 +91,8 @@ def run_speed(plan, job) -> dict:
                 if (r, label) in done:
                     continue
                 model = plan.models[label]
-                options: dict = {"tokenizer_path": cfg.tokenizer} if cfg.tokenizer and model.role != "quantized" else {}
+                own = model.role in ("quantized", "pruned")  # they carry their own tokenizer
+                options: dict = {"tokenizer_path": cfg.tokenizer} if cfg.tokenizer and not own else {}
                 if model.draft is not None:  # the teacher with a student drafting (speculative decoding)
                     options["draft"] = plan.models[model.draft].path
                 backend = load_backend(

@@ -69,10 +69,10 @@ def job_outputs(job: Job) -> list[Path]:
     from llmdiet.modeling import counted_files
 
     out = job.out
-    if job.kind == "train":
+    if job.kind in ("train", "recover"):
         dirs = job.saves or [out]  # the registry's ``students`` sub-folders (dml), else the output itself
         return [out / "training_log.json"] + [d / f for d in dirs for f in counted_files(d)]
-    if job.kind == "quantize":
+    if job.kind in ("quantize", "prune"):
         return [out / f for f in counted_files(out)]
     if job.kind == "eval":
         return [out / "results.json", out / "statistics.json"] + sorted(out.glob("*/samples.jsonl"))
