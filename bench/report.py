@@ -740,7 +740,10 @@ def gpu_section(gpu_results: dict | None) -> str:
             "```\npython bench/run.py --device cuda\n```\n\n"
             "It times torch fp32, torch bf16, torchao int8, quanto int8 and CTranslate2 int8 (int8_bfloat16) for the "
             "student and teacher shapes at batch 1 and 16, the distillation step, the harness overhead, and the "
-            "2,000-sentence student eval in bf16 (target: under 10 s), and adds its results to this file."
+            "2,000-sentence student eval in bf16 (target: under 10 s), and adds its results to this file. "
+            "`bash bench/gpu.sh` (one prepared script, under 8 minutes) adds the static decoder at batch 512, "
+            "torchao int8, speculative decoding and 2:4 semi-structured sparsity of flan-t5-large on sparse "
+            "tensor cores (`torch.sparse.to_sparse_semi_structured`) against the same 2:4 weights on dense kernels."
         )
     parts = [
         machine_section(gpu_results),
@@ -795,11 +798,90 @@ def repeats_section(results: dict, repeats: list[tuple[str, dict]]) -> str:
     return table(header, rows)
 
 
+def _mb1(value) -> str:
+    return "-" if value is None else f"{value / MB:,.1f}"
+
+
+def pruned_section(data: dict, source: str) -> str:
+    """``bench/pruned_shapes.py``: a width-pruned and a 50%-zero model of one shape against the unpruned one."""
+    prov = data["provenance"]
+    width, magnitude, art = data["pruned"]["width"], data["pruned"]["magnitude-50"], data["artifacts"]
+    parts = [
+        f"`{prov['command']}` ({source}; {prov['date'][:10]}, {prov['hardware'].get('cpu')}, "
+        f"{prov['hardware'].get('cpu_count')} cores, flags {' '.join(data.get('cpu_flags') or []) or '-'}; "
+        f"git {prov['git_sha'][:7]}). Models made by `llmdiet prune` and `llmdiet quantize`; tokens/s of each path "
+        f"in {data['rounds']['rounds']} interleaved rounds (`bench/rounds.py`), the ratio taken inside each round.",
+        "",
+    ]
+    rows = []
+    for name, info, fp32, suffix in (
+        (f"{data['shape']} (unpruned)", data["unpruned"], data["unpruned"].get("disk_bytes"), ""),
+        ("width-pruned", width, width.get("dense_bytes"), ":width"),
+    ):
+        params = info["parameters"][1] if isinstance(info.get("parameters"), list) else info.get("parameters")
+        d_ff = (width.get("d_ff") or [None, None])[0 if not suffix else 1]
+        heads = (width.get("num_heads") or [None, None])[0 if not suffix else 1]
+        rows.append(
+            [name, d_ff, heads, f"{params:,}", _mb1(fp32), _mb1(art.get(f"dynamic-int8{suffix}", {}).get("disk_bytes")),
+             _mb1(art.get(f"ct2-direct{suffix}", {}).get("disk_bytes"))]
+        )  # fmt: skip
+    rows.append(
+        ["magnitude 50%", "-", "-", f"{magnitude['parameters'][1]:,} ({100 * magnitude['zeros']:.1f}% zeros)",
+         f"{_mb1(magnitude.get('dense_bytes'))} dense, {_mb1(magnitude.get('sparse_bytes'))} sparse file", "-", "-"]
+    )  # fmt: skip
+    parts += [table(["model", "d_ff", "heads", "parameters", "fp32 MB", "dynamic-int8 MB", "ct2-int8 MB"], rows), ""]
+    comparisons = [
+        [f"`{name}`", f"{c['median']:.2f}x [{c['min']:.2f}, {c['max']:.2f}]", c["verdict"]]
+        for name, c in data["pruned_vs_unpruned"].items()
+    ]
+    parts += [table(["pruned vs unpruned (tokens/s ratio)", "median [min, max]", "verdict"], comparisons), ""]
+    kernels = data["sparse_kernels"]
+    rows = []
+    for count, entry in kernels["rows"].items():
+        rows.append(
+            [count, fmt(entry["dense_ms"], 3)]
+            + [f"{fmt(entry[p]['dense_storage_ms'], 3)} / {fmt(entry[p]['csr_ms'], 3)} ({entry[p]['csr_vs_dense']:.2f}x)"
+               for p in ("50% unstructured", "2:4")]
+            + [entry["semi_structured"]]
+        )  # fmt: skip
+    best_csr = max(entry[p]["csr_vs_dense"] for entry in kernels["rows"].values() for p in ("50% unstructured", "2:4"))
+    storage = [entry[p]["dense_storage_ms"] / entry["dense_ms"] for entry in kernels["rows"].values() for p in
+               ("50% unstructured", "2:4")]  # fmt: skip
+    width_faster = [n for n, c in data["pruned_vs_unpruned"].items() if ":width" in n and c["verdict"] == "faster"]
+    magnitude = [c["verdict"] for n, c in data["pruned_vs_unpruned"].items() if ":magnitude" in n]
+    parts += [
+        f"Sparse kernels on this CPU, {kernels['matrix']} (`F.linear` in dense storage / `torch.sparse.mm` on CSR, "
+        f"ms, median of {kernels['repeats']}; x = dense time / CSR time):",
+        "",
+        table(["input rows", "dense ms", "50% zeros: dense / CSR", "2:4: dense / CSR", "semi-structured 2:4"], rows),
+        "",
+        f"Measured here: CSR runs at best {best_csr:.2f}x the dense time"
+        + (" (slower)" if best_csr < 1 else "")
+        + f"; the same matrix with 50% zeros in dense storage takes {min(storage):.2f}-{max(storage):.2f}x the "
+        "dense time (a dense kernel does not skip zeros); the whole 50%-zero model against the unpruned one: "
+        + (", ".join(magnitude) or "not measured")
+        + "; 2:4 sparse kernels are CUDA-only (the error above). "
+        + (
+            f"A smaller dense model is faster: {len(width_faster)} of the width-pruned comparisons decided faster."
+            if width_faster
+            else "No width-pruned comparison was decided faster in this run."
+        ),
+    ]
+    return "\n".join(parts)
+
+
+def newest_pruned(folder: Path) -> tuple[Path, dict] | None:
+    """The flan-t5-large pruned-shapes results in ``folder`` (else the newest of any shape), or None."""
+    paths = sorted(folder.glob("pruned-shapes-*.json"), key=lambda p: (p.name != "pruned-shapes-flan-t5-large.json",))
+    return (paths[0], json.loads(paths[0].read_text())) if paths else None
+
+
 def render(
     cpu_results: dict | None,
     gpu_results: dict | None,
     sources: dict[str, str],
     cpu_repeats: list[tuple[str, dict]] | None = None,
+    pruned: tuple[str, dict] | None = None,
 ) -> str:
     parts = [
         "# llmdiet benchmarks",
@@ -889,6 +971,10 @@ def render(
             "",
             artifacts_section(cpu_results),
             "",
+        ]
+        if pruned:
+            parts += ["### Pruned shapes (`bench/pruned_shapes.py`)", "", pruned_section(pruned[1], pruned[0]), ""]
+        parts += [
             "## Distillation step",
             "",
             distillation_section(cpu_results),
@@ -968,8 +1054,10 @@ def write_markdown(results_file: str | Path, out: str | Path, others: list[Path]
                 == key
             ):
                 repeats.append((path.name, data))
+    found = newest_pruned(results_file.parent)
+    pruned = (_relative(found[0], root), found[1]) if found else None
     out = Path(out)
-    out.write_text(render(cpu, gpu, sources, repeats), encoding="utf-8")
+    out.write_text(render(cpu, gpu, sources, repeats, pruned), encoding="utf-8")
     return out
 
 

@@ -26,6 +26,9 @@ Paths (``spec["paths"]``, each at the batch sizes in ``spec["batches"]``):
   chunks flip near-tied random logits). The measured acceptance (accepted / proposed) is recorded per path: below
   a, since the proposals after a rejection are wasted.
 
+A path may carry a variant after a colon (``dynamic-int8:width``, ``ct2-direct:width``): the same engine on the
+model of ``dirs["<path>"]`` (``bench/pruned_shapes.py`` times a pruned and an unpruned model in the same rounds).
+
 Worker spec::
 
     {"shape": "flan-t5-large", "tokenizer_dir": DIR, "rounds": 5, "source_tokens": 40, "new_tokens": 40,
@@ -90,7 +93,7 @@ def torch_engine(init: dict):
     for path in init["paths"]:
         name = path.split("+")[0]
         if name not in backends:
-            backends[name] = load_backend(name, init["dirs"][name], device="cpu")
+            backends[name] = load_backend(name.split(":")[0], init["dirs"][name], device="cpu")
         if "+draft" in path and f"{name}+draft" not in backends:
             backends[f"{name}+draft"] = load_backend(
                 name, init["dirs"][name], device="cpu", draft=init["dirs"]["draft"]
@@ -144,9 +147,10 @@ def ct2_engine(init: dict):
     cores, new, tokens = init["cores"], init["new_tokens"], init["tokens"]
     layouts = sorted({layout for batch in init["batches"] for layout in ct2_layouts(int(batch.split("-")[0]), cores)})
     translators = {
-        (intra, inter): ctranslate2.Translator(
-            init["dirs"]["ct2-direct"], device="cpu", compute_type="int8", inter_threads=inter, intra_threads=intra
+        (path, intra, inter): ctranslate2.Translator(
+            init["dirs"][path], device="cpu", compute_type="int8", inter_threads=inter, intra_threads=intra
         )
+        for path in init.get("ct2_paths", ["ct2-direct"])
         for intra, inter in layouts
     }
 
@@ -165,7 +169,7 @@ def ct2_engine(init: dict):
                 options: dict = {}
                 if natural:  # CTranslate2 drops a row from the batch when its callback returns True
                     options["callback"] = lambda r, group=group: r.step + 1 >= wanted[group[r.batch_id]]
-                results = translators[layout].translate_batch(
+                results = translators[(path, *layout)].translate_batch(
                     [texts[i] for i in group],
                     beam_size=1,
                     max_batch_size=split,
@@ -248,6 +252,11 @@ class _Worker:
             self.proc.wait(timeout=60)
 
 
+def is_ct2(path: str) -> bool:
+    """CTranslate2 paths run in the CTranslate2 process: ``ct2-direct`` and its variants (``ct2-direct:NAME``)."""
+    return path.split(":")[0] == "ct2-direct"
+
+
 def run(spec: dict) -> dict:
     from llmdiet.provenance import available_cores
 
@@ -271,17 +280,20 @@ def run(spec: dict) -> dict:
         }
     workers: dict = {}
     try:
-        if any(p != "ct2-direct" for p in all_paths):
+        if any(not is_ct2(p) for p in all_paths):
             workers["torch"] = _Worker(
-                "torch", {**common, "paths": [p for p in all_paths if p != "ct2-direct"], "sources": sources}
+                "torch", {**common, "paths": [p for p in all_paths if not is_ct2(p)], "sources": sources}
             )
-        if "ct2-direct" in all_paths:
+        ct2_paths = [p for p in all_paths if is_ct2(p)]
+        if ct2_paths:
             tokens = [tokenizer.convert_ids_to_tokens(x) for x in tokenizer(sources)["input_ids"]]
-            workers["ct2"] = _Worker("ct2", {**common, "tokens": tokens, "batches": list(spec["paths"])})
+            workers["ct2"] = _Worker(
+                "ct2", {**common, "tokens": tokens, "batches": list(spec["paths"]), "ct2_paths": ct2_paths}
+            )
 
         def measure(path: str, batch: str, count: int) -> dict:
             time.sleep(spec.get("pause_s", 0.5))  # the other engine's idle threads stop spinning
-            return workers["ct2" if path == "ct2-direct" else "torch"].measure(path, batch, count)
+            return workers["ct2" if is_ct2(path) else "torch"].measure(path, batch, count)
 
         for batch, paths in spec["paths"].items():  # warm-up: every path once, untimed
             for path in paths:

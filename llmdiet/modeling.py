@@ -17,10 +17,17 @@ class ModelLoadError(ValueError):
     """A user-facing problem loading a model (not found, not seq2seq, offline, ...)."""
 
 
-def load_seq2seq(name_or_path: str, dtype: torch.dtype | None = None, tokenizer_path: str | None = None):
+def load_seq2seq(
+    name_or_path: str,
+    dtype: torch.dtype | None = None,
+    tokenizer_path: str | None = None,
+    placement: dict | None = None,
+):
     """``(model, tokenizer)`` for a hub id or local directory; refuses non-seq2seq models clearly.
 
-    fp16 is refused for T5-family models: they overflow to NaN in float16.
+    fp16 is refused for T5-family models: they overflow to NaN in float16. ``placement``: accelerate's
+    ``device_map``/``max_memory``/``offload_folder`` for a model placed across devices
+    (``llmdiet.distill.teacher_placement``).
     """
     import torch
     from transformers import AutoConfig, AutoModelForSeq2SeqLM
@@ -53,7 +60,7 @@ def load_seq2seq(name_or_path: str, dtype: torch.dtype | None = None, tokenizer_
 
     try:
         with no_local_progress_bar(local.is_dir()), quiet_untied_t5_notice(config.model_type):
-            model = t5_as_in_4x(AutoModelForSeq2SeqLM.from_pretrained(name_or_path, dtype=dtype))
+            model = t5_as_in_4x(AutoModelForSeq2SeqLM.from_pretrained(name_or_path, dtype=dtype, **(placement or {})))
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ModelLoadError(

@@ -405,3 +405,94 @@ def test_notes_written_for_another_run_carry_a_warning(tmp_path, monkeypatch):
     other = report.notes_text("bench/results/b.json")
     assert other.startswith("## Notes\n\n> **These notes were written for `bench/results/a.json`")
     assert "`bench/results/b.json`" in other and "misses 3x" in other
+
+
+# ----------------------------------------------------------------------------- pruned shapes (issue 30)
+
+
+def test_pruned_ratios_are_taken_inside_each_round_and_decided_by_the_spread():
+    from bench.pruned_shapes import _round_ratios
+
+    values = {
+        "dynamic-int8": {"values": [100.0, 50.0, 80.0]},
+        "dynamic-int8:width": {"values": [150.0, 60.0, 100.0]},  # per round: 1.5, 1.2, 1.25
+        "torch-fp32": {"values": [10.0, 10.0, 10.0]},
+        "torch-fp32:magnitude-50": {"values": [9.0, 11.0, 10.0]},
+    }
+    width = _round_ratios(values, "dynamic-int8:width", "dynamic-int8")
+    assert (width["median"], width["min"], width["max"]) == (1.25, 1.2, 1.5)
+    assert width["verdict"] == "faster"  # even the slowest round is faster
+    assert _round_ratios(values, "torch-fp32:magnitude-50", "torch-fp32")["verdict"] == "within noise"
+    slower = {"a": {"values": [10.0, 10.0, 10.0]}, "a:x": {"values": [9.0, 8.0, 9.9]}}
+    assert _round_ratios(slower, "a:x", "a")["verdict"] == "slower"
+    one = {"a": {"values": [10.0]}, "a:x": {"values": [20.0]}}
+    assert _round_ratios(one, "a:x", "a")["verdict"].startswith("no verdict")
+
+
+def _pruned_record(csr_vs_dense: float, width_verdict: str) -> dict:
+    entry = {"zeros": 0.5, "dense_storage_ms": 1.0, "csr_ms": 1.0 / csr_vs_dense, "csr_vs_dense": csr_vs_dense}
+    return {
+        "shape": "flan-t5-large",
+        "provenance": {"command": "python bench/pruned_shapes.py", "date": "2026-12-07T00:00", "git_sha": "abcdef1",
+                       "hardware": {"cpu": "CPU X", "cpu_count": 2}},
+        "cpu_flags": ["avx2"],
+        "unpruned": {"parameters": 783_150_080, "disk_bytes": 3_132_600_000},
+        "pruned": {
+            "width": {"parameters": [783_150_080, 500_034_304], "dense_bytes": 2_000_210_000, "d_ff": [2816, 1408],
+                      "num_heads": [16, 12]},
+            "magnitude-50": {"parameters": [783_150_080, 783_150_080], "dense_bytes": 3_132_600_000,
+                             "sparse_bytes": 2_000_000_000, "zeros": 0.5},
+        },
+        "artifacts": {"dynamic-int8": {"disk_bytes": 882_500_000}, "dynamic-int8:width": {"disk_bytes": 600_000_000}},
+        "rounds": {"rounds": 3},
+        "pruned_vs_unpruned": {
+            "dynamic-int8:width vs dynamic-int8, batch 16": {"median": 1.3, "min": 1.2, "max": 1.4,
+                                                             "verdict": width_verdict},
+            "torch-fp32:magnitude-50 vs torch-fp32, batch 16": {"median": 1.0, "min": 0.97, "max": 1.02,
+                                                                 "verdict": "within noise"},
+        },
+        "sparse_kernels": {"matrix": "wi_0 [2816, 1024]", "repeats": 20, "rows": {"640": {
+            "dense_ms": 1.0, "50% unstructured": entry, "2:4": entry, "semi_structured": "RuntimeError: CUDA only"}}},
+    }  # fmt: skip
+
+
+def test_pruned_section_reads_every_number_from_the_record():
+    text = report.pruned_section(_pruned_record(0.4, "faster"), "bench/results/pruned-shapes-flan-t5-large.json")
+    assert "| width-pruned | 1408 | 12 | 500,034,304 | 2,000.2 | 600.0 | - |" in text
+    assert "| flan-t5-large (unpruned) | 2816 | 16 | 783,150,080 | 3,132.6 | 882.5 | - |" in text
+    assert "1.30x [1.20, 1.40] | faster" in text
+    assert "CSR runs at best 0.40x the dense time (slower)" in text
+    assert "50%-zero model against the unpruned one: within noise" in text
+    assert "1 of the width-pruned comparisons decided faster" in text
+    # the conclusion follows the numbers, not a fixed sentence
+    other = report.pruned_section(_pruned_record(1.5, "within noise"), "x.json")
+    assert "(slower)" not in other and "No width-pruned comparison was decided faster" in other
+
+
+@pytest.mark.slow
+def test_pruned_shapes_runs_end_to_end_on_a_tiny_shape(tmp_path):
+    from bench.pruned_shapes import main as pruned_main
+
+    out = tmp_path / "pruned.json"
+    argv = ["--shape", "tiny-teacher", "--rounds", "1", "--matmul_repeats", "2", "--work_dir", str(tmp_path / "w")]
+    assert pruned_main([*argv, "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    width = data["pruned"]["width"]
+    assert width["d_ff"][1] == width["d_ff"][0] // 2 and width["num_heads"][1] < width["num_heads"][0]
+    assert width["parameters"][1] < width["parameters"][0]
+    assert abs(data["pruned"]["magnitude-50"]["zeros"] - 0.5) <= 0.005
+    assert data["artifacts"]["ct2-direct:width"]["disk_bytes"] < data["artifacts"]["ct2-direct"]["disk_bytes"]
+    assert set(data["rounds"]["by_batch"]["16"]["tokens_per_s"]) >= {"torch-fp32:magnitude-50", "ct2-direct:width"}
+    assert "CUDA" in data["sparse_kernels"]["rows"]["1"]["semi_structured"]  # the CPU has no 2:4 kernels
+    assert "pruned-shapes" not in report.pruned_section(data, "x.json")  # renders
+
+
+@pytest.mark.slow
+def test_gpu_script_dry_run_covers_2_4_semi_structured(tmp_path):
+    from bench.gpu import main as gpu_main
+
+    out = tmp_path / "gpu.json"
+    assert gpu_main(["--dry_run", "--new_tokens", "4", "--source_tokens", "8", "--out", str(out)]) == 0
+    semi = json.loads(out.read_text())["semi_structured_2_4"]
+    assert semi["pattern"] == "2:4 by |w|" and len(semi["dense_kernels"]) == 2
+    assert semi["sparse_kernels"].startswith("not run")  # CPU: recorded, not faked

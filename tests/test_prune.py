@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -131,6 +132,32 @@ def test_width_gives_a_smaller_dense_t5_that_plain_transformers_loads(tmp_path, 
     assert len(greedy(tmp_path / "width")) == len(SOURCES)
 
 
+def test_without_a_calibration_file_the_hub_datasets_first_rows_calibrate(tmp_path, monkeypatch):
+    """As llmdiet quantize: --calibration_dataset's first rows (the hub read is replaced by the demo rows here),
+    giving the same pruned model as the same rows from a file."""
+    import llmdiet.prune.calibration as calibration
+
+    asked = {}
+
+    def fake_hub(name, source_column, target_column, *, split, stop):
+        asked.update(name=name, split=split, stop=stop, columns=(source_column, target_column))
+        return read_parallel_file(DEMO_EN_FR, source_column, target_column)[:stop]
+
+    monkeypatch.setattr(calibration, "read_hub_dataset", fake_hub)
+    args = PruneArguments(
+        model="llmdiet-demo:teacher", method="width", ffn_sparsity=0.5, output_dir=str(tmp_path / "hub"),
+        calibration_dataset="someone/parallel", calibration_split="train", max_calibration_samples=32,
+    )  # fmt: skip
+    report = prune(args)
+    assert asked == {"name": "someone/parallel", "split": "train", "stop": 32, "columns": ("en", "fr")}
+    assert report["calibration"]["file"] == "someone/parallel[train]"
+    run(tmp_path, "width", name="file", ffn_sparsity=0.5)
+    from safetensors.torch import load_file
+
+    hub, file = load_file(tmp_path / "hub" / "model.safetensors"), load_file(tmp_path / "file" / "model.safetensors")
+    assert hub.keys() == file.keys() and all(torch.equal(hub[k], file[k]) for k in hub)
+
+
 def test_depth_drops_the_least_influential_blocks_but_never_block_0(tmp_path):
     from transformers import AutoConfig
 
@@ -187,7 +214,9 @@ def test_every_family_is_pruned_or_refused_in_one_line(tmp_path, tiny_families, 
 def test_bad_input_is_one_line(tmp_path, capsys):
     rc = cli.main(["prune", "--preset", "demo", "--method", "magnitude", "--sparsity", "1"])
     assert rc == 2 and "--sparsity must be < 1.0" in capsys.readouterr().err
-    with pytest.raises(ConfigError, match="--method wanda reads activations: give --calibration_file"):
+    with pytest.raises(
+        ConfigError, match="--method wanda reads activations and --calibration_dataset .*: give --calib"
+    ):
         prune(PruneArguments(model="llmdiet-demo:teacher", method="wanda", output_dir=str(tmp_path / "x")))
     assert not (tmp_path / "x").exists()
     with pytest.raises(ConfigError, match="--method vocab needs --vocab_file"):
@@ -248,3 +277,20 @@ def test_the_study_prunes_recovers_judges_and_quantizes_pruned_models(demo_asset
     with pytest.raises(ConfigError, match="vocab.*cannot recover it; use recover: \\[none\\]"):
         load_study_config(bad)
     assert yaml.safe_load(path.read_text())["prune"]  # the config the study ran
+
+
+def test_the_study_refuses_vocab_trimming_without_local_training_rows(tmp_path):
+    """The reference config reads its rows from the hub: a vocab variant is refused at plan time (no file whose
+    tokens it could keep), while width pruning plans with the hub dataset as its calibration rows."""
+    from llmdiet.study.config import load_study_config
+    from llmdiet.study.plan import build_plan
+
+    reference = (Path(__file__).parents[1] / "recipes" / "configs" / "reference.yaml").read_text()
+    path = tmp_path / "reference.yaml"
+    path.write_text(reference.replace("# vocab: {method: vocab", "vocab: {method: vocab"))
+    with pytest.raises(ConfigError, match=r"vocab\) keeps the tokens of local training rows; set distill.data_files"):
+        build_plan(load_study_config(path))
+    path.write_text(reference)
+    plan = build_plan(load_study_config(path))
+    calibration = plan.jobs["prune/width-50"].params["calibration"]
+    assert calibration["file"] is None and calibration["dataset"][1] == "train"

@@ -276,11 +276,25 @@ def check_shared_vocabulary(teacher_path: str, teacher: Any, student: Any, token
         )
 
 
-def setup_models(args: DistillationArguments) -> Models:
-    """The teacher (only if training reads it) and the student: loaded, or built from the teacher's blocks."""
+DEFAULT_OFFLOAD = "teacher-offload"  # under the output directory, removed after training
+
+
+def setup_models(args: DistillationArguments, output_dir: str | None = None) -> Models:
+    """The teacher (only if training reads it; placed across devices with --teacher_device_map) and the student:
+    loaded, or built from the teacher's blocks."""
+    from llmdiet.distill.teacher_placement import placement_kwargs, placement_summary
+
     teacher_path, student_path = resolve_model(args.teacher_model), resolve_model(args.student_model)
     tokenizer_path = args.tokenizer and resolve_model(args.tokenizer)
-    teacher = load_seq2seq(teacher_path, dtype=parse_dtype(args.teacher_dtype))[0] if args.needs_teacher() else None
+    offload = args.teacher_offload_folder or (output_dir and str(Path(output_dir) / DEFAULT_OFFLOAD))
+    placement = placement_kwargs(args.teacher_device_map, args.teacher_max_memory, offload)
+    teacher = None
+    if args.needs_teacher():
+        teacher = load_seq2seq(teacher_path, dtype=parse_dtype(args.teacher_dtype), placement=placement)[0]
+        if placement:
+            logger.info(
+                "teacher placed by accelerate (%s): modules per device %s", placement, placement_summary(teacher)
+            )
     if args.student_init != "copy_layers":
         student, tokenizer = load_seq2seq(student_path, tokenizer_path=tokenizer_path)
         if teacher is not None:
@@ -313,13 +327,14 @@ def _with_teacher_cache(args: Any, teacher: Any, teacher_path: Any, train_ds: An
         TeacherCache,
         build_teacher_cache_once,
     )
+    from llmdiet.distill.teacher_placement import is_placed
     from llmdiet.fingerprint import model_identity
 
     with training.main_process_first(desc="teacher cache"):
         if training.process_index == 0:
             # study jobs on several machines may share one cache: the first builds it, the others wait, then reuse
             build_teacher_cache_once(
-                teacher.to(training.device),
+                teacher if is_placed(teacher) else teacher.to(training.device),
                 train_ds,
                 collator,
                 args.teacher_cache,
@@ -569,9 +584,13 @@ def run(
         )
     check_replay_family(args, data)
     rows = load_rows(data, training.seed)
-    models = setup_models(args)
+    models = setup_models(args, str(training.output_dir))
     splits = setup_data(args, data, training, models, rows)
     trainer = setup_trainer(args, training, models, splits, quiet)
     resume = resume_target(training.resume_from_checkpoint, str(training.output_dir))
     result = trainer.train(resume_from_checkpoint=resume)
+    if args.teacher_device_map and not args.teacher_offload_folder:  # the default offload copy is not an output
+        import shutil
+
+        shutil.rmtree(Path(str(training.output_dir)) / DEFAULT_OFFLOAD, ignore_errors=True)
     return save(trainer, args, data, models, splits, result, command)

@@ -81,6 +81,24 @@ class _RunArguments:
         },
     )
     teacher_cache_topk: int = field(default=32, metadata={"help": "k of the teacher cache (>= 1)."})
+    teacher_device_map: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "A teacher too big for one device: accelerate places it across GPUs, CPU and disk "
+            "(device_map) to build --teacher_cache; training then reads the cache.",
+            "choices": ["auto", "balanced", "balanced_low_0", "sequential"],
+        },
+    )
+    teacher_max_memory: Optional[str] = field(
+        default=None,
+        metadata={"help": "Per-device limits of --teacher_device_map as DEVICE=SIZE pairs: 0=20GiB,cpu=60GiB."},
+    )
+    teacher_offload_folder: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Where --teacher_device_map puts the layers that fit nowhere (default: OUTPUT_DIR/teacher-offload, removed after training)."
+        },
+    )
     sequence_kd: str = field(
         default="off",
         metadata={
@@ -157,6 +175,7 @@ class DistillationArguments(*config_types(), _RunArguments, *_OWN_TRAINER_FLAGS)
                     f"({'--student_init copy_layers' if name == 'shrink' else '--student_fake_quant'}); "
                     "drop one of them"
                 )
+        self._check_placement()
         if self.teacher_cache and not self.cache_usable():
             if not method.teacher_cache:
                 reason = f": {method.no_cache_reason}" if method.no_cache_reason else ""
@@ -165,6 +184,18 @@ class DistillationArguments(*config_types(), _RunArguments, *_OWN_TRAINER_FLAGS)
                 "--hidden_weight needs the teacher's hidden states, which --teacher_cache does not "
                 "keep; drop one of them"
             )
+
+    def _check_placement(self) -> None:
+        from llmdiet.distill.teacher_placement import parse_max_memory
+
+        if (self.teacher_max_memory or self.teacher_offload_folder) and not self.teacher_device_map:
+            raise ConfigError("--teacher_max_memory and --teacher_offload_folder need --teacher_device_map auto")
+        if self.teacher_device_map and not self.teacher_cache:
+            raise ConfigError(
+                "--teacher_device_map places the teacher to build --teacher_cache: give --teacher_cache DIR "
+                "(methods that need the live teacher, such as gkd and dml, shard it with an accelerate config instead)"
+            )
+        parse_max_memory(self.teacher_max_memory)
 
     def method_config(self) -> Any:
         """This run's method config (e.g. a GKDConfig) built from its flags."""

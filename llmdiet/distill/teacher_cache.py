@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from llmdiet.compat import decoder_inputs_from_labels
 from llmdiet.config import ConfigError
+from llmdiet.distill.teacher_placement import input_device
 from llmdiet.fingerprint import check_parts
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def _shard_tensors(
     teacher: Any, dataset: Any, collator: Any, start: int, stop: int, k: int, temperature: float, batch_size: int
 ) -> dict[str, torch.Tensor]:
     """The teacher's top-k log-probs (float16) and ids (int32) of rows [start, stop), concatenated over tokens."""
-    device = next(teacher.parameters()).device
+    device = input_device(teacher)  # a teacher placed by accelerate: its first layers' device
     ids, logprobs, lengths = [], [], []
     for b in range(start, stop, batch_size):
         feats = [

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from llmdiet.config import ConfigError
-from llmdiet.data import read_parallel_file, tokenize_rows
+from llmdiet.data import DataError, read_hub_dataset, read_parallel_file, tokenize_rows
 
 
 @dataclass
@@ -23,14 +23,27 @@ class CalibrationRows:
     prefix: str = ""
     count: int = 128
     batch_size: int = 16
+    dataset: str | None = None  # the hub dataset's first ``count`` rows, when there is no file
+    split: str = "train"
 
     def batches(self, tokenizer, model, method: str) -> list[dict]:
         """Padded batches (input_ids, attention_mask, labels, decoder_attention_mask) of the first ``count`` rows."""
         from transformers import DataCollatorForSeq2Seq
 
-        if not self.file:
+        if self.file:
+            rows = read_parallel_file(self.file, self.source_column, self.target_column)[: self.count]
+        elif self.dataset:
+            try:
+                rows = read_hub_dataset(
+                    self.dataset, self.source_column, self.target_column, split=self.split, stop=self.count
+                )
+            except DataError as err:
+                raise ConfigError(
+                    f"--method {method} reads activations and --calibration_dataset {self.dataset} could not be read "
+                    f"({str(err).split('. ')[0]}): give --calibration_file (training rows)"
+                ) from None
+        else:
             raise ConfigError(f"--method {method} reads activations: give --calibration_file (training rows)")
-        rows = read_parallel_file(self.file, self.source_column, self.target_column)[: self.count]
         dataset, _ = tokenize_rows(rows, tokenizer, self.prefix, 256, 256)
         collate = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
         out = []
@@ -42,7 +55,7 @@ class CalibrationRows:
 
     def describe(self) -> dict:
         return {
-            "file": self.file,
+            "file": self.file or f"{self.dataset}[{self.split}]",
             "columns": [self.source_column, self.target_column],
             "prefix": self.prefix,
             "rows": self.count,

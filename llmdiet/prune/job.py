@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from llmdiet.config import ConfigError, check_python_types, check_range, parse_config, precheck
-from llmdiet.constants import REFERENCE_PREFIX, REFERENCE_TEACHER
+from llmdiet.constants import REFERENCE_DATASET, REFERENCE_PREFIX, REFERENCE_TEACHER
 from llmdiet.prune.registry import METHODS, get_method
 
 REPORT_FILE = "llmdiet_prune.json"
@@ -70,6 +70,11 @@ class PruneArguments:
         default=None,
         metadata={"help": "Parallel file of training rows whose activations score wanda, width and depth."},
     )
+    calibration_dataset: str = field(
+        default=REFERENCE_DATASET,
+        metadata={"help": "Hub dataset whose first rows calibrate when no --calibration_file is given."},
+    )
+    calibration_split: str = field(default="train", metadata={"help": "Split of --calibration_dataset."})
     source_column: str = field(default="en", metadata={"help": "Source column of --calibration_file/--vocab_file."})
     target_column: str = field(default="fr", metadata={"help": "Target column of --calibration_file/--vocab_file."})
     source_prefix: Optional[str] = field(
@@ -138,6 +143,8 @@ def _calibration(args: PruneArguments, model):
         prefix,
         args.max_calibration_samples,
         args.calibration_batch_size,
+        dataset=None if args.calibration_file else args.calibration_dataset,
+        split=args.calibration_split,
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from llmdiet.config import ConfigError
+from llmdiet.constants import REFERENCE_DATASET
 from llmdiet.study.config import StudyConfig
 
 # Seq2SeqTrainingArguments that do not change the trained student (everything else is in the fingerprint)
@@ -114,17 +115,28 @@ def alpha_default(cfg: StudyConfig) -> float:
 # ----------------------------------------------------------------------------- identities
 
 
+# Flags that say where things run or are cached, never what the student becomes (the teacher and student models
+# enter by content instead of by path).
+PLACEMENT_ONLY = (
+    "teacher_cache",
+    "sequence_kd_file",
+    "rebuild_caches",
+    "teacher_model",
+    "student_model",
+    "device",
+    "teacher_device_map",
+    "teacher_max_memory",
+    "teacher_offload_folder",
+)
+
+
 def student_fingerprint(args, data, training, teacher: dict, student: dict) -> dict:
     """Everything that decides a trained student: its distillation, data and Trainer settings (all of them but the
     ones that cannot change the weights) and the content of its teacher and initial student. The study's train
     jobs and the alpha sweep key their students by this one rule."""
     from dataclasses import asdict
 
-    dist = {
-        k: v
-        for k, v in asdict(args).items()
-        if k not in ("teacher_cache", "sequence_kd_file", "rebuild_caches", "teacher_model", "student_model", "device")
-    }
+    dist = {k: v for k, v in asdict(args).items() if k not in PLACEMENT_ONLY}
     dist["teacher_cache_used"] = bool(args.teacher_cache)  # top-k + tail targets instead of the full teacher
     targs = {k: v for k, v in training.to_dict().items() if k not in NEUTRAL_TRAINING_KEYS}
     return {
@@ -181,8 +193,15 @@ def calibration(cfg: StudyConfig) -> dict:
     """Calibration rows of the static quantizers and GPFQ: the study's training data unless configured."""
     flags = dict(cfg.distill)
     q = cfg.quantize
+    file = q.calibration_file or flags.get("data_files") or _preset_value(cfg, "data_files")
+    hub = (
+        {}
+        if file
+        else {"dataset": [flags.get("dataset_name") or REFERENCE_DATASET, flags.get("dataset_split") or "train"]}
+    )
     return {
-        "file": q.calibration_file or flags.get("data_files") or _preset_value(cfg, "data_files"),
+        **hub,  # only without a file, so file-based fingerprints are unchanged
+        "file": file,
         "source_column": q.calibration_source_column
         or flags.get("source_column")
         or _preset_value(cfg, "source_column")

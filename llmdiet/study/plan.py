@@ -220,6 +220,11 @@ def _add_pruned(plan: _Plan, calib: dict, identities: dict) -> None:
             raise ConfigError(
                 f"{cfg.path}: prune.models: {base_label!r} is not the teacher or a trained student ({trained})"
             )
+        if flags["method"] == "vocab" and not calib["file"]:
+            raise ConfigError(
+                f"{cfg.path}: prune.variants: {label} (vocab) keeps the tokens of local training rows; set "
+                "distill.data_files (or quantize.calibration_file) to a file"
+            )
         params = {"flags": flags, "calibration": calib, "input": plan.inputs.get(base_label), "seed": cfg.seed}
         out = cfg.root / "pruned" / label
         job = plan.add(Job(f"prune/{label}", "prune", label, out, plan.deps(base), params, init=base.path))

@@ -199,6 +199,11 @@ def _run_prune(plan: StudyPlan, job: Job) -> dict:
         overwrite_output_dir=True,
         tokenizer=cfg.tokenizer,
         calibration_file=calib["file"],
+        **(
+            {"calibration_dataset": calib["dataset"][0], "calibration_split": calib["dataset"][1]}
+            if "dataset" in calib
+            else {}
+        ),
         source_column=calib["source_column"],
         target_column=calib["target_column"],
         source_prefix=calib["prefix"],
