@@ -81,3 +81,15 @@ def token_mask(module_name: str, batch: dict) -> torch.Tensor:
     if in_decoder and not module_name.endswith(CROSS_ATTENTION_INPUTS):
         return batch["decoder_attention_mask"].bool()
     return batch["attention_mask"].bool()
+
+
+def run_hooked(model, batches: list[dict], handles: list, current: dict) -> None:
+    """Teacher-forced passes over ``batches`` with hooks already installed (``handles``), which read the batch being
+    run from ``current["batch"]`` (for its padding masks); the hooks are removed afterwards, also on an error."""
+    try:
+        for batch in batches:
+            current["batch"] = batch
+            run_batches(model, [batch])
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -26,7 +26,7 @@ import copy
 import torch
 from torch import nn
 
-from llmdiet.prune.calibration import run_batches, token_mask
+from llmdiet.prune.calibration import run_hooked, token_mask
 
 STACKS = ("encoder", "decoder")
 
@@ -65,13 +65,7 @@ def width_importance(model, batches: list[dict]) -> tuple[dict, dict]:
             handles.append(module.wo.register_forward_pre_hook(ffn_hook(f"{name}.wo")))
         elif name.endswith((".SelfAttention", ".EncDecAttention")):
             handles.append(module.o.register_forward_pre_hook(head_hook(f"{name}.o")))
-    try:
-        for batch in batches:
-            current["batch"] = batch
-            run_batches(model, [batch])
-    finally:
-        for h in handles:
-            h.remove()
+    run_hooked(model, batches, handles, current)
     mean = lambda store: {k.rsplit(".", 1)[0]: total / count for k, (total, count) in store.items()}  # noqa: E731
     return mean(neurons), mean(heads)
 
@@ -167,13 +161,7 @@ def block_influence(model, batches: list[dict]) -> dict[str, list[float]]:
         for stack in STACKS
         for i, block in enumerate(getattr(model, stack).block)
     ]
-    try:
-        for batch in batches:
-            current["batch"] = batch
-            run_batches(model, [batch])
-    finally:
-        for h in handles:
-            h.remove()
+    run_hooked(model, batches, handles, current)
     out: dict[str, list[float]] = {stack: [] for stack in STACKS}
     for (stack, _), (total, count) in sorted(scores.items()):
         out[stack].append(float(total[0] / count))

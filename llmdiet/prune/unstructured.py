@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llmdiet.prune.calibration import run_batches, token_mask
+from llmdiet.prune.calibration import run_hooked, token_mask
 
 
 def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
@@ -52,13 +52,7 @@ def input_norms(model: nn.Module, batches: list[dict]) -> dict[str, torch.Tensor
         return record
 
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in prunable_linears(model).items()]
-    try:
-        for batch in batches:
-            current["batch"] = batch
-            run_batches(model, [batch])
-    finally:
-        for h in handles:
-            h.remove()
+    run_hooked(model, batches, handles, current)
     return {name: total.sqrt() for name, total in sums.items()}
 
 
