@@ -44,6 +44,8 @@ def test_disk_offloaded_teacher_builds_the_same_cache_and_the_same_training(demo
             runs[name] = run(*parse(argv))
     # accelerate split the teacher: half its modules in memory, half on "disk" (read per forward pass)
     assert "modules per device {'cpu': 6, 'disk': 6}" in caplog.text
+    assert runs["offloaded"]["teacher_placement"] == {"cpu": 6, "disk": 6}
+    assert runs["memory"]["teacher_placement"] is None
     memory = load_file(tmp_path / "cache-memory" / "shard-00000.safetensors")
     offloaded = load_file(tmp_path / "cache-offloaded" / "shard-00000.safetensors")
     assert memory.keys() == offloaded.keys()

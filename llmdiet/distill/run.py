@@ -21,6 +21,7 @@ from llmdiet.distill.card import plot_loss_curve, write_student_card
 from llmdiet.distill.methods import get_method
 from llmdiet.distill.replay import ReplaySet, load_replay, replay_summary
 from llmdiet.distill.settings import DataArguments, DistillationArguments, check_training_arguments
+from llmdiet.distill.teacher_placement import placement_kwargs, placement_summary
 from llmdiet.languages import apply_languages, default_prefix
 from llmdiet.modeling import load_seq2seq, parse_dtype, resolve_model
 from llmdiet.provenance import provenance
@@ -282,8 +283,6 @@ DEFAULT_OFFLOAD = "teacher-offload"  # under the output directory, removed after
 def setup_models(args: DistillationArguments, output_dir: str | None = None) -> Models:
     """The teacher (only if training reads it; placed across devices with --teacher_device_map) and the student:
     loaded, or built from the teacher's blocks."""
-    from llmdiet.distill.teacher_placement import placement_kwargs, placement_summary
-
     teacher_path, student_path = resolve_model(args.teacher_model), resolve_model(args.student_model)
     tokenizer_path = args.tokenizer and resolve_model(args.tokenizer)
     offload = args.teacher_offload_folder or (output_dir and str(Path(output_dir) / DEFAULT_OFFLOAD))
@@ -556,6 +555,8 @@ def save(
         "on_policy_batches": getattr(trainer, "on_policy_batches", None),  # gkd: batches trained on student samples
         "copied_layers": models.copied_layers,
         "pruned_from": pruned_lineage(models.student_path),  # a student initialised from an llmdiet prune output
+        # --teacher_device_map: modules of the teacher per device (GPU index, cpu, disk) while it built the cache
+        "teacher_placement": placement_summary(models.teacher) or None,
         "fake_quant": fake_quant,  # student_fake_quant: bits and packed size of the saved (on-grid) student
     }
     if trainer.is_world_process_zero():
