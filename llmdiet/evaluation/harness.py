@@ -40,6 +40,7 @@ from llmdiet.data import ParallelRow, SkipReport
 from llmdiet.demo import DEMO_MODEL_PREFIX
 from llmdiet.engines import ARTIFACT_FILE, TORCH_BACKENDS, GenerationSettings, detect_backend, load_backend
 from llmdiet.evaluation.eval_sets import EvalSet, resolve_eval_set
+from llmdiet.evaluation.ranks import Ranks, current_ranks
 from llmdiet.evaluation.reports import (
     RESULTS_FILE,
     SCHEMA_VERSION,
@@ -238,6 +239,8 @@ def main(argv: list[str] | None = None, prog: str = "llmdiet eval") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv, prog)
     results = run_eval(args, command=[*prog.split(), *argv])
+    if "rank" in results:  # not rank 0 of a multi-process run: rank 0 reports
+        return 0
     print()
     if results["demo"]:
         from llmdiet.demo import DEMO_BANNER
@@ -277,10 +280,13 @@ def run_eval(args: EvalArguments, command: list[str] | None = None) -> dict:
     out = Path(args.output_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--output_dir {out}: exists and is not a directory; choose a directory path")
+    ranks = current_ranks()
+    if not ranks.main:  # rank 0 holds the lock and writes the run's files; the others translate their share
+        return _run_eval_locked(args, command, ranks)
     existed = out.exists()
     try:
         with directory_lock(out, "llmdiet eval"):
-            return _run_eval_locked(args, command)
+            return _run_eval_locked(args, command, ranks)
     finally:
         # a run that failed before writing anything leaves no directory behind
         if not existed and out.is_dir() and [p.name for p in out.iterdir()] == [LOCK_FILE]:
@@ -294,7 +300,7 @@ def _model_name(requested: str, path: str) -> str:
     return p.resolve().name if p.exists() else path
 
 
-def _run_eval_locked(args: EvalArguments, command: list[str] | None) -> dict:
+def _run_eval_locked(args: EvalArguments, command: list[str] | None, ranks: Ranks) -> dict:
     import torch
 
     assert args.model is not None and args.output_dir is not None  # checked by run_eval
@@ -318,10 +324,31 @@ def _run_eval_locked(args: EvalArguments, command: list[str] | None) -> dict:
         options.update(draft=run_settings["draft"]["model"], draft_lookahead=args.draft_lookahead)
     if args.drop_finished:
         options["drop_finished"] = True
-    backend = load_backend(backend_name, model_path, device=args.device, decoding=args.decoding, **options)
+    device = args.device
+    if ranks.world > 1 and device == "cuda":  # one GPU per process
+        device = f"cuda:{os.environ.get('LOCAL_RANK', ranks.rank)}"
+    backend = load_backend(backend_name, model_path, device=device, decoding=args.decoding, **options)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / SETTINGS_FILE, settings)
-    sets = {}
+    if ranks.main:
+        write_json_atomic(out / SETTINGS_FILE, settings)
+    sets = _evaluate_sets(args, backend, loaded, out, previous, ranks)
+    if not ranks.main:
+        return {"rank": ranks.rank, "processes": ranks.world}
+    results = _results(args, model_path, run_settings, backend, sets, loaded, command)
+    if ranks.world > 1:
+        results["decoding"]["processes"] = ranks.world  # rows split between processes (llmdiet.evaluation.ranks)
+    write_json_atomic(out / RESULTS_FILE, results)
+    from llmdiet.demo import DEMO_BANNER
+
+    (out / SUMMARY_FILE).write_text(
+        summary_markdown(results, DEMO_BANNER if results["demo"] else None), encoding="utf-8"
+    )
+    return results
+
+
+def _evaluate_sets(args: EvalArguments, backend, loaded: dict, out: Path, previous: dict, ranks: Ranks) -> dict:
+    """Each set's entry of results.json (on rank 0; the other ranks translate their share and return {})."""
+    sets: dict = {}
     for name, (spec, rows, report) in loaded.items():
         logger.info("eval set %s: %d rows", name, len(rows))
         job = SetJob(
@@ -334,22 +361,18 @@ def _run_eval_locked(args: EvalArguments, command: list[str] | None) -> dict:
             args.max_new_tokens,
             args.batch_size,
             args.warmup_batches,
-            args.progress,
+            args.progress and ranks.main,
+            ranks,
         )
         entry = evaluate_set(job, (previous.get("sets", {}).get(name) or {}).get("timing"))
+        if entry is None:  # not rank 0: its share is in the set's samples
+            continue
         sets[name] = {
             "eval_set": {**spec.describe(), "fingerprint": spec.fingerprint()},
             **entry,
             "skipped_rows": {"total": report.total, "reasons": dict(report.reasons), "examples": report.examples},
         }
-    results = _results(args, model_path, run_settings, backend, sets, loaded, command)
-    write_json_atomic(out / RESULTS_FILE, results)
-    from llmdiet.demo import DEMO_BANNER
-
-    (out / SUMMARY_FILE).write_text(
-        summary_markdown(results, DEMO_BANNER if results["demo"] else None), encoding="utf-8"
-    )
-    return results
+    return sets
 
 
 def _load_sets(args: EvalArguments, model_type: str | None) -> dict[str, tuple[EvalSet, list[ParallelRow], SkipReport]]:

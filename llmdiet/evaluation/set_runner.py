@@ -13,6 +13,7 @@ from llmdiet.engines import GenerationSettings, TranslationBackend
 from llmdiet.evaluation.eval_sets import EvalSet
 from llmdiet.evaluation.generation import generate_all, plan_batches, source_lengths
 from llmdiet.evaluation.metrics import corpus_scores, degenerate_outputs
+from llmdiet.evaluation.ranks import Ranks, part_files
 from llmdiet.evaluation.run_dir import SAMPLES_FILE, read_samples
 from llmdiet.languages import direction_languages, language_codes
 
@@ -59,6 +60,7 @@ class SetJob:
     batch_size: int
     warmup_batches: int
     progress: bool
+    ranks: Ranks = Ranks()  # under accelerate launch: this process's share of the batches
 
     @property
     def samples_path(self) -> Path:
@@ -76,9 +78,13 @@ class SetJob:
         )
 
 
-def evaluate_set(job: SetJob, previous_timing: dict | None) -> dict:
-    """Translate the rows not yet in ``samples.jsonl``, then score the complete file."""
+def evaluate_set(job: SetJob, previous_timing: dict | None) -> dict | None:
+    """Translate the rows not yet in ``samples.jsonl``, then score the complete file. Under several processes each
+    translates every N-th pending batch and rank 0 merges and scores (the others return None)."""
     job.set_dir.mkdir(parents=True, exist_ok=True)
+    if job.ranks.main:
+        _merge_parts(job)  # rows an interrupted multi-process run translated
+    job.ranks.barrier()
     spec, rows, max_len = job.spec, job.rows, job.max_source_length
     done = read_samples(job.samples_path, rows)
     prefixed = [spec.prefix + r.source for r in rows]
@@ -93,14 +99,15 @@ def evaluate_set(job: SetJob, previous_timing: dict | None) -> dict:
             max_len,
         )
     plan = plan_batches([min(n, max_len) for n in lengths] if unit == "tokens" else lengths, job.batch_size)
-    todo = sorted(i for batch in plan if any(j not in done for j in batch) for i in batch)
+    pending = [batch for batch in plan if any(j not in done for j in batch)]
+    todo = sorted(i for batch in pending[job.ranks.rank :: job.ranks.world] for i in batch)  # whole plan batches
     resumed_from = len(done)
-    if resumed_from:
+    if resumed_from and job.ranks.main:
         logger.info("%s: resuming, %d of %d rows already translated", spec.name, resumed_from, len(rows))
     timing = previous_timing
     if todo:
         timing = _translate(job, prefixed, todo, done)
-    elif timing is None:
+    elif timing is None and not pending and job.ranks.main:
         # every row was translated by a run killed before it saved its timing: time the set again (outputs are
         # not rewritten), so a resumed run never loses a set's speed
         logger.info(
@@ -114,6 +121,12 @@ def evaluate_set(job: SetJob, previous_timing: dict | None) -> dict:
             "retimed": True,
         }
         _add_speculative_stats(job.backend, timing)
+    job.ranks.barrier()
+    if not job.ranks.main:
+        return None
+    _merge_parts(job)
+    if timing is not None and job.ranks.world > 1:
+        timing = {**timing, "processes": job.ranks.world, "covers": "rank 0's share of the batches"}
     scored = _score(job)
     return {
         "languages": scored["languages"],
@@ -130,7 +143,8 @@ def evaluate_set(job: SetJob, previous_timing: dict | None) -> dict:
 def _translate(job: SetJob, prefixed: list[str], todo: list[int], done: dict[int, dict]) -> dict:
     """Translate the rows ``todo`` (whole batches of the plan), appending each finished batch to samples.jsonl."""
     rows = job.rows
-    with open(job.samples_path, "a", encoding="utf-8") as out:
+    path = job.samples_path if job.ranks.world == 1 else job.ranks.part_file(job.set_dir)
+    with open(path, "a", encoding="utf-8") as out:
 
         def write_batch(indices, translations):
             for local, translation in zip(indices, translations):
@@ -159,6 +173,22 @@ def _translate(job: SetJob, prefixed: list[str], todo: list[int], done: dict[int
     }
     _add_speculative_stats(job.backend, timing)
     return timing
+
+
+def _merge_parts(job: SetJob) -> None:
+    """Append the per-rank sample files to samples.jsonl (rows not there yet, in row order), then remove them."""
+    parts = part_files(job.set_dir)
+    if not parts:
+        return
+    done = read_samples(job.samples_path, job.rows)
+    new: dict[int, dict] = {}
+    for part in parts:
+        new.update({i: s for i, s in read_samples(part, job.rows).items() if i not in done})
+    with open(job.samples_path, "a", encoding="utf-8") as out:
+        for i in sorted(new):
+            out.write(json.dumps(new[i], ensure_ascii=False) + "\n")
+    for part in parts:
+        part.unlink()
 
 
 def _score(job: SetJob) -> dict:
