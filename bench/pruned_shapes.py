@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch1_sentences", type=int, default=2, help="Sentences per round at batch 1.")
     parser.add_argument("--batch16_sentences", type=int, default=16, help="Sentences per round at batch 16.")
     parser.add_argument("--matmul_repeats", type=int, default=20, help="Timings per sparse-kernel measurement.")
-    parser.add_argument("--work_dir", default=None, help="Where models are built (default: a temporary directory).")
+    parser.add_argument(
+        "--work_dir", default=None, help="Where models are built and kept (default: a temporary directory, removed)."
+    )
     parser.add_argument("--out", default=None, help="Result file (default bench/results/pruned-shapes-<shape>.json).")
     args = parser.parse_args(argv)
     for name in ("rounds", "batch1_sentences", "batch16_sentences", "matmul_repeats"):
@@ -143,13 +145,20 @@ def main(argv: list[str] | None = None) -> int:
         if not 0.0 <= getattr(args, name) < 1.0:
             parser.error(f"--{name} must be in [0, 1)")
 
+    if args.work_dir:
+        return _run(args, argv, Path(args.work_dir))
     import tempfile
 
+    with tempfile.TemporaryDirectory(prefix="llmdiet-pruned-shapes-") as tmp:  # ~12 GB for flan-t5-large: removed
+        return _run(args, argv, Path(tmp))
+
+
+def _run(args, argv: list[str], work: Path) -> int:
+    """Build the models under ``work``, time them, write the results file."""
     from bench import rounds
     from bench.run import cpu_flags
     from llmdiet.provenance import provenance
 
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="llmdiet-pruned-shapes-"))
     tokenizer_dir = work / "tokenizer"
     started = time.perf_counter()
     base = run_job("bench.artifacts", {"kind": "random", "shape": args.shape, "out": str(work / args.shape),
