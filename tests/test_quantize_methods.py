@@ -405,7 +405,8 @@ def test_torchao_native_format_round_trips_only_with_a_float_lm_head(demo_assets
     model = AutoModelForSeq2SeqLM.from_pretrained(
         str(demo_assets.teacher), quantization_config=config, dtype=torch.bfloat16
     )
-    model.save_pretrained(tmp_path / "native")
+    # transformers 4.x saves this torchao config only as a pickle (its safetensors path covers float8 configs)
+    model.save_pretrained(tmp_path / "native", **({} if transformers_major() >= 5 else {"safe_serialization": False}))
     again = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "native")
     ids = model.generate(**batch, max_new_tokens=16, do_sample=False)
     assert torch.equal(again.generate(**batch, max_new_tokens=16, do_sample=False), ids)

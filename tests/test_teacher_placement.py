@@ -42,9 +42,11 @@ def test_disk_offloaded_teacher_builds_the_same_cache_and_the_same_training(demo
         argv = small_run_argv(demo_assets, tmp_path / name, "--max_steps", "4", "--eval_rows", "0", *cache, *extra)
         with caplog.at_level("INFO", logger="llmdiet.distill.run"):
             runs[name] = run(*parse(argv))
-    # accelerate split the teacher: half its modules in memory, half on "disk" (read per forward pass)
-    assert "modules per device {'cpu': 6, 'disk': 6}" in caplog.text
-    assert runs["offloaded"]["teacher_placement"] == {"cpu": 6, "disk": 6}
+    # accelerate split the teacher: some of its modules in memory, the rest on "disk" (read per forward pass);
+    # where it cuts depends on accelerate's and transformers' size accounting (6/6 on transformers 5, 5/7 on 4.57)
+    placement = runs["offloaded"]["teacher_placement"]
+    assert set(placement) == {"cpu", "disk"} and min(placement.values()) >= 1, placement
+    assert f"modules per device {placement}" in caplog.text
     assert runs["memory"]["teacher_placement"] is None
     memory = load_file(tmp_path / "cache-memory" / "shard-00000.safetensors")
     offloaded = load_file(tmp_path / "cache-offloaded" / "shard-00000.safetensors")

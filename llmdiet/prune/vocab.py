@@ -118,6 +118,8 @@ def trimmed_tokenizer(tokenizer, spec: dict):
         config = json.loads(config_file.read_text())
         config.pop("added_tokens_decoder", None)  # rebuilt from tokenizer.json's added_tokens
         config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        # the generic class's default inputs include token_type_ids (transformers 4.x), which generate() refuses
+        config["model_input_names"] = list(tokenizer.model_input_names)
         config_file.write_text(json.dumps(config, indent=2))
         (Path(tmp) / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False))
         return AutoTokenizer.from_pretrained(tmp)
