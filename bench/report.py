@@ -882,6 +882,7 @@ def render(
     sources: dict[str, str],
     cpu_repeats: list[tuple[str, dict]] | None = None,
     pruned: tuple[str, dict] | None = None,
+    memory_plan: tuple[str, dict] | None = None,
 ) -> str:
     parts = [
         "# llmdiet benchmarks",
@@ -979,6 +980,15 @@ def render(
             "",
             distillation_section(cpu_results),
             "",
+        ]
+        if memory_plan:
+            parts += [
+                "### Memory plan (`bench/memory_plan.py`)",
+                "",
+                memory_plan_section(memory_plan[1], memory_plan[0]),
+                "",
+            ]
+        parts += [
             "## Eval-harness overhead",
             "",
             harness_section(cpu_results),
@@ -1056,8 +1066,14 @@ def write_markdown(results_file: str | Path, out: str | Path, others: list[Path]
                 repeats.append((path.name, data))
     found = newest_pruned(results_file.parent)
     pruned = (_relative(found[0], root), found[1]) if found else None
+    found = newest_memory_plan(results_file.parent)
+    memory_plan = (_relative(found[0], root), found[1]) if found else None
     out = Path(out)
-    out.write_text(render(cpu, gpu, sources, repeats, pruned), encoding="utf-8")
+    out.write_text(render(cpu, gpu, sources, repeats, pruned, memory_plan), encoding="utf-8")
+    readme = root / "README.md"
+    if memory_plan and out.resolve() == (root / "BENCHMARKS.md").resolve() and readme.is_file():
+        text = readme.read_text(encoding="utf-8")
+        readme.write_text(readme_with_memory_plan(text, memory_plan_section(*memory_plan[::-1])), encoding="utf-8")
     return out
 
 
@@ -1066,6 +1082,66 @@ def _relative(path: Path, root: Path) -> str:
         return str(path.resolve().relative_to(root))
     except ValueError:
         return str(path)
+
+
+GIB = 2**30
+README_BLOCK = ("<!-- memory-plan:start (bench/report.py writes this table from bench/results/memory-plan.json) -->",
+                "<!-- memory-plan:end -->")  # fmt: skip
+
+
+def memory_plan_section(data: dict, source: str) -> str:
+    """``bench/memory_plan.py``: planned peak memory of the distillation step per device, and where it fits."""
+    prov = data["provenance"]
+    shape = data["rows"][0]["shape"]
+    layouts = list(data["rows"][0]["layouts"])
+    rows = []
+    for row in data["rows"]:
+        plan = row["plan"]
+        teacher = row["teacher"] + (f" {row['shape']['teacher_dtype']}" if "teacher_dtype" in row["shape"] else "")
+        if "cache_topk" in row["shape"]:
+            teacher = f"top-{row['shape']['cache_topk']} cache (no teacher)"
+        student_states = plan["student"] + plan["gradients"] + plan["optimizer"]
+        measured = row.get("measured_bytes")
+        cells = [
+            row["student"],
+            teacher,
+            f"{plan['teacher'] / GIB:.1f}",
+            f"{student_states / GIB:.1f}",
+            f"{plan['activations'] / GIB:.1f}",
+            f"**{plan['peak_bytes'] / GIB:.1f}**",
+            "-" if measured is None else f"{measured / GIB:.1f} ({measured / plan['peak_bytes'] - 1:+.0%})",
+        ]
+        for name in layouts:
+            entry = row["layouts"][name]
+            cells.append(f"{'yes' if entry['fits'] else 'no'} ({entry['per_device_bytes'] / GIB:.1f})")
+        rows.append(cells)
+    header = ["student", "teacher", "teacher GiB", "student + grads + AdamW", "activations", "peak GiB", "measured"]
+    return "\n".join(
+        [
+            f"One distillation step per device at batch {shape['batch']}, {shape['source_length']} source and "
+            f"{shape['target_length']} target tokens (the reference's; no padding), fp32 student, from "
+            f"`{prov['command']}` ({source}; {prov['date'][:10]}, git {prov['git_sha'][:7]}); planned by "
+            "`llmdiet distill --plan` (`llmdiet.distill.memory_plan`: the step on fake tensors under PyTorch's "
+            "MemTracker), *measured* = the same step run for real on this CPU (peak resident memory) where it "
+            "fits in RAM. Layout cells: fits? (GiB per device). " + data["rule"],
+            "",
+            table(header + layouts, rows),
+        ]
+    )
+
+
+def newest_memory_plan(folder: Path) -> tuple[Path, dict] | None:
+    path = folder / "memory-plan.json"
+    return (path, json.loads(path.read_text())) if path.is_file() else None
+
+
+def readme_with_memory_plan(readme: str, section: str) -> str:
+    """README.md with the text between the memory-plan markers replaced by ``section``."""
+    start, end = README_BLOCK
+    if start not in readme or end not in readme:
+        return readme
+    head, rest = readme.split(start, 1)
+    return head + start + "\n" + section + "\n" + end + rest.split(end, 1)[1]
 
 
 def main(argv: list[str] | None = None) -> int:

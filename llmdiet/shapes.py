@@ -32,10 +32,19 @@ FLAN_T5_SHAPES: dict[str, dict] = {
     "flan-t5-small": dict(d_model=512, d_ff=1024, num_layers=8, num_decoder_layers=8, num_heads=6),
     "flan-t5-base": dict(d_model=768, d_ff=2048, num_layers=12, num_decoder_layers=12, num_heads=12),
     "flan-t5-large": dict(d_model=1024, d_ff=2816, num_layers=24, num_decoder_layers=24, num_heads=16),
+    # teachers too big for one GPU beside a student (memory plans only: llmdiet.distill.memory_plan)
+    "flan-t5-xl": dict(d_model=2048, d_ff=5120, num_layers=24, num_decoder_layers=24, num_heads=32),
+    "flan-t5-xxl": dict(d_model=4096, d_ff=10240, num_layers=24, num_decoder_layers=24, num_heads=64),
 }
 
 # Parameter counts of the released checkpoints, for checking the shapes above.
-FLAN_T5_PARAMS = {"flan-t5-small": 76_961_152, "flan-t5-base": 247_577_856, "flan-t5-large": 783_150_080}
+FLAN_T5_PARAMS = {
+    "flan-t5-small": 76_961_152,
+    "flan-t5-base": 247_577_856,
+    "flan-t5-large": 783_150_080,
+    "flan-t5-xl": 2_849_757_184,
+    "flan-t5-xxl": 11_135_332_352,
+}
 
 
 def flan_t5_config(name: str) -> T5Config:

@@ -496,3 +496,21 @@ def test_gpu_script_dry_run_covers_2_4_semi_structured(tmp_path):
     semi = json.loads(out.read_text())["semi_structured_2_4"]
     assert semi["pattern"] == "2:4 by |w|" and len(semi["dense_kernels"]) == 2
     assert semi["sparse_kernels"].startswith("not run")  # CPU: recorded, not faked
+
+
+def test_memory_plan_table_in_readme_and_benchmarks_is_the_committed_results_file():
+    """README's and BENCHMARKS.md's memory-plan tables are rendered from bench/results/memory-plan.json (never
+    re-typed); every plan row is in them, with its peak."""
+    root = Path(__file__).resolve().parents[1]
+    path = root / "bench" / "results" / "memory-plan.json"
+    data = json.loads(path.read_text())
+    section = report.memory_plan_section(data, "bench/results/memory-plan.json")
+    readme = (root / "README.md").read_text()
+    start, end = report.README_BLOCK
+    assert readme.split(start, 1)[1].split(end, 1)[0].strip() == section.strip()
+    assert section in (root / "BENCHMARKS.md").read_text()
+    for row in data["rows"]:
+        assert f"**{row['plan']['peak_bytes'] / 2**30:.1f}**" in section
+    measured = [r for r in data["rows"] if "measured_bytes" in r]
+    assert measured and all(abs(r["measured_bytes"] / r["plan"]["peak_bytes"] - 1) <= 0.15 for r in measured)
+    assert report.readme_with_memory_plan(f"a\n{start}\nold\n{end}\nb", "new") == f"a\n{start}\nnew\n{end}\nb"

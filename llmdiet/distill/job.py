@@ -123,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     is_demo = "demo" in argv and ("--preset" in argv or "--preset=demo" in argv)
     args, data, training = parse_settings(argv)
+    if args.plan:
+        from llmdiet.distill.memory_plan import print_plan
+
+        print_plan(args, data, training)
+        return 0
     if is_demo:
         from llmdiet.demo import DEMO_BANNER
 

@@ -130,6 +130,15 @@ class _RunArguments:
             "choices": ["auto", "cpu", "cuda"],
         },
     )
+    plan: bool = field(
+        default=False,
+        metadata={
+            "help": "Print the planned peak memory of a training step per device (teacher, student, gradients, "
+            "optimizer, activations; from the shapes, nothing loaded) for these flags, on 1 and 8 GPUs of "
+            "--plan_gpu_gib, then exit."
+        },
+    )
+    plan_gpu_gib: float = field(default=80.0, metadata={"help": "Memory of one GPU for --plan's fit lines (GiB)."})
     eval_max_new_tokens: int = field(
         default=128,
         metadata={
@@ -158,6 +167,7 @@ EARLY_TRAINER_FLAGS = () if _OWN_TRAINER_FLAGS else (_OverwriteFlag,)
 class DistillationArguments(*config_types(), _RunArguments, *_OWN_TRAINER_FLAGS):  # type: ignore[misc]  # bases: the registry's configs
     def __post_init__(self) -> None:
         check_range("teacher_cache_topk", self.teacher_cache_topk, 1)
+        check_range("plan_gpu_gib", self.plan_gpu_gib, 0.0, low_open=True)
         check_range("sequence_kd_beams", self.sequence_kd_beams, 1)
         check_range("eval_max_new_tokens", self.eval_max_new_tokens, 1)
         check_range("alpha", self.alpha, 0.0, 1.0)

@@ -5,6 +5,7 @@
     llmdiet study --config recipes/configs/demo.yaml --list --json   # the same for other tools
     llmdiet study --config recipes/configs/demo.yaml --job train/alpha-0.5   # one job (Slurm arrays, several machines)
     llmdiet study --config recipes/configs/demo.yaml --report    # STUDY.md from whatever has finished
+    llmdiet study --config recipes/configs/reference.yaml --executor slurm   # every job a Slurm job (submitit)
 
 A training job can itself run on several GPUs: ``accelerate launch recipes/study.py --config X --job train/alpha-0.5``.
 """
@@ -30,6 +31,15 @@ class StudyArguments:
         metadata={"help": "Run only these jobs (their dependencies must be done); no report is written."},
     )
     report: bool = field(default=False, metadata={"help": "Only write STUDY.md and the figures from finished jobs."})
+    executor: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Run the jobs through submitit instead of in this process: local (each job its own process, "
+            "started as its dependencies finish) or slurm (every job submitted with Slurm dependencies, then the "
+            "report); resources from the config's cluster: section, logs in STUDY_DIR/logs/.",
+            "choices": ["local", "slurm"],
+        },
+    )
     json: bool = field(
         default=False,
         metadata={"help": "With --list: the plan as JSON (jobs, kind, state, dependencies, fingerprint, output)."},
@@ -38,6 +48,8 @@ class StudyArguments:
     def __post_init__(self):
         if sum([self.list, bool(self.job), self.report]) > 1:
             raise ConfigError("--list, --job and --report are alternatives: give one of them (or none to run all)")
+        if self.executor and (self.list or self.job or self.report):
+            raise ConfigError("--executor runs the whole study: leave out --list, --job and --report")
         if self.json and not self.list:
             raise ConfigError("--json goes with --list (llmdiet study --config FILE --list --json)")
 
@@ -108,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
             plan.job(name)  # unknown names fail before anything runs
         run_all(plan, args.job)
         return 0
+    if args.executor:
+        from llmdiet.study.executor import run_with_executor
+
+        return run_with_executor(plan, args.executor)
     run_all(plan)
     path = write_report(plan)
     from llmdiet.study.markdown import answer

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional, TypeVar
 
 from llmdiet.config import ConfigError, check_range, load_yaml, unwrap_optional
+from llmdiet.study.cluster import ClusterSettings
 from llmdiet.study.pruning import PruneSettings
 
 STUDY_KEYS = (
@@ -41,6 +42,7 @@ STUDY_KEYS = (
     "eval",
     "statistics",
     "verdict",
+    "cluster",
 )
 
 
@@ -313,6 +315,7 @@ class StudyConfig:
     statistics: StatisticsSettings
     verdict: VerdictSettings = field(default_factory=VerdictSettings)
     prune: PruneSettings = field(default_factory=PruneSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)  # resources only: in no fingerprint
 
     @property
     def root(self) -> Path:
@@ -460,6 +463,7 @@ def load_study_config(path: str | Path, study_dir: str | None = None) -> StudyCo
         statistics=_section(path, "statistics", StatisticsSettings, data.get("statistics")),
         verdict=_section(path, "verdict", VerdictSettings, data.get("verdict")),
         prune=_section(path, "prune", PruneSettings, data.get("prune")),
+        cluster=_section(path, "cluster", ClusterSettings, data.get("cluster")),
     )
 
 

@@ -127,6 +127,8 @@ PLACEMENT_ONLY = (
     "teacher_device_map",
     "teacher_max_memory",
     "teacher_offload_folder",
+    "plan",
+    "plan_gpu_gib",
 )
 
 
