@@ -87,3 +87,14 @@ def test_flan_t5_small_shapes_plan_matches_the_measured_peak_within_15_percent()
     planned = plan_step(config_of("google/flan-t5-base"), config_of("google/flan-t5-small"), StepShape(**shape))
     real = measured("google/flan-t5-base", "google/flan-t5-small", shape)
     assert abs(planned["peak_bytes"] - real) <= 0.15 * real, (planned["peak_bytes"] / 2**20, real / 2**20)
+
+
+def test_planned_flan_t5_shapes_have_the_released_parameter_counts():
+    """The planner builds every flan-T5 shape (xl and xxl on fake tensors only) with the released checkpoints'
+    parameter counts: its weight sharing is the loaded models' (embeddings shared, lm_head untied)."""
+    from llmdiet.distill.memory_plan import _bytes
+    from llmdiet.shapes import FLAN_T5_PARAMS, FLAN_T5_SHAPES
+
+    assert "flan-t5-xxl" not in FLAN_T5_SHAPES  # the benchmark's shapes stay buildable on this machine
+    for name, count in FLAN_T5_PARAMS.items():
+        assert _bytes(config_of(f"google/{name}"), "bfloat16") == 2 * count, name

@@ -178,20 +178,21 @@ def config_of(name: str) -> Any:
     from transformers import AutoConfig
 
     from llmdiet.modeling import resolve_model
-    from llmdiet.shapes import FLAN_T5_SHAPES, flan_t5_config
+    from llmdiet.shapes import FLAN_T5_SHAPES, PLANNED_FLAN_T5_SHAPES, flan_t5_config
 
+    known = [*FLAN_T5_SHAPES, *PLANNED_FLAN_T5_SHAPES]
     path = resolve_model(name)
     short = path.rsplit("/", 1)[-1]
     try:  # a flan-T5 name: the hub cache's config, else the public shapes (no network needed)
-        return AutoConfig.from_pretrained(path, local_files_only=short in FLAN_T5_SHAPES)
+        return AutoConfig.from_pretrained(path, local_files_only=short in known)
     except OSError:
-        if short in FLAN_T5_SHAPES:
-            return flan_t5_config(short)
+        if short in known:
+            return flan_t5_config(short, planned=True)
         from llmdiet.config import ConfigError
 
         raise ConfigError(
             f"--plan: no config for {name} (not a local model directory, not in the hub cache, and not a flan-T5 "
-            f"name: {', '.join(FLAN_T5_SHAPES)})"
+            f"name: {', '.join(known)})"
         ) from None
 
 
