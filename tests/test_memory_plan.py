@@ -24,7 +24,9 @@ print(measure_step(config_of(teacher), config_of(student), shape))
 
 def measured(teacher: str, student: str, shape: dict) -> int:
     """The same step run for real in a fresh process (glibc told to return freed tensors to the system)."""
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "HF_HUB_OFFLINE": "1"}
+    # a clean environment: nothing an earlier test set (threads, launchers) reaches the measured process
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "PYTHONPATH", "LLMDIET_CACHE") if k in os.environ}
+    env.update(MALLOC_MMAP_THRESHOLD_="65536", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="2")
     out = subprocess.run(
         [sys.executable, "-c", MEASURE, teacher, student, json.dumps(shape)],
         env=env,

@@ -225,7 +225,7 @@ def measure_step(teacher_config: Any, student_config: Any, shape: StepShape) -> 
         warm, warm, torch.optim.AdamW(warm.parameters()), step_batch(tiny.vocab_size, _tiny(shape)), shape
     )
     del warm
-    base = psutil.Process().memory_info().rss
+    base, base_files = psutil.Process().memory_info().rss, _rss_files()
     live_teacher = shape.alpha > 0 and not shape.cache_topk
     student = _model(student_config).train()
     teacher = _model(teacher_config, shape.teacher_dtype).eval() if live_teacher else None
@@ -233,7 +233,21 @@ def measure_step(teacher_config: Any, student_config: Any, shape: StepShape) -> 
     batch = step_batch(student_config.vocab_size, shape)
     for _ in range(2):
         distillation_step(teacher, student, optimizer, batch, shape)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # tensors are anonymous memory: file-backed pages mapped since the baseline (a library loaded on first use)
+    # stay mapped to the end and are not the step's
+    return peak - base - max(0, _rss_files() - base_files)
+
+
+def _rss_files() -> int:
+    """Resident file-backed memory of this process (``RssFile`` in /proc/self/status; 0 where there is none)."""
+    try:
+        for line in open("/proc/self/status", encoding="ascii"):
+            if line.startswith("RssFile:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _tiny(shape: StepShape) -> StepShape:
