@@ -210,7 +210,7 @@ def plan_table(plan: dict, devices: list[tuple[str, int, float]]) -> str:
 
 
 def measure_step(teacher_config: Any, student_config: Any, shape: StepShape) -> int:
-    """The same two steps run for real: peak resident memory minus the resident memory before the models exist.
+    """The same two steps run for real: peak resident memory (VmHWM) minus the resident memory before the models exist.
     Run it in a fresh process with ``MALLOC_MMAP_THRESHOLD_=65536``, so that glibc returns every freed tensor to
     the system and the resident set follows the live tensors (the default threshold adapts upwards and keeps
     freed blocks: measured 29% above the live tensors at flan-T5-small shapes)."""
@@ -233,17 +233,24 @@ def measure_step(teacher_config: Any, student_config: Any, shape: StepShape) -> 
     batch = step_batch(student_config.vocab_size, shape)
     for _ in range(2):
         distillation_step(teacher, student, optimizer, batch, shape)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM, this process image's own peak: getrusage's ru_maxrss survives exec, so a child started by a large
+    # parent (a test runner) would report the parent's size
+    peak = _status_bytes("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     # tensors are anonymous memory: file-backed pages mapped since the baseline (a library loaded on first use)
     # stay mapped to the end and are not the step's
     return peak - base - max(0, _rss_files() - base_files)
 
 
 def _rss_files() -> int:
-    """Resident file-backed memory of this process (``RssFile`` in /proc/self/status; 0 where there is none)."""
+    """Resident file-backed memory of this process (``RssFile``; 0 where /proc is missing)."""
+    return _status_bytes("RssFile")
+
+
+def _status_bytes(key: str) -> int:
+    """A ``KEY: N kB`` line of /proc/self/status in bytes (0 where there is none)."""
     try:
         for line in open("/proc/self/status", encoding="ascii"):
-            if line.startswith("RssFile:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
