@@ -870,6 +870,49 @@ def pruned_section(data: dict, source: str) -> str:
     return "\n".join(parts)
 
 
+def per_row_int8_section(data: dict, source: str) -> str:
+    """What per-row activation scales cost dynamic-int8 decoding and what they give (bench/per_row_int8.py)."""
+    prov = data.get("provenance", {})
+    lines = [
+        f"`{data.get('command', 'python bench/per_row_int8.py')}` ({source}; {str(prov.get('date', ''))[:10]}, "
+        f"git {str(prov.get('git_sha', ''))[:7]}, {prov.get('hardware', {}).get('cpu', 'CPU')}). dynamic-int8 "
+        "(torch.ao, fbgemm) in llmdiet's static decoder, greedy, exactly 40 new tokens from 40-token sources; the "
+        "two activation schemes share the packed weights and are timed alternately in the same rounds. "
+        "*identical alone*: share of the batch's rows whose ids equal the same sentence decoded at batch 1.",
+        "",
+    ]
+    rows = []
+    for row in data.get("rows", []):
+        ratio = row["per_row_over_per_batch"]
+        alone = row["rows_identical_to_alone"]
+        rows.append(
+            [
+                row["shape"],
+                row["batch_size"],
+                fmt(row["per_batch_median_s"], 3),
+                fmt(row["per_row_median_s"], 3),
+                f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f})",
+                f"{alone['per_batch']:.0%}",
+                f"{alone['per_row']:.0%}",
+            ]
+        )
+    header = [
+        "shape",
+        "batch",
+        "per batch s",
+        "per row s",
+        "per row / per batch (min-max)",
+        "identical alone, per batch",
+        "identical alone, per row",
+    ]
+    return "\n".join(lines) + "\n" + table(header, rows)
+
+
+def newest_per_row(folder: Path) -> tuple[Path, dict] | None:
+    path = folder / "per-row-int8.json"
+    return (path, json.loads(path.read_text())) if path.is_file() else None
+
+
 def newest_pruned(folder: Path) -> tuple[Path, dict] | None:
     """The flan-t5-large pruned-shapes results in ``folder`` (else the newest of any shape), or None."""
     paths = sorted(folder.glob("pruned-shapes-*.json"), key=lambda p: (p.name != "pruned-shapes-flan-t5-large.json",))
@@ -883,6 +926,7 @@ def render(
     cpu_repeats: list[tuple[str, dict]] | None = None,
     pruned: tuple[str, dict] | None = None,
     memory_plan: tuple[str, dict] | None = None,
+    per_row: tuple[str, dict] | None = None,
 ) -> str:
     parts = [
         "# llmdiet benchmarks",
@@ -975,6 +1019,13 @@ def render(
         ]
         if pruned:
             parts += ["### Pruned shapes (`bench/pruned_shapes.py`)", "", pruned_section(pruned[1], pruned[0]), ""]
+        if per_row:
+            parts += [
+                "### Per-row activation scales for dynamic int8 (`bench/per_row_int8.py`)",
+                "",
+                per_row_int8_section(per_row[1], per_row[0]),
+                "",
+            ]
         parts += [
             "## Distillation step",
             "",
@@ -1068,8 +1119,10 @@ def write_markdown(results_file: str | Path, out: str | Path, others: list[Path]
     pruned = (_relative(found[0], root), found[1]) if found else None
     found = newest_memory_plan(results_file.parent)
     memory_plan = (_relative(found[0], root), found[1]) if found else None
+    found = newest_per_row(results_file.parent)
+    per_row = (_relative(found[0], root), found[1]) if found else None
     out = Path(out)
-    out.write_text(render(cpu, gpu, sources, repeats, pruned, memory_plan), encoding="utf-8")
+    out.write_text(render(cpu, gpu, sources, repeats, pruned, memory_plan, per_row), encoding="utf-8")
     readme = root / "README.md"
     if memory_plan and out.resolve() == (root / "BENCHMARKS.md").resolve() and readme.is_file():
         text = readme.read_text(encoding="utf-8")

@@ -7,8 +7,8 @@ The demo teacher (trained, fp32) decodes the demo eval rows greedily at batch 1,
 static decoder and once with the draft proposing (default: ``llmdiet-demo:student``, the demo student *before*
 distillation; pass ``--draft`` with a distilled one, e.g. ``runs/distill-demo/final``). Recorded: the acceptance
 rate, tokens per teacher forward, the number of outputs identical to the plain ones, and the same for the
-teacher's dynamic-int8 copy (whose verification chunks get other activation scales than single steps: agreement
-measured, not assumed). Timing is not the point here (toy sizes); ``bench/rounds.py`` times the real shapes.
+teacher's dynamic-int8 copy with torch.ao's per-batch activation scales (verification chunks get other scales than
+single steps) and with llmdiet's per-row scales (a row's output is independent of its chunk: all identical). Timing is not the point here (toy sizes); ``bench/rounds.py`` times the real shapes.
 """
 
 from __future__ import annotations
@@ -52,12 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     import copy
 
-    quantized = quantize_dynamic_int8(copy.deepcopy(teacher).eval())
+    from llmdiet.quantize.per_row_int8 import use_activation_scales
+
+    quantized = quantize_dynamic_int8(copy.deepcopy(teacher).eval())  # torch.ao's per-batch activation scales
+    per_row = use_activation_scales(copy.deepcopy(quantized), "per_row")  # llmdiet's default at load time
     for name in args.draft:
         draft_path = resolve_model(name)
         draft = load_seq2seq(draft_path)[0].eval()
         entry: dict = {"draft": name, "path": draft_path}
-        for label, model in (("fp32", teacher.eval()), ("dynamic-int8", quantized)):
+        models = (("fp32", teacher.eval()), ("dynamic-int8 per batch", quantized), ("dynamic-int8 per row", per_row))
+        for label, model in models:
             plain = StaticCacheT5Decoder(model)
             speculative = SpeculativeDecoder(plain, StaticCacheT5Decoder(draft), lookahead=args.lookahead)
             identical = 0

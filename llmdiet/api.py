@@ -137,13 +137,16 @@ def load(
     draft: str | None = None,
     draft_lookahead: int = 4,
     drop_finished: bool = False,
+    int8_activation_scales: str = "per_row",
 ) -> Translator:
     """Load any model llmdiet can run: a hub id, a ``save_pretrained`` directory, an ``llmdiet quantize`` artifact
     (its ``llmdiet_artifact.json`` picks the engine), or ``llmdiet-demo:teacher|student``.
 
     ``draft``: speculative decoding (``llmdiet eval --draft_model``): a small model with the same vocabulary (the
     distilled student) proposes tokens this model verifies; greedy output is unchanged for float models.
-    ``drop_finished``: finished rows leave the batch (``llmdiet eval --drop_finished``)."""
+    ``drop_finished``: finished rows leave the batch (``llmdiet eval --drop_finished``).
+    ``int8_activation_scales``: dynamic-int8 artifacts, "per_row" (each sentence's output independent of its batch)
+    or "per_batch" (torch.ao's own), as ``llmdiet eval --int8_activation_scales``."""
     if not isinstance(path_or_hub_id, (str, Path)):
         raise ArgumentTypeError(
             f"load(): path_or_hub_id must be a path or hub id (str or Path), got {path_or_hub_id!r}"
@@ -166,6 +169,12 @@ def load(
         if name not in TORCH_BACKENDS:
             raise BackendError(f"drop_finished=: backend {name} has no static decoder (torch backends only)")
         options["drop_finished"] = True
+    if int8_activation_scales not in ("per_row", "per_batch"):
+        raise ArgumentTypeError(
+            f"load(): int8_activation_scales must be per_row or per_batch, got {int8_activation_scales!r}"
+        )
+    if (detect_backend(path) if backend == "auto" else backend) == "dynamic-int8":
+        options["activation_scales"] = int8_activation_scales
     with quiet_libraries():
         return Translator(load_backend(backend, path, device=device, **options), path)
 

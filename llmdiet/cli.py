@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return module.main(argv[1:]) or 0
     except user_errors() as err:  # user mistakes: a clear message, no traceback
-        print(f"llmdiet {argv[0]}: error: {err}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under accelerate launch: once, not once per process
+            print(f"llmdiet {argv[0]}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -498,6 +498,19 @@ def test_gpu_script_dry_run_covers_2_4_semi_structured(tmp_path):
     assert semi["sparse_kernels"].startswith("not run")  # CPU: recorded, not faked
 
 
+def test_per_row_int8_section_in_benchmarks_is_the_committed_results_file():
+    """BENCHMARKS.md's per-row table is rendered from bench/results/per-row-int8.json, and that file shows what the
+    scheme is for: every row identical to its sentence alone at batch 16 with per-row scales."""
+    root = Path(__file__).resolve().parents[1]
+    data = json.loads((root / "bench" / "results" / "per-row-int8.json").read_text())
+    section = report.per_row_int8_section(data, "bench/results/per-row-int8.json")
+    assert section.strip() in (root / "BENCHMARKS.md").read_text()
+    for row in data["rows"]:
+        assert row["rows_identical_to_alone"]["per_row"] == 1.0
+        assert f"{row['per_row_over_per_batch']['median']:.2f}x" in section
+    assert any(r["batch_size"] > 1 and r["rows_identical_to_alone"]["per_batch"] < 1.0 for r in data["rows"])
+
+
 def test_memory_plan_table_in_readme_and_benchmarks_is_the_committed_results_file():
     """README's and BENCHMARKS.md's memory-plan tables are rendered from bench/results/memory-plan.json (never
     re-typed); every plan row is in them, with its peak."""

@@ -48,6 +48,9 @@ def test_disk_offloaded_teacher_builds_the_same_cache_and_the_same_training(demo
     assert set(placement) == {"cpu", "disk"} and min(placement.values()) >= 1, placement
     assert f"modules per device {placement}" in caplog.text
     assert runs["memory"]["teacher_placement"] is None
+    for log in runs.values():  # each phase's measured peak, beside the plan's (training's is cumulative)
+        peaks = log["peak_memory"]
+        assert 0 < peaks["teacher_cache"]["cpu_peak_rss_bytes"] <= peaks["training"]["cpu_peak_rss_bytes"]
     memory = load_file(tmp_path / "cache-memory" / "shard-00000.safetensors")
     offloaded = load_file(tmp_path / "cache-offloaded" / "shard-00000.safetensors")
     assert memory.keys() == offloaded.keys()

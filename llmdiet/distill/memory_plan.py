@@ -241,6 +241,21 @@ def measure_step(teacher_config: Any, student_config: Any, shape: StepShape) -> 
     return peak - base - max(0, _rss_files() - base_files)
 
 
+def measured_peaks(reset: bool = True) -> dict:
+    """What this process has used so far: its peak resident memory (VmHWM) and, on a GPU, the peak allocated by
+    torch on the current device (then reset, when ``reset``, so the next phase is measured on its own). Written to
+    training_log.json per phase (teacher cache build, training) beside the plan's numbers."""
+    import torch
+
+    out = {"cpu_peak_rss_bytes": _status_bytes("VmHWM") or None}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda_peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated())
+        out["cuda_peak_reserved_bytes"] = int(torch.cuda.max_memory_reserved())
+        if reset:
+            torch.cuda.reset_peak_memory_stats()
+    return out
+
+
 def _rss_files() -> int:
     """Resident file-backed memory of this process (``RssFile``; 0 where /proc is missing)."""
     return _status_bytes("RssFile")

@@ -21,6 +21,7 @@ from llmdiet.distill.card import plot_loss_curve, write_student_card
 from llmdiet.distill.methods import get_method
 from llmdiet.distill.replay import ReplaySet, load_replay, replay_summary
 from llmdiet.distill.settings import DataArguments, DistillationArguments, check_training_arguments
+from llmdiet.distill.sharding import check_launch
 from llmdiet.distill.teacher_placement import placement_kwargs, placement_summary
 from llmdiet.languages import apply_languages, default_prefix
 from llmdiet.modeling import load_seq2seq, parse_dtype, resolve_model
@@ -345,6 +346,9 @@ def _with_teacher_cache(args: Any, teacher: Any, teacher_path: Any, train_ds: An
                 teacher_dtype=args.teacher_dtype,
                 rebuild=args.rebuild_caches,
             )
+    from llmdiet.distill.memory_plan import measured_peaks
+
+    training.llmdiet_cache_peaks = measured_peaks()  # the cache build's own peak (the teacher, maybe offloaded)
     cache = TeacherCache(args.teacher_cache)
     cache.check_matches(train_ds["labels"], args.temperature)
     training.remove_unused_columns = False  # keep the example index for the collator
@@ -524,8 +528,11 @@ def save(
     data: Data,
     result: Any,
     command: Any,
+    engine: str = "single",
 ) -> dict:
     """The student (on its fake-quant grid if any), training_log.json, the loss curve and the model card(s)."""
+    from llmdiet.distill.memory_plan import measured_peaks
+
     training = trainer.args
     fake_quant = None
     if args.student_fake_quant:
@@ -551,6 +558,7 @@ def save(
         "test_overlap": data.test_overlap,
         "provenance": provenance(seed=training.seed, command=command),
         "world_size": trainer.accelerator.num_processes,
+        "launch_engine": engine,  # single, ddp, fsdp or deepspeed (recipes/accelerate/*.yaml)
         "parameters": sum(p.numel() for p in trainer.accelerator.unwrap_model(trainer.model).parameters()),
         "on_policy_batches": getattr(trainer, "on_policy_batches", None),  # gkd: batches trained on student samples
         "copied_layers": models.copied_layers,
@@ -558,6 +566,11 @@ def save(
         # --teacher_device_map: modules of the teacher per device (GPU index, cpu, disk) while it built the cache
         "teacher_placement": placement_summary(models.teacher) or None,
         "fake_quant": fake_quant,  # student_fake_quant: bits and packed size of the saved (on-grid) student
+        # this process's peaks: building the teacher cache (if any), then training (the CPU figure is cumulative)
+        "peak_memory": {
+            "teacher_cache": getattr(training, "llmdiet_cache_peaks", None),
+            "training": measured_peaks(reset=False),
+        },
     }
     if trainer.is_world_process_zero():
         out = Path(training.output_dir)
@@ -576,6 +589,7 @@ def run(
     quiet: bool = False,
 ) -> dict:
     """Train and save; returns the summary written to ``training_log.json``."""
+    engine = check_launch(args.device)  # an FSDP/DeepSpeed launch this machine cannot serve: one line, nothing loaded
     for note in check_training_arguments(training):
         logger.warning(note)
     leaks = data.leaks()
@@ -594,4 +608,4 @@ def run(
         import shutil
 
         shutil.rmtree(Path(str(training.output_dir)) / DEFAULT_OFFLOAD, ignore_errors=True)
-    return save(trainer, args, data, models, splits, result, command)
+    return save(trainer, args, data, models, splits, result, command, engine)

@@ -33,6 +33,7 @@ from llmdiet.compat import decoder_inputs_from_labels
 from llmdiet.config import ConfigError
 from llmdiet.distill.losses import DistillationLoss
 from llmdiet.distill.methods import LossStep, get_method
+from llmdiet.distill.sharding import prepare_frozen_teacher
 
 
 class DistillationTrainer(Seq2SeqTrainer):
@@ -66,8 +67,8 @@ class DistillationTrainer(Seq2SeqTrainer):
         self.teacher = None
         if teacher_model is not None and (self.method.needs_teacher(alpha, self.method_config) or hidden_weight > 0):
             self._check_teacher(teacher_model)
-            teacher_model.eval().requires_grad_(False)
-            self.teacher = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
+            # sharded like the student under FSDP / ZeRO-3 launches; otherwise only placed on the device
+            self.teacher = prepare_frozen_teacher(teacher_model, self.accelerator)
         if self.method.setup:
             self.method.setup(self)
         # We normalise by num_items_in_batch ourselves, so the Trainer must pass it and must not

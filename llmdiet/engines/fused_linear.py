@@ -33,7 +33,6 @@ def _dynamic_int8_linear_type():
 
 
 def _fuse_dynamic_int8(layers) -> nn.Module | None:
-    dynamic_linear = _dynamic_int8_linear_type()
     ints, scales = [], []
     for layer in layers:
         if getattr(layer, "_packed_params", None) is None or layer._packed_params.dtype != torch.qint8:
@@ -57,7 +56,8 @@ def _fuse_dynamic_int8(layers) -> nn.Module | None:
     int_weight = torch.cat(ints, dim=0)
     scale = torch.cat(scales)
     qweight = torch._make_per_channel_quantized_tensor(int_weight, scale, torch.zeros(scale.shape, dtype=torch.long), 0)
-    fused = dynamic_linear(int_weight.shape[1], int_weight.shape[0], bias_=False, dtype=torch.qint8)
+    # the parts' own class: per-row activation scales (llmdiet.quantize.per_row_int8) stay per row once fused
+    fused = type(layers[0])(int_weight.shape[1], int_weight.shape[0], bias_=False, dtype=torch.qint8)
     fused.set_weight_bias(qweight, torch.cat(biases) if biases[0] is not None else None)
     return fused
 
@@ -71,8 +71,10 @@ def fuse_linears(layers: list) -> nn.Module | None:
         return None
     if len({layer.in_features for layer in layers}) != 1:
         return None  # different inputs: not one GEMM
-    if dynamic_linear is None or not all(type(layer) is dynamic_linear for layer in layers):
+    if dynamic_linear is None or not all(isinstance(layer, dynamic_linear) for layer in layers):
         return None
+    if len({type(layer) for layer in layers}) != 1:
+        return None  # per-row and per-batch activation scales are not one GEMM
     return _fuse_dynamic_int8(layers)
 
 

@@ -19,6 +19,7 @@ class DynamicInt8Backend(TorchSeq2SeqBackend):
         draft=None,
         draft_lookahead=4,
         drop_finished=False,
+        activation_scales="per_row",
         **_,
     ):
         from llmdiet.quantize.torch_dynamic import load_dynamic_int8
@@ -28,7 +29,10 @@ class DynamicInt8Backend(TorchSeq2SeqBackend):
                 f"dynamic-int8 runs on CPU only (torch.ao dynamic quantized kernels); got device '{device}'"
             )
         self.artifact = read_artifact(model_path, expected_backend="dynamic-int8")
-        model = load_dynamic_int8(model_path)
+        # per_row (default): every row's output is independent of the rest of the batch, so speculative
+        # verification and dropping finished rows give this model's own greedy outputs (llmdiet.quantize.per_row_int8)
+        self.activation_scales = activation_scales
+        model = load_dynamic_int8(model_path, activation_scales=activation_scales)
         super().__init__(
             model_path,
             device="cpu",
@@ -53,9 +57,15 @@ class DynamicInt8Backend(TorchSeq2SeqBackend):
         return {
             **super().describe(),
             "weights": "int8 (torch.ao dynamic, Linear layers)",
-            "activations": "float32, int8 per batch",
+            "activations": "float32, int8 " + self.activation_scales.replace("_", " "),
             "quantized_engine": torch.backends.quantized.engine,
         }
+
+    def lossless(self) -> bool:
+        """Per-row activation scales make each row's int8 output a function of that row alone, so verifying k+1
+        drafted tokens at once gives what decoding them one by one gives (the demo pair: every output identical,
+        tests/test_per_row_int8.py); per-batch scales do not."""
+        return self.activation_scales == "per_row"
 
 
 @register_backend("dynamic-int8")

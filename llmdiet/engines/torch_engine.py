@@ -217,8 +217,8 @@ class TorchSeq2SeqBackend(TranslationBackend):
 
     def lossless(self) -> bool:
         """Whether speculative outputs are this model's own greedy outputs: float weights and activations (chunked
-        verification only changes summation order); int8 activation scales depend on the chunk (measured, not
-        assumed: bench/speculative.py)."""
+        verification only changes summation order). dynamic-int8 overrides this: lossless with per-row activation
+        scales, not with per-batch ones (which depend on the chunk)."""
         return self.dtype in (torch.float32, torch.bfloat16) and self.name in ("torch-fp32", "torch-bf16")
 
 

@@ -163,9 +163,19 @@ class EvalArguments:
         default=False,
         metadata={
             "help": "Remove finished rows from a batch as they end (as CTranslate2 does): faster on ragged batches "
-            "(measured in BENCHMARKS.md, natural-length workload). Float "
-            "models keep their output; int8 activation scales are per batch, so int8 outputs may change slightly. "
+            "(measured in BENCHMARKS.md, natural-length workload). Float models and dynamic-int8 with per-row "
+            "activation scales (the default) keep their output. "
             "Greedy torch backends with llmdiet's static decoder, without --draft_model."
+        },
+    )
+    int8_activation_scales: str = field(
+        default="per_row",
+        metadata={
+            "help": "dynamic-int8 models: per_row quantizes each row of a Linear's input with its own scale, so a "
+            "sentence's output does not depend on the rest of its batch (speculative verification and "
+            "--drop_finished keep the model's own greedy output); per_batch is torch.ao's one scale per input "
+            "tensor (outputs change with the batch).",
+            "choices": ["per_row", "per_batch"],
         },
     )
     seed: int = field(default=0, metadata={"help": "Seed (decoding is deterministic; recorded for provenance)."})
@@ -324,6 +334,8 @@ def _run_eval_locked(args: EvalArguments, command: list[str] | None, ranks: Rank
         options.update(draft=run_settings["draft"]["model"], draft_lookahead=args.draft_lookahead)
     if args.drop_finished:
         options["drop_finished"] = True
+    if backend_name == "dynamic-int8":
+        options["activation_scales"] = args.int8_activation_scales
     device = args.device
     if ranks.world > 1 and device == "cuda":  # one GPU per process
         device = f"cuda:{os.environ.get('LOCAL_RANK', ranks.rank)}"
@@ -420,6 +432,8 @@ def _run_settings(args: EvalArguments, model_path: str, model_type: str | None, 
     if args.drop_finished:
         _check_static_decoder("--drop_finished", backend_name, model_type)
         run_settings["drop_finished"] = True  # in the settings only when asked: earlier run dirs still resume
+    if backend_name == "dynamic-int8":  # the outputs depend on it: a run dir of the other scheme is not resumed
+        run_settings["int8_activation_scales"] = args.int8_activation_scales
     return run_settings
 
 

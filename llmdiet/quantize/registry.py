@@ -70,7 +70,7 @@ METHODS: dict[str, Method] = {
             ("torch",),
             ("cpu",),
             False,
-            "torch.ao quantize_dynamic: int8 Linear weights, activations per batch (the study's method); CPU",
+            "torch.ao quantize_dynamic: int8 Linear weights, activations per row at run time (the study's method); CPU",
             f"{_Q}.torch_dynamic:make_artifact",
             "llmdiet.engines.torch_dynamic",
             "torch",

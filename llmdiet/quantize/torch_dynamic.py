@@ -2,7 +2,9 @@
 
 ``torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)`` replaces each Linear
 with a dynamically quantized one: int8 weights (per-tensor affine by default, as in the study;
-per-channel on request), activations quantized on the fly per batch, CPU only (fbgemm/x86 kernels).
+per-channel on request), activations quantized on the fly, CPU only (fbgemm/x86 kernels): torch.ao quantizes a
+Linear's whole input with one scale; llmdiet's loader gives each row its own scale by default
+(:mod:`llmdiet.quantize.per_row_int8`), so a sentence's output does not depend on its batch.
 What stays float32: the token embedding (``shared``, tied to the encoder/decoder ``embed_tokens``),
 the relative-attention bias tables and the layer norms. T5's ``lm_head`` is an ``nn.Linear``
 and is quantized.
@@ -121,8 +123,16 @@ def _retie_input_embeddings(model: nn.Module) -> None:
 TRIM_EVERY_LAYERS = 16
 
 
-def load_dynamic_int8(path: str | Path) -> nn.Module:
-    """Load a directory written by :func:`save_dynamic_int8` (plus ``config.json``) back into a model."""
+def load_dynamic_int8(path: str | Path, activation_scales: str = "per_row") -> nn.Module:
+    """Load a directory written by :func:`save_dynamic_int8` (plus ``config.json``) back into a model.
+
+    ``activation_scales``: "per_row" (default: each row of a Linear's input quantized with its own scale, so an
+    output never depends on the rest of the batch; :mod:`llmdiet.quantize.per_row_int8`) or "per_batch" (torch.ao's
+    own: one scale from the whole input tensor, as ``quantize_dynamic`` leaves the model in memory)."""
+    from llmdiet.quantize.per_row_int8 import ACTIVATION_SCALES, use_activation_scales
+
+    if activation_scales not in ACTIVATION_SCALES:
+        raise BackendError(f"activation scales '{activation_scales}': use one of {', '.join(ACTIVATION_SCALES)}")
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForSeq2SeqLM, GenerationConfig
 
@@ -161,7 +171,7 @@ def load_dynamic_int8(path: str | Path) -> nn.Module:
     if (path / "generation_config.json").is_file():
         model.generation_config = GenerationConfig.from_pretrained(path)
     trim_heap()  # the int8 codes were re-packed into fbgemm/onednn weights: release their transient copies
-    return model.eval()
+    return use_activation_scales(model, activation_scales).eval()
 
 
 # ----------------------------------------------------------------------------- the registry's entry points
@@ -184,7 +194,7 @@ def make_artifact(job, model, tokenizer, sources, out: Path, model_type: str) ->
     return {
         "device": "cpu",
         "weights": f"int8 {'per-channel' if per_channel else 'per-tensor'} affine",
-        "activations": "dynamic int8 per batch (reduce_range)",
+        "activations": "dynamic int8 at run time (reduce_range): per row by default, per batch on request",
         "quantized_linears": len(quantized_linears(model)),
         "kept_float": "token embedding (shared), relative attention bias, layer norms",
         "quantized_engine": torch.backends.quantized.engine,

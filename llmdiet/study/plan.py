@@ -327,6 +327,8 @@ def _add_evals(plan: _Plan) -> None:
     }
     for label, model in list(plan.models.items()):
         job_params = {**params, "input": plan.inputs.get(label)}
+        if model.method == "dynamic-int8":  # the harness's default scheme: results of the other one are not reused
+            job_params["int8_activation_scales"] = "per_row"
         plan.add(Job(f"eval/{label}", "eval", label, cfg.root / "eval" / label, plan.deps(model), job_params))
 
 
