@@ -45,7 +45,7 @@ def main(argv=None) -> int:
 
     rows = []
     for shape in args.shapes:
-        per_batch = quantize_dynamic_int8(random_flan_t5(shape).eval())
+        per_batch = quantize_dynamic_int8(random_flan_t5(shape).eval(), activation_scales="per_batch")
         per_row = use_activation_scales(copy.deepcopy(per_batch), "per_row")
         decoders = {"per_batch": StaticCacheT5Decoder(per_batch), "per_row": StaticCacheT5Decoder(per_row)}
         for batch in args.batches:

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from llmdiet.quantize.per_row_int8 import use_activation_scales
 
-    quantized = quantize_dynamic_int8(copy.deepcopy(teacher).eval())  # torch.ao's per-batch activation scales
+    quantized = quantize_dynamic_int8(copy.deepcopy(teacher).eval(), activation_scales="per_batch")  # torch.ao's
     per_row = use_activation_scales(copy.deepcopy(quantized), "per_row")  # llmdiet's default at load time
     for name in args.draft:
         draft_path = resolve_model(name)

@@ -45,9 +45,12 @@ def _dynamic_linear_class():
     return nnqd.Linear
 
 
-def quantize_dynamic_int8(model: nn.Module, per_channel: bool = False) -> nn.Module:
-    """Quantize ``model``'s ``nn.Linear`` layers to dynamic int8 in place (CPU) and return it."""
+def quantize_dynamic_int8(model: nn.Module, per_channel: bool = False, activation_scales: str = "per_row") -> nn.Module:
+    """Quantize ``model``'s ``nn.Linear`` layers to dynamic int8 in place (CPU) and return it, with the activation
+    scales :func:`load_dynamic_int8` gives the saved artifact ("per_row" by default; "per_batch": torch.ao's)."""
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+
+    from llmdiet.quantize.per_row_int8 import use_activation_scales
 
     engines = torch.backends.quantized.supported_engines
     if not {"x86", "fbgemm", "qnnpack"} & set(engines):  # pragma: no cover - exotic builds
@@ -56,7 +59,8 @@ def quantize_dynamic_int8(model: nn.Module, per_channel: bool = False) -> nn.Mod
         )
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
     model = model.float().cpu().eval()
-    return quantize_dynamic(model, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=True)
+    quantized = quantize_dynamic(model, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=True)
+    return use_activation_scales(quantized, activation_scales)
 
 
 def quantized_linears(model: nn.Module) -> dict[str, nn.Module]:
