@@ -126,8 +126,14 @@ def prepare_frozen_teacher(teacher: Any, accelerator: Any) -> Any:
         import deepspeed
 
         config = copy.deepcopy(state.deepspeed_plugin.deepspeed_config)
-        if config["zero_optimization"]["stage"] != 3:
-            config["zero_optimization"]["stage"] = 0  # below ZeRO-3 nothing partitions parameters: a whole copy
+        zero = config["zero_optimization"]
+        hidden = getattr(teacher.config, "hidden_size", None)  # T5: d_model
+        if zero["stage"] != 3:
+            zero["stage"] = 0  # below ZeRO-3 nothing partitions parameters: a whole copy
+        elif hidden:  # the model-sized buckets the Trainer fills for the student only at train time ("auto")
+            zero["reduce_bucket_size"] = hidden * hidden
+            zero["stage3_param_persistence_threshold"] = 10 * hidden
+            zero["stage3_prefetch_bucket_size"] = int(0.9 * hidden * hidden)
         config.pop("optimizer", None), config.pop("scheduler", None)
         engine, *_ = deepspeed.initialize(model=teacher, config=config)
         return engine.eval()
