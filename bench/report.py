@@ -908,8 +908,9 @@ def per_row_int8_section(data: dict, source: str) -> str:
     return "\n".join(lines) + "\n" + table(header, rows)
 
 
-def newest_per_row(folder: Path) -> tuple[Path, dict] | None:
-    path = folder / "per-row-int8.json"
+def side_results(folder: Path, name: str) -> tuple[Path, dict] | None:
+    """A side study's committed results file in ``folder`` (memory-plan.json, per-row-int8.json) and its data."""
+    path = folder / name
     return (path, json.loads(path.read_text())) if path.is_file() else None
 
 
@@ -1117,9 +1118,9 @@ def write_markdown(results_file: str | Path, out: str | Path, others: list[Path]
                 repeats.append((path.name, data))
     found = newest_pruned(results_file.parent)
     pruned = (_relative(found[0], root), found[1]) if found else None
-    found = newest_memory_plan(results_file.parent)
+    found = side_results(results_file.parent, "memory-plan.json")
     memory_plan = (_relative(found[0], root), found[1]) if found else None
-    found = newest_per_row(results_file.parent)
+    found = side_results(results_file.parent, "per-row-int8.json")
     per_row = (_relative(found[0], root), found[1]) if found else None
     out = Path(out)
     out.write_text(render(cpu, gpu, sources, repeats, pruned, memory_plan, per_row), encoding="utf-8")
@@ -1181,11 +1182,6 @@ def memory_plan_section(data: dict, source: str) -> str:
             table(header + layouts, rows),
         ]
     )
-
-
-def newest_memory_plan(folder: Path) -> tuple[Path, dict] | None:
-    path = folder / "memory-plan.json"
-    return (path, json.loads(path.read_text())) if path.is_file() else None
 
 
 def readme_with_memory_plan(readme: str, section: str) -> str:
