@@ -58,6 +58,64 @@ def spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
 
 
+def merge_blocks(blocks: list[list[dict]]) -> list[dict]:
+    """One row per shape from blocks of rounds run at different times of a benchmark run (``bench/run.py``): every
+    spread holds the rounds of all blocks (so a verdict needs every round of every block to clear its line), and
+    ``blocks`` keeps each block's own ratio spreads, start and status."""
+    merged: list[dict] = []
+    shapes = list(dict.fromkeys(row["shape"] for block in blocks for row in block))
+    for shape in shapes:
+        rows = [row for block in blocks for row in block if row["shape"] == shape]
+        ok = [row for row in rows if row.get("status") == "ok"]
+        summary = [
+            {
+                "block": row.get("block", index),
+                "started": row.get("block_started"),
+                "run_minute": row.get("run_minute"),
+                "status": row.get("status"),
+                **(
+                    {
+                        "rounds": row["rounds"],
+                        "ratio_vs_ct2": {b: e["ratio_vs_ct2"] for b, e in row["by_batch"].items()},
+                    }
+                    if row.get("status") == "ok"
+                    else {"reason": row.get("reason")}
+                ),
+            }
+            for index, row in enumerate(rows)
+        ]
+        if not ok:
+            merged.append({**rows[0], "blocks": summary})
+            continue
+        out = {key: value for key, value in ok[0].items() if key not in ("block", "block_started", "run_minute")}
+        out["rounds"] = sum(row["rounds"] for row in ok)
+        out["timed_s"] = sum(row["timed_s"] for row in ok)
+        out["blocks"] = summary
+        by_batch: dict = {}
+        for batch, first in ok[0]["by_batch"].items():
+            entry = {"sentences": first["sentences"], "tokens_per_s": {}, "ratio_vs_ct2": {}}
+            for kind in ("tokens_per_s", "ratio_vs_ct2"):
+                for path in first[kind]:
+                    values = [
+                        v
+                        for row in ok
+                        for v in row["by_batch"].get(batch, {}).get(kind, {}).get(path, {}).get("values", [])
+                    ]
+                    entry[kind][path] = spread(values)
+            by_batch[batch] = entry
+        out["by_batch"] = by_batch
+        accepted: dict = {}
+        for row in ok:
+            for path, rate in row.get("acceptance_rate", {}).items():
+                accepted.setdefault(path, []).extend(rate["values"])
+        out["acceptance_rate"] = {path: spread(values) for path, values in accepted.items()}
+        memory = next((row["memory"] for row in ok if row.get("memory")), None)
+        if memory is not None:
+            out["memory"] = memory
+        merged.append(out)
+    return merged
+
+
 class Acceptance:
     """Sets how many leading draft proposals are accepted: each independently with probability ``alpha`` (the
     per-token agreement of a draft with its teacher), the run ending at the first rejection."""

@@ -104,6 +104,59 @@ def test_oracle_sets_the_acceptance_and_keeps_the_output(tiny_teacher, tiny_toke
     assert 0.3 < rate < 0.95, rate  # a run of proposals stops at the first wrong one: below a, far above 0
 
 
+def test_forward_rows_puts_each_row_at_its_own_positions(tiny_teacher, tiny_tokenizer):
+    """A ragged batch (rows at different positions) gives each row the logits it gets decoded alone."""
+    decoder = StaticCacheT5Decoder(tiny_teacher)
+    enc = tiny_tokenizer(SOURCES[:3], return_tensors="pt", padding=True)
+    reference = _generate(tiny_teacher, enc, 12, 12)  # (3, 13): a token sequence per row
+    with torch.inference_mode():
+        state = decoder.start(enc["input_ids"], enc["attention_mask"], 4)  # capacity 4: the buffers must grow
+        counts = torch.tensor([5, 2, 8])  # row r has fed positions < counts[r]
+        for r, n in enumerate(counts.tolist()):  # prefill each row alone up to its own position
+            alone = decoder.start(enc["input_ids"][r : r + 1], enc["attention_mask"][r : r + 1], 16)
+            decoder.forward(alone, reference[r : r + 1, :n])
+            for i in range(len(alone.keys)):
+                while len(state.keys) <= i:
+                    state.keys.append(alone.keys[i].new_zeros((3, *alone.keys[i].shape[1:])))
+                    state.values.append(alone.values[i].new_zeros((3, *alone.values[i].shape[1:])))
+                state.keys[i][r, :, :n] = alone.keys[i][0, :, :n]
+                state.values[i][r, :, :n] = alone.values[i][0, :, :n]
+        state.capacity, state.length = 16, 8
+        chunk = torch.stack([reference[r, n : n + 3] for r, n in enumerate(counts.tolist())])
+        got = decoder.forward_rows(state, chunk, counts)
+        for r, n in enumerate(counts.tolist()):
+            alone = decoder.start(enc["input_ids"][r : r + 1], enc["attention_mask"][r : r + 1], 16)
+            want = decoder.forward(alone, reference[r : r + 1, : n + 3])[0, n:]
+            torch.testing.assert_close(got[r], want, rtol=1e-5, atol=1e-5)
+            # the greedy choices there are the reference's next tokens (EOS was banned: min_new_tokens = 12)
+            banned = got[r].clone()
+            banned[:, tiny_teacher.config.eos_token_id] = -float("inf")
+            assert torch.equal(banned.argmax(-1), reference[r, n + 1 : n + 4])
+        assert state.length == 11 and state.keys[0].shape[2] >= 11
+
+
+@pytest.mark.parametrize("max_new,min_new", [(40, 0), (40, 40), (9, 3)])
+def test_ragged_batches_advance_each_row_by_its_own_run_and_keep_the_output(
+    tiny_teacher, tiny_tokenizer, demo_student, max_new, min_new
+):
+    """Batched speculation: rows keep their own accepted runs (more tokens per row-forward than lockstep), finished
+    rows leave the batch, and the ids stay the teacher's greedy ones."""
+    enc = tiny_tokenizer(SOURCES, return_tensors="pt", padding=True)
+    reference = _generate(tiny_teacher, enc, max_new, min_new)
+    rates = {}
+    for ragged in (True, False):
+        decoder = SpeculativeDecoder(
+            StaticCacheT5Decoder(tiny_teacher), StaticCacheT5Decoder(_noisy_copy(tiny_teacher, 0.2, 1)), ragged=ragged
+        )
+        got = decoder.generate(enc["input_ids"], enc["attention_mask"], max_new, min_new)
+        assert got.shape == reference.shape and torch.equal(got, reference), ragged
+        stats = SpeculativeDecoder.summarize(decoder.stats)
+        assert stats["generated"] == int((reference[:, 1:] != tiny_teacher.config.pad_token_id).sum())
+        rates[ragged] = stats["tokens_per_teacher_forward"]
+    if max_new == 40:
+        assert rates[True] > rates[False], rates
+
+
 def test_a_draft_with_another_vocabulary_is_refused(tiny_teacher):
     from transformers import T5Config, T5ForConditionalGeneration
 

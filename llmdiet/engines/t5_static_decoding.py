@@ -125,7 +125,9 @@ class StaticCacheT5Decoder:
 
     @staticmethod
     def _grow(buffer: torch.Tensor, capacity: int) -> torch.Tensor:
-        grown = buffer.new_empty((*buffer.shape[:2], capacity, buffer.shape[3]))
+        # zeros, not empty memory: a ragged row (forward_rows) attends over positions it has not written, with zero
+        # weight, and 0 x NaN of uninitialised memory would still be NaN
+        grown = buffer.new_zeros((*buffer.shape[:2], capacity, buffer.shape[3]))
         grown[:, :, : buffer.shape[2]] = buffer
         return grown
 
@@ -214,10 +216,53 @@ class StaticCacheT5Decoder:
         state.length = end
         return self.model.lm_head(hidden).to(dtype=torch.float32)
 
-    def _self_attention(self, i: int, layer_sa, hidden, state: DecoderState, self_bias, qkv) -> torch.Tensor:
-        """Layer ``i``'s self-attention output for the new positions; their keys and values go into the cache."""
+    def forward_rows(self, state: DecoderState, tokens: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """Like :meth:`forward`, but row ``r``'s ``tokens`` go to its own positions ``starts[r] ..`` (ragged
+        batches: batched speculative decoding, where each row has accepted a different number of tokens).
+
+        Every row attends over the buffers up to the longest row's end, its own later positions (stale keys of
+        rejected proposals, or nothing yet) masked out, with T5's relative position bias gathered at its own
+        positions. Masked positions get zero weight, so each row's numbers are its own up to float rounding (the
+        softmax and the weighted sum run over a longer, zero-padded row: summation order). ``state.length``
+        becomes the longest row's end (what :meth:`DecoderState.keep` copies)."""
+        decoder, batch, dtype, device = self.model.decoder, state.batch, state.dtype, state.device
+        n = tokens.shape[1]
+        positions = starts.to(device)[:, None] + torch.arange(n, device=device)[None, :]  # (batch, n)
+        end = int(positions.max()) + 1
+        if end > state.capacity:
+            state.capacity = max(end, 2 * state.capacity)
+            state.keys = [self._grow(k, state.capacity) for k in state.keys]
+            state.values = [self._grow(v, state.capacity) for v in state.values]
+        table = self._self_bias(end, device)[0, :, :, :end]  # (heads, L, end)
+        self_bias = table[:, positions].permute(1, 0, 2, 3).to(dtype)  # (batch, heads, n, end)
+        later = torch.arange(end, device=device)[None, None, :] > positions[:, :, None]  # (batch, n, end)
+        self_bias = self_bias.masked_fill(later[:, None], torch.finfo(dtype).min)
+        hidden = decoder.embed_tokens(tokens)
+        rows = torch.arange(batch, device=device)[:, None]
+        for i, block in enumerate(decoder.block):
+            layer_ca, layer_ff = block.layer[1], block.layer[2]
+            qkv, wi = self.fused[i] if self.fused else (None, None)
+            hidden = hidden + self._self_attention(
+                i, block.layer[0], hidden, state, self_bias, qkv, at=(rows, positions, end)
+            )
+            attention = layer_ca.EncDecAttention
+            q = self._heads(attention.q(layer_ca.layer_norm(hidden)), batch)
+            context = self._attend(q, state.cross[i][0], state.cross[i][1], state.cross_bias)
+            hidden = hidden + attention.o(context.transpose(1, 2).contiguous().view(batch, -1, self.inner))
+            hidden = layer_ff(hidden) if wi is None else hidden + self._gated_ff(layer_ff, wi, hidden)
+        hidden = decoder.final_layer_norm(hidden)
+        if self.tied:
+            hidden = hidden * self.scale
+        state.length = max(state.length, end)
+        return self.model.lm_head(hidden).to(dtype=torch.float32)
+
+    def _self_attention(
+        self, i: int, layer_sa, hidden, state: DecoderState, self_bias, qkv, at: tuple | None = None
+    ) -> torch.Tensor:
+        """Layer ``i``'s self-attention output for the new positions; their keys and values go into the cache
+        (at ``state.length ..``, or at each row's own positions with ``at = (rows, positions, end)``)."""
         batch, n, pos = state.batch, hidden.shape[1], state.length
-        end = pos + n
+        end = pos + n if at is None else at[2]
         attention = layer_sa.SelfAttention
         normed = layer_sa.layer_norm(hidden)
         if qkv is not None:
@@ -227,9 +272,12 @@ class StaticCacheT5Decoder:
             k = self._heads(attention.k(normed), batch)
             v = self._heads(attention.v(normed), batch)
         if len(state.keys) == i:
-            state.keys.append(k.new_empty((batch, self.n_heads, state.capacity, self.d_kv)))
-            state.values.append(v.new_empty((batch, self.n_heads, state.capacity, self.d_kv)))
-        if n == 1:
+            state.keys.append(k.new_zeros((batch, self.n_heads, state.capacity, self.d_kv)))
+            state.values.append(v.new_zeros((batch, self.n_heads, state.capacity, self.d_kv)))
+        if at is not None:  # (batch, n) positions: advanced indices around the heads' slice put (batch, n) first
+            state.keys[i][at[0], :, at[1]] = k.transpose(1, 2)
+            state.values[i][at[0], :, at[1]] = v.transpose(1, 2)
+        elif n == 1:
             state.keys[i][:, :, pos] = k[:, :, 0]
             state.values[i][:, :, pos] = v[:, :, 0]
         else:
@@ -311,7 +359,7 @@ class DecoderState:
         self.cross_bias = self.cross_bias.index_select(0, rows) if self.cross_bias.shape[0] > 1 else self.cross_bias
         for buffers in (self.keys, self.values):
             for i, buffer in enumerate(buffers):
-                kept = buffer.new_empty((len(rows), *buffer.shape[1:]))
+                kept = buffer.new_zeros((len(rows), *buffer.shape[1:]))
                 kept[:, :, : self.length] = buffer[rows, :, : self.length]  # only the positions written so far
                 buffers[i] = kept
         self.batch = len(rows)

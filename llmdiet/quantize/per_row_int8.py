@@ -11,16 +11,21 @@ per-tensor scale a per-row one (per token, as torchao's ``Int8DynamicActivationI
 activations on its path):
 
 1. each row ``x_r`` is divided by its own absolute maximum ``a_r`` (so its largest element is exactly +-1);
-2. one anchor row ``[-1, +1, 0, ...]`` is appended, so the tensor's min and max are exactly -1 and +1 whatever the
-   batch holds: the kernel's scale and zero point are the same constant for every call;
-3. the kernel quantizes each row with that constant (element-wise), multiplies in int8 with exact int32
-   accumulation and dequantizes element-wise; the anchor's output row is dropped and each row is multiplied back
-   by ``a_r`` (with a bias: ``(y_r - b) * a_r + b``).
+2. the kernel quantizes every row with one **constant** scale and zero point, those torch.ao's dynamic Linear
+   would choose for the range [-1, +1] (reduce_range, 7-bit), passed to fbgemm's
+   ``quantized::linear_with_input_q_dq_qweight_dq_output_fp32`` (the same packed weights, int8 multiply with exact
+   int32 accumulation, element-wise dequantization; no min/max pass over the input);
+3. each output row is multiplied back by ``a_r`` (with a bias: ``(y_r - b) * a_r + b``).
+
+Where the packed weights are not fbgemm's (the oneDNN engine has no such op), the same constant range is pinned
+by appending one anchor row ``[-1, 0, ..., 0, +1]`` to the input of ``quantized::linear_dynamic``, whose min/max
+then always give those scale and zero point (bit-identical outputs, one extra row and a copy per call: the first
+version of this module, kept as the fallback).
 
 Each row's output is then a function of that row alone, bit for bit (``tests/test_per_row_int8.py``), and the row
 uses the kernel's whole int8 range for its own values (the symmetric per-token scheme; per-batch scales give a row
-with small activations the resolution left over by the batch's largest). Cost: one extra row per GEMM and three
-element-wise passes; measured in ``bench/per_row_int8.py``.
+with small activations the resolution left over by the batch's largest). Cost: one element-wise pass before and
+one after the GEMM; measured in ``bench/per_row_int8.py``.
 """
 
 from __future__ import annotations
@@ -39,25 +44,40 @@ def _anchor(width: int) -> torch.Tensor:
     return anchor
 
 
+def _pinned_qparams() -> tuple[float, int]:
+    """The scale and zero point torch.ao's dynamic Linear chooses for inputs spanning exactly [-1, +1]."""
+    return torch._choose_qparams_per_tensor(torch.tensor([-1.0, 1.0]), True)
+
+
+_SCALE, _ZERO_POINT = _pinned_qparams()
+
+
 class PerRowDynamicLinear(nnqd.Linear):
     """``torch.ao.nn.quantized.dynamic.Linear`` with per-row activation scales (see the module docstring)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # every operation here runs once per Linear call (145 per decoded token on flan-T5-large): kept to five
+        # every operation here runs once per Linear call (145 per decoded token on flan-T5-large): kept few
         state = self.__dict__
         rows = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
         if rows.dtype != torch.float32:
             rows = rows.float()
         scale = rows.abs().amax(-1, keepdim=True).clamp_(min=_TINY)  # an all-zero row stays zero
-        anchor = state.get("_anchor_row")
-        if anchor is None or anchor.shape[-1] != rows.shape[-1]:
-            anchor = state["_anchor_row"] = _anchor(rows.shape[-1])
-        # reduce_range=True as torch.ao's Linear passes it, but positionally: as a keyword, the op's dispatch
-        # took 0.9 ms instead of 0.04 ms per call (512x1024, 5 rows; torch 2.15)
-        out = torch.ops.quantized.linear_dynamic(
-            torch.cat((rows / scale, anchor)), self._packed_params._packed_params, True
-        )
-        out = out[:-1].mul_(scale)
+        packed = self._packed_params._packed_params
+        if not state.get("_anchored"):
+            try:
+                out = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
+                    rows / scale, _SCALE, _ZERO_POINT, packed
+                )
+            except RuntimeError:  # not fbgemm's packed weights (oneDNN): the anchor row pins the same range
+                state["_anchored"] = True
+        if state.get("_anchored"):
+            anchor = state.get("_anchor_row")
+            if anchor is None or anchor.shape[-1] != rows.shape[-1]:
+                anchor = state["_anchor_row"] = _anchor(rows.shape[-1])
+            # reduce_range=True as torch.ao's Linear passes it, but positionally: as a keyword, the op's dispatch
+            # took 0.9 ms instead of 0.04 ms per call (512x1024, 5 rows; torch 2.15)
+            out = torch.ops.quantized.linear_dynamic(torch.cat((rows / scale, anchor)), packed, True)[:-1]
+        out = out.mul_(scale)
         bias = self._bias_cache()
         if bias is not None:  # the kernel added the bias to the normalized row: (y - b) * a + b
             out.sub_(bias * scale).add_(bias)
