@@ -410,7 +410,8 @@ def rounds_section(results: dict) -> str:
         for batch, entry in row["by_batch"].items():
             for path, tps in entry["tokens_per_s"].items():
                 ratio = entry["ratio_vs_ct2"].get(path)
-                accept = row.get("acceptance_rate", {}).get(path)
+                rates = row.get("acceptance_rate", {})
+                accept = rates.get(f"{path}|{batch}") or (rates.get(path) if batch == "1" else None)
                 lines.append(
                     [
                         batch,

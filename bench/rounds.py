@@ -365,8 +365,9 @@ def run(spec: dict) -> dict:
                 for path in order:
                     result = measure(path, batch, spec["sentences"][batch])
                     measured[batch][path].append(result["tokens_per_s"])
-                    if result.get("stats"):
-                        acceptance.setdefault(path, []).append(result["stats"]["acceptance_rate"])
+                    if result.get("stats"):  # batch 1 under the path's name, other batches as "path|batch"
+                        key = path if batch == "1" else f"{path}|{batch}"
+                        acceptance.setdefault(key, []).append(result["stats"]["acceptance_rate"])
         timed = time.perf_counter() - started
         ready = {kind: w.ready for kind, w in workers.items()}
     finally:

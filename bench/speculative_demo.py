@@ -31,6 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rows", type=int, default=200, help="Demo eval rows (in-domain en-fr) to decode.")
     parser.add_argument("--lookahead", type=int, default=4, help="First-round lookahead (then adaptive).")
+    parser.add_argument(
+        "--batch_size",
+        type=int,
+        default=1,
+        help="Sentences per batch (llmdiet eval's default is 32); above 1 the ragged and the lockstep batches are "
+        "both recorded.",
+    )
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "speculative-demo.json"))
     args = parser.parse_args(argv)
 
@@ -48,7 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     teacher, tokenizer = load_seq2seq(teacher_path)
     spec = resolve_eval_set("demo-en-fr")
     sources = [spec.prefix + r.source for r in spec.load()[: args.rows]]
-    record: dict = {"teacher": teacher_path, "rows": len(sources), "lookahead": args.lookahead, "drafts": []}
+    record: dict = {
+        "teacher": teacher_path,
+        "rows": len(sources),
+        "lookahead": args.lookahead,
+        "batch_size": args.batch_size,
+        "drafts": [],
+    }
+    batches = [sources[i : i + args.batch_size] for i in range(0, len(sources), args.batch_size)]
+    modes = (("ragged", True),) if args.batch_size == 1 else (("ragged", True), ("lockstep", False))
     torch.set_num_threads(1)
     import copy
 
@@ -63,15 +78,22 @@ def main(argv: list[str] | None = None) -> int:
         models = (("fp32", teacher.eval()), ("dynamic-int8 per batch", quantized), ("dynamic-int8 per row", per_row))
         for label, model in models:
             plain = StaticCacheT5Decoder(model)
-            speculative = SpeculativeDecoder(plain, StaticCacheT5Decoder(draft), lookahead=args.lookahead)
-            identical = 0
-            for source in sources:
-                enc = tokenizer([source], return_tensors="pt")
-                a = plain.generate(enc["input_ids"], enc["attention_mask"], 128)
-                b = speculative.generate(enc["input_ids"], enc["attention_mask"], 128)
-                identical += int(a.shape == b.shape and torch.equal(a, b))
-            entry[label] = {**SpeculativeDecoder.summarize(speculative.stats), "identical_outputs": identical}
-            print(f"{name} drafting for the {label} teacher: {entry[label]}")
+            for mode, ragged in modes:
+                speculative = SpeculativeDecoder(
+                    plain, StaticCacheT5Decoder(draft), lookahead=args.lookahead, ragged=ragged
+                )
+                identical = 0
+                for batch in batches:
+                    enc = tokenizer(batch, return_tensors="pt", padding=True)
+                    a = plain.generate(enc["input_ids"], enc["attention_mask"], 128)
+                    b = speculative.generate(enc["input_ids"], enc["attention_mask"], 128)
+                    for row_a, row_b in zip(a, b):  # per sentence, padding after EOS left out
+                        row_a, row_b = row_a[row_a != plain.pad_id], row_b[row_b != plain.pad_id]
+                        identical += int(row_a.shape == row_b.shape and torch.equal(row_a, row_b))
+                result = {**SpeculativeDecoder.summarize(speculative.stats), "identical_outputs": identical}
+                key = label if args.batch_size == 1 else f"{label}, {mode}"
+                entry[key] = result
+                print(f"{name} drafting for the {key} teacher: {result}")
         record["drafts"].append(entry)
     record["provenance"] = provenance(0, ["python", "bench/speculative_demo.py", *argv])
     record["cpu_flags"] = cpu_flags()
