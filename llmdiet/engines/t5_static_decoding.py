@@ -131,6 +131,13 @@ class StaticCacheT5Decoder:
         grown[:, :, : buffer.shape[2]] = buffer
         return grown
 
+    def _ensure_capacity(self, state: DecoderState, end: int) -> None:
+        """Grow every buffer by doubling (amortised O(1) per token), one layer at a time, to hold ``end`` positions."""
+        if end > state.capacity:
+            state.capacity = max(end, 2 * state.capacity)
+            state.keys = [self._grow(k, state.capacity) for k in state.keys]
+            state.values = [self._grow(v, state.capacity) for v in state.values]
+
     @staticmethod
     def _gated_ff(layer_ff, wi, hidden: torch.Tensor) -> torch.Tensor:
         """T5LayerFF's gated branch (T5DenseGatedActDense, eval mode) with wi_0 and wi_1 as one GEMM."""
@@ -189,32 +196,17 @@ class StaticCacheT5Decoder:
         caller that rejects some of them sets ``state.length`` back (the buffers are overwritten later). With n = 1
         this is one step of greedy decoding; n > 1 (speculative verification) adds T5's causal mask inside the chunk.
         """
-        decoder, batch, dtype = self.model.decoder, state.batch, state.dtype
+        dtype = state.dtype
         n, pos = tokens.shape[1], state.length
         end = pos + n
-        if end > state.capacity:  # grow every buffer by doubling (amortised O(1) per token), one layer at a time
-            state.capacity = max(end, 2 * state.capacity)
-            state.keys = [self._grow(k, state.capacity) for k in state.keys]
-            state.values = [self._grow(v, state.capacity) for v in state.values]
+        self._ensure_capacity(state, end)
         self_bias = self._self_bias(end, state.device)[:, :, pos:end, :end].to(dtype)
         if n > 1:
             causal = torch.ones((n, end), dtype=torch.bool, device=state.device).triu(pos + 1)
             self_bias = self_bias.masked_fill(causal, torch.finfo(dtype).min)
-        hidden = decoder.embed_tokens(tokens)
-        for i, block in enumerate(decoder.block):
-            layer_ca, layer_ff = block.layer[1], block.layer[2]
-            qkv, wi = self.fused[i] if self.fused else (None, None)
-            hidden = hidden + self._self_attention(i, block.layer[0], hidden, state, self_bias, qkv)
-            attention = layer_ca.EncDecAttention
-            q = self._heads(attention.q(layer_ca.layer_norm(hidden)), batch)
-            context = self._attend(q, state.cross[i][0], state.cross[i][1], state.cross_bias)
-            hidden = hidden + attention.o(context.transpose(1, 2).contiguous().view(batch, -1, self.inner))
-            hidden = layer_ff(hidden) if wi is None else hidden + self._gated_ff(layer_ff, wi, hidden)
-        hidden = decoder.final_layer_norm(hidden)
-        if self.tied:
-            hidden = hidden * self.scale
+        logits = self._decode(state, tokens, self_bias, None)
         state.length = end
-        return self.model.lm_head(hidden).to(dtype=torch.float32)
+        return logits
 
     def forward_rows(self, state: DecoderState, tokens: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
         """Like :meth:`forward`, but row ``r``'s ``tokens`` go to its own positions ``starts[r] ..`` (ragged
@@ -225,26 +217,29 @@ class StaticCacheT5Decoder:
         positions. Masked positions get zero weight, so each row's numbers are its own up to float rounding (the
         softmax and the weighted sum run over a longer, zero-padded row: summation order). ``state.length``
         becomes the longest row's end (what :meth:`DecoderState.keep` copies)."""
-        decoder, batch, dtype, device = self.model.decoder, state.batch, state.dtype, state.device
+        batch, dtype, device = state.batch, state.dtype, state.device
         n = tokens.shape[1]
         positions = starts.to(device)[:, None] + torch.arange(n, device=device)[None, :]  # (batch, n)
         end = int(positions.max()) + 1
-        if end > state.capacity:
-            state.capacity = max(end, 2 * state.capacity)
-            state.keys = [self._grow(k, state.capacity) for k in state.keys]
-            state.values = [self._grow(v, state.capacity) for v in state.values]
+        self._ensure_capacity(state, end)
         table = self._self_bias(end, device)[0, :, :, :end]  # (heads, L, end)
         self_bias = table[:, positions].permute(1, 0, 2, 3).to(dtype)  # (batch, heads, n, end)
         later = torch.arange(end, device=device)[None, None, :] > positions[:, :, None]  # (batch, n, end)
         self_bias = self_bias.masked_fill(later[:, None], torch.finfo(dtype).min)
-        hidden = decoder.embed_tokens(tokens)
         rows = torch.arange(batch, device=device)[:, None]
+        logits = self._decode(state, tokens, self_bias, (rows, positions, end))
+        state.length = max(state.length, end)
+        return logits
+
+    def _decode(self, state: DecoderState, tokens: torch.Tensor, self_bias, at: tuple | None) -> torch.Tensor:
+        """The decoder blocks and the LM head over ``tokens`` (shared by :meth:`forward` and :meth:`forward_rows`;
+        ``at`` as in :meth:`_self_attention`); float32 logits ``(batch, n, V)``."""
+        decoder, batch = self.model.decoder, state.batch
+        hidden = decoder.embed_tokens(tokens)
         for i, block in enumerate(decoder.block):
             layer_ca, layer_ff = block.layer[1], block.layer[2]
             qkv, wi = self.fused[i] if self.fused else (None, None)
-            hidden = hidden + self._self_attention(
-                i, block.layer[0], hidden, state, self_bias, qkv, at=(rows, positions, end)
-            )
+            hidden = hidden + self._self_attention(i, block.layer[0], hidden, state, self_bias, qkv, at=at)
             attention = layer_ca.EncDecAttention
             q = self._heads(attention.q(layer_ca.layer_norm(hidden)), batch)
             context = self._attend(q, state.cross[i][0], state.cross[i][1], state.cross_bias)
@@ -253,7 +248,6 @@ class StaticCacheT5Decoder:
         hidden = decoder.final_layer_norm(hidden)
         if self.tied:
             hidden = hidden * self.scale
-        state.length = max(state.length, end)
         return self.model.lm_head(hidden).to(dtype=torch.float32)
 
     def _self_attention(
