@@ -194,7 +194,8 @@ class SpeculativeDecoder:
     def _next_lookahead(self, k: int, k_round: int, agree, active) -> int:
         """transformers' rule (+2 after a fully accepted round, -1 otherwise) by the majority of the rows, capped by
         the batch: a chunk of k+1 positions per row costs about k+1 single steps once the GEMMs are compute-bound
-        (flan-T5-large int8 at batch 16, acceptance 0.7: k = 1 was the fastest of 1, 2, 3 and adaptive 4-10)."""
+        (flan-T5-large int8 at batch 16 in the quick run's rounds, bench/results/2026-12-07-quick-cpu.json, the
+        draft did not pay even so)."""
         full = int((agree == k_round).sum()) if k_round else 0
         k = min(self.max_lookahead, k + 2) if 2 * full > len(agree) else max(1, k - 1)
         return min(k, max(1, self.max_lookahead // max(1, int(active.sum()))))
